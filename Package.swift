@@ -1,0 +1,45 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Arrows point one way: embstore → EmbeddingStore → {LMDB, EmbeddingCodecs, NPY}, LMDB → CLMDB,
+// EmbeddingCodecs → CEmbeddingKernels. Nothing below imports anything above it.
+let package = Package(
+    name: "embstore",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "EmbeddingStore", targets: ["EmbeddingStore"]),
+        .library(name: "LMDB", targets: ["LMDB"]),
+        .library(name: "EmbeddingCodecs", targets: ["EmbeddingCodecs"]),
+        .executable(name: "embstore", targets: ["embstore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Debian's liblmdb-dev through pkg-config; no LMDB source lives in this repository.
+        .systemLibrary(
+            name: "CLMDB",
+            pkgConfig: "lmdb",
+            providers: [.apt(["liblmdb-dev"])]
+        ),
+        .target(name: "LMDB", dependencies: ["CLMDB"]),
+        // Small C kernels for what Swift cannot express without unsafe flags: F16C/AVX2 paths
+        // selected at run time, and a prefetch hint.
+        .target(name: "CEmbeddingKernels"),
+        .target(name: "EmbeddingCodecs", dependencies: ["CEmbeddingKernels"]),
+        .target(name: "NPY"),
+        .target(name: "EmbeddingStore", dependencies: ["LMDB", "EmbeddingCodecs", "NPY"]),
+        .executableTarget(
+            name: "embstore",
+            dependencies: [
+                "EmbeddingStore", "NPY",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
+        .testTarget(name: "EmbeddingCodecsTests", dependencies: ["EmbeddingCodecs"]),
+        .testTarget(name: "NPYTests", dependencies: ["NPY"]),
+        .testTarget(name: "EmbeddingStoreTests", dependencies: ["EmbeddingStore", "NPY"]),
+        .testTarget(name: "embstoreTests", dependencies: ["NPY"]),
+    ]
+)

@@ -1,0 +1,197 @@
+import CLMDB
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An LMDB environment: one memory-mapped file holding any number of named databases.
+///
+/// `Environment` is `Sendable`: it is always opened with `MDB_NOTLS`, so a read transaction
+/// belongs to the `Transaction` value that began it rather than to an OS thread, and any thread
+/// may use the environment. Each transaction must still stay on the thread that began it (a
+/// write transaction's mutex is owned by that thread) and must never be held across an `await`.
+///
+/// The map grows by itself: when a write fails with `MDB_MAP_FULL`, `write` aborts it, waits for
+/// this process's other transactions to finish, doubles the map and runs the body again.
+public final class Environment: @unchecked Sendable {
+    /// Environment flags. The corresponding LMDB argument is `mdb_env_open`'s `flags`.
+    public struct Flags: OptionSet, Sendable, Hashable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        /// The path names the data file itself, not a directory (`MDB_NOSUBDIR`).
+        public static let noSubdirectory = Flags(rawValue: UInt32(MDB_NOSUBDIR))
+        /// Open read-only; writes fail (`MDB_RDONLY`).
+        public static let readOnly = Flags(rawValue: UInt32(MDB_RDONLY))
+        /// Do not fsync on commit: a crash may lose the last commits, never consistency (`MDB_NOSYNC`).
+        public static let noSync = Flags(rawValue: UInt32(MDB_NOSYNC))
+        /// Do not fsync the meta page on commit (`MDB_NOMETASYNC`).
+        public static let noMetaSync = Flags(rawValue: UInt32(MDB_NOMETASYNC))
+        /// Turn off OS read-ahead; better for random access to a map larger than RAM (`MDB_NORDAHEAD`).
+        public static let noReadahead = Flags(rawValue: UInt32(MDB_NORDAHEAD))
+    }
+
+    /// How to open an environment.
+    public struct Configuration: Sendable {
+        /// Initial map size in bytes; it grows by doubling when full. Rounded up by LMDB to pages.
+        public var mapSize: Int = 1 << 28
+        /// Named databases the environment can hold (`mdb_env_set_maxdbs`).
+        public var maxDatabases: Int = 128
+        /// Concurrent read transactions across all processes (`mdb_env_set_maxreaders`).
+        public var maxReaders: Int = 126
+        public var flags: Flags = []
+        /// File mode for newly created files.
+        public var fileMode: mode_t = 0o644
+        /// Seconds `write` waits for this process's open transactions before growing the map.
+        public var growthTimeout: Double = 10
+        public init() {}
+    }
+
+    let handle: OpaquePointer
+    let gate = TransactionGate()
+    /// > mdb_dbi_open: This function must not be called from multiple concurrent transactions
+    /// > in the same process.
+    let databaseOpenLock = Mutex<Void>(())
+    public let path: String
+    public let configuration: Configuration
+
+    /// Opens (and creates, unless read-only) the environment at `path`.
+    /// The corresponding LMDB functions are `mdb_env_create`, `mdb_env_set_*` and `mdb_env_open`.
+    public init(path: String, configuration: Configuration = Configuration()) throws(LMDBError) {
+        var env: OpaquePointer?
+        try check(mdb_env_create(&env), "mdb_env_create")
+        guard let env else { throw LMDBError(code: ENOMEM, context: "mdb_env_create") }
+        do {
+            try check(mdb_env_set_maxdbs(env, MDB_dbi(configuration.maxDatabases)), "mdb_env_set_maxdbs")
+            try check(mdb_env_set_maxreaders(env, UInt32(configuration.maxReaders)), "mdb_env_set_maxreaders")
+            try check(mdb_env_set_mapsize(env, configuration.mapSize), "mdb_env_set_mapsize")
+            let flags = configuration.flags.rawValue | UInt32(MDB_NOTLS)
+            try check(mdb_env_open(env, path, flags, configuration.fileMode), "opening LMDB environment at \(path)")
+        } catch {
+            mdb_env_close(env)
+            throw error
+        }
+        self.handle = env
+        self.path = path
+        self.configuration = configuration
+    }
+
+    deinit {
+        if !gate.isClosed { mdb_env_close(handle) }
+    }
+
+    /// Closes the environment after waiting for its open transactions; later use fails with
+    /// `EINVAL`. Waits at most `timeout` seconds; returns false (and leaves it open) on timeout.
+    @discardableResult
+    public func close(timeout: Double = 10) -> Bool {
+        gate.exclusive(timeout: timeout, close: true) { mdb_env_close(handle) } != nil
+    }
+
+    public var isReadOnly: Bool { configuration.flags.contains(.readOnly) }
+
+    /// The current map size in bytes. The corresponding LMDB function is `mdb_env_info`.
+    public var mapSize: Int {
+        var info = MDB_envinfo()
+        mdb_env_info(handle, &info)
+        return info.me_mapsize
+    }
+
+    /// Database page size in bytes.
+    public var pageSize: Int {
+        var stat = MDB_stat()
+        mdb_env_stat(handle, &stat)
+        return Int(stat.ms_psize)
+    }
+
+    /// Flushes buffers to disk. The corresponding LMDB function is `mdb_env_sync`.
+    public func sync(force: Bool = true) throws(LMDBError) {
+        try check(mdb_env_sync(handle, force ? 1 : 0), "mdb_env_sync")
+    }
+
+    /// Grows the map to at least `size` bytes once this process's transactions have finished.
+    public func growMap(to size: Int) throws(LMDBError) {
+        let done = gate.exclusive(timeout: configuration.growthTimeout) { () -> Int32 in
+            var info = MDB_envinfo()
+            mdb_env_info(handle, &info)
+            guard size > info.me_mapsize else { return 0 }
+            return mdb_env_set_mapsize(handle, size)
+        }
+        guard let rc = done else { throw .resizeBlocked }
+        try check(rc, "mdb_env_set_mapsize")
+    }
+
+    /// Adopts a map size set by another process (after `MDB_MAP_RESIZED`).
+    func adoptForeignMapSize() throws(LMDBError) {
+        guard let rc = gate.exclusive(timeout: configuration.growthTimeout, { mdb_env_set_mapsize(handle, 0) })
+        else { throw .resizeBlocked }
+        try check(rc, "mdb_env_set_mapsize(0)")
+    }
+
+    // MARK: - Transactions
+
+    /// Begins a read-only transaction: a consistent snapshot until it ends.
+    public func beginRead() throws(LMDBError) -> Transaction {
+        try Transaction(environment: self, readOnly: true)
+    }
+
+    /// Begins a write transaction. Only one is active at a time across all processes; this call
+    /// blocks until the previous one ends. It must commit or abort on this same thread.
+    public func beginWrite() throws(LMDBError) -> Transaction {
+        try Transaction(environment: self, readOnly: false)
+    }
+
+    /// Runs `body` in a read transaction that ends when `body` returns.
+    public func read<R>(_ body: (borrowing Transaction) throws -> R) throws -> R {
+        let txn = try beginRead()
+        return try body(txn)
+    }
+
+    /// Runs `body` in a write transaction and commits it; aborts if `body` throws.
+    ///
+    /// When the map is full the transaction is aborted, the map doubled and `body` run again,
+    /// so `body` may run more than once: it must not have effects outside the transaction
+    /// that cannot be repeated. `LMDBError.mapFull` is never thrown unless growing fails.
+    public func write<R>(_ body: (borrowing Transaction) throws -> R) throws -> R {
+        while true {
+            do {
+                let txn = try beginWrite()
+                let result = try body(txn)
+                try txn.commit()
+                return result
+            } catch let error as LMDBError where error.code == MDB_MAP_FULL {
+                try growMap(to: mapSize * 2)
+            }
+        }
+    }
+
+    /// Opens named databases, creating them when `flags` contains `.create`, in a transaction
+    /// that commits.
+    ///
+    /// > mdb_dbi_open: A transaction that uses this function must finish (either commit or abort)
+    /// > before any other transaction in the process may use this function.
+    ///
+    /// Write transactions are serialised by LMDB itself, so a writable environment always opens
+    /// databases in one; a read-only environment has no writers and uses a committed read
+    /// transaction under a process-wide lock.
+    public func openDatabases(_ names: [String], flags: DatabaseFlags) throws -> [Database] {
+        if isReadOnly {
+            return try databaseOpenLock.withLock { _ in
+                let txn = try beginRead()
+                let databases = try names.map { name throws(LMDBError) in try txn.openDatabase(name, flags: flags) }
+                try txn.commit()
+                return databases
+            }
+        }
+        return try write { txn in
+            try names.map { name throws(LMDBError) in try txn.openDatabase(name, flags: flags) }
+        }
+    }
+
+    /// Largest key size in bytes. The corresponding LMDB function is `mdb_env_get_maxkeysize`.
+    public var maxKeySize: Int { Int(mdb_env_get_maxkeysize(handle)) }
+
+    /// Copies the environment to `path` (a directory that must exist), optionally compacting.
+    /// The corresponding LMDB function is `mdb_env_copy2`.
+    public func copy(to path: String, compact: Bool = false) throws(LMDBError) {
+        try check(mdb_env_copy2(handle, path, compact ? UInt32(MDB_CP_COMPACT) : 0), "mdb_env_copy2 \(path)")
+    }
+}

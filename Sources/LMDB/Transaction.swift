@@ -1,0 +1,220 @@
+import CLMDB
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An LMDB transaction that cannot be misused: it cannot be copied, `commit` consumes it, and
+/// dropping it without committing aborts it.
+///
+/// A read-only transaction sees one consistent snapshot. It can be `reset` (releasing the
+/// snapshot but keeping its reader slot) and `renew`ed for the next batch, which is ~5× cheaper
+/// than beginning a new one. Byte buffers handed to closures point into the memory map:
+/// > Values returned from the database are valid only until a subsequent update operation,
+/// > or the end of the transaction.
+/// so they must not escape the closure.
+public struct Transaction: ~Copyable {
+    let handle: OpaquePointer
+    let environment: Environment
+    /// True for a read-only transaction.
+    public let isReadOnly: Bool
+    /// False after `reset` (no snapshot held) until `renew`.
+    public private(set) var isActive: Bool
+    private var finished = false
+
+    init(environment: Environment, readOnly: Bool) throws(LMDBError) {
+        var attempts = 0
+        while true {
+            guard environment.gate.enter() else {
+                throw LMDBError(code: EINVAL, context: "the environment at \(environment.path) is closed")
+            }
+            var txn: OpaquePointer?
+            let rc = mdb_txn_begin(environment.handle, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &txn)
+            if rc == 0, let txn {
+                self.handle = txn
+                self.environment = environment
+                self.isReadOnly = readOnly
+                self.isActive = true
+                return
+            }
+            environment.gate.leave()
+            // > MDB_MAP_RESIZED: another process wrote data beyond this MDB_env's mapsize and this
+            // > environment's map must be resized as well. See mdb_env_set_mapsize().
+            if rc == MDB_MAP_RESIZED && attempts < 3 {
+                attempts += 1
+                try environment.adoptForeignMapSize()
+                continue
+            }
+            throw LMDBError(code: rc, context: readOnly ? "beginning a read transaction" : "beginning a write transaction")
+        }
+    }
+
+    deinit {
+        if !finished {
+            mdb_txn_abort(handle)
+            if isActive { environment.gate.leave() }
+        }
+    }
+
+    /// Commits the transaction. The corresponding LMDB function is `mdb_txn_commit`.
+    /// Whether or not it succeeds, the transaction is over.
+    public consuming func commit() throws(LMDBError) {
+        // > mdb_txn_commit: ... The transaction handle is freed. It and its cursors must not be
+        // > used again after this call, except with mdb_cursor_renew().
+        let rc: Int32
+        if isActive {
+            rc = mdb_txn_commit(handle)
+            environment.gate.leave()
+        } else {
+            mdb_txn_abort(handle)
+            rc = 0
+        }
+        finished = true
+        try check(rc, "committing a transaction")
+    }
+
+    /// Aborts the transaction, discarding its writes. Dropping it does the same.
+    public consuming func abort() {}
+
+    /// Releases a read-only transaction's snapshot, keeping the handle for `renew`.
+    /// The corresponding LMDB function is `mdb_txn_reset`.
+    public mutating func reset() {
+        precondition(isReadOnly, "only read-only transactions can be reset")
+        guard isActive else { return }
+        mdb_txn_reset(handle)
+        isActive = false
+        environment.gate.leave()
+    }
+
+    /// Takes a fresh snapshot for a reset read-only transaction.
+    /// The corresponding LMDB function is `mdb_txn_renew`.
+    public mutating func renew() throws(LMDBError) {
+        precondition(isReadOnly, "only read-only transactions can be renewed")
+        guard !isActive else { return }
+        var attempts = 0
+        while true {
+            guard environment.gate.enter() else {
+                throw LMDBError(code: EINVAL, context: "the environment at \(environment.path) is closed")
+            }
+            let rc = mdb_txn_renew(handle)
+            if rc == 0 {
+                isActive = true
+                return
+            }
+            environment.gate.leave()
+            if rc == MDB_MAP_RESIZED && attempts < 3 {
+                attempts += 1
+                try environment.adoptForeignMapSize()
+                continue
+            }
+            throw LMDBError(code: rc, context: "renewing a read transaction")
+        }
+    }
+
+    // MARK: - Databases
+
+    /// Opens (or with `.create`, creates) a named database; the handle becomes usable by other
+    /// transactions once this one commits. Prefer `Environment.openDatabases`.
+    /// The corresponding LMDB function is `mdb_dbi_open`.
+    public func openDatabase(_ name: String?, flags: DatabaseFlags = []) throws(LMDBError) -> Database {
+        var dbi: MDB_dbi = 0
+        try check(mdb_dbi_open(handle, name, flags.rawValue, &dbi), "opening database \(name ?? "(main)")")
+        return Database(handle: dbi, name: name)
+    }
+
+    /// Deletes every entry of `database`, and with `delete` the database itself (its handle is
+    /// closed when this transaction commits). The corresponding LMDB function is `mdb_drop`.
+    public func drop(_ database: Database, delete: Bool) throws(LMDBError) {
+        try check(mdb_drop(handle, database.handle, delete ? 1 : 0), "dropping database \(database.name ?? "?")")
+    }
+
+    /// B-tree statistics. The corresponding LMDB function is `mdb_stat`.
+    public func statistics(_ database: Database) throws(LMDBError) -> DatabaseStatistics {
+        var stat = MDB_stat()
+        try check(mdb_stat(handle, database.handle, &stat), "mdb_stat \(database.name ?? "?")")
+        return DatabaseStatistics(stat)
+    }
+
+    // MARK: - Reading
+
+    /// Calls `body` with the value stored under an integer key, or nil when there is none.
+    /// The buffer points into the map and must not escape. The corresponding LMDB function is `mdb_get`.
+    @inlinable
+    public func withValue<R>(forKey key: UInt64, in database: Database, _ body: (UnsafeRawBufferPointer?) throws -> R) throws -> R {
+        try body(value(forKey: key, in: database))
+    }
+
+    /// Calls `body` with the value stored under a byte-string key, or nil when there is none.
+    public func withValue<R>(forKey key: String, in database: Database, _ body: (UnsafeRawBufferPointer?) throws -> R) throws -> R {
+        var data = MDB_val()
+        let rc = withStringKey(key) { mdb_get(handle, database.handle, &$0, &data) }
+        if rc == MDB_NOTFOUND { return try body(nil) }
+        try check(rc, "reading \(key) in \(database.name ?? "?")")
+        return try body(UnsafeRawBufferPointer(data))
+    }
+
+    /// The value under an integer key, pointing into the map, or nil. Only for code that keeps
+    /// the pointer strictly inside the transaction's lifetime (use `withValue` otherwise).
+    @usableFromInline
+    func value(forKey key: UInt64, in database: Database) throws(LMDBError) -> UnsafeRawBufferPointer? {
+        var data = MDB_val()
+        let rc = withIntegerKey(key) { mdb_get(handle, database.handle, &$0, &data) }
+        if rc == MDB_NOTFOUND { return nil }
+        try check(rc, "reading key \(key) in \(database.name ?? "?")")
+        return UnsafeRawBufferPointer(data)
+    }
+
+    // MARK: - Writing
+
+    /// Stores `value` under an integer key. The corresponding LMDB function is `mdb_put`.
+    public func put(_ value: UnsafeRawBufferPointer, forKey key: UInt64, in database: Database, flags: PutFlags = []) throws(LMDBError) {
+        let rc = withIntegerKey(key) { keyVal in
+            withBytesValue(value) { mdb_put(handle, database.handle, &keyVal, &$0, flags.rawValue) }
+        }
+        try check(rc, "writing key \(key) in \(database.name ?? "?")")
+    }
+
+    /// Stores `value` under a byte-string key.
+    public func put(_ value: UnsafeRawBufferPointer, forKey key: String, in database: Database, flags: PutFlags = []) throws(LMDBError) {
+        let rc = withStringKey(key) { keyVal in
+            withBytesValue(value) { mdb_put(handle, database.handle, &keyVal, &$0, flags.rawValue) }
+        }
+        try check(rc, "writing \(key) in \(database.name ?? "?")")
+    }
+
+    /// Reserves `count` bytes under an integer key and lets `fill` write them in place, saving a
+    /// copy (`MDB_RESERVE`). `fill` must write every byte; the buffer is only 2-byte aligned.
+    public func reserve(count: Int, forKey key: UInt64, in database: Database, flags: PutFlags = [],
+                        _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
+        var data = MDB_val(mv_size: count, mv_data: nil)
+        let rc = withIntegerKey(key) { mdb_put(handle, database.handle, &$0, &data, flags.rawValue | UInt32(MDB_RESERVE)) }
+        try check(rc, "reserving key \(key) in \(database.name ?? "?")")
+        try fill(UnsafeMutableRawBufferPointer(start: data.mv_data, count: count))
+    }
+
+    /// Deletes an integer key; returns false when it was not there.
+    /// The corresponding LMDB function is `mdb_del`.
+    @discardableResult
+    public func delete(_ key: UInt64, in database: Database) throws(LMDBError) -> Bool {
+        let rc = withIntegerKey(key) { mdb_del(handle, database.handle, &$0, nil) }
+        if rc == MDB_NOTFOUND { return false }
+        try check(rc, "deleting key \(key) in \(database.name ?? "?")")
+        return true
+    }
+
+    /// Deletes a byte-string key; returns false when it was not there.
+    @discardableResult
+    public func delete(_ key: String, in database: Database) throws(LMDBError) -> Bool {
+        let rc = withStringKey(key) { mdb_del(handle, database.handle, &$0, nil) }
+        if rc == MDB_NOTFOUND { return false }
+        try check(rc, "deleting \(key) in \(database.name ?? "?")")
+        return true
+    }
+
+    // MARK: - Cursors
+
+    /// Runs `body` with a cursor over `database`, closed when `body` returns.
+    public func withCursor<R>(_ database: Database, _ body: (inout Cursor) throws -> R) throws -> R {
+        var cursor = try Cursor(transaction: handle, database: database)
+        return try body(&cursor)
+    }
+}
