@@ -53,6 +53,12 @@ public final class Environment: @unchecked Sendable {
     let databaseOpenLock = Mutex<Void>(())
     public let path: String
     public let configuration: Configuration
+    /// The map size, kept here because `mdb_env_info` reads the meta pages through the map:
+    /// calling it while another thread remaps (growMap) or after `close` reads unmapped memory.
+    /// Only written at init and inside the gate's exclusive section, right after resizing.
+    private let currentMapSize: Atomic<Int>
+    private let fixedPageSize: Int
+    private let fixedMaxKeySize: Int
 
     /// Opens (and creates, unless read-only) the environment at `path`.
     /// The corresponding LMDB functions are `mdb_env_create`, `mdb_env_set_*` and `mdb_env_open`.
@@ -73,14 +79,42 @@ public final class Environment: @unchecked Sendable {
         self.handle = env
         self.path = path
         self.configuration = configuration
+        var info = MDB_envinfo()
+        mdb_env_info(env, &info)
+        self.currentMapSize = Atomic(info.me_mapsize)
+        var stat = MDB_stat()
+        mdb_env_stat(env, &stat)
+        self.fixedPageSize = Int(stat.ms_psize)
+        self.fixedMaxKeySize = Int(mdb_env_get_maxkeysize(env))
     }
 
     deinit {
         if !gate.isClosed { mdb_env_close(handle) }
     }
 
-    /// Closes the environment after waiting for its open transactions; later use fails with
-    /// `EINVAL`. Waits at most `timeout` seconds; returns false (and leaves it open) on timeout.
+    /// The error every use of a closed environment throws.
+    var closedError: LMDBError {
+        LMDBError(code: EINVAL, context: "the environment at \(path) is closed")
+    }
+
+    /// Runs `body` with the environment handle while it is open: `close` waits for it.
+    private func withOpenHandle<R>(_ body: (OpaquePointer) throws(LMDBError) -> R) throws(LMDBError) -> R {
+        guard gate.enter() else { throw closedError }
+        defer { gate.leave() }
+        return try body(handle)
+    }
+
+    /// Re-reads the map size after `mdb_env_set_mapsize`; call only inside `gate.exclusive`.
+    private func refreshMapSize() {
+        var info = MDB_envinfo()
+        mdb_env_info(handle, &info)
+        currentMapSize.store(info.me_mapsize, ordering: .sequentiallyConsistent)
+    }
+
+    /// Closes the environment after waiting for its active transactions; later use fails with
+    /// `EINVAL` (a reset read transaction can no longer be renewed, and dropping it is safe).
+    /// Waits at most `timeout` seconds; returns false (and leaves it open) on timeout, or when it
+    /// was already closed.
     @discardableResult
     public func close(timeout: Double = 10) -> Bool {
         gate.exclusive(timeout: timeout, close: true) { mdb_env_close(handle) } != nil
@@ -88,23 +122,16 @@ public final class Environment: @unchecked Sendable {
 
     public var isReadOnly: Bool { configuration.flags.contains(.readOnly) }
 
-    /// The current map size in bytes. The corresponding LMDB function is `mdb_env_info`.
-    public var mapSize: Int {
-        var info = MDB_envinfo()
-        mdb_env_info(handle, &info)
-        return info.me_mapsize
-    }
+    /// The current map size in bytes (the last one this process set or adopted; after `close`,
+    /// the size it had). The corresponding LMDB function is `mdb_env_info`.
+    public var mapSize: Int { currentMapSize.load(ordering: .sequentiallyConsistent) }
 
     /// Database page size in bytes.
-    public var pageSize: Int {
-        var stat = MDB_stat()
-        mdb_env_stat(handle, &stat)
-        return Int(stat.ms_psize)
-    }
+    public var pageSize: Int { fixedPageSize }
 
     /// Flushes buffers to disk. The corresponding LMDB function is `mdb_env_sync`.
     public func sync(force: Bool = true) throws(LMDBError) {
-        try check(mdb_env_sync(handle, force ? 1 : 0), "mdb_env_sync")
+        try withOpenHandle { (env) throws(LMDBError) in try check(mdb_env_sync(env, force ? 1 : 0), "mdb_env_sync") }
     }
 
     /// Grows the map to at least `size` bytes once this process's transactions have finished.
@@ -113,16 +140,34 @@ public final class Environment: @unchecked Sendable {
             var info = MDB_envinfo()
             mdb_env_info(handle, &info)
             guard size > info.me_mapsize else { return 0 }
-            return mdb_env_set_mapsize(handle, size)
+            let rc = mdb_env_set_mapsize(handle, size)
+            refreshMapSize()
+            return rc
         }
-        guard let rc = done else { throw .resizeBlocked }
-        try check(rc, "mdb_env_set_mapsize")
+        guard let rc = done else { throw gate.isClosed ? closedError : .resizeBlocked }
+        try check(rc, "mdb_env_set_mapsize(\(size))")
+    }
+
+    /// Runs `body` while no other transaction of this process is active (new ones wait), for
+    /// operations that invalidate what concurrent transactions rely on, such as deleting a
+    /// named database (`mdb_drop` closes its handle at once). Transactions this thread begins
+    /// inside `body` are allowed. Throws `.resizeBlocked` if others do not finish in
+    /// `growthTimeout` seconds.
+    public func withExclusiveAccess<R>(_ body: () throws -> R) throws -> R {
+        guard let result = try gate.exclusive(timeout: configuration.growthTimeout, body) else {
+            throw LMDBError.resizeBlocked
+        }
+        return result
     }
 
     /// Adopts a map size set by another process (after `MDB_MAP_RESIZED`).
     func adoptForeignMapSize() throws(LMDBError) {
-        guard let rc = gate.exclusive(timeout: configuration.growthTimeout, { mdb_env_set_mapsize(handle, 0) })
-        else { throw .resizeBlocked }
+        let done = gate.exclusive(timeout: configuration.growthTimeout) { () -> Int32 in
+            let rc = mdb_env_set_mapsize(handle, 0)
+            refreshMapSize()
+            return rc
+        }
+        guard let rc = done else { throw gate.isClosed ? closedError : .resizeBlocked }
         try check(rc, "mdb_env_set_mapsize(0)")
     }
 
@@ -151,12 +196,21 @@ public final class Environment: @unchecked Sendable {
     /// so `body` may run more than once: it must not have effects outside the transaction
     /// that cannot be repeated. `LMDBError.mapFull` is never thrown unless growing fails.
     public func write<R>(_ body: (borrowing Transaction) throws -> R) throws -> R {
+        try retryingWhenMapFull {
+            let txn = try beginWrite()
+            let result = try body(txn)
+            try txn.commit()
+            return result
+        }
+    }
+
+    /// Runs `attempt` — which must begin, fill and commit one write transaction, aborting it
+    /// on any error — again after doubling the map whenever it fails with `MDB_MAP_FULL`.
+    /// For callers that wrap a `Transaction` in a type of their own.
+    public func retryingWhenMapFull<R>(_ attempt: () throws -> R) throws -> R {
         while true {
             do {
-                let txn = try beginWrite()
-                let result = try body(txn)
-                try txn.commit()
-                return result
+                return try attempt()
             } catch let error as LMDBError where error.code == MDB_MAP_FULL {
                 try growMap(to: mapSize * 2)
             }
@@ -187,11 +241,14 @@ public final class Environment: @unchecked Sendable {
     }
 
     /// Largest key size in bytes. The corresponding LMDB function is `mdb_env_get_maxkeysize`.
-    public var maxKeySize: Int { Int(mdb_env_get_maxkeysize(handle)) }
+    public var maxKeySize: Int { fixedMaxKeySize }
 
     /// Copies the environment to `path` (a directory that must exist), optionally compacting.
     /// The corresponding LMDB function is `mdb_env_copy2`.
     public func copy(to path: String, compact: Bool = false) throws(LMDBError) {
-        try check(mdb_env_copy2(handle, path, compact ? UInt32(MDB_CP_COMPACT) : 0), "mdb_env_copy2 \(path)")
+        // Inside the gate: the copy reads the map, which must not be remapped or closed under it.
+        try withOpenHandle { (env) throws(LMDBError) in
+            try check(mdb_env_copy2(env, path, compact ? UInt32(MDB_CP_COMPACT) : 0), "mdb_env_copy2 \(path)")
+        }
     }
 }

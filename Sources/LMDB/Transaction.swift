@@ -24,9 +24,7 @@ public struct Transaction: ~Copyable {
     init(environment: Environment, readOnly: Bool) throws(LMDBError) {
         var attempts = 0
         while true {
-            guard environment.gate.enter() else {
-                throw LMDBError(code: EINVAL, context: "the environment at \(environment.path) is closed")
-            }
+            guard environment.gate.enter() else { throw environment.closedError }
             var txn: OpaquePointer?
             let rc = mdb_txn_begin(environment.handle, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &txn)
             if rc == 0, let txn {
@@ -49,9 +47,22 @@ public struct Transaction: ~Copyable {
     }
 
     deinit {
-        if !finished {
+        if !finished { end() }
+    }
+
+    /// Aborts the transaction inside the gate: an active one is already inside; a reset one
+    /// enters just for the abort, so that `Environment.close` cannot free the environment under
+    /// it. After the environment is closed a reset transaction is left alone:
+    /// > mdb_env_close: Only a single thread may call this function. All transactions, databases,
+    /// > and cursors must already be closed before calling this function.
+    /// and mdb_env_close has already released this process's reader slots.
+    private func end() {
+        if isActive {
             mdb_txn_abort(handle)
-            if isActive { environment.gate.leave() }
+            environment.gate.leave()
+        } else if environment.gate.enterFinishing() {
+            mdb_txn_abort(handle)
+            environment.gate.leaveFinishing()
         }
     }
 
@@ -65,7 +76,7 @@ public struct Transaction: ~Copyable {
             rc = mdb_txn_commit(handle)
             environment.gate.leave()
         } else {
-            mdb_txn_abort(handle)
+            end()
             rc = 0
         }
         finished = true
@@ -92,9 +103,7 @@ public struct Transaction: ~Copyable {
         guard !isActive else { return }
         var attempts = 0
         while true {
-            guard environment.gate.enter() else {
-                throw LMDBError(code: EINVAL, context: "the environment at \(environment.path) is closed")
-            }
+            guard environment.gate.enter() else { throw environment.closedError }
             let rc = mdb_txn_renew(handle)
             if rc == 0 {
                 isActive = true
@@ -121,8 +130,16 @@ public struct Transaction: ~Copyable {
         return Database(handle: dbi, name: name)
     }
 
-    /// Deletes every entry of `database`, and with `delete` the database itself (its handle is
-    /// closed when this transaction commits). The corresponding LMDB function is `mdb_drop`.
+    /// Deletes every entry of `database`, and with `delete` the database itself.
+    /// The corresponding LMDB function is `mdb_drop`.
+    ///
+    /// With `delete`, LMDB closes the handle at once, for every transaction of the process, and
+    /// not when this transaction commits: even if it then aborts (the database and its entries
+    /// survive) the handle is gone and must be opened again with `Environment.openDatabases`.
+    /// > mdb_drop: del: 0 to empty the DB, 1 to delete it from the environment and close the DB
+    /// > handle.
+    /// Only drop with `delete` when no other transaction will use the handle any more
+    /// (> mdb_dbi_close: This call is not mutex protected.)
     public func drop(_ database: Database, delete: Bool) throws(LMDBError) {
         try check(mdb_drop(handle, database.handle, delete ? 1 : 0), "dropping database \(database.name ?? "?")")
     }

@@ -1,0 +1,61 @@
+/// Little-endian field writing and bounds-checked reading for the store's metadata records.
+/// (Row payloads are written by the codec kernels themselves.)
+struct ByteWriter {
+    private(set) var bytes: [UInt8] = []
+
+    init(capacity: Int = 0) { bytes.reserveCapacity(capacity) }
+
+    mutating func append(_ value: UInt32) {
+        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    mutating func append(_ value: Float) { append(value.bitPattern) }
+
+    mutating func append(_ values: [Float]) {
+        for value in values { append(value) }
+    }
+
+    mutating func append(ascii text: String) { bytes.append(contentsOf: Array(text.utf8)) }
+}
+
+/// Reads little-endian fields from an unaligned buffer; every read is bounds-checked and
+/// throws a description of what was short.
+struct ByteReader {
+    let bytes: UnsafeRawBufferPointer
+    private(set) var offset = 0
+
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    var remaining: Int { bytes.count - offset }
+
+    mutating func uint32(_ field: String) throws(ByteReaderError) -> UInt32 {
+        guard remaining >= 4 else { throw ByteReaderError(field: field, offset: offset, size: bytes.count) }
+        defer { offset += 4 }
+        return UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+
+    mutating func float(_ field: String) throws(ByteReaderError) -> Float {
+        Float(bitPattern: try uint32(field))
+    }
+
+    mutating func floats(_ count: Int, _ field: String) throws(ByteReaderError) -> [Float] {
+        guard count >= 0, remaining >= 4 * count else { throw ByteReaderError(field: field, offset: offset, size: bytes.count) }
+        var result = [Float](repeating: 0, count: count)
+        for i in 0..<count { result[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4 * i, as: UInt32.self))) }
+        offset += 4 * count
+        return result
+    }
+
+    mutating func raw(_ count: Int, _ field: String) throws(ByteReaderError) -> UnsafeRawBufferPointer {
+        guard remaining >= count else { throw ByteReaderError(field: field, offset: offset, size: bytes.count) }
+        defer { offset += count }
+        return UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + count])
+    }
+}
+
+struct ByteReaderError: Error, CustomStringConvertible {
+    let field: String
+    let offset: Int
+    let size: Int
+    var description: String { "record of \(size) bytes ends before field '\(field)' at offset \(offset)" }
+}

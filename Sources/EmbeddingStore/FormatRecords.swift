@@ -1,0 +1,114 @@
+import EmbeddingCodecs
+
+/// The store's metadata records, byte for byte as FORMAT.md describes them.
+enum StoreFormat {
+    /// The format this code writes and the newest it reads.
+    static let version: UInt32 = 1
+    static let magic = "EMBSTORE"
+    static let metaDatabase = "meta"
+    static let formatKey = "format"
+    static let nextTableIDKey = "next_table_id"
+    static let tableKeyPrefix = "table/"
+
+    static func rowsDatabase(_ tableID: UInt32) -> String { "t\(tableID)/rows" }
+    static func bucketsDatabase(_ tableID: UInt32) -> String { "t\(tableID)/buckets" }
+    static func basesDatabase(_ tableID: UInt32) -> String { "t\(tableID)/bases" }
+
+    /// `format`: 8 ASCII bytes "EMBSTORE", u32 version, u32 reserved (0).
+    static func encodeHeader() -> [UInt8] {
+        var writer = ByteWriter(capacity: 16)
+        writer.append(ascii: magic)
+        writer.append(version)
+        writer.append(UInt32(0))
+        return writer.bytes
+    }
+
+    /// Returns the version of a `format` record; throws when it is not one.
+    static func decodeHeader(_ bytes: UnsafeRawBufferPointer, path: String) throws(StoreError) -> UInt32 {
+        guard bytes.count >= 12, String(decoding: bytes[0..<8], as: UTF8.self) == magic else {
+            throw .notAStore(path: path, reason: "the meta record 'format' does not start with \(magic)")
+        }
+        let version = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        guard version >= 1, version <= StoreFormat.version else {
+            throw .unsupportedFormatVersion(path: path, found: version, supported: StoreFormat.version)
+        }
+        return version
+    }
+}
+
+/// A table's schema record, `meta` key `table/<name>` (24 bytes, FORMAT.md "Table schema").
+struct TableSchema: Equatable, Sendable {
+    static let size = 24
+    var tableID: UInt32
+    var dimension: UInt32
+    var flags: UInt32 = 0
+    /// The basis that new `reduced` rows use; 0 when the table has none.
+    var currentBasisID: UInt32 = 0
+    /// The next unused basis id (ids start at 1 and are never reused).
+    var nextBasisID: UInt32 = 1
+    /// The next unused bucket id (ids start at 0 and are never reused).
+    var nextBucketID: UInt32 = 0
+
+    func encode() -> [UInt8] {
+        var writer = ByteWriter(capacity: Self.size)
+        for field in [tableID, dimension, flags, currentBasisID, nextBasisID, nextBucketID] { writer.append(field) }
+        return writer.bytes
+    }
+
+    static func decode(_ bytes: UnsafeRawBufferPointer, table: String) throws(StoreError) -> TableSchema {
+        guard bytes.count == size else {
+            throw .corruptMetadata(table: table, reason: "schema record has \(bytes.count) bytes, expected \(size)")
+        }
+        var reader = ByteReader(bytes)
+        do {
+            let schema = TableSchema(
+                tableID: try reader.uint32("table_id"), dimension: try reader.uint32("dimension"),
+                flags: try reader.uint32("flags"), currentBasisID: try reader.uint32("current_basis_id"),
+                nextBasisID: try reader.uint32("next_basis_id"), nextBucketID: try reader.uint32("next_bucket_id"))
+            guard schema.dimension >= 1 else { throw StoreError.corruptMetadata(table: table, reason: "dimension is 0") }
+            guard schema.flags == 0 else {
+                throw StoreError.corruptMetadata(table: table, reason: "unknown schema flags 0x\(String(schema.flags, radix: 16))")
+            }
+            return schema
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw .corruptMetadata(table: table, reason: "\(error)")
+        }
+    }
+}
+
+/// A PCA basis record in `t<id>/bases` (FORMAT.md "Basis records").
+enum BasisRecord {
+    static func encode(_ basis: PCABasis) -> [UInt8] {
+        var writer = ByteWriter(capacity: 8 + 4 * (basis.dimension + basis.rank * basis.dimension + basis.rank))
+        writer.append(UInt32(basis.dimension))
+        writer.append(UInt32(basis.rank))
+        writer.append(basis.mean)
+        writer.append(basis.components)
+        writer.append(basis.variances)
+        return writer.bytes
+    }
+
+    static func decode(_ bytes: UnsafeRawBufferPointer, table: String, basisID: UInt32) throws(StoreError) -> PCABasis {
+        var reader = ByteReader(bytes)
+        do {
+            let d = Int(try reader.uint32("dimension"))
+            let rank = Int(try reader.uint32("rank"))
+            guard d >= 1, rank >= 1, rank <= d else {
+                throw StoreError.corruptMetadata(table: table, reason: "basis \(basisID) has dimension \(d) and rank \(rank)")
+            }
+            let mean = try reader.floats(d, "mean")
+            let components = try reader.floats(rank * d, "components")
+            let variances = try reader.floats(rank, "variances")
+            guard reader.remaining == 0 else {
+                throw StoreError.corruptMetadata(table: table, reason: "basis \(basisID) has \(reader.remaining) trailing bytes")
+            }
+            return try PCABasis(dimension: d, rank: rank, mean: mean, components: components, variances: variances)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw .corruptMetadata(table: table, reason: "basis \(basisID): \(error)")
+        }
+    }
+}

@@ -1,0 +1,216 @@
+import LMDB
+import EmbeddingCodecs
+
+/// Settings of a bulk load.
+public struct LoadOptions: Sendable {
+    /// Codec of the bucket rows that `bucket:B` creates.
+    public var bucketCodec: Codec = .fp32
+    /// Rows per write transaction (LMDB caps the pages one transaction may dirty).
+    public var rowsPerTransaction = 65_536
+    /// At most this many rows (an even stride through the input) fit PCA and k-means.
+    public var fitSampleLimit = 262_144
+    /// Lloyd iterations for `bucket:B`.
+    public var kMeansIterations = 20
+    public init() {}
+}
+
+/// What a bulk load did.
+public struct LoadReport: Sendable {
+    public let table: String
+    public let rows: Int
+    public let codec: LoadCodec
+    /// The PCA basis written for `reduced:K`.
+    public let basisID: UInt32?
+    /// The bucket rows written for `bucket:B` (fewer than B when there were fewer rows).
+    public let bucketIDs: Range<UInt32>?
+}
+
+extension Store {
+    /// Loads `count` rows (`rows` is `count × dimension` floats, row-major) into the table
+    /// `name`, creating it with this dimension when it does not exist, every row with `codec`.
+    ///
+    /// `ids` defaults to `0..<count`. Everything is checked before anything is written: the
+    /// shape, the ids (no duplicates), that every value is finite, and that every row fits the
+    /// codec; the first bad row is named in the error. Codec parameters (PCA basis, k-means
+    /// bucket rows) are fitted on these rows. Rows are written in id order, in transactions of
+    /// `options.rowsPerTransaction` rows; a crash part-way leaves the transactions committed
+    /// so far.
+    @discardableResult
+    public func load(table name: String, ids: [UInt64]? = nil, rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int,
+                     codec: LoadCodec, options: LoadOptions = LoadOptions()) throws -> LoadReport {
+        try requireWritable()
+        try Store.validateTableName(name)
+        guard dimension >= 1, count >= 0, rows.count == count * dimension else {
+            throw StoreError.invalidArgument("rows hold \(rows.count) floats, not \(count) rows × \(dimension)")
+        }
+        let ids = ids ?? (0..<UInt64(count)).map { $0 }
+        guard ids.count == count else {
+            throw StoreError.invalidArgument("\(ids.count) ids for \(count) rows")
+        }
+        let order = try Self.sortedOrder(ids)
+        try Self.checkRows(rows, count: count, dimension: dimension, ids: ids, table: name, codec: codec)
+
+        let existing = try? table(name)
+        let table: Table
+        if let existing {
+            guard existing.dimension == dimension else {
+                throw StoreError.dimensionMismatch(table: name, expected: existing.dimension, actual: dimension)
+            }
+            table = existing
+        } else {
+            table = try createTable(name, dimension: dimension)
+        }
+
+        // Fit the codec's parameters on (a sample of) the rows, then resolve every row's encoding.
+        var basisID: UInt32?
+        var bucketIDs: Range<UInt32>?
+        var encodings: (Int) -> RowEncoding
+        switch codec {
+        case .fp32: encodings = { _ in .fp32 }
+        case .fp16: encodings = { _ in .fp16 }
+        case .int8: encodings = { _ in .int8 }
+        case .int4: encodings = { _ in .int4 }
+        case .reduced(let k):
+            guard k < dimension else {
+                throw StoreError.invalidArgument("reduced:\(k) needs k < dimension \(dimension)")
+            }
+            let basis = try Self.sample(rows, count: count, dimension: dimension, limit: options.fitSampleLimit) { sample, sampleCount in
+                try PCABasis.fit(rows: sample, count: sampleCount, dimension: dimension, rank: k)
+            }
+            let id = try write { batch in try batch.addBasis(basis, to: table) }
+            basisID = id
+            let rank = min(k, basis.rank)
+            encodings = { _ in .reduced(k: rank, basisID: id, basis: basis) }
+        case .bucket(let requested, let scaled):
+            let bucketCount = max(1, min(requested, count))
+            let codebook = try Self.sample(rows, count: count, dimension: dimension, limit: options.fitSampleLimit) { sample, sampleCount in
+                try KMeansCodebook.fit(rows: sample, count: sampleCount, dimension: dimension, buckets: bucketCount,
+                                       iterations: options.kMeansIterations)
+            }
+            let range = try codebook.centroids.withUnsafeBufferPointer { centroids in
+                try write { batch in try batch.addBucketRows(table, rows: centroids, codec: options.bucketCodec) }
+            }
+            bucketIDs = range
+            // Assign against the bucket rows as stored, so a lossy bucket codec is accounted for.
+            let stored = try KMeansCodebook(dimension: dimension, count: codebook.count,
+                                            centroids: try Self.roundTrip(codebook.centroids, dimension: dimension, codec: options.bucketCodec))
+            var assigned = [UInt32](repeating: 0, count: count)
+            var scales = [Float](repeating: 1, count: scaled ? count : 0)
+            assigned.withUnsafeMutableBufferPointer { assignedBuffer in
+                if scaled {
+                    scales.withUnsafeMutableBufferPointer { stored.assignScaled(rows: rows, count: count, into: assignedBuffer, scales: $0) }
+                } else {
+                    stored.assign(rows: rows, count: count, into: assignedBuffer)
+                }
+            }
+            let first = range.lowerBound
+            encodings = scaled
+                ? { i in .scaledBucket(id: first + assigned[i], scale: scales[i]) }
+                : { i in .bucket(id: first + assigned[i]) }
+        }
+
+        // Write in id order; MDB_APPEND when every new id sorts after the table's last one.
+        let canAppend = try environment.read { txn in
+            try txn.withCursor(table.rows) { cursor in
+                guard let last = try cursor.last()?.integerKey else { return true }
+                return count == 0 || last < ids[order[0]]
+            }
+        }
+        let rowCodec = Self.rowCodec(codec)
+        var start = 0
+        while start < count {
+            let end = min(count, start + max(1, options.rowsPerTransaction))
+            try write { batch in
+                for position in start..<end {
+                    let i = order[position]
+                    let row = UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension])
+                    try batch.putEncoded(table, id: ids[i], vector: row, encoding: encodings(i), codec: rowCodec,
+                                         flags: canAppend ? .append : [])
+                }
+            }
+            start = end
+        }
+        return LoadReport(table: name, rows: count, codec: codec, basisID: basisID, bucketIDs: bucketIDs)
+    }
+
+    /// The row codec a load codec writes (for error messages).
+    static func rowCodec(_ codec: LoadCodec) -> Codec {
+        switch codec {
+        case .fp32: .fp32
+        case .fp16: .fp16
+        case .int8: .int8
+        case .int4: .int4
+        case .reduced(let k): .reduced(k: k)
+        case .bucket(_, let scaled): scaled ? .scaledBucket : .bucket
+        }
+    }
+
+    /// Positions of `ids` in ascending id order; throws on a duplicate, naming both rows.
+    static func sortedOrder(_ ids: [UInt64]) throws(StoreError) -> [Int] {
+        let order = ids.indices.sorted { ids[$0] < ids[$1] || (ids[$0] == ids[$1] && $0 < $1) }
+        for position in order.indices.dropFirst() where ids[order[position]] == ids[order[position - 1]] {
+            throw .invalidArgument("id \(ids[order[position]]) appears twice (rows \(order[position - 1]) and \(order[position])); nothing was written")
+        }
+        return order
+    }
+
+    /// Finds the first row with a non-finite value, or (for fp16) a value fp16 cannot hold.
+    static func checkRows(_ rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int, ids: [UInt64],
+                          table: String, codec: LoadCodec) throws(StoreError) {
+        if let bad = rows.firstIndex(where: { !$0.isFinite }) {
+            let row = bad / dimension
+            throw .nonFiniteValue(table: table, row: row, id: ids[row], column: bad % dimension, value: rows[bad])
+        }
+        guard codec == .fp16 else { return }
+        var payload = [UInt8](repeating: 0, count: Float16Codec.payloadSize(dimension: dimension))
+        for i in 0..<count {
+            let row = UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension])
+            do {
+                try payload.withUnsafeMutableBytes { buffer in try Float16Codec.encode(row, into: buffer) }
+            } catch let error as CodecError {
+                throw .encoding(table: table, id: ids[i], codec: "fp16 (row \(i))", underlying: error)
+            } catch {
+                throw .invalidArgument("row \(i): \(error)")
+            }
+        }
+    }
+
+    /// Calls `fit` with at most `limit` rows taken at an even stride (all rows when fewer).
+    static func sample<R>(_ rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int, limit: Int,
+                          _ fit: (UnsafeBufferPointer<Float>, Int) throws -> R) throws -> R {
+        guard count > limit, limit > 0 else { return try fit(rows, count) }
+        var sample = [Float]()
+        sample.reserveCapacity(limit * dimension)
+        for j in 0..<limit {
+            let i = Int((Double(j) * Double(count) / Double(limit)).rounded(.down))
+            sample.append(contentsOf: rows[i * dimension..<(i + 1) * dimension])
+        }
+        return try sample.withUnsafeBufferPointer { try fit($0, limit) }
+    }
+
+    /// `values` (rows of `dimension`) as they decode after encoding with `codec`.
+    static func roundTrip(_ values: [Float], dimension: Int, codec: Codec) throws -> [Float] {
+        let encoding: RowEncoding
+        switch codec {
+        case .fp32: return values
+        case .fp16: encoding = .fp16
+        case .int8: encoding = .int8
+        case .int4: encoding = .int4
+        default: throw StoreError.invalidArgument("bucket rows must use fp32, fp16, int8 or int4, not \(codec)")
+        }
+        var result = values
+        var record = [UInt8](repeating: 0, count: encoding.recordSize(dimension: dimension))
+        for i in 0..<values.count / dimension {
+            try values.withUnsafeBufferPointer { source in
+                try record.withUnsafeMutableBytes { try encoding.encode(UnsafeBufferPointer(rebasing: source[i * dimension..<(i + 1) * dimension]), into: $0) }
+            }
+            record.withUnsafeBytes { bytes in
+                result.withUnsafeMutableBufferPointer { out in
+                    RowRecord.decodePlain(encoding.tag, UnsafeRawBufferPointer(rebasing: bytes[1...]),
+                                          into: UnsafeMutableBufferPointer(rebasing: out[i * dimension..<(i + 1) * dimension]))
+                }
+            }
+        }
+        return result
+    }
+}

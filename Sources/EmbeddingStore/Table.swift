@@ -1,0 +1,42 @@
+import LMDB
+import Synchronization
+
+/// A handle on one table of an open store: its name, dimension and LMDB databases.
+///
+/// Handles are immutable and `Sendable`; get one from `Store.table(_:)` or `createTable`.
+/// A handle of a dropped table fails with `tableNotFound` when used.
+public final class Table: Sendable, CustomStringConvertible {
+    /// The table's name.
+    public let name: String
+    /// Values per row.
+    public let dimension: Int
+    /// The id that names its databases (`t<id>/...`); never reused within a store.
+    public let id: UInt32
+    let rows: Database
+    let buckets: Database
+    let bases: Database
+    private let dropped = Atomic<Bool>(false)
+
+    init(name: String, schema: TableSchema, rows: Database, buckets: Database, bases: Database) {
+        self.name = name
+        self.dimension = Int(schema.dimension)
+        self.id = schema.tableID
+        self.rows = rows
+        self.buckets = buckets
+        self.bases = bases
+    }
+
+    /// True once `Store.dropTable` removed this table in this process.
+    public var isDropped: Bool { dropped.load(ordering: .acquiring) }
+
+    func markDropped() { dropped.store(true, ordering: .releasing) }
+
+    /// Throws when the handle belongs to a dropped table: LMDB may have handed its database
+    /// handles to another table since.
+    @inline(__always)
+    func requireLive() throws(StoreError) {
+        if isDropped { throw .tableNotFound(name) }
+    }
+
+    public var description: String { "table '\(name)' (d=\(dimension))" }
+}

@@ -1,0 +1,164 @@
+import ArgumentParser
+import EmbeddingStore
+import Foundation
+import NPY
+
+@main
+struct EmbStore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "embstore",
+        abstract: "An embedded store for compressed embedding tables, on LMDB.",
+        subcommands: [Ingest.self, Export.self, Get.self, Info.self]
+    )
+}
+
+/// Prints a line to standard error.
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+struct Ingest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Load rows from a .npy file into a table, creating the store and table if missing.")
+
+    @Argument(help: "The store directory.") var store: String
+    @Option(help: "Table name.") var table: String
+    @Option(help: "float32 or float16 .npy file of shape [N, d].") var vectors: String
+    @Option(help: "int64 or uint64 .npy file of N ids (default 0..N-1).") var ids: String?
+    @Option(help: "fp32, fp16, int8, int4, reduced:K, bucket:B or bucket:B:scaled.") var codec: String
+    @Option(help: "Codec of the bucket rows made by bucket:B (fp32, fp16, int8, int4).") var bucketCodec: String = "fp32"
+    @Flag(help: "fsync every transaction instead of once at the end.") var durable = false
+
+    func run() throws {
+        let started = Date()
+        let loadCodec = try LoadCodec(parsing: codec)
+        var options = LoadOptions()
+        switch try LoadCodec(parsing: bucketCodec) {
+        case .fp32: options.bucketCodec = .fp32
+        case .fp16: options.bucketCodec = .fp16
+        case .int8: options.bucketCodec = .int8
+        case .int4: options.bucketCodec = .int4
+        default: throw ValidationError("--bucket-codec must be fp32, fp16, int8 or int4")
+        }
+        let file = try NPYFile(path: vectors)
+        let (count, dimension) = try file.matrixShape()
+        var values = [Float](repeating: 0, count: count * dimension)
+        try values.withUnsafeMutableBufferPointer { try file.readFloatRows(0..<count, into: $0) }
+        var idValues: [UInt64]?
+        if let ids {
+            let idFile = try NPYFile(path: ids)
+            let read = try idFile.readIDs()
+            guard read.count == count else {
+                throw ValidationError("\(ids) has \(read.count) ids but \(vectors) has \(count) rows")
+            }
+            idValues = read
+        }
+        var storeOptions = Store.Options()
+        storeOptions.durable = durable
+        let store = try Store(path: self.store, options: storeOptions)
+        let report = try values.withUnsafeBufferPointer {
+            try store.load(table: table, ids: idValues, rows: $0, count: count, dimension: dimension, codec: loadCodec, options: options)
+        }
+        try store.sync()
+        var line = "ingested \(report.rows) rows of dimension \(dimension) into table '\(table)' as \(loadCodec)"
+        if let buckets = report.bucketIDs { line += " (\(buckets.count) bucket rows)" }
+        if let basis = report.basisID { line += " (PCA basis \(basis))" }
+        line += String(format: " in %.2f s", Date().timeIntervalSince(started))
+        print(line)
+    }
+}
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write every row of a table, decoded to float32, in ascending id order.")
+
+    @Argument(help: "The store directory.") var store: String
+    @Option(help: "Table name.") var table: String
+    @Option(help: "Output float32 .npy file [N, d].") var out: String
+    @Option(help: "Output uint64 .npy file of the N ids.") var idsOut: String?
+
+    func run() throws {
+        let store = try openReadOnly(self.store)
+        let handle = try store.table(table)
+        let (ids, values) = try store.export(handle)
+        try values.withUnsafeBufferPointer {
+            try NPYWriter.writeFloat32(path: out, rows: ids.count, columns: handle.dimension, values: $0)
+        }
+        if let idsOut { try NPYWriter.writeUInt64(path: idsOut, values: ids) }
+        print("exported \(ids.count) rows of dimension \(handle.dimension) from table '\(table)' to \(out)")
+    }
+}
+
+struct Get: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print decoded rows, one line per id.")
+
+    @Argument(help: "The store directory.") var store: String
+    @Option(help: "Table name.") var table: String
+    @Argument(help: "Row ids.") var ids: [UInt64]
+
+    func run() throws {
+        let store = try openReadOnly(self.store)
+        let handle = try store.table(table)
+        let reader = try store.makeReader()
+        let d = handle.dimension
+        var out = [Float](repeating: 0, count: ids.count * d)
+        var found = [Bool](repeating: false, count: ids.count)
+        try ids.withUnsafeBufferPointer { ids in
+            try out.withUnsafeMutableBufferPointer { out in
+                try found.withUnsafeMutableBufferPointer { _ = try reader.lookup(handle, ids: ids, into: out, found: $0) }
+            }
+        }
+        var missing = 0
+        for (i, id) in ids.enumerated() {
+            if found[i] {
+                print("\(id): " + out[i * d..<(i + 1) * d].map { "\($0)" }.joined(separator: " "))
+            } else {
+                print("\(id): not found")
+                missing += 1
+            }
+        }
+        if missing > 0 { throw ExitCode(1) }
+    }
+}
+
+struct Info: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List tables with their dimension, rows and bytes per codec, and the file size.")
+
+    @Argument(help: "The store directory.") var store: String
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Report: Codable {
+        let path: String
+        let fileBytes: Int
+        let tables: [TableStatistics]
+    }
+
+    func run() throws {
+        let store = try openReadOnly(self.store)
+        let tables = try store.tableNames().map { try store.statistics(store.table($0)) }
+        let report = Report(path: self.store, fileBytes: store.fileSize, tables: tables)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            return
+        }
+        print("store \(report.path): \(report.fileBytes) bytes in data.mdb, \(tables.count) table(s)")
+        for table in tables {
+            print("table '\(table.name)': dimension \(table.dimension), \(table.rows) rows")
+            for usage in table.codecs {
+                let perRow = usage.rows > 0 ? Double(usage.bytes) / Double(usage.rows) : 0
+                print(String(format: "  %-14@ %10d rows %14d bytes (%.1f bytes/row)", usage.codec as NSString, usage.rows, usage.bytes, perRow))
+            }
+            if table.bucketRows > 0 { print("  bucket rows    \(table.bucketRows) (\(table.bucketBytes) bytes)") }
+            if table.bases > 0 { print("  PCA bases      \(table.bases)") }
+        }
+    }
+}
+
+func openReadOnly(_ path: String) throws -> Store {
+    var options = Store.Options()
+    options.readOnly = true
+    return try Store(path: path, options: options)
+}
