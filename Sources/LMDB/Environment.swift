@@ -48,6 +48,9 @@ public final class Environment: @unchecked Sendable {
 
     let handle: OpaquePointer
     let gate = TransactionGate()
+    /// The thread holding this process's write transaction (0 when none), to refuse a nested
+    /// `beginWrite` on it that would deadlock on LMDB's writer lock.
+    let writerThread = Atomic<UInt>(0)
     /// > mdb_dbi_open: This function must not be called from multiple concurrent transactions
     /// > in the same process.
     let databaseOpenLock = Mutex<Void>(())
@@ -63,12 +66,19 @@ public final class Environment: @unchecked Sendable {
     /// Opens (and creates, unless read-only) the environment at `path`.
     /// The corresponding LMDB functions are `mdb_env_create`, `mdb_env_set_*` and `mdb_env_open`.
     public init(path: String, configuration: Configuration = Configuration()) throws(LMDBError) {
+        // Out-of-range settings are an error, not a trap in the integer conversions below.
+        guard let maxDatabases = MDB_dbi(exactly: configuration.maxDatabases),
+              let maxReaders = UInt32(exactly: configuration.maxReaders), configuration.mapSize >= 0 else {
+            throw LMDBError(code: EINVAL, context: "opening LMDB environment at \(path): maxDatabases "
+                + "\(configuration.maxDatabases), maxReaders \(configuration.maxReaders) or mapSize "
+                + "\(configuration.mapSize) is out of range")
+        }
         var env: OpaquePointer?
         try check(mdb_env_create(&env), "mdb_env_create")
         guard let env else { throw LMDBError(code: ENOMEM, context: "mdb_env_create") }
         do {
-            try check(mdb_env_set_maxdbs(env, MDB_dbi(configuration.maxDatabases)), "mdb_env_set_maxdbs")
-            try check(mdb_env_set_maxreaders(env, UInt32(configuration.maxReaders)), "mdb_env_set_maxreaders")
+            try check(mdb_env_set_maxdbs(env, maxDatabases), "mdb_env_set_maxdbs")
+            try check(mdb_env_set_maxreaders(env, maxReaders), "mdb_env_set_maxreaders")
             try check(mdb_env_set_mapsize(env, configuration.mapSize), "mdb_env_set_mapsize")
             let flags = configuration.flags.rawValue | UInt32(MDB_NOTLS)
             try check(mdb_env_open(env, path, flags, configuration.fileMode), "opening LMDB environment at \(path)")
@@ -155,7 +165,7 @@ public final class Environment: @unchecked Sendable {
     /// `growthTimeout` seconds.
     public func withExclusiveAccess<R>(_ body: () throws -> R) throws -> R {
         guard let result = try gate.exclusive(timeout: configuration.growthTimeout, body) else {
-            throw LMDBError.resizeBlocked
+            throw gate.isClosed ? closedError : LMDBError.resizeBlocked
         }
         return result
     }

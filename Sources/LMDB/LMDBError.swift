@@ -65,6 +65,7 @@ public struct LMDBError: Error, Hashable, Sendable, CustomStringConvertible {
         case EACCES: return "the environment or transaction is read-only, or the file is not writable"
         case ENOENT: return "the directory does not exist"
         case MDB_BAD_TXN: return "the transaction failed earlier and must be aborted"
+        case EDEADLK: return "LMDB's writer lock is not reentrant: use the write transaction this thread already has open"
         case -1_000_001: return "finish open lookups on this thread before writing, or open with a larger map size"
         default: return nil
         }

@@ -22,12 +22,18 @@ public struct Transaction: ~Copyable {
     private var finished = false
 
     init(environment: Environment, readOnly: Bool) throws(LMDBError) {
+        // LMDB's writer lock is not reentrant: a second write transaction begun on the thread
+        // that holds one blocks in mdb_txn_begin forever. Refuse it instead.
+        if !readOnly && environment.writerThread.load(ordering: .sequentiallyConsistent) == TransactionGate.currentThread {
+            throw LMDBError(code: EDEADLK, context: "beginning a write transaction on a thread that already has one open")
+        }
         var attempts = 0
         while true {
             guard environment.gate.enter() else { throw environment.closedError }
             var txn: OpaquePointer?
             let rc = mdb_txn_begin(environment.handle, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &txn)
             if rc == 0, let txn {
+                if !readOnly { environment.writerThread.store(TransactionGate.currentThread, ordering: .sequentiallyConsistent) }
                 self.handle = txn
                 self.environment = environment
                 self.isReadOnly = readOnly
@@ -50,6 +56,12 @@ public struct Transaction: ~Copyable {
         if !finished { end() }
     }
 
+    /// Forgets this thread as the writer, while it still holds LMDB's writer lock: cleared after
+    /// the commit or abort released the lock, it could erase the next writer's mark.
+    private func releaseWriter() {
+        environment.writerThread.store(0, ordering: .sequentiallyConsistent)
+    }
+
     /// Aborts the transaction inside the gate: an active one is already inside; a reset one
     /// enters just for the abort, so that `Environment.close` cannot free the environment under
     /// it. After the environment is closed a reset transaction is left alone:
@@ -58,6 +70,7 @@ public struct Transaction: ~Copyable {
     /// and mdb_env_close has already released this process's reader slots.
     private func end() {
         if isActive {
+            if !isReadOnly { releaseWriter() }
             mdb_txn_abort(handle)
             environment.gate.leave()
         } else if environment.gate.enterFinishing() {
@@ -73,6 +86,7 @@ public struct Transaction: ~Copyable {
         // > used again after this call, except with mdb_cursor_renew().
         let rc: Int32
         if isActive {
+            if !isReadOnly { releaseWriter() }
             rc = mdb_txn_commit(handle)
             environment.gate.leave()
         } else {

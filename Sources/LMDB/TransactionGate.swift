@@ -144,7 +144,8 @@ final class TransactionGate: Sendable {
 
     var isClosed: Bool { closed.load(ordering: .sequentiallyConsistent) }
 
-    private static var currentThread: UInt {
+    /// An identifier of the calling OS thread.
+    static var currentThread: UInt {
         #if canImport(Glibc)
         UInt(pthread_self())
         #else

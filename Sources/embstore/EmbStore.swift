@@ -149,9 +149,10 @@ struct Info: ParsableCommand {
             print("table '\(table.name)': dimension \(table.dimension), \(table.rows) rows")
             for usage in table.codecs {
                 let perRow = usage.rows > 0 ? Double(usage.bytes) / Double(usage.rows) : 0
-                print(String(format: "  %-14@ %10d rows %14d bytes (%.1f bytes/row)", usage.codec as NSString, usage.rows, usage.bytes, perRow))
+                let name = usage.codec.padding(toLength: max(14, usage.codec.count), withPad: " ", startingAt: 0)
+                print("  \(name) " + String(format: "%10d rows %14d bytes (%.1f bytes/row)", usage.rows, usage.bytes, perRow))
             }
-            if table.bucketRows > 0 { print("  bucket rows    \(table.bucketRows) (\(table.bucketBytes) bytes)") }
+            if table.bucketRows > 0 { print("  bucket rows    \(table.bucketRows) rows, \(table.bucketBytes) bytes") }
             if table.bases > 0 { print("  PCA bases      \(table.bases)") }
         }
     }
