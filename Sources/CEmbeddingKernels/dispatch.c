@@ -1,0 +1,17 @@
+/* Run-time CPU detection for the dispatching kernels. */
+#include "kernels_internal.h"
+
+_Atomic int emb_isa_cache = -1;
+
+emb_isa_level emb_isa_detect(void) {
+    emb_isa_level level = EMB_ISA_PORTABLE;
+#if EMB_X86
+    /* __builtin_cpu_supports also requires OS support for the AVX register state. */
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) level = EMB_ISA_AVX2_F16C;
+#endif
+    atomic_store_explicit(&emb_isa_cache, (int)level, memory_order_relaxed);
+    return level;
+}
+
+emb_isa_level emb_active_isa(void) { return emb_isa(); }

@@ -1,0 +1,134 @@
+/* IEEE binary16 <-> float32 conversion: F16C when the CPU has it, bit manipulation otherwise. */
+#include "kernels_internal.h"
+
+#pragma clang fp contract(off)
+
+/* ------------------------------------------------------------------------------------------
+ * Portable scalar conversions */
+
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exponent = (h >> 10) & 0x1Fu;
+    uint32_t mantissa = h & 0x3FFu;
+    uint32_t bits;
+    if (exponent == 0x1Fu) {
+        /* Infinity, or NaN made quiet as VCVTPH2PS does, so both paths agree bit for bit. */
+        bits = sign | 0x7F800000u | (mantissa << 13) | (mantissa ? 0x00400000u : 0u);
+    } else if (exponent != 0) {
+        bits = sign | ((exponent + (127 - 15)) << 23) | (mantissa << 13);
+    } else {
+        /* Zero or subnormal: mantissa * 2^-24 is exact in float32 (at most 10 significant bits). */
+        float magnitude = (float)mantissa * 0x1p-24f;
+        memcpy(&bits, &magnitude, sizeof bits);
+        bits |= sign;
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t float_to_half(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
+    uint32_t magnitude = bits & 0x7FFFFFFFu;
+    if (magnitude > 0x7F800000u) /* NaN: keep the top payload bits, force quiet */
+        return sign | 0x7E00u | (uint16_t)((magnitude >> 13) & 0x3FFu);
+    if (magnitude >= 0x477FF000u) /* >= 65520 (including infinity) rounds to infinity */
+        return sign | 0x7C00u;
+    if (magnitude >= 0x38800000u) { /* >= 2^-14: a normal half */
+        /* Rebias the exponent by 127 - 15 and round the 13 dropped bits to nearest even; a carry
+         * out of the mantissa correctly bumps the exponent. */
+        uint32_t odd = (magnitude >> 13) & 1u;
+        return sign | (uint16_t)((magnitude - (112u << 23) + 0x0FFFu + odd) >> 13);
+    }
+    /* Subnormal half (or zero): the code is |f| * 2^24 rounded to nearest even. Scaling by a
+     * power of two is exact, and adding then subtracting 2^23 makes the FPU round the fraction
+     * away with its default mode (to nearest, ties to even). A result of 1024 is the smallest
+     * normal half, whose bits are exactly 0x0400. */
+    float scaled = (f < 0 ? -f : f) * 0x1p24f;
+    float rounded = (scaled + 0x1p23f) - 0x1p23f;
+    return sign | (uint16_t)rounded;
+}
+
+void emb_f16_decode_portable(const void *src, float *dst, size_t n) {
+    const unsigned char *s = (const unsigned char *)src;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, sizeof h);
+        dst[i] = half_to_float(h);
+    }
+}
+
+void emb_f16_encode_portable(const float *src, void *dst, size_t n) {
+    unsigned char *d = (unsigned char *)dst;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h = float_to_half(src[i]);
+        memcpy(d + 2 * i, &h, sizeof h);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * F16C */
+
+#if EMB_X86
+EMB_TARGET_AVX2_F16C
+static void f16_decode_f16c(const unsigned char *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
+    if (i == n) return;
+    if (n >= 8) {
+        /* Redo the last 8 elements instead of a scalar tail: the overlap rewrites equal values. */
+        _mm256_storeu_ps(dst + n - 8,
+                         _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * (n - 8)))));
+        return;
+    }
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, sizeof h);
+        dst[i] = _cvtsh_ss(h);
+    }
+}
+
+EMB_TARGET_AVX2_F16C
+static void f16_encode_f16c(const float *src, unsigned char *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + 2 * i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i == n) return;
+    if (n >= 8) {
+        _mm_storeu_si128((__m128i *)(dst + 2 * (n - 8)),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + n - 8), _MM_FROUND_TO_NEAREST_INT));
+        return;
+    }
+    for (; i < n; i++) {
+        uint16_t h = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+        memcpy(dst + 2 * i, &h, sizeof h);
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------------------------------
+ * Dispatch */
+
+void emb_f16_decode(const void *src, float *dst, size_t n) {
+#if EMB_X86
+    if (emb_isa() == EMB_ISA_AVX2_F16C) {
+        f16_decode_f16c((const unsigned char *)src, dst, n);
+        return;
+    }
+#endif
+    emb_f16_decode_portable(src, dst, n);
+}
+
+void emb_f16_encode(const float *src, void *dst, size_t n) {
+#if EMB_X86
+    if (emb_isa() == EMB_ISA_AVX2_F16C) {
+        f16_encode_f16c(src, (unsigned char *)dst, n);
+        return;
+    }
+#endif
+    emb_f16_encode_portable(src, dst, n);
+}

@@ -1,0 +1,86 @@
+/* CEmbeddingKernels -- small C kernels behind EmbeddingCodecs.
+ *
+ * Why C: Swift cannot select AVX2/F16C code paths at run time without unsafe flags, and its
+ * Float16 -> Float conversion calls a library routine per element when the module is not
+ * compiled for F16C. Each dispatching kernel here checks the CPU once (__builtin_cpu_supports)
+ * and then calls either an AVX2+F16C body (x86_64) or a portable scalar body.
+ *
+ * Conventions shared by every emb_ function:
+ *   - No alignment is assumed for any pointer: payloads come straight from an LMDB memory map,
+ *     whose values are only 2-byte aligned. Kernels use unaligned loads and stores (or memcpy).
+ *   - `d` / `n` is an element count (the row dimension), not a byte count. Buffer sizes are
+ *     stated per function; the kernels do not check them.
+ *   - Source and destination must not overlap.
+ *   - Payload fields are little-endian; the kernels support little-endian hosts only
+ *     (x86_64, arm64), which the implementation checks at compile time.
+ *   - Decoding is a multiply then an add in float32, never fused (the kernel files compile with
+ *     `#pragma clang fp contract(off)`), so every variant returns bit-identical results.
+ *   - Every `_portable` variant is the scalar fallback of the function of the same name without
+ *     the suffix; they are exported so tests can check the fallback on machines that have AVX2.
+ */
+#ifndef CEMBEDDINGKERNELS_H
+#define CEMBEDDINGKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------------------------
+ * CPU dispatch */
+
+/** Instruction-set level the dispatching kernels use on this machine. */
+typedef enum {
+    /** Portable C (any CPU). */
+    EMB_ISA_PORTABLE = 0,
+    /** x86_64 with AVX2 and F16C, reported by __builtin_cpu_supports. */
+    EMB_ISA_AVX2_F16C = 1,
+} emb_isa_level;
+
+/** Returns the level chosen at the first call (cached; thread-safe, lock-free). */
+emb_isa_level emb_active_isa(void);
+
+/** Hints the CPU to pull the cache line at `p` into all cache levels for reading.
+ *  Never faults, whatever `p` is; for software pipelining of batched lookups. */
+static inline void emb_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
+/* ------------------------------------------------------------------------------------------
+ * fp16: IEEE binary16, `n` values of 2 bytes each, little-endian. */
+
+/** Widens `n` binary16 values at `src` (2n bytes) to float32 in `dst` (n floats). Exact for
+ *  every input; NaNs come out quiet (as F16C's VCVTPH2PS does). */
+void emb_f16_decode(const void *src, float *dst, size_t n);
+void emb_f16_decode_portable(const void *src, float *dst, size_t n);
+
+/** Narrows `n` float32 values at `src` (n floats) to binary16 in `dst` (2n bytes), rounding to
+ *  nearest, ties to even. Values whose rounding exceeds 65504 (|x| >= 65520) become infinity and
+ *  NaN stays NaN: callers that must refuse those values check the row first. */
+void emb_f16_encode(const float *src, void *dst, size_t n);
+void emb_f16_encode_portable(const float *src, void *dst, size_t n);
+
+/* ------------------------------------------------------------------------------------------
+ * Rowwise int8 (FBGEMM fused 8-bit layout): `payload` holds d codes (uint8), then float32 scale
+ * at byte d, then float32 bias at byte d + 4: d + 8 bytes in all. */
+
+/** Decodes one int8 rowwise payload (d + 8 bytes) into `dst` (d floats):
+ *  dst[i] = (float)q[i] * scale + bias. */
+void emb_i8_rowwise_decode(const void *payload, float *dst, size_t d);
+void emb_i8_rowwise_decode_portable(const void *payload, float *dst, size_t d);
+
+/* ------------------------------------------------------------------------------------------
+ * Rowwise int4: `payload` holds ceil(d/2) code bytes (element 2k in the low nibble of byte k,
+ * element 2k+1 in the high nibble; for odd d the last high nibble is ignored), then float32
+ * scale, then float32 bias: ceil(d/2) + 8 bytes in all. */
+
+/** Decodes one int4 rowwise payload (ceil(d/2) + 8 bytes) into `dst` (d floats):
+ *  dst[i] = (float)q[i] * scale + bias. */
+void emb_i4_rowwise_decode(const void *payload, float *dst, size_t d);
+void emb_i4_rowwise_decode_portable(const void *payload, float *dst, size_t d);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CEMBEDDINGKERNELS_H */
