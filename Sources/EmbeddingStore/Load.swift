@@ -40,7 +40,10 @@ extension Store {
                      codec: LoadCodec, options: LoadOptions = LoadOptions()) throws -> LoadReport {
         try requireWritable()
         try Store.validateTableName(name)
-        guard dimension >= 1, count >= 0, rows.count == count * dimension else {
+        guard dimension >= 1 else {
+            throw StoreError.invalidArgument("rows for table '\(name)' have dimension \(dimension); it must be at least 1")
+        }
+        guard count >= 0, rows.count == count * dimension else {
             throw StoreError.invalidArgument("rows hold \(rows.count) floats, not \(count) rows × \(dimension)")
         }
         let ids = ids ?? (0..<UInt64(count)).map { $0 }
@@ -51,14 +54,16 @@ extension Store {
         try Self.checkRows(rows, count: count, dimension: dimension, ids: ids, table: name, codec: codec)
 
         let existing = try? table(name)
-        let table: Table
-        if let existing {
-            guard existing.dimension == dimension else {
-                throw StoreError.dimensionMismatch(table: name, expected: existing.dimension, actual: dimension)
-            }
-            table = existing
-        } else {
-            table = try createTable(name, dimension: dimension)
+        if let existing, existing.dimension != dimension {
+            throw StoreError.dimensionMismatch(table: name, expected: existing.dimension, actual: dimension)
+        }
+        // Creates the table once everything that can be refused has been checked.
+        var resolved = existing
+        func target() throws -> Table {
+            if let resolved { return resolved }
+            let created = try createTable(name, dimension: dimension)
+            resolved = created
+            return created
         }
 
         // Fit the codec's parameters on (a sample of) the rows, then resolve every row's encoding.
@@ -77,6 +82,7 @@ extension Store {
             let basis = try Self.sample(rows, count: count, dimension: dimension, limit: options.fitSampleLimit) { sample, sampleCount in
                 try PCABasis.fit(rows: sample, count: sampleCount, dimension: dimension, rank: k)
             }
+            let table = try target()
             let id = try write { batch in try batch.addBasis(basis, to: table) }
             basisID = id
             let rank = min(k, basis.rank)
@@ -87,13 +93,15 @@ extension Store {
                 try KMeansCodebook.fit(rows: sample, count: sampleCount, dimension: dimension, buckets: bucketCount,
                                        iterations: options.kMeansIterations)
             }
+            // Checks the bucket codec before anything is written.
+            let storedCentroids = try Self.roundTrip(codebook.centroids, dimension: dimension, codec: options.bucketCodec)
+            let table = try target()
             let range = try codebook.centroids.withUnsafeBufferPointer { centroids in
                 try write { batch in try batch.addBucketRows(table, rows: centroids, codec: options.bucketCodec) }
             }
             bucketIDs = range
             // Assign against the bucket rows as stored, so a lossy bucket codec is accounted for.
-            let stored = try KMeansCodebook(dimension: dimension, count: codebook.count,
-                                            centroids: try Self.roundTrip(codebook.centroids, dimension: dimension, codec: options.bucketCodec))
+            let stored = try KMeansCodebook(dimension: dimension, count: codebook.count, centroids: storedCentroids)
             var assigned = [UInt32](repeating: 0, count: count)
             var scales = [Float](repeating: 1, count: scaled ? count : 0)
             assigned.withUnsafeMutableBufferPointer { assignedBuffer in
@@ -110,6 +118,7 @@ extension Store {
         }
 
         // Write in id order; MDB_APPEND when every new id sorts after the table's last one.
+        let table = try target()
         let canAppend = try environment.read { txn in
             try txn.withCursor(table.rows) { cursor in
                 guard let last = try cursor.last()?.integerKey else { return true }

@@ -60,13 +60,42 @@ public final class Store: Sendable {
         if options.readOnly { configuration.flags.insert(.readOnly) }
         if !options.durable { configuration.flags.insert(.noSync) }
         do {
-            let environment = try Environment(path: path, configuration: configuration)
+            let environment = try Store.sharedEnvironment(path: path, configuration: configuration)
             self.environment = environment
+            self.isReadOnly = options.readOnly
             self.meta = try Store.openMeta(environment, path: path)
         } catch let error as LMDBError where error == .invalid || error == .versionMismatch {
             throw StoreError.notAStore(path: path, reason: error.description)
         } catch let error as LMDBError {
             throw StoreError.lmdb(error)
+        }
+    }
+
+    /// Environments open in this process, by the store directory's real path.
+    ///
+    /// > Do not have open an LMDB database twice in the same process at the same time. Not even
+    /// > from a plain open() call - close()ing it breaks flock() advisory locking.
+    ///
+    /// So a second `Store` of the same directory shares the first one's environment.
+    private static let openEnvironments = Mutex<[String: WeakEnvironment]>([:])
+
+    private struct WeakEnvironment {
+        weak var environment: Environment?
+    }
+
+    private static func sharedEnvironment(path: String, configuration: Environment.Configuration) throws -> Environment {
+        let key = URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL.path
+        return try openEnvironments.withLock { open in
+            if let existing = open[key]?.environment, !existing.isClosed {
+                if existing.isReadOnly && !configuration.flags.contains(.readOnly) {
+                    throw StoreError.invalidArgument("\(path) is already open read-only in this process; close that Store before opening it for writing")
+                }
+                return existing
+            }
+            let environment = try Environment(path: path, configuration: configuration)
+            open = open.filter { $0.value.environment != nil }
+            open[key] = WeakEnvironment(environment: environment)
+            return environment
         }
     }
 
@@ -111,7 +140,7 @@ public final class Store: Sendable {
     }
 
     /// True when opened read-only.
-    public var isReadOnly: Bool { environment.isReadOnly }
+    public let isReadOnly: Bool
 
     /// Flushes committed data to disk (needed only when opened with `durable = false`).
     public func sync() throws {
@@ -124,6 +153,8 @@ public final class Store: Sendable {
     }
 
     /// Closes the store once its in-flight transactions finish. Using it afterwards throws.
+    /// Other `Store`s of the same directory in this process share its environment and are
+    /// closed with it.
     public func close() {
         environment.close()
     }

@@ -130,6 +130,9 @@ public final class Environment: @unchecked Sendable {
         gate.exclusive(timeout: timeout, close: true) { mdb_env_close(handle) } != nil
     }
 
+    /// True once `close()` has closed the environment.
+    public var isClosed: Bool { gate.isClosed }
+
     public var isReadOnly: Bool { configuration.flags.contains(.readOnly) }
 
     /// The current map size in bytes (the last one this process set or adopted; after `close`,

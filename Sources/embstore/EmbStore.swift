@@ -12,9 +12,10 @@ struct EmbStore: ParsableCommand {
     )
 }
 
-/// Prints a line to standard error.
-func printError(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
+/// A problem with the command's input: printed as "Error: ..." without the usage text.
+struct InputError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 struct Ingest: ParsableCommand {
@@ -38,10 +39,11 @@ struct Ingest: ParsableCommand {
         case .fp16: options.bucketCodec = .fp16
         case .int8: options.bucketCodec = .int8
         case .int4: options.bucketCodec = .int4
-        default: throw ValidationError("--bucket-codec must be fp32, fp16, int8 or int4")
+        default: throw InputError("--bucket-codec must be fp32, fp16, int8 or int4, not '\(bucketCodec)'")
         }
         let file = try NPYFile(path: vectors)
         let (count, dimension) = try file.matrixShape()
+        guard dimension >= 1 else { throw InputError("\(vectors) has shape [\(count), 0]: rows need at least one value") }
         var values = [Float](repeating: 0, count: count * dimension)
         try values.withUnsafeMutableBufferPointer { try file.readFloatRows(0..<count, into: $0) }
         var idValues: [UInt64]?
@@ -49,7 +51,7 @@ struct Ingest: ParsableCommand {
             let idFile = try NPYFile(path: ids)
             let read = try idFile.readIDs()
             guard read.count == count else {
-                throw ValidationError("\(ids) has \(read.count) ids but \(vectors) has \(count) rows")
+                throw InputError("\(ids) has \(read.count) ids but \(vectors) has \(count) rows")
             }
             idValues = read
         }

@@ -286,3 +286,23 @@ final class LockedCounter: @unchecked Sendable {
     func add() { lock.lock(); count += 1; lock.unlock() }
     var value: Int { lock.lock(); defer { lock.unlock() }; return count }
 }
+
+@Suite struct SharedEnvironmentTests {
+    /// LMDB forbids opening one environment twice in a process; two Stores share it instead.
+    @Test func twoStoresOfOneDirectoryShareTheEnvironment() throws {
+        let dir = TemporaryDirectory()
+        let first = try makeStore(dir)
+        let table = try first.createTable("t", dimension: 2)
+        var readOnly = Store.Options()
+        readOnly.readOnly = true
+        let second = try Store(path: dir.file("store"), options: readOnly)
+        #expect(second.environment === first.environment)
+        try first.put(table, id: 1, vector: [1, 2], codec: .fp32)
+        #expect(try second.get(second.table("t"), id: 1) == [1, 2])
+        #expect(throws: StoreError.self) { try second.put(second.table("t"), id: 2, vector: [1, 2], codec: .fp32) }
+        // Through a symlink too.
+        try FileManager.default.createSymbolicLink(atPath: dir.file("link"), withDestinationPath: dir.file("store"))
+        let third = try Store(path: dir.file("link"))
+        #expect(third.environment === first.environment)
+    }
+}

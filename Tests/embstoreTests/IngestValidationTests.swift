@@ -1,0 +1,187 @@
+import Foundation
+import Testing
+
+/// What `ingest` accepts and refuses. These tests make their .npy files themselves (no numpy
+/// needed) and read exports back with the small reader in Support.swift.
+@Suite("ingest refuses bad input and accepts sparse ids")
+struct IngestValidationTests {
+    @Test func sparseInt64IDs() throws {
+        try withTemporaryDirectory { dir in
+            let rows = randomRows(6, 5, seed: 2)
+            let ids: [Int64] = [900, 3, 1 << 40, 77, 0, 12_345_678_901]
+            let vectors = dir.appendingPathComponent("x.npy"), idsFile = dir.appendingPathComponent("ids.npy")
+            try writeFloat32(rows, to: vectors)
+            try writeInt64(ids, to: idsFile)
+            let store = dir.appendingPathComponent("store")
+            try embstoreOK("ingest", store.path, "--table", "sparse", "--vectors", vectors.path, "--ids", idsFile.path, "--codec", "fp32")
+            let exported = try exportTable(store, "sparse", in: dir)
+            let expected = zip(ids, rows).sorted { $0.0 < $1.0 }
+            #expect(exported.ids == expected.map { UInt64($0.0) })
+            #expect(exported.rows == expected.map(\.1))
+        }
+    }
+
+    @Test func uint64IDsAndFloat16Vectors() throws {
+        try withTemporaryDirectory { dir in
+            // float16 input: 1.5, -2, 0.25 and 65504 (the largest half) are exact in fp16 and fp32.
+            let halves: [UInt16] = [0x3E00, 0xC000, 0x3400, 0x7BFF]
+            let vectors = dir.appendingPathComponent("h.npy"), idsFile = dir.appendingPathComponent("ids.npy")
+            try npyFile(descr: "<f2", shape: [2, 2], payload: littleEndianBytes(halves)).write(to: vectors)
+            try writeUInt64([UInt64.max - 1, 5], to: idsFile)
+            let store = dir.appendingPathComponent("store")
+            try embstoreOK("ingest", store.path, "--table", "h", "--vectors", vectors.path, "--ids", idsFile.path, "--codec", "fp16")
+            let exported = try exportTable(store, "h", in: dir)
+            #expect(exported.ids == [5, UInt64.max - 1])
+            #expect(exported.rows == [[0.25, 65504], [1.5, -2]])
+        }
+    }
+
+    /// Each bad ids file: non-zero exit, a message naming the bad id (or the counts) and what is
+    /// wrong with it (any of `problem`), and no table created.
+    @Test(arguments: [
+        ("negative", [4, -1, 7], ["-1"], ["negative"]),
+        ("duplicate", [4, 9, 4], ["4"], ["duplicate", "twice", "more than once", "repeated"]),
+        ("count", [1, 2], ["2 ids", "3 rows"], ["ids"]),
+    ] as [(String, [Int64], [String], [String])])
+    func badIDs(_ kind: String, _ ids: [Int64], _ words: [String], _ problem: [String]) throws {
+        try withTemporaryDirectory { dir in
+            let vectors = dir.appendingPathComponent("x.npy"), idsFile = dir.appendingPathComponent("ids.npy")
+            try writeFloat32(randomRows(3, 4, seed: 3), to: vectors)
+            try writeInt64(ids, to: idsFile)
+            let store = dir.appendingPathComponent("store")
+            try embstoreOK("ingest", store.path, "--table", "keep", "--vectors", vectors.path, "--codec", "fp32")
+            let run = try embstore("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--ids", idsFile.path, "--codec", "fp32")
+            #expect(run.status != 0, "\(kind) ids were accepted: \(run)")
+            for word in words {
+                #expect(run.stderr.localizedCaseInsensitiveContains(word), "\(kind): stderr should mention '\(word)': \(run)")
+            }
+            #expect(problem.contains { run.stderr.localizedCaseInsensitiveContains($0) },
+                    "\(kind): stderr should say what is wrong (one of \(problem)): \(run)")
+            let info = try embstoreOK("info", store.path)
+            #expect(!info.stdout.contains("table 't'"), "\(kind): table t exists after a refused ingest: \(info.stdout)")
+        }
+    }
+
+    /// A NaN in row 3 is refused naming row 3, and nothing is written: not into an existing
+    /// table, and a table that did not exist is not created.
+    @Test func nanRowIsRefusedAndStoreUnchanged() throws {
+        try withTemporaryDirectory { dir in
+            let store = dir.appendingPathComponent("store")
+            let good = dir.appendingPathComponent("good.npy"), bad = dir.appendingPathComponent("bad.npy")
+            try writeFloat32(randomRows(5, 4, seed: 4), to: good)
+            var rows = randomRows(6, 4, seed: 5)
+            rows[3][2] = .nan
+            try writeFloat32(rows, to: bad)
+            let ids = dir.appendingPathComponent("ids.npy")
+            try writeUInt64([100, 101, 102, 103, 104, 1], to: ids)   // id 1 overlaps an existing row
+            try embstoreOK("ingest", store.path, "--table", "t", "--vectors", good.path, "--codec", "int8")
+            let before = try exportTable(store, "t", in: dir)
+
+            let intoExisting = try embstore("ingest", store.path, "--table", "t", "--vectors", bad.path, "--ids", ids.path, "--codec", "int8")
+            #expect(intoExisting.status != 0, "\(intoExisting)")
+            #expect(intoExisting.stderr.contains("row 3"), "stderr should name row 3: \(intoExisting)")
+            #expect(intoExisting.stderr.localizedCaseInsensitiveContains("nan"), "\(intoExisting)")
+            let after = try exportTable(store, "t", in: dir)
+            #expect(after.ids == before.ids)
+            #expect(after.rows == before.rows)
+
+            let intoNew = try embstore("ingest", store.path, "--table", "new", "--vectors", bad.path, "--codec", "fp32")
+            #expect(intoNew.status != 0, "\(intoNew)")
+            #expect(intoNew.stderr.contains("row 3"), "\(intoNew)")
+            let info = try embstoreOK("info", store.path, "--json")
+            #expect(!info.stdout.contains("\"new\""), "table 'new' was created by a refused ingest: \(info.stdout)")
+            #expect(try embstore("export", store.path, "--table", "new", "--out", dir.appendingPathComponent("n.npy").path).status != 0)
+
+            let freshStore = dir.appendingPathComponent("fresh")
+            let intoFresh = try embstore("ingest", freshStore.path, "--table", "t", "--vectors", bad.path, "--codec", "fp16")
+            #expect(intoFresh.status != 0 && intoFresh.stderr.contains("row 3"), "\(intoFresh)")
+            if FileManager.default.fileExists(atPath: freshStore.path) {
+                let freshInfo = try embstore("info", freshStore.path)
+                #expect(!freshInfo.stdout.contains("table 't'"), "\(freshInfo)")
+            }
+        }
+    }
+
+    /// fp16 cannot hold 1e6: refused naming the row (and the value or fp16).
+    @Test func fp16OverflowIsRefusedNamingTheRow() throws {
+        try withTemporaryDirectory { dir in
+            var rows = randomRows(5, 3, seed: 6)
+            rows[2][1] = 1e6
+            let vectors = dir.appendingPathComponent("x.npy")
+            try writeFloat32(rows, to: vectors)
+            let store = dir.appendingPathComponent("store")
+            let run = try embstore("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "fp16")
+            #expect(run.status != 0, "\(run)")
+            #expect(run.stderr.contains("row 2"), "stderr should name row 2: \(run)")
+            #expect(run.stderr.localizedCaseInsensitiveContains("fp16") || run.stderr.contains("65504"), "\(run)")
+            // The same rows are fine as fp32.
+            try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "fp32")
+        }
+    }
+
+    /// Malformed .npy files: non-zero exit, and the message names the problem.
+    @Test(arguments: ["truncated", "float64", "fortran", "not-npy", "missing", "1-d"])
+    func badVectorFiles(_ kind: String) throws {
+        try withTemporaryDirectory { dir in
+            let file = dir.appendingPathComponent("x.npy")
+            let expectWords: [String]
+            switch kind {
+            case "truncated":
+                // Header says 10 × 4 float32 (160 bytes) but only 100 bytes follow.
+                try npyFile(descr: "<f4", shape: [10, 4], payload: Array(float32Bytes(randomRows(10, 4, seed: 7).flatMap { $0 }).prefix(100)))
+                    .write(to: file)
+                expectWords = ["truncated", "short", "bytes", "size", "expected"]
+            case "float64":
+                try npyFile(descr: "<f8", shape: [2, 2], payload: littleEndianBytes([1.0, 2.0, 3.0, 4.0].map { (v: Double) in v.bitPattern }))
+                    .write(to: file)
+                expectWords = ["<f8", "float64", "f8", "dtype"]
+            case "fortran":
+                try npyFile(descr: "<f4", shape: [2, 3], fortranOrder: true, payload: float32Bytes([1, 2, 3, 4, 5, 6])).write(to: file)
+                expectWords = ["fortran"]
+            case "not-npy":
+                try Data("hello, this is not numpy\n".utf8).write(to: file)
+                expectWords = ["npy", "magic"]
+            case "missing":
+                expectWords = ["x.npy"]
+            default:  // a 1-d array is not [N, d]
+                try npyFile(descr: "<f4", shape: [6], payload: float32Bytes([1, 2, 3, 4, 5, 6])).write(to: file)
+                expectWords = ["shape", "dimension", "2-d", "2 dimensions", "[n, d]"]
+            }
+            let store = dir.appendingPathComponent("store")
+            let run = try embstore("ingest", store.path, "--table", "t", "--vectors", file.path, "--codec", "fp32")
+            #expect(run.status != 0, "\(kind) was accepted: \(run)")
+            #expect(expectWords.contains { run.stderr.localizedCaseInsensitiveContains($0) },
+                    "\(kind): stderr should say what is wrong (one of \(expectWords)): \(run)")
+            #expect(!run.stderr.contains("Fatal error") && run.status != 132 && run.status != 134 && run.status != 139,
+                    "\(kind): crashed instead of reporting an error: \(run)")
+        }
+    }
+
+    /// A codec refused for the table's shape (reduced:K needs K < d) must not leave a new, empty
+    /// table behind ("nothing is written").
+    @Test func refusedCodecLeavesNoTable() throws {
+        try withTemporaryDirectory { dir in
+            let vectors = dir.appendingPathComponent("x.npy")
+            try writeFloat32(randomRows(6, 4, seed: 13), to: vectors)
+            let store = dir.appendingPathComponent("store")
+            try embstoreOK("ingest", store.path, "--table", "other", "--vectors", vectors.path, "--codec", "fp32")
+            let run = try embstore("ingest", store.path, "--table", "k", "--vectors", vectors.path, "--codec", "reduced:4")
+            #expect(run.status != 0 && run.stderr.contains("reduced:4"), "\(run)")
+            let info = try embstoreOK("info", store.path)
+            #expect(!info.stdout.contains("table 'k'"), "\(info.stdout)")
+        }
+    }
+
+    @Test func unknownCodecIsRefused() throws {
+        try withTemporaryDirectory { dir in
+            let vectors = dir.appendingPathComponent("x.npy")
+            try writeFloat32(randomRows(3, 4, seed: 8), to: vectors)
+            for codec in ["fp64", "reduced:0", "reduced:4", "bucket:0", "int3"] {
+                let run = try embstore("ingest", dir.appendingPathComponent("store").path, "--table", "t",
+                                       "--vectors", vectors.path, "--codec", codec)
+                #expect(run.status != 0, "codec \(codec) was accepted for 3 × 4 rows: \(run)")
+                #expect(!run.stderr.isEmpty, "codec \(codec): no message")
+            }
+        }
+    }
+}
