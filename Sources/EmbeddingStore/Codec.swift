@@ -18,15 +18,8 @@ public enum Codec: Hashable, Sendable, CustomStringConvertible {
     case scaledBucket
 
     public var description: String {
-        switch self {
-        case .fp32: "fp32"
-        case .fp16: "fp16"
-        case .int8: "int8"
-        case .int4: "int4"
-        case .reduced(let k): "reduced:\(k)"
-        case .bucket: "bucket"
-        case .scaledBucket: "bucket+scale"
-        }
+        if case .reduced(let k) = self { return "reduced:\(k)" }
+        return tag.description
     }
 
     /// The tag byte that starts a record of this codec (FORMAT.md, "Row records").
@@ -106,13 +99,7 @@ public enum LoadCodec: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        switch self {
-        case .fp32: "fp32"
-        case .fp16: "fp16"
-        case .int8: "int8"
-        case .int4: "int4"
-        case .reduced(let k): "reduced:\(k)"
-        case .bucket(let count, let scaled): scaled ? "bucket:\(count):scaled" : "bucket:\(count)"
-        }
+        if case .bucket(let count, let scaled) = self { return scaled ? "bucket:\(count):scaled" : "bucket:\(count)" }
+        return Store.rowCodec(self).description
     }
 }

@@ -71,10 +71,9 @@ extension Store {
         var bucketIDs: Range<UInt32>?
         var encodings: (Int) -> RowEncoding
         switch codec {
-        case .fp32: encodings = { _ in .fp32 }
-        case .fp16: encodings = { _ in .fp16 }
-        case .int8: encodings = { _ in .int8 }
-        case .int4: encodings = { _ in .int4 }
+        case .fp32, .fp16, .int8, .int4:
+            let plain = RowEncoding(plain: Self.rowCodec(codec))!
+            encodings = { _ in plain }
         case .reduced(let k):
             guard k < dimension else {
                 throw StoreError.invalidArgument("reduced:\(k) needs k < dimension \(dimension)")
@@ -199,14 +198,10 @@ extension Store {
 
     /// `values` (rows of `dimension`) as they decode after encoding with `codec`.
     static func roundTrip(_ values: [Float], dimension: Int, codec: Codec) throws -> [Float] {
-        let encoding: RowEncoding
-        switch codec {
-        case .fp32: return values
-        case .fp16: encoding = .fp16
-        case .int8: encoding = .int8
-        case .int4: encoding = .int4
-        default: throw StoreError.invalidArgument("bucket rows must use fp32, fp16, int8 or int4, not \(codec)")
+        guard let encoding = RowEncoding(plain: codec) else {
+            throw StoreError.invalidArgument("bucket rows must use fp32, fp16, int8 or int4, not \(codec)")
         }
+        if codec == .fp32 { return values }
         var result = values
         var record = [UInt8](repeating: 0, count: encoding.recordSize(dimension: dimension))
         for i in 0..<values.count / dimension {

@@ -8,6 +8,14 @@ public enum MissingRows: Sendable {
     case error
 }
 
+/// How a pooled lookup combines the rows of one bag.
+public enum Pooling: Sendable {
+    /// Σ wᵢ·xᵢ (wᵢ = 1 without weights).
+    case sum
+    /// Σ wᵢ·xᵢ / (number of ids in the bag); an empty bag gives zeros.
+    case mean
+}
+
 /// Batched lookups for one thread.
 ///
 /// A reader owns one LMDB read transaction that it renews for each call and resets after it,
@@ -17,6 +25,8 @@ public final class Reader {
     let store: Store
     private var txn: Transaction
     private var decoders: [UInt32: RecordDecoder] = [:]
+    /// One decoded row for pooled lookups, grown to the widest table seen.
+    private var scratch: [Float] = []
 
     init(store: Store) throws {
         self.store = store
@@ -52,6 +62,63 @@ public final class Reader {
             try out.withUnsafeMutableBufferPointer { out in _ = try lookup(table, ids: ids, into: out, missing: missing) }
         }
         return out
+    }
+
+    /// Pooled lookup ("embedding bag"): bag `b` is `ids[offsets[b] ..< offsets[b + 1]]`, and
+    /// `out[b]` (row `b` of `offsets.count − 1` rows of `table.dimension` floats) becomes the
+    /// pooled rows of its ids, with optional per-id `weights` (parallel to `ids`). Rows of any
+    /// codec mix; an empty bag gives zeros; missing ids follow `missing` (`.zeros` adds nothing).
+    /// Returns how many ids were found.
+    @discardableResult
+    public func lookupPooled(_ table: Table, ids: UnsafeBufferPointer<UInt64>, offsets: UnsafeBufferPointer<Int>,
+                             weights: UnsafeBufferPointer<Float>? = nil, pooling: Pooling = .sum,
+                             into out: UnsafeMutableBufferPointer<Float>, missing: MissingRows = .zeros) throws -> Int {
+        try table.requireLive()
+        let d = table.dimension
+        let bags = max(offsets.count - 1, 0)
+        guard out.count >= bags * d else {
+            throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(bags) bags × dimension \(d) need \(bags * d)")
+        }
+        if let weights, weights.count < ids.count {
+            throw StoreError.invalidArgument("\(weights.count) weights for \(ids.count) ids")
+        }
+        for b in 0..<bags where offsets[b] < 0 || offsets[b] > offsets[b + 1] || offsets[b + 1] > ids.count {
+            throw StoreError.invalidArgument("bag \(b) spans offsets \(offsets[b])..<\(offsets[b + 1]), outside 0...\(ids.count) or decreasing")
+        }
+        if scratch.count < d { scratch = [Float](repeating: 0, count: d) }
+        var decoder = decoders.removeValue(forKey: table.id) ?? RecordDecoder(table: table)
+        defer { decoders[table.id] = decoder }
+        try translatingErrors { try txn.renew() }
+        defer { txn.reset() }
+        var foundCount = 0
+        try scratch.withUnsafeMutableBufferPointer { scratch in
+            let row = UnsafeMutableBufferPointer(rebasing: scratch[0..<d])
+            for b in 0..<bags {
+                let pooled = UnsafeMutableBufferPointer(rebasing: out[b * d..<(b + 1) * d])
+                pooled.update(repeating: 0)
+                for position in offsets[b]..<offsets[b + 1] {
+                    let id = ids[position]
+                    let hit = try txn.withValue(forKey: id, in: table.rows) { record -> Bool in
+                        guard let record else { return false }
+                        try decoder.decode(record, id: id, in: txn, into: row)
+                        return true
+                    }
+                    guard hit else {
+                        if missing == .error { throw StoreError.rowNotFound(table: table.name, id: id) }
+                        continue
+                    }
+                    foundCount += 1
+                    let weight = weights?[position] ?? 1
+                    for j in 0..<d { pooled[j] += weight * row[j] }
+                }
+                let length = offsets[b + 1] - offsets[b]
+                if pooling == .mean && length > 0 {
+                    let inverse = 1 / Float(length)
+                    for j in 0..<d { pooled[j] *= inverse }
+                }
+            }
+        }
+        return foundCount
     }
 
     private func lookup(_ table: Table, ids: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Float>,

@@ -19,6 +19,17 @@ enum RowEncoding {
         }
     }
 
+    /// The encoding of a codec that needs no table parameters; nil for reduced and bucket codecs.
+    init?(plain codec: Codec) {
+        switch codec {
+        case .fp32: self = .fp32
+        case .fp16: self = .fp16
+        case .int8: self = .int8
+        case .int4: self = .int4
+        case .reduced, .bucket, .scaledBucket: return nil
+        }
+    }
+
     /// Record size in bytes, tag included.
     func recordSize(dimension d: Int) -> Int {
         switch self {

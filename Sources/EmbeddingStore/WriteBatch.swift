@@ -83,11 +83,9 @@ public struct WriteBatch: ~Copyable {
 
     /// Turns a codec into a concrete encoding with the table's current parameters.
     mutating func resolve(_ codec: Codec, for table: Table, vector: UnsafeBufferPointer<Float>) throws -> RowEncoding {
+        if let plain = RowEncoding(plain: codec) { return plain }
         switch codec {
-        case .fp32: return .fp32
-        case .fp16: return .fp16
-        case .int8: return .int8
-        case .int4: return .int4
+        case .fp32, .fp16, .int8, .int4: preconditionFailure("plain codecs are resolved above")
         case .reduced(let k):
             let schema = try store.readSchema(table.name, in: txn)
             guard schema.currentBasisID != 0 else {
@@ -147,13 +145,8 @@ public struct WriteBatch: ~Copyable {
         guard rows.count % d == 0 else {
             throw StoreError.dimensionMismatch(table: table.name, expected: d, actual: rows.count % d)
         }
-        let encoding: RowEncoding
-        switch codec {
-        case .fp32: encoding = .fp32
-        case .fp16: encoding = .fp16
-        case .int8: encoding = .int8
-        case .int4: encoding = .int4
-        default: throw StoreError.invalidArgument("bucket rows must use fp32, fp16, int8 or int4, not \(codec)")
+        guard let encoding = RowEncoding(plain: codec) else {
+            throw StoreError.invalidArgument("bucket rows must use fp32, fp16, int8 or int4, not \(codec)")
         }
         var schema = try store.readSchema(table.name, in: txn)
         let count = rows.count / d

@@ -8,7 +8,7 @@ struct EmbStore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embstore",
         abstract: "An embedded store for compressed embedding tables, on LMDB.",
-        subcommands: [Ingest.self, Export.self, Get.self, Info.self]
+        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Bench.self]
     )
 }
 

@@ -1,0 +1,259 @@
+import ArgumentParser
+import Dispatch
+import EmbeddingStore
+import Foundation
+import NPY
+
+/// `embstore bench`: the lookup and pooled workloads of ../shared/bench/README.md on the same
+/// files, printed as the same JSON lines with `"system": "embstore"`.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure batched and pooled lookups on a workload's id streams (JSON lines like shared/bench).")
+
+    @Argument(help: "The store directory.") var store: String
+    @Option(help: "Table name.") var table: String
+    @Option(help: "uint64 .npy id stream (the workload's ids.npy or ids_uniform.npy).") var ids: String
+    @Option(help: "Ids per lookup batch.") var batch = 512
+    @Option(help: "Reader threads; each runs the batch stream from its own starting batch.") var threads = 1
+    @Option(help: "Pooled workload: the bags' ids (bags.npy).") var bags: String?
+    @Option(help: "Pooled workload: CSR offsets of the bags (offsets.npy).") var offsets: String?
+    @Option(help: "Bags per pooled batch.") var bagBatch = 512
+    @Option(help: "Timed repetitions (the median is reported).") var reps = 5
+    @Option(help: "Target seconds per repetition.") var repSeconds = 0.4
+    @Option(help: "Name of the id stream in the output (default: zipf for ids.npy, uniform for ids_uniform.npy, else the file name).")
+    var idsName: String?
+    @Option(help: "float32 table.npy to report rel_l2_err of the first batch against.") var tableNpy: String?
+    @Flag(help: "Print JSON lines only (no human summary on stderr).") var json = false
+
+    func run() throws {
+        guard batch >= 1, bagBatch >= 1, threads >= 1, reps >= 1 else { throw InputError("--batch, --bag-batch, --threads and --reps must be at least 1") }
+        let store = try openReadOnly(self.store)
+        let handle = try store.table(table)
+        let statistics = try store.statistics(handle)
+        let codec = statistics.codecs.count == 1 ? statistics.codecs[0].codec : "mixed"
+        let stream = try NPYFile(path: ids).readIDs()
+        let batches = stream.count / batch
+        guard batches >= 1 else { throw InputError("\(ids) has \(stream.count) ids, fewer than one batch of \(batch)") }
+        let d = handle.dimension
+        let common: [String: Any] = ["system": "embstore", "codec": codec, "bytes": store.fileSize, "N": statistics.rows, "d": d]
+
+        // lookup: batch j = ids[(j mod P)·B ..< +B], decoded into one reused [B, d] buffer per thread.
+        var lookup = common
+        lookup["workload"] = "lookup"
+        let measured = try Self.measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
+            let reader = try store.makeReader()
+            var out = [Float](repeating: 0, count: batch * d)
+            var next = thread * batches / threads
+            return { units in
+                try stream.withUnsafeBufferPointer { stream in
+                    try out.withUnsafeMutableBufferPointer { out in
+                        for _ in 0..<units {
+                            let j = next % batches
+                            next += 1
+                            try reader.lookup(handle, ids: UnsafeBufferPointer(rebasing: stream[j * batch..<(j + 1) * batch]), into: out)
+                        }
+                    }
+                }
+                return units * batch
+            }
+        }
+        lookup.merge(measured) { $1 }
+        lookup["txn"] = "renew"
+        lookup["batch"] = batch
+        lookup["ids"] = idsName ?? Self.streamName(ids)
+        lookup["threads"] = threads
+        if let tableNpy {
+            lookup["rel_l2_err"] = try Self.firstBatchError(store: store, table: handle, ids: Array(stream[0..<batch]), tableNpy: tableNpy)
+        }
+        try Self.emit(lookup)
+
+        guard let bags, let offsets else {
+            if (self.bags == nil) != (self.offsets == nil) { throw InputError("--bags and --offsets go together") }
+            return
+        }
+        let bagIDs = try NPYFile(path: bags).readIDs()
+        let offsetFile = try NPYFile(path: offsets)
+        guard offsetFile.dtype == .int64 || offsetFile.dtype == .uint64 else { throw InputError("\(offsets) must hold int64 offsets") }
+        let bagOffsets = try offsetFile.readIDs().map { Int($0) }
+        let bagBatches = (bagOffsets.count - 1) / bagBatch
+        guard bagBatches >= 1, bagOffsets.first == 0, bagOffsets.last == bagIDs.count else {
+            throw InputError("\(offsets) must start at 0, end at \(bagIDs.count) and hold at least \(bagBatch) bags")
+        }
+        var pooled = common
+        pooled["workload"] = "pooled"
+        let pooledMeasured = try Self.measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
+            let reader = try store.makeReader()
+            var out = [Float](repeating: 0, count: bagBatch * d)
+            var next = thread * bagBatches / threads
+            return { units in
+                var rows = 0
+                try bagIDs.withUnsafeBufferPointer { bagIDs in
+                    try bagOffsets.withUnsafeBufferPointer { offsets in
+                        try out.withUnsafeMutableBufferPointer { out in
+                            for _ in 0..<units {
+                                let j = next % bagBatches
+                                next += 1
+                                let slice = UnsafeBufferPointer(rebasing: offsets[j * bagBatch...(j + 1) * bagBatch])
+                                try reader.lookupPooled(handle, ids: bagIDs, offsets: slice, into: out)
+                                rows += slice[slice.count - 1] - slice[0]
+                            }
+                        }
+                    }
+                }
+                return rows
+            }
+        }
+        pooled.merge(pooledMeasured) { $1 }
+        pooled["batch"] = bagBatch
+        pooled["threads"] = threads
+        if let rowsPerS = pooledMeasured["rows_per_s"] as? Double, let rows = pooledMeasured["rows_per_rep"] as? Int,
+           let units = pooledMeasured["units_per_rep"] as? Int, rows > 0 {
+            pooled["bags_per_s"] = rowsPerS * Double(bagBatch) / (Double(rows) / Double(units))
+        }
+        try Self.emit(pooled)
+    }
+
+    static func streamName(_ path: String) -> String {
+        switch URL(fileURLWithPath: path).lastPathComponent {
+        case "ids.npy": "zipf"
+        case "ids_uniform.npy": "uniform"
+        case let name: URL(fileURLWithPath: name).deletingPathExtension().lastPathComponent
+        }
+    }
+
+    /// shared/bench's protocol: grow the unit count until a run takes ≥ 30 ms, scale it to
+    /// `repSeconds`, one untimed warm-up, re-scale, then `reps` timed runs; the median counts.
+    /// `makeWorker(thread)` runs on that thread and returns its `run(units) -> rows`.
+    static func measure(threads: Int, reps: Int, repSeconds: Double,
+                        makeWorker: @escaping (Int) throws -> (Int) throws -> Int) throws -> [String: Any] {
+        let pool = WorkerPool(threads: threads, makeWorker: makeWorker)
+        defer { pool.stop() }
+        var units = 1
+        var (seconds, _) = try pool.run(units: units)
+        while seconds < 0.03 && units < 1 << 40 {
+            units = seconds < 0.002 ? units * 16 : max(units + 1, Int((Double(units) * 0.05 / seconds).rounded(.up)))
+            (seconds, _) = try pool.run(units: units)
+        }
+        units = max(1, Int((Double(units) * repSeconds / max(seconds, 1e-9)).rounded()))
+        (seconds, _) = try pool.run(units: units)
+        units = max(1, Int((Double(units) * repSeconds / max(seconds, 1e-9)).rounded()))
+        var times: [Double] = []
+        var rows = 0
+        for _ in 0..<reps {
+            let (t, r) = try pool.run(units: units)
+            times.append(t)
+            rows = r
+        }
+        let median = times.sorted()[times.count / 2]
+        return ["rows_per_s": Double(rows) / median, "median_s": median, "min_s": times.min()!, "max_s": times.max()!,
+                "reps": reps, "units_per_rep": units, "rows_per_rep": rows]
+    }
+
+    /// ‖out − table[ids]‖ / ‖table[ids]‖ for one batch: the codec's loss.
+    static func firstBatchError(store: Store, table: Table, ids: [UInt64], tableNpy: String) throws -> Double {
+        let file = try NPYFile(path: tableNpy)
+        let (rows, columns) = try file.matrixShape()
+        guard columns == table.dimension else { throw InputError("\(tableNpy) has \(columns) columns, the table \(table.dimension)") }
+        let got = try store.makeReader().lookup(table, ids: ids)
+        var difference = 0.0, norm = 0.0
+        var row = [Float](repeating: 0, count: columns)
+        for (i, id) in ids.enumerated() where Int(id) < rows {
+            try row.withUnsafeMutableBufferPointer { try file.readFloatRows(Int(id)..<Int(id) + 1, into: $0) }
+            for j in 0..<columns {
+                let x = Double(row[j])
+                difference += (Double(got[i * columns + j]) - x) * (Double(got[i * columns + j]) - x)
+                norm += x * x
+            }
+        }
+        return norm > 0 ? (difference / norm).squareRoot() : 0
+    }
+
+    /// Prints one JSON line in shared/bench's key order, numbers to 6 significant digits.
+    static func emit(_ record: [String: Any]) throws {
+        let first = ["system", "workload", "codec", "rows_per_s", "bytes", "N", "d"]
+        let keys = first + record.keys.filter { !first.contains($0) }.sorted()
+        let fields = keys.compactMap { key -> String? in
+            guard let value = record[key] else { return nil }
+            let text: String
+            switch value {
+            case let number as Double: text = String(format: "%.6g", number)
+            case let number as Int: text = String(number)
+            case let string as String: text = "\"\(string)\""
+            default: text = "null"
+            }
+            return "\"\(key)\": \(text)"
+        }
+        FileHandle.standardOutput.write(Data(("{" + fields.joined(separator: ", ") + "}\n").utf8))
+    }
+}
+
+/// Threads that each own a worker closure (and so a `Reader`), all started together per run.
+final class WorkerPool: @unchecked Sendable {
+    private let threads: Int
+    private var workers: [((Int) throws -> Int)?]
+    private let start: [DispatchSemaphore]
+    private let done = DispatchSemaphore(value: 0)
+    private var units = 0
+    private var rows: [Int]
+    private var failure: Error?
+    private var stopping = false
+    private let lock = NSLock()
+
+    init(threads: Int, makeWorker: @escaping (Int) throws -> (Int) throws -> Int) {
+        self.threads = threads
+        workers = Array(repeating: nil, count: threads)
+        rows = Array(repeating: 0, count: threads)
+        start = (0..<threads).map { _ in DispatchSemaphore(value: 0) }
+        // Each worker closure is made and used only on its own thread.
+        nonisolated(unsafe) let makeWorker = makeWorker
+        for t in 0..<threads {
+            let thread = Thread { [self] in
+                do {
+                    workers[t] = try makeWorker(t)
+                } catch {
+                    record(error)
+                }
+                done.signal()
+                while true {
+                    start[t].wait()
+                    if stopping { break }
+                    do {
+                        rows[t] = try workers[t]?(units) ?? 0
+                    } catch {
+                        record(error)
+                    }
+                    done.signal()
+                }
+                workers[t] = nil
+                done.signal()
+            }
+            thread.stackSize = 1 << 22
+            thread.start()
+        }
+        for _ in 0..<threads { done.wait() }
+    }
+
+    private func record(_ error: Error) {
+        lock.lock()
+        if failure == nil { failure = error }
+        lock.unlock()
+    }
+
+    /// Runs every worker for `units` units at once; returns wall seconds and total rows.
+    func run(units: Int) throws -> (Double, Int) {
+        if let failure { throw failure }
+        self.units = units
+        let begin = DispatchTime.now().uptimeNanoseconds
+        for semaphore in start { semaphore.signal() }
+        for _ in 0..<threads { done.wait() }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9
+        if let failure { throw failure }
+        return (seconds, rows.reduce(0, +))
+    }
+
+    func stop() {
+        stopping = true
+        for semaphore in start { semaphore.signal() }
+        for _ in 0..<threads { done.wait() }
+    }
+}

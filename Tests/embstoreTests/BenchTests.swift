@@ -1,0 +1,41 @@
+import Foundation
+import Testing
+
+/// `embstore bench` prints shared/bench's JSON lines; a tiny run checks their shape and sanity
+/// (speed itself is measured by running the benchmark, not here).
+@Suite struct BenchTests {
+    @Test func benchPrintsLookupAndPooledJSONLines() throws {
+        try withTemporaryDirectory { dir in
+            let n = 600, d = 8
+            let vectors = dir.appendingPathComponent("table.npy")
+            try writeFloat32(randomRows(n, d, seed: 5), to: vectors)
+            let store = dir.appendingPathComponent("store").path
+            try embstoreOK("ingest", store, "--table", "t", "--vectors", vectors.path, "--codec", "int8")
+            let ids = (0..<1024).map { UInt64(($0 * 37) % n) }
+            try writeUInt64(ids, to: dir.appendingPathComponent("ids.npy"))
+            try writeUInt64((0..<200).map { UInt64($0 % n) }, to: dir.appendingPathComponent("bags.npy"))
+            try writeInt64((0...40).map { Int64($0 * 5) }, to: dir.appendingPathComponent("offsets.npy"))
+            let run = try embstoreOK("bench", store, "--table", "t", "--ids", dir.appendingPathComponent("ids.npy").path,
+                                     "--bags", dir.appendingPathComponent("bags.npy").path,
+                                     "--offsets", dir.appendingPathComponent("offsets.npy").path,
+                                     "--batch", "64", "--bag-batch", "8", "--reps", "3", "--rep-seconds", "0.01",
+                                     "--table-npy", vectors.path, "--threads", "2", "--json")
+            let lines = run.stdout.split(separator: "\n").map { String($0) }
+            #expect(lines.count == 2)
+            let records = try lines.map { try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+            #expect(records.map { $0["workload"] as? String } == ["lookup", "pooled"])
+            for record in records {
+                #expect(record["system"] as? String == "embstore")
+                #expect(record["codec"] as? String == "int8")
+                #expect(record["N"] as? Int == n && record["d"] as? Int == d)
+                #expect((record["rows_per_s"] as? Double ?? 0) > 0)
+                #expect(record["reps"] as? Int == 3 && record["threads"] as? Int == 2)
+            }
+            #expect(records[0]["ids"] as? String == "zipf" && records[0]["batch"] as? Int == 64)
+            // int8 loses ~0.5% of the row norm on these rows; well under 2%.
+            let error = try #require(records[0]["rel_l2_err"] as? Double)
+            #expect(error > 0 && error < 0.02)
+            #expect(records[1]["batch"] as? Int == 8 && (records[1]["bags_per_s"] as? Double ?? 0) > 0)
+        }
+    }
+}
