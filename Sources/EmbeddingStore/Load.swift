@@ -72,6 +72,8 @@ extension Store {
         var bucketIDs: Range<UInt32>?
         var encodings: (Int) -> RowEncoding
         switch codec {
+        case _ where count == 0:
+            encodings = { _ in .fp32 }   // nothing to encode and nothing to fit on
         case .fp32, .fp16, .int8, .int4:
             let plain = RowEncoding(plain: Self.rowCodec(codec))!
             encodings = { _ in plain }

@@ -133,3 +133,14 @@ import Testing
         #expect(Array(values[10..<30]) == b)
     }
 }
+
+@Suite struct EmptyLoadTests {
+    @Test(arguments: [LoadCodec.int8, .reduced(k: 2), .bucket(count: 4, scaled: false)])
+    func loadingNoRowsCreatesAnEmptyTable(codec: LoadCodec) throws {
+        let dir = TemporaryDirectory()
+        let store = try makeStore(dir)
+        let report = try [Float]().withUnsafeBufferPointer { try store.load(table: "t", rows: $0, count: 0, dimension: 4, codec: codec) }
+        #expect(report.rows == 0)
+        #expect(try store.statistics(store.table("t")).rows == 0)
+    }
+}
