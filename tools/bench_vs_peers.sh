@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Puts embstore beside the peers of ../shared/bench in one run, on the same workload files.
+#
+#   tools/bench_vs_peers.sh                       # N=1,000,000 d=64, peers c_dense* + c_lmdb*
+#   tools/bench_vs_peers.sh --small               # N=100,000
+#   PEERS=all tools/bench_vs_peers.sh             # every peer shared/bench knows (slow)
+#
+# Writes $OUT_DIR (default /tmp/embstore-bench) /peers.jsonl, embstore.jsonl and report.txt.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+shared=${SHARED_BENCH:-../shared/bench}
+n=1000000
+d=64
+if [[ ${1:-} == --small ]]; then n=100000; fi
+out=${OUT_DIR:-/tmp/embstore-bench}
+workload=${EMB_BENCH_DIR:-/tmp/embbench}/N${n}_d${d}
+reps=${REPS:-5}
+mkdir -p "$out"
+
+[[ -f $workload/table.npy ]] || python3 "$shared/make_workload.py" --out "$workload" --n "$n" --d "$d"
+
+only=()
+[[ ${PEERS:-} == all ]] || only=(--only "c_dense,c_lmdb")
+bash "$shared/run_peers.sh" --n "$n" --d "$d" --out "$out/peers.jsonl" -- "${only[@]}" --reps "$reps" > "$out/peers.log"
+
+swift build -c release --product embstore
+bin="$(swift build -c release --product embstore --show-bin-path)/embstore"
+: > "$out/embstore.jsonl"
+for codec in fp32 int8; do
+    store="$out/store-$codec"
+    rm -rf "$store"
+    "$bin" ingest "$store" --table t --vectors "$workload/table.npy" --codec "$codec" >&2
+    for stream in ids ids_uniform; do
+        extra=()
+        [[ $stream == ids ]] && extra=(--bags "$workload/bags.npy" --offsets "$workload/offsets.npy")
+        "$bin" bench "$store" --table t --ids "$workload/$stream.npy" --table-npy "$workload/table.npy" \
+            --reps "$reps" --json "${extra[@]}" >> "$out/embstore.jsonl"
+    done
+    rm -rf "$store"
+done
+python3 "$shared/report.py" "$out/peers.jsonl" "$out/embstore.jsonl" | tee "$out/report.txt"
