@@ -136,7 +136,7 @@ public struct KMeansCodebook: Sendable, Equatable {
         centroids.withUnsafeBufferPointer { centroidBuffer in
             // Non-nil: a codebook has count ≥ 1 and dimension ≥ 1.
             let panels = KMeansCentroidPanels(centroids: centroidBuffer.baseAddress!, count: self.count, dimension: dimension)
-            panels.scan(rows: rowBase, count: count, nearest: idBase, nearestScore: nil, projected: nil)
+            panels.scanConcurrently(rows: rowBase, count: count, nearest: idBase, nearestScore: nil, projected: nil)
         }
     }
 
@@ -164,7 +164,7 @@ public struct KMeansCodebook: Sendable, Equatable {
                 // Non-nil: a codebook has count ≥ 1 and dimension ≥ 1; count > 0 rows.
                 let c = centroidBuffer.baseAddress!
                 let panels = KMeansCentroidPanels(centroids: c, count: self.count, dimension: d)
-                panels.scan(rows: rowBase, count: count, nearest: idBase, nearestScore: nil, projected: projectedBuffer.baseAddress!)
+                panels.scanConcurrently(rows: rowBase, count: count, nearest: idBase, nearestScore: nil, projected: projectedBuffer.baseAddress!)
                 for r in 0..<count {
                     let x = rowBase + r * d
                     let unitCentroid = c + Int(idBase[r]) * d

@@ -112,7 +112,7 @@ struct KMeansFitter {
                 scores.withUnsafeMutableBufferPointer { scoreBuffer in
                     // Non-nil: buckets ≥ 1, count ≥ 1, d ≥ 1.
                     let panels = KMeansCentroidPanels(centroids: centroidBuffer.baseAddress!, count: buckets, dimension: d)
-                    panels.scan(
+                    panels.scanConcurrently(
                         rows: sample, count: count, nearest: idBuffer.baseAddress!,
                         nearestScore: scoreBuffer.baseAddress!, projected: nil)
                 }
