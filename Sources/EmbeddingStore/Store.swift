@@ -237,6 +237,10 @@ public final class Store: Sendable {
                 try environment.write { txn in
                     _ = try readSchema(name, in: txn)
                     for database in [table.rows, table.buckets, table.bases] { try txn.drop(database, delete: true) }
+                    // Segments live in a fourth database that exists only once one was written.
+                    if let segments = try? txn.openDatabase(Store.segmentsDatabase(table.id), flags: .integerKey) {
+                        try txn.drop(segments, delete: true)
+                    }
                     try txn.delete(StoreFormat.tableKeyPrefix + name, in: meta)
                 }
                 openTables.withLock { $0[name] = nil }

@@ -78,3 +78,14 @@ import LMDB
         #expect(try store.segmentRecord(table, id: 1) == records([1])[0])
     }
 }
+
+extension SegmentStorageTests {
+    @Test func droppingATableDropsItsSegments() throws {
+        let dir = TemporaryDirectory()
+        let store = try makeStore(dir)
+        let table = try store.createTable("t", dimension: 2)
+        try store.writeSegment(table, ids: [1, 2], records: records([1, 2]), rowsPerPart: 4)
+        try store.dropTable("t")
+        #expect(throws: LMDBError.self) { try store.environment.openDatabases([Store.segmentsDatabase(table.id)], flags: .integerKey) }
+    }
+}
