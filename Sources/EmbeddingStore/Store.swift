@@ -16,7 +16,7 @@ public final class Store: Sendable {
         public var readOnly = false
         /// Initial size of the memory map; it doubles whenever it is full.
         public var initialMapSize = 1 << 28
-        /// Tables the store can hold at once (each uses three LMDB databases).
+        /// Tables the store can hold at once (each uses up to four LMDB databases).
         public var maxTables = 100
         /// Concurrent `Reader`s across all processes.
         public var maxReaders = 126
@@ -54,7 +54,7 @@ public final class Store: Sendable {
         }
         var configuration = Environment.Configuration()
         configuration.mapSize = max(options.initialMapSize, 1 << 20)
-        configuration.maxDatabases = 3 * options.maxTables + 1
+        configuration.maxDatabases = 4 * options.maxTables + 1   // rows, buckets, bases, segments
         configuration.maxReaders = options.maxReaders
         configuration.flags = [.noReadahead]
         if options.readOnly { configuration.flags.insert(.readOnly) }
@@ -237,6 +237,10 @@ public final class Store: Sendable {
                 try environment.write { txn in
                     _ = try readSchema(name, in: txn)
                     for database in [table.rows, table.buckets, table.bases] { try txn.drop(database, delete: true) }
+                    // Segments live in a fourth database that exists only once one was written.
+                    if let segments = try? txn.openDatabase(Store.segmentsDatabase(table.id), flags: .integerKey) {
+                        try txn.drop(segments, delete: true)
+                    }
                     try txn.delete(StoreFormat.tableKeyPrefix + name, in: meta)
                 }
                 openTables.withLock { $0[name] = nil }
