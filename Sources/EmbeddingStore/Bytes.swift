@@ -1,13 +1,24 @@
-/// Little-endian field writing and bounds-checked reading for the store's metadata records.
-/// (Row payloads are written by the codec kernels themselves.)
+/// Little-endian field writing and bounds-checked reading for the store's metadata and segment
+/// records. (Row payloads are written by the codec kernels themselves.)
+
+/// Appends `value` little-endian.
+@inline(__always)
+func appendLE<I: FixedWidthInteger>(_ value: I, to bytes: inout [UInt8]) {
+    withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+}
+
+/// Reads a little-endian integer at `offset` (any alignment; the caller checks bounds).
+@inline(__always)
+func loadLE<I: FixedWidthInteger>(_ bytes: UnsafeRawBufferPointer, _ offset: Int) -> I {
+    I(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: I.self))
+}
+
 struct ByteWriter {
     private(set) var bytes: [UInt8] = []
 
     init(capacity: Int = 0) { bytes.reserveCapacity(capacity) }
 
-    mutating func append(_ value: UInt32) {
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
-    }
+    mutating func append(_ value: UInt32) { appendLE(value, to: &bytes) }
 
     mutating func append(_ value: Float) { append(value.bitPattern) }
 
@@ -31,7 +42,7 @@ struct ByteReader {
     mutating func uint32(_ field: String) throws(ByteReaderError) -> UInt32 {
         guard remaining >= 4 else { throw ByteReaderError(field: field, offset: offset, size: bytes.count) }
         defer { offset += 4 }
-        return UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+        return loadLE(bytes, offset)
     }
 
     mutating func float(_ field: String) throws(ByteReaderError) -> Float {
@@ -41,7 +52,7 @@ struct ByteReader {
     mutating func floats(_ count: Int, _ field: String) throws(ByteReaderError) -> [Float] {
         guard count >= 0, remaining >= 4 * count else { throw ByteReaderError(field: field, offset: offset, size: bytes.count) }
         var result = [Float](repeating: 0, count: count)
-        for i in 0..<count { result[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4 * i, as: UInt32.self))) }
+        for i in 0..<count { result[i] = Float(bitPattern: loadLE(bytes, offset + 4 * i)) }
         offset += 4 * count
         return result
     }

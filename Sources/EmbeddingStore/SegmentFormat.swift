@@ -109,13 +109,3 @@ struct SegmentChecksum {
         return sum.value
     }
 }
-
-@inline(__always)
-func appendLE<I: FixedWidthInteger>(_ value: I, to bytes: inout [UInt8]) {
-    withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
-}
-
-@inline(__always)
-func loadLE<I: FixedWidthInteger>(_ bytes: UnsafeRawBufferPointer, _ offset: Int) -> I {
-    I(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: I.self))
-}
