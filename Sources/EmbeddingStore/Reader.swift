@@ -86,35 +86,28 @@ public final class Reader {
             throw StoreError.invalidArgument("bag \(b) spans offsets \(offsets[b])..<\(offsets[b + 1]), outside 0...\(ids.count) or decreasing")
         }
         if scratch.count < d { scratch = [Float](repeating: 0, count: d) }
-        var decoder = decoders.removeValue(forKey: table.id) ?? RecordDecoder(table: table)
-        defer { decoders[table.id] = decoder }
-        try translatingErrors { try txn.renew() }
-        defer { txn.reset() }
         var foundCount = 0
         try scratch.withUnsafeMutableBufferPointer { scratch in
-            let row = UnsafeMutableBufferPointer(rebasing: scratch[0..<d])
-            for b in 0..<bags {
-                let pooled = UnsafeMutableBufferPointer(rebasing: out[b * d..<(b + 1) * d])
-                pooled.update(repeating: 0)
-                for position in offsets[b]..<offsets[b + 1] {
-                    let id = ids[position]
-                    let hit = try txn.withValue(forKey: id, in: table.rows) { record -> Bool in
-                        guard let record else { return false }
-                        try decoder.decode(record, id: id, in: txn, into: row)
-                        return true
+            try withSnapshot(of: table) { decoder in
+                let row = UnsafeMutableBufferPointer(rebasing: scratch[0..<d])
+                for b in 0..<bags {
+                    let pooled = UnsafeMutableBufferPointer(rebasing: out[b * d..<(b + 1) * d])
+                    pooled.update(repeating: 0)
+                    for position in offsets[b]..<offsets[b + 1] {
+                        let id = ids[position]
+                        guard try readRow(id, of: table, with: &decoder, into: row) else {
+                            if missing == .error { throw StoreError.rowNotFound(table: table.name, id: id) }
+                            continue
+                        }
+                        foundCount += 1
+                        let weight = weights?[position] ?? 1
+                        for j in 0..<d { pooled[j] += weight * row[j] }
                     }
-                    guard hit else {
-                        if missing == .error { throw StoreError.rowNotFound(table: table.name, id: id) }
-                        continue
+                    let length = offsets[b + 1] - offsets[b]
+                    if pooling == .mean && length > 0 {
+                        let inverse = 1 / Float(length)
+                        for j in 0..<d { pooled[j] *= inverse }
                     }
-                    foundCount += 1
-                    let weight = weights?[position] ?? 1
-                    for j in 0..<d { pooled[j] += weight * row[j] }
-                }
-                let length = offsets[b + 1] - offsets[b]
-                if pooling == .mean && length > 0 {
-                    let inverse = 1 / Float(length)
-                    for j in 0..<d { pooled[j] *= inverse }
                 }
             }
         }
@@ -128,27 +121,42 @@ public final class Reader {
         guard out.count >= ids.count * d else {
             throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(ids.count) ids × dimension \(d) need \(ids.count * d)")
         }
+        return try withSnapshot(of: table) { decoder in
+            var foundCount = 0
+            for i in 0..<ids.count {
+                let id = ids[i]
+                let row = UnsafeMutableBufferPointer(rebasing: out[i * d..<(i + 1) * d])
+                let hit = try readRow(id, of: table, with: &decoder, into: row)
+                if hit {
+                    foundCount += 1
+                } else {
+                    if missing == .error { throw StoreError.rowNotFound(table: table.name, id: id) }
+                    row.update(repeating: 0)
+                }
+                found?[i] = hit
+            }
+            return foundCount
+        }
+    }
+
+    /// Runs `body` inside one snapshot (the transaction renewed, then reset) with the table's
+    /// decoder, which keeps what it resolved (PCA bases) from call to call.
+    private func withSnapshot<R>(of table: Table, _ body: (inout RecordDecoder) throws -> R) throws -> R {
         var decoder = decoders.removeValue(forKey: table.id) ?? RecordDecoder(table: table)
         defer { decoders[table.id] = decoder }
         try translatingErrors { try txn.renew() }
         defer { txn.reset() }
-        var foundCount = 0
-        for i in 0..<ids.count {
-            let id = ids[i]
-            let row = UnsafeMutableBufferPointer(rebasing: out[i * d..<(i + 1) * d])
-            let hit = try txn.withValue(forKey: id, in: table.rows) { record -> Bool in
-                guard let record else { return false }
-                try decoder.decode(record, id: id, in: txn, into: row)
-                return true
-            }
-            if hit {
-                foundCount += 1
-            } else {
-                if missing == .error { throw StoreError.rowNotFound(table: table.name, id: id) }
-                row.update(repeating: 0)
-            }
-            found?[i] = hit
+        return try body(&decoder)
+    }
+
+    /// Decodes row `id` into `row`, straight from the map; false when the table has no such row.
+    @inline(__always)
+    private func readRow(_ id: UInt64, of table: Table, with decoder: inout RecordDecoder,
+                         into row: UnsafeMutableBufferPointer<Float>) throws -> Bool {
+        try txn.withValue(forKey: id, in: table.rows) { record -> Bool in
+            guard let record else { return false }
+            try decoder.decode(record, id: id, in: txn, into: row)
+            return true
         }
-        return foundCount
     }
 }
