@@ -68,6 +68,18 @@ void emb_f16_encode_portable(const float *src, void *dst, size_t n) {
     }
 }
 
+int emb_f16_accumulate_portable(const void *src, float *acc, size_t n, float weight) {
+    const unsigned char *s = (const unsigned char *)src;
+    unsigned special = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, sizeof h);
+        special |= (h & 0x7C00u) == 0x7C00u;
+        acc[i] = acc[i] + weight * half_to_float(h);
+    }
+    return !special;
+}
+
 /* ------------------------------------------------------------------------------------------
  * F16C */
 
@@ -108,6 +120,28 @@ static void f16_encode_f16c(const float *src, unsigned char *dst, size_t n) {
         memcpy(dst + 2 * i, &h, sizeof h);
     }
 }
+
+EMB_TARGET_AVX2_F16C
+static int f16_accumulate_f16c(const unsigned char *src, float *acc, size_t n, float weight) {
+    const __m256 vweight = _mm256_set1_ps(weight);
+    const __m128i exponent = _mm_set1_epi16(0x7C00);
+    __m128i special = _mm_setzero_si128();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm_loadu_si128((const __m128i *)(src + 2 * i));
+        special = _mm_or_si128(special, _mm_cmpeq_epi16(_mm_and_si128(h, exponent), exponent));
+        const __m256 x = _mm256_cvtph_ps(h);
+        _mm256_storeu_ps(acc + i, _mm256_add_ps(_mm256_loadu_ps(acc + i), _mm256_mul_ps(vweight, x)));
+    }
+    int finite = _mm_testz_si128(special, special);
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, sizeof h);
+        finite &= (h & 0x7C00u) != 0x7C00u;
+        acc[i] = acc[i] + weight * _cvtsh_ss(h);
+    }
+    return finite;
+}
 #endif
 
 /* ------------------------------------------------------------------------------------------
@@ -131,4 +165,11 @@ void emb_f16_encode(const float *src, void *dst, size_t n) {
     }
 #endif
     emb_f16_encode_portable(src, dst, n);
+}
+
+int emb_f16_accumulate(const void *src, float *acc, size_t n, float weight) {
+#if EMB_X86
+    if (emb_isa() == EMB_ISA_AVX2_F16C) return f16_accumulate_f16c((const unsigned char *)src, acc, n, weight);
+#endif
+    return emb_f16_accumulate_portable(src, acc, n, weight);
 }

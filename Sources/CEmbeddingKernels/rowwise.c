@@ -32,6 +32,22 @@ void emb_i4_rowwise_decode_portable(const void *payload, float *dst, size_t d) {
     i4_decode_scalar(q, dst, 0, d, emb_load_f32(q + nbytes), emb_load_f32(q + nbytes + 4));
 }
 
+void emb_i8_rowwise_accumulate_portable(const void *payload, float *acc, size_t d, float weight) {
+    const unsigned char *q = (const unsigned char *)payload;
+    const float scale = emb_load_f32(q + d), bias = emb_load_f32(q + d + 4);
+    for (size_t i = 0; i < d; i++) acc[i] = acc[i] + weight * ((float)q[i] * scale + bias);
+}
+
+void emb_i4_rowwise_accumulate_portable(const void *payload, float *acc, size_t d, float weight) {
+    const unsigned char *q = (const unsigned char *)payload;
+    const size_t nbytes = (d + 1) / 2;
+    const float scale = emb_load_f32(q + nbytes), bias = emb_load_f32(q + nbytes + 4);
+    for (size_t i = 0; i < d; i++) {
+        const unsigned code = (i & 1) ? (q[i / 2] >> 4) : (q[i / 2] & 15u);
+        acc[i] = acc[i] + weight * ((float)code * scale + bias);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------
  * AVX2 */
 
@@ -99,6 +115,51 @@ static void i4_decode_avx2(const unsigned char *q, float *dst, size_t d) {
      * odd last element, so finish in scalar (the same float32 arithmetic). */
     i4_decode_scalar(q, dst, i, d, scale, bias);
 }
+
+/* acc[0..8) += weight * (q * scale + bias) for the low 8 codes. */
+EMB_TARGET_AVX2_F16C
+static inline void add8(float *acc, __m128i codes, __m256 scale, __m256 bias, __m256 weight) {
+    const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes));
+    const __m256 x = _mm256_add_ps(_mm256_mul_ps(q, scale), bias);
+    _mm256_storeu_ps(acc, _mm256_add_ps(_mm256_loadu_ps(acc), _mm256_mul_ps(weight, x)));
+}
+
+EMB_TARGET_AVX2_F16C
+static void i8_accumulate_avx2(const unsigned char *q, float *acc, size_t d, float weight) {
+    const float scale = emb_load_f32(q + d), bias = emb_load_f32(q + d + 4);
+    const __m256 vscale = _mm256_set1_ps(scale), vbias = _mm256_set1_ps(bias), vweight = _mm256_set1_ps(weight);
+    size_t i = 0;
+    for (; i + 32 <= d; i += 32) {
+        add8(acc + i, load8(q + i), vscale, vbias, vweight);
+        add8(acc + i + 8, load8(q + i + 8), vscale, vbias, vweight);
+        add8(acc + i + 16, load8(q + i + 16), vscale, vbias, vweight);
+        add8(acc + i + 24, load8(q + i + 24), vscale, vbias, vweight);
+    }
+    for (; i + 8 <= d; i += 8) add8(acc + i, load8(q + i), vscale, vbias, vweight);
+    /* No overlapping redo here: it would add the last elements twice. */
+    for (; i < d; i++) acc[i] = acc[i] + weight * ((float)q[i] * scale + bias);
+}
+
+EMB_TARGET_AVX2_F16C
+static void i4_accumulate_avx2(const unsigned char *q, float *acc, size_t d, float weight) {
+    const size_t nbytes = (d + 1) / 2;
+    const float scale = emb_load_f32(q + nbytes), bias = emb_load_f32(q + nbytes + 4);
+    const __m256 vscale = _mm256_set1_ps(scale), vbias = _mm256_set1_ps(bias), vweight = _mm256_set1_ps(weight);
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    size_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+        const __m128i packed = load8(q + i / 2);
+        const __m128i lo = _mm_and_si128(packed, low4);
+        const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low4);
+        const __m128i codes = _mm_unpacklo_epi8(lo, hi);
+        add8(acc + i, codes, vscale, vbias, vweight);
+        add8(acc + i + 8, _mm_srli_si128(codes, 8), vscale, vbias, vweight);
+    }
+    for (; i < d; i++) {
+        const unsigned code = (i & 1) ? (q[i / 2] >> 4) : (q[i / 2] & 15u);
+        acc[i] = acc[i] + weight * ((float)code * scale + bias);
+    }
+}
 #endif
 
 /* ------------------------------------------------------------------------------------------
@@ -122,4 +183,24 @@ void emb_i4_rowwise_decode(const void *payload, float *dst, size_t d) {
     }
 #endif
     emb_i4_rowwise_decode_portable(payload, dst, d);
+}
+
+void emb_i8_rowwise_accumulate(const void *payload, float *acc, size_t d, float weight) {
+#if EMB_X86
+    if (emb_isa() == EMB_ISA_AVX2_F16C) {
+        i8_accumulate_avx2((const unsigned char *)payload, acc, d, weight);
+        return;
+    }
+#endif
+    emb_i8_rowwise_accumulate_portable(payload, acc, d, weight);
+}
+
+void emb_i4_rowwise_accumulate(const void *payload, float *acc, size_t d, float weight) {
+#if EMB_X86
+    if (emb_isa() == EMB_ISA_AVX2_F16C) {
+        i4_accumulate_avx2((const unsigned char *)payload, acc, d, weight);
+        return;
+    }
+#endif
+    emb_i4_rowwise_accumulate_portable(payload, acc, d, weight);
 }

@@ -79,6 +79,29 @@ void emb_i8_rowwise_decode_portable(const void *payload, float *dst, size_t d);
 void emb_i4_rowwise_decode(const void *payload, float *dst, size_t d);
 void emb_i4_rowwise_decode_portable(const void *payload, float *dst, size_t d);
 
+/* ------------------------------------------------------------------------------------------
+ * Accumulation for pooled lookups: acc[i] = acc[i] + weight * x[i], where x is what the
+ * matching decoder would write (the same float32 operations, so the result is bit-identical to
+ * decoding into a scratch row and then adding; weight 1 adds x exactly). */
+
+/** int8 rowwise payload (d + 8 bytes) into `acc` (d floats). */
+void emb_i8_rowwise_accumulate(const void *payload, float *acc, size_t d, float weight);
+void emb_i8_rowwise_accumulate_portable(const void *payload, float *acc, size_t d, float weight);
+
+/** int4 rowwise payload (ceil(d/2) + 8 bytes) into `acc` (d floats). */
+void emb_i4_rowwise_accumulate(const void *payload, float *acc, size_t d, float weight);
+void emb_i4_rowwise_accumulate_portable(const void *payload, float *acc, size_t d, float weight);
+
+/** `n` binary16 values at `src` (2n bytes) into `acc`; returns 0 when one of them is infinite
+ *  or NaN (`acc` is then unspecified), else 1. */
+int emb_f16_accumulate(const void *src, float *acc, size_t n, float weight);
+int emb_f16_accumulate_portable(const void *src, float *acc, size_t n, float weight);
+
+/** `n` float32 values at `src` (4n bytes, any alignment) into `acc`; returns 0 when one of them
+ *  is infinite or NaN (`acc` is then unspecified), else 1. */
+int emb_f32_accumulate(const void *src, float *acc, size_t n, float weight);
+int emb_f32_accumulate_portable(const void *src, float *acc, size_t n, float weight);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,101 @@
+import CEmbeddingKernels
+import Testing
+@testable import EmbeddingCodecs
+
+/// The pooled-lookup kernels add `weight × decode(row)` in one pass. They must give exactly the
+/// floats of decoding into a scratch row and then adding, on the dispatched and the portable
+/// path, at every width (vector bodies, tails, odd int4 widths).
+@Suite struct AccumulateKernelTests {
+    static let dimensions = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 100, 1024]
+
+    /// Deterministic values in ±4 with some exact zeros.
+    func values(_ count: Int, seed: UInt64) -> [Float] {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        return (0..<count).map { i in
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return i % 11 == 0 ? 0 : Float(Int64(state % 80_000) - 40_000) / 10_000
+        }
+    }
+
+    /// acc + weight × decoded, element by element: the reference the kernels must match.
+    func reference(_ acc: [Float], _ decoded: [Float], _ weight: Float) -> [Float] {
+        zip(acc, decoded).map { $0 + weight * $1 }
+    }
+
+    func bits(_ values: [Float]) -> [UInt32] { values.map(\.bitPattern) }
+
+    typealias Kernel = (UnsafeRawPointer, UnsafeMutablePointer<Float>, Int, Float) -> Void
+
+    func check(payload: [UInt8], decoded: [Float], d: Int, kernels: [(String, Kernel)]) {
+        for weight: Float in [1, 0.37, -2.5] {
+            let start = values(d, seed: UInt64(d) &+ 99)
+            let expected = reference(start, decoded, weight)
+            for (name, kernel) in kernels {
+                var acc = start
+                payload.withUnsafeBytes { p in acc.withUnsafeMutableBufferPointer { kernel(p.baseAddress!, $0.baseAddress!, d, weight) } }
+                #expect(bits(acc) == bits(expected), "\(name) d=\(d) weight=\(weight)")
+            }
+        }
+    }
+
+    @Test(arguments: dimensions) func int8MatchesDecodeThenAdd(d: Int) throws {
+        let row = values(d, seed: UInt64(d))
+        var payload = [UInt8](repeating: 0, count: Int8RowwiseCodec.payloadSize(dimension: d))
+        try row.withUnsafeBufferPointer { r in try payload.withUnsafeMutableBytes { try Int8RowwiseCodec.encode(r, into: $0) } }
+        var decoded = [Float](repeating: 0, count: d)
+        payload.withUnsafeBytes { p in decoded.withUnsafeMutableBufferPointer { Int8RowwiseCodec.decode(p, into: $0) } }
+        check(payload: payload, decoded: decoded, d: d, kernels: [
+            ("dispatched", { emb_i8_rowwise_accumulate($0, $1, $2, $3) }),
+            ("portable", { emb_i8_rowwise_accumulate_portable($0, $1, $2, $3) }),
+        ])
+    }
+
+    @Test(arguments: dimensions) func int4MatchesDecodeThenAdd(d: Int) throws {
+        let row = values(d, seed: UInt64(d) + 7)
+        var payload = [UInt8](repeating: 0, count: Int4RowwiseCodec.payloadSize(dimension: d))
+        try row.withUnsafeBufferPointer { r in try payload.withUnsafeMutableBytes { try Int4RowwiseCodec.encode(r, into: $0) } }
+        var decoded = [Float](repeating: 0, count: d)
+        payload.withUnsafeBytes { p in decoded.withUnsafeMutableBufferPointer { Int4RowwiseCodec.decode(p, into: $0) } }
+        check(payload: payload, decoded: decoded, d: d, kernels: [
+            ("dispatched", { emb_i4_rowwise_accumulate($0, $1, $2, $3) }),
+            ("portable", { emb_i4_rowwise_accumulate_portable($0, $1, $2, $3) }),
+        ])
+    }
+
+    @Test(arguments: dimensions) func floatCodecsMatchDecodeThenAddAndFlagNonFinite(d: Int) throws {
+        let row = values(d, seed: UInt64(d) + 13)
+        var fp16 = [UInt8](repeating: 0, count: 2 * d)
+        try row.withUnsafeBufferPointer { r in try fp16.withUnsafeMutableBytes { try Float16Codec.encode(r, into: $0) } }
+        var fp16Decoded = [Float](repeating: 0, count: d)
+        fp16.withUnsafeBytes { p in fp16Decoded.withUnsafeMutableBufferPointer { Float16Codec.decode(p, into: $0) } }
+        // One byte of offset: payloads in the map are not 4-byte aligned.
+        let fp32 = [UInt8(0)] + row.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+        for (name, payload, decoded, f16) in [("fp16", fp16, fp16Decoded, true), ("fp32", fp32, row, false)] {
+            let skip = f16 ? 0 : 1
+            check(payload: payload, decoded: decoded, d: d, kernels: [
+                ("\(name) dispatched", { p, acc, n, w in
+                    #expect((f16 ? emb_f16_accumulate(p, acc, n, w) : emb_f32_accumulate(p + skip, acc, n, w)) == 1) }),
+                ("\(name) portable", { p, acc, n, w in
+                    #expect((f16 ? emb_f16_accumulate_portable(p, acc, n, w) : emb_f32_accumulate_portable(p + skip, acc, n, w)) == 1) }),
+            ])
+            // A non-finite value anywhere in the row is reported.
+            for position in Set([0, d / 2, d - 1]) {
+                var bad = payload
+                if f16 {
+                    bad[2 * position] = 0x00; bad[2 * position + 1] = 0x7C          // +infinity
+                } else {
+                    let nan = withUnsafeBytes(of: Float.nan.bitPattern.littleEndian, Array.init)
+                    bad.replaceSubrange(1 + 4 * position..<5 + 4 * position, with: nan)
+                }
+                var acc = [Float](repeating: 0, count: d)
+                let flags = bad.withUnsafeBytes { p in
+                    acc.withUnsafeMutableBufferPointer { a in
+                        f16 ? [emb_f16_accumulate(p.baseAddress!, a.baseAddress!, d, 1), emb_f16_accumulate_portable(p.baseAddress!, a.baseAddress!, d, 1)]
+                            : [emb_f32_accumulate(p.baseAddress! + 1, a.baseAddress!, d, 1), emb_f32_accumulate_portable(p.baseAddress! + 1, a.baseAddress!, d, 1)]
+                    }
+                }
+                #expect(flags == [0, 0], "\(name) d=\(d) non-finite at \(position)")
+            }
+        }
+    }
+}
