@@ -28,11 +28,11 @@ let package = Package(
         .target(name: "CEmbeddingKernels"),
         .target(name: "EmbeddingCodecs", dependencies: ["CEmbeddingKernels"]),
         .target(name: "NPY"),
-        .target(name: "EmbeddingStore", dependencies: ["LMDB", "EmbeddingCodecs", "NPY"]),
+        .target(name: "EmbeddingStore", dependencies: ["LMDB", "EmbeddingCodecs", "CEmbeddingKernels", "NPY"]),
         .executableTarget(
             name: "embstore",
             dependencies: [
-                "EmbeddingStore", "NPY",
+                "EmbeddingStore", "EmbeddingCodecs", "CEmbeddingKernels", "NPY",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Standalone reader for embstore stores, written from FORMAT.md (format version 1) alone.
+"""Standalone reader for embstore stores, written from FORMAT.md (format versions 1 and 2) alone.
 
 Needs only py-lmdb (``import lmdb``) and NumPy.
 
@@ -7,6 +7,7 @@ Command line::
 
     python3 tools/embstore_reader.py STORE --list
     python3 tools/embstore_reader.py STORE --table NAME --out Y.npy [--ids-out IDS.npy]
+    python3 tools/embstore_reader.py STORE --table NAME --get ID [ID ...]
 
 As a module::
 
@@ -15,6 +16,17 @@ As a module::
         print(store.tables())
         ids, x = store.export("items")      # uint64 [N] ascending, float32 [N, d]
         rows, found = store.get("items", [3, 7])
+        print(store.layers("items"))        # segments, delta rows, tombstones
+
+A table is its delta (``t<T>/rows``: row records and tombstones) plus, in version 2, its
+segments (``t<T>/segments``: packed, indexed runs of row records, newest first in the manifest).
+A lookup takes the delta's value if there is one (a tombstone means missing), else the first
+segment in manifest order that holds the id; an export merges all layers in id order.
+
+Checksums.  Each segment's FNV-1a 64 checksum is verified (once per Store object) before rows
+are read from it; a mismatch raises ``SegmentChecksumError`` naming the table and the segment.
+The check is a plain Python loop over every byte of the segment (a few MB/s), so for large
+stores pass ``verify_checksums=False`` (command line: ``--no-verify``) once they are trusted.
 
 Precision.  Every decode is done in IEEE binary32 with NumPy float32 arithmetic, one rounding
 per multiply and one per add (NumPy never fuses a multiply and an add), exactly as FORMAT.md
@@ -55,17 +67,29 @@ __all__ = [
     "UnsupportedVersionError",
     "CorruptRecordError",
     "TableNotFoundError",
+    "SegmentChecksumError",
     "FORMAT_VERSION",
+    "fnv1a64",
 ]
 
-#: The newest (and only) format version this reader implements.
-FORMAT_VERSION = 1
+#: The newest format version this reader implements (it reads versions 1 and 2).
+FORMAT_VERSION = 2
 MAGIC = b"EMBSTORE"
+SEGMENT_MAGIC = b"ESEG"
+FNV_OFFSET_BASIS = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+_U64_MASK = (1 << 64) - 1
+#: Rows per group of a sized segment (one group offset per group).
+GROUP_ROWS = 16
 
 #: Order of the reduced-row sum; see the module docstring.
 REDUCED_MEAN_FIRST = True
 
 TAG_FP32, TAG_FP16, TAG_INT8, TAG_INT4, TAG_REDUCED, TAG_BUCKET, TAG_BUCKET_SCALE = range(1, 8)
+#: A delta value of exactly this one byte is a tombstone: the id is deleted (version 2 only).
+TAG_TOMBSTONE = 8
+TOMBSTONE = bytes([TAG_TOMBSTONE])
+SEGMENT_KINDS = {1: "dense fixed", 2: "dense sized", 3: "sparse fixed", 4: "sparse sized"}
 TAG_NAMES = {
     TAG_FP32: "fp32",
     TAG_FP16: "fp16",
@@ -80,7 +104,7 @@ _TABLE_PREFIX = b"table/"
 
 
 class FormatError(Exception):
-    """The store's bytes are not what FORMAT.md version 1 defines."""
+    """The store's bytes are not what FORMAT.md defines."""
 
 
 class UnsupportedVersionError(FormatError):
@@ -91,12 +115,17 @@ class UnsupportedVersionError(FormatError):
         self.supported = supported
         super().__init__(
             f"embstore format version {found} is not supported: this reader implements "
-            f"version {supported} only"
+            f"versions 1 to {supported}"
         )
 
 
 class CorruptRecordError(FormatError):
-    """A row, bucket or basis record is malformed (bad tag, length, reference, non-finite)."""
+    """A row, bucket, basis or segment record is malformed (bad tag, length, reference,
+    non-finite value, an index that does not fit its parts)."""
+
+
+class SegmentChecksumError(CorruptRecordError):
+    """A segment's bytes do not match the checksum in its header."""
 
 
 class TableNotFoundError(KeyError):
@@ -126,6 +155,10 @@ class TableSchema:
     def bases_db(self) -> bytes:
         return f"t{self.table_id}/bases".encode("ascii")
 
+    @property
+    def segments_db(self) -> bytes:
+        return f"t{self.table_id}/segments".encode("ascii")
+
 
 @dataclass(frozen=True)
 class _Basis:
@@ -141,6 +174,15 @@ class _Basis:
 
 def _u64_key(n: int) -> bytes:
     return struct.pack("<Q", n)
+
+
+def fnv1a64(chunks, h: int = FNV_OFFSET_BASIS) -> int:
+    """FNV-1a 64 over the bytes of ``chunks`` in order (FORMAT.md, "Checksum")."""
+    prime, mask = FNV_PRIME, _U64_MASK
+    for chunk in chunks:
+        for c in bytes(chunk):
+            h = ((h ^ c) * prime) & mask
+    return h
 
 
 def _plain_length(tag: int, d: int) -> int:
@@ -197,9 +239,10 @@ def _stack(values: list[bytes], length: int) -> np.ndarray:
 
 
 class Store:
-    """A read-only view of an embstore store directory (format version 1)."""
+    """A read-only view of an embstore store directory (format version 1 or 2)."""
 
-    def __init__(self, path: str | os.PathLike, *, lock: bool = True):
+    def __init__(self, path: str | os.PathLike, *, lock: bool = True,
+                 verify_checksums: bool = True):
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise FormatError(f"{path}: not a directory (an embstore store is a directory)")
@@ -216,6 +259,10 @@ class Store:
         self._dbs: dict[bytes, object] = {}
         self._bases: dict[tuple[int, int], _Basis] = {}
         self._buckets: dict[tuple[int, int], np.ndarray] = {}
+        self.verify_checksums = verify_checksums
+        #: (table id, segment id, checksum) of segments whose checksum was verified; segments
+        #: never change once visible, so each is checked once.
+        self._verified: set[tuple[int, int, int]] = set()
         try:
             self._meta = self._open_db(b"meta", integerkey=False, what="the meta database")
             self.format_version = self._check_format()
@@ -256,8 +303,11 @@ class Store:
         self.close()
 
     def _check_format(self) -> int:
-        with self._env.begin(db=self._meta) as txn:
-            header = txn.get(b"format")
+        with self._env.begin() as txn:
+            return self._read_format(txn)
+
+    def _read_format(self, txn) -> int:
+        header = txn.get(b"format", db=self._meta)
         if header is None:
             raise FormatError(f"{self.path}: meta has no 'format' record, not an embstore store")
         if len(header) != 16:
@@ -300,7 +350,8 @@ class Store:
         if d < 1:
             raise FormatError(f"table {name!r}: dimension {d} (must be >= 1)")
         if flags != 0:
-            raise FormatError(f"table {name!r}: schema flags {flags:#x} not defined in version 1")
+            raise FormatError(f"table {name!r}: schema flags {flags:#x} not defined in versions 1 "
+                              f"and 2")
         return TableSchema(name, tid, d, flags, cur_basis, next_basis, next_bucket)
 
     def _table_dbs(self, schema: TableSchema):
@@ -312,21 +363,61 @@ class Store:
 
     @contextlib.contextmanager
     def _begin_table(self, name: str):
-        """A read transaction plus the table's schema read in it.
+        """A read transaction on table ``name``, with its schema, the format version and its
+        databases, all as of that transaction's snapshot.
 
         LMDB only lets a transaction use database handles opened before it began, so the
-        table's databases are opened first, in their own transaction."""
-        self._table_dbs(self.schema(name))
-        with self._env.begin() as txn:
-            schema = self._schema(txn, name)
-            self._table_dbs(schema)      # same ids unless the table was replaced meanwhile
-            yield txn, schema
+        table's databases are opened first, in their own transaction; if the snapshot then
+        shows a change that needs another handle (the table replaced, the store upgraded to
+        version 2), this starts over."""
+        for _ in range(3):
+            schema = self.schema(name)
+            self._table_dbs(schema)
+            segments = self._open_segments_db(schema)
+            with self._env.begin() as txn:
+                version = self._read_format(txn)
+                current = self._schema(txn, name)
+                if current.table_id != schema.table_id or (
+                        version >= 2 and segments is None and txn.get(current.segments_db)):
+                    continue
+                rows, _, _ = self._table_dbs(current)
+                yield _TableTxn(txn, current, version, rows, segments if version >= 2 else None)
+                return
+        raise FormatError(f"{self.path}: table {name!r} keeps changing while it is read")
+
+    def _open_segments_db(self, schema: TableSchema):
+        """The table's segments database, or None when it has none (a table created under
+        version 1 may lack it even in a version-2 store; FORMAT.md "The environment")."""
+        try:
+            return self._open_db(schema.segments_db, integerkey=True,
+                                 what=f"segments database of table {schema.name!r}")
+        except FormatError as exc:
+            if isinstance(exc.__cause__, lmdb.NotFoundError):
+                return None
+            raise
 
     def row_count(self, name: str) -> int:
-        schema = self.schema(name)
-        rows, _, _ = self._table_dbs(schema)
-        with self._env.begin() as txn:
-            return txn.stat(rows)["entries"]
+        """Live rows of table ``name`` (what an export returns)."""
+        with self._begin_table(name) as ctx:
+            ids, _ = self._live(ctx)
+            return int(ids.size)
+
+    def layers(self, name: str) -> dict:
+        """What each layer of table ``name`` holds: its segments (manifest order, newest
+        first), the delta's entries and tombstones, and the live rows."""
+        with self._begin_table(name) as ctx:
+            segments = self._segments(ctx)
+            delta_ids, delta = self._delta(ctx)
+            live_ids, _ = self._live(ctx)
+            return {
+                "segments": [{"id": seg.segment_id, "kind": seg.kind,
+                              "kind_name": SEGMENT_KINDS[seg.kind], "rows": seg.n,
+                              "parts": seg.part_count, "rows_per_part": seg.rows_per_part,
+                              "first": seg.first, "last": seg.last} for seg in segments],
+                "delta": int(delta_ids.size),
+                "tombstones": int(np.count_nonzero(delta.tombstones())),
+                "rows": int(live_ids.size),
+            }
 
     # -- bases and buckets ------------------------------------------------------------------
 
@@ -366,7 +457,7 @@ class Store:
         if row is not None:
             return row
         _, buckets, _ = self._table_dbs(schema)
-        raw = txn.get(_u64_key(bucket_id), db=buckets)
+        raw = txn.get(_u64_key(bucket_id), db=buckets) if bucket_id < 2**32 else None
         if raw is None:
             raise CorruptRecordError(f"{where}: bucket row {bucket_id} is missing")
         bwhere = f"table {schema.name!r} bucket row {bucket_id}"
@@ -389,83 +480,88 @@ class Store:
 
     # -- rows -------------------------------------------------------------------------------
 
-    def _decode(self, txn, schema: TableSchema, ids: np.ndarray, values: list[bytes]):
-        """Decode row records ``values`` (ids ``ids``) into float32 [n, d]."""
+    def _decode(self, txn, schema: TableSchema, ids: np.ndarray, recs: "_Records"):
+        """Decode row records ``recs`` (of ids ``ids``) into float32 [n, d]."""
         d = schema.dimension
-        n = len(values)
+        n = len(recs)
         out = np.empty((n, d), dtype=np.float32)
-        groups: dict[object, list[int]] = {}
+        if n == 0:
+            return out
         plain_len = {t: _plain_length(t, d) for t in (*_PLAIN_TAGS, TAG_BUCKET, TAG_BUCKET_SCALE)}
 
         def where(i: int) -> str:
             return f"table {schema.name!r} id {int(ids[i])}"
 
-        for i, rec in enumerate(values):
-            if not rec:
-                raise CorruptRecordError(f"{where(i)}: empty row record")
-            tag = rec[0]
-            if tag == TAG_REDUCED:
-                length = len(rec)
-                if length < 5:
-                    raise CorruptRecordError(f"{where(i)}: reduced record is {length} bytes "
-                                             f"(truncated, at least 9 needed)")
-                if (length - 5) % 4:
-                    raise CorruptRecordError(f"{where(i)}: reduced record length {length} is "
-                                             f"not 5 + 4k")
-                k = (length - 5) // 4
-                if k == 0:
-                    raise CorruptRecordError(f"{where(i)}: reduced record has k = 0 coefficients")
-                if k >= d:
-                    raise CorruptRecordError(f"{where(i)}: reduced record has k = {k} "
-                                             f"coefficients, not < d = {d}")
-                (basis_id,) = struct.unpack_from("<I", rec, 1)
-                groups.setdefault((TAG_REDUCED, basis_id, k), []).append(i)
-            elif tag in plain_len:
+        empty = recs.size == 0
+        if empty.any():
+            raise CorruptRecordError(f"{where(int(np.argmax(empty)))}: empty row record")
+        tags = recs.buf[recs.off]
+        for tag in (int(t) for t in np.unique(tags)):
+            sel = np.flatnonzero(tags == tag)
+            if tag in plain_len:
                 expected = plain_len[tag]
-                if len(rec) != expected:
-                    problem = "truncated" if len(rec) < expected else "too long"
-                    raise CorruptRecordError(f"{where(i)}: {TAG_NAMES[tag]} record is {len(rec)} "
+                wrong = recs.size[sel] != expected
+                if wrong.any():
+                    i = int(sel[np.argmax(wrong)])
+                    length = int(recs.size[i])
+                    problem = "truncated" if length < expected else "too long"
+                    raise CorruptRecordError(f"{where(i)}: {TAG_NAMES[tag]} record is {length} "
                                              f"bytes, expected {expected} ({problem})")
-                groups.setdefault(tag, []).append(i)
-            else:
-                raise CorruptRecordError(f"{where(i)}: unknown tag {tag}"
-                                         + (" (tag 0 is never written)" if tag == 0 else ""))
-
-        for key, idx in groups.items():
-            sel = np.asarray(idx, dtype=np.intp)
-            if isinstance(key, tuple):                      # reduced, one (basis, k) group
-                _, basis_id, k = key
-                basis = self._basis(txn, schema, basis_id, where(idx[0]))
-                if k > basis.rank:
-                    raise CorruptRecordError(f"{where(idx[0])}: reduced record has k = {k} "
-                                             f"coefficients, basis {basis_id} has rank "
-                                             f"{basis.rank}")
-                recs = _stack([values[i] for i in idx], 5 + 4 * k)
-                coeffs = _f32_columns(recs, 5, k)
-                if REDUCED_MEAN_FIRST:
-                    acc = np.broadcast_to(basis.mean, (len(idx), d)).copy()
-                    for c in range(k):
-                        acc = acc + coeffs[:, c:c + 1] * basis.components[c]
-                else:
-                    acc = coeffs[:, 0:1] * basis.components[0]
-                    for c in range(1, k):
-                        acc = acc + coeffs[:, c:c + 1] * basis.components[c]
-                    acc = basis.mean + acc
-                out[sel] = acc
-            elif key in _PLAIN_TAGS:
-                out[sel] = _decode_plain(_stack([values[i] for i in idx], plain_len[key]), key, d)
-            else:                                           # bucket / bucket+scale
-                recs = _stack([values[i] for i in idx], plain_len[key])
-                bids = np.ascontiguousarray(recs[:, 1:5]).view("<u4").reshape(-1)
+                mat = recs.matrix(sel, expected)
+                if tag in _PLAIN_TAGS:
+                    out[sel] = _decode_plain(mat, tag, d)
+                    continue
+                bids = np.ascontiguousarray(mat[:, 1:5]).view("<u4").reshape(-1)  # bucket rows
                 uniq, inverse = np.unique(bids, return_inverse=True)
                 table = np.stack([
-                    self._bucket(txn, schema, int(b), where(idx[int(np.argmax(bids == b))]))
+                    self._bucket(txn, schema, int(b), where(int(sel[np.argmax(bids == b)])))
                     for b in uniq
                 ])
                 rows = table[inverse.reshape(-1)]
-                if key == TAG_BUCKET_SCALE:
-                    rows = _f32_columns(recs, 5, 1) * rows
+                if tag == TAG_BUCKET_SCALE:
+                    rows = _f32_columns(mat, 5, 1) * rows
                 out[sel] = rows
+            elif tag == TAG_REDUCED:
+                sizes = recs.size[sel]
+                for check, message in (
+                        (sizes < 9, "is {length} bytes (truncated, at least 9 needed)"),
+                        ((sizes - 5) % 4 != 0, "length {length} is not 5 + 4k"),
+                        ((sizes - 5) // 4 >= d, "has k = {k} coefficients, not < d = " + str(d))):
+                    if check.any():
+                        i = int(sel[np.argmax(check)])
+                        length = int(recs.size[i])
+                        raise CorruptRecordError(f"{where(i)}: reduced record "
+                                                 + message.format(length=length,
+                                                                  k=(length - 5) // 4))
+                head = recs.matrix(sel, 5)
+                basis_ids = np.ascontiguousarray(head[:, 1:5]).view("<u4").reshape(-1)
+                for basis_id, k in sorted(set(zip(basis_ids.tolist(),
+                                                  ((sizes - 5) // 4).tolist()))):
+                    part = sel[(basis_ids == basis_id) & ((sizes - 5) // 4 == k)]
+                    basis = self._basis(txn, schema, basis_id, where(int(part[0])))
+                    if k > basis.rank:
+                        raise CorruptRecordError(f"{where(int(part[0]))}: reduced record has "
+                                                 f"k = {k} coefficients, basis {basis_id} has "
+                                                 f"rank {basis.rank}")
+                    coeffs = _f32_columns(recs.matrix(part, 5 + 4 * k), 5, k)
+                    if REDUCED_MEAN_FIRST:
+                        acc = np.broadcast_to(basis.mean, (len(part), d)).copy()
+                        for c in range(k):
+                            acc = acc + coeffs[:, c:c + 1] * basis.components[c]
+                    else:
+                        acc = coeffs[:, 0:1] * basis.components[0]
+                        for c in range(1, k):
+                            acc = acc + coeffs[:, c:c + 1] * basis.components[c]
+                        acc = basis.mean + acc
+                    out[part] = acc
+            elif tag == TAG_TOMBSTONE:
+                i = int(sel[0])
+                raise CorruptRecordError(
+                    f"{where(i)}: tag 8 (tombstone) in a record of {int(recs.size[i])} bytes; a "
+                    f"tombstone is exactly one byte, and only in a version-2 delta")
+            else:
+                raise CorruptRecordError(f"{where(int(sel[0]))}: unknown tag {tag}"
+                                         + (" (tag 0 is never written)" if tag == 0 else ""))
 
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
@@ -473,75 +569,375 @@ class Store:
             raise CorruptRecordError(f"{where(first)}: row decodes to NaN or infinity")
         return out
 
+    # -- layers -----------------------------------------------------------------------------
+
+    def _delta(self, ctx: "_TableTxn") -> tuple[np.ndarray, "_Records"]:
+        """The delta (``t<T>/rows``): ids ascending, and their values (records, tombstones)."""
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        for k, v in ctx.txn.cursor(db=ctx.rows):
+            if len(k) != 8:
+                raise CorruptRecordError(f"table {ctx.schema.name!r}: row key of {len(k)} bytes "
+                                         f"(expected a u64)")
+            keys.append(k)
+            values.append(v)
+        ids = np.frombuffer(b"".join(keys), dtype="<u8").astype(np.uint64)
+        if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
+            raise CorruptRecordError(f"table {ctx.schema.name!r}: row keys are not in ascending "
+                                     f"order (was rows opened without MDB_INTEGERKEY?)")
+        recs = _Records.from_values(values)
+        if ctx.version < 2 and recs.tombstones().any():
+            i = int(np.argmax(recs.tombstones()))
+            raise CorruptRecordError(f"table {ctx.schema.name!r} id {int(ids[i])}: tombstone "
+                                     f"in a version-1 store")
+        return ids, recs
+
+    def _segments(self, ctx: "_TableTxn") -> list["_Segment"]:
+        """The table's live segments in manifest order (newest first), checked and, unless
+        ``verify_checksums`` is off, checksummed."""
+        if ctx.segments is None:
+            return []
+        name = ctx.schema.name
+        manifest = ctx.txn.get(_u64_key(0), db=ctx.segments)
+        if manifest is None:
+            return []
+        if len(manifest) < 4:
+            raise CorruptRecordError(f"table {name!r}: segment manifest of {len(manifest)} "
+                                     f"bytes")
+        (count,) = struct.unpack_from("<I", manifest, 0)
+        if len(manifest) != 4 + 4 * count:
+            raise CorruptRecordError(f"table {name!r}: segment manifest of {len(manifest)} bytes "
+                                     f"lists {count} segments (needs {4 + 4 * count})")
+        segment_ids = struct.unpack_from(f"<{count}I", manifest, 4)
+        if len(set(segment_ids)) != count or 0 in segment_ids:
+            raise CorruptRecordError(f"table {name!r}: segment manifest lists {segment_ids}")
+        segments = []
+        for segment_id in segment_ids:
+            where = f"table {name!r} segment {segment_id}"
+            part0 = ctx.txn.get(_u64_key(segment_id << 32), db=ctx.segments)
+            if part0 is None:
+                raise CorruptRecordError(f"{where}: listed in the manifest but has no part 0")
+            segment = _Segment(where, segment_id, part0,
+                               lambda p, s=segment_id: ctx.txn.get(_u64_key(s << 32 | p),
+                                                                   db=ctx.segments))
+            if self.verify_checksums:
+                key = (ctx.schema.table_id, segment_id, segment.checksum)
+                if key not in self._verified:
+                    segment.verify_checksum()
+                    self._verified.add(key)
+            segments.append(segment)
+        return segments
+
+    def _live(self, ctx: "_TableTxn") -> tuple[np.ndarray, "_Records"]:
+        """Every live row: ids ascending and their records. The delta and the segments are
+        merged in id order; for an id in several layers the delta wins, then the newest
+        segment; ids whose delta value is a tombstone are left out."""
+        delta_ids, delta = self._delta(ctx)
+        layers = [(delta_ids, delta)] + [(seg.ids, seg.records()) for seg in self._segments(ctx)]
+        all_ids = np.concatenate([ids for ids, _ in layers])
+        rank = np.concatenate([np.full(ids.size, i, dtype=np.int64)
+                               for i, (ids, _) in enumerate(layers)])
+        order = np.lexsort((rank, all_ids))          # by id, then by layer (delta first)
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = all_ids[order[1:]] != all_ids[order[:-1]]
+        winners = order[first]
+        recs = _Records.concat([r for _, r in layers]).take(winners)
+        ids = all_ids[winners]
+        keep = ~recs.tombstones()
+        return ids[keep], recs.take(np.flatnonzero(keep))
+
     def export(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Every row of table ``name``: (ids uint64 [N] ascending, float32 [N, d])."""
-        with self._begin_table(name) as (txn, schema):
-            rows, _, _ = self._table_dbs(schema)
-            keys: list[bytes] = []
-            values: list[bytes] = []
-            cur = txn.cursor(db=rows)
-            for k, v in cur:
-                if len(k) != 8:
-                    raise CorruptRecordError(f"table {name!r}: row key of {len(k)} bytes "
-                                             f"(expected a u64)")
-                keys.append(k)
-                values.append(v)
-            ids = np.frombuffer(b"".join(keys), dtype="<u8").astype(np.uint64)
-            if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
-                raise CorruptRecordError(f"table {name!r}: row keys are not in ascending order "
-                                         f"(was rows opened without MDB_INTEGERKEY?)")
-            x = self._decode(txn, schema, ids, values)
+        """Every live row of table ``name``: (ids uint64 [N] ascending, float32 [N, d])."""
+        with self._begin_table(name) as ctx:
+            ids, recs = self._live(ctx)
+            x = self._decode(ctx.txn, ctx.schema, ids, recs)
         return ids, x
 
     def get(self, name: str, ids) -> tuple[np.ndarray, np.ndarray]:
-        """Rows for ``ids``: (float32 [len(ids), d] with zeros where missing, bool found mask)."""
+        """Rows for ``ids``: (float32 [len(ids), d] with zeros where missing, bool found mask).
+
+        Each id is looked up as FORMAT.md says: the delta first (a tombstone means missing),
+        then the segments in manifest order, newest first; the first that holds it wins."""
         ids = np.asarray(ids, dtype=np.uint64).reshape(-1)
-        with self._begin_table(name) as (txn, schema):
-            rows, _, _ = self._table_dbs(schema)
+        with self._begin_table(name) as ctx:
+            segments = self._segments(ctx)
             found = np.zeros(ids.size, dtype=bool)
             present_ids, values = [], []
-            for i, row_id in enumerate(ids):
-                v = txn.get(_u64_key(int(row_id)), db=rows)
-                if v is not None:
+            for i, row_id in enumerate(ids.tolist()):
+                record = ctx.txn.get(_u64_key(row_id), db=ctx.rows)
+                if record is not None:
+                    if ctx.version < 2 and record == TOMBSTONE:
+                        raise CorruptRecordError(f"table {name!r} id {row_id}: tombstone in a "
+                                                 f"version-1 store")
+                    if record == TOMBSTONE:
+                        continue                      # deleted: hides every segment's row
+                else:
+                    for segment in segments:
+                        row = segment.row_of(row_id)
+                        if row is not None:
+                            record = segment.record(row)
+                            break
+                if record is not None:
                     found[i] = True
                     present_ids.append(row_id)
-                    values.append(v)
-            out = np.zeros((ids.size, schema.dimension), dtype=np.float32)
+                    values.append(record)
+            out = np.zeros((ids.size, ctx.schema.dimension), dtype=np.float32)
             if values:
-                out[found] = self._decode(txn, schema, np.asarray(present_ids, np.uint64), values)
+                out[found] = self._decode(ctx.txn, ctx.schema, np.asarray(present_ids, np.uint64),
+                                          _Records.from_values(values))
         return out, found
+
+
+@dataclass
+class _TableTxn:
+    """One read transaction on one table, and what it needs of the store."""
+    txn: object
+    schema: TableSchema
+    version: int
+    rows: object
+    segments: object            # None: the table has no segments database (or version 1)
+
+
+class _Records:
+    """Records side by side: record i is ``buf[off[i] : off[i] + size[i]]``."""
+
+    def __init__(self, buf: np.ndarray, off: np.ndarray, size: np.ndarray):
+        self.buf, self.off, self.size = buf, off, size
+
+    @staticmethod
+    def from_values(values: list[bytes]) -> "_Records":
+        size = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+        off = np.zeros(len(values), dtype=np.int64)
+        if len(values) > 1:
+            np.cumsum(size[:-1], out=off[1:])
+        return _Records(np.frombuffer(b"".join(values), dtype=np.uint8), off, size)
+
+    @staticmethod
+    def concat(parts: list["_Records"]) -> "_Records":
+        bases = np.cumsum([0] + [p.buf.size for p in parts[:-1]])
+        return _Records(np.concatenate([p.buf for p in parts]) if parts else np.zeros(0, np.uint8),
+                        np.concatenate([p.off + base for p, base in zip(parts, bases)]),
+                        np.concatenate([p.size for p in parts]))
+
+    def __len__(self) -> int:
+        return int(self.off.size)
+
+    def take(self, sel: np.ndarray) -> "_Records":
+        return _Records(self.buf, self.off[sel], self.size[sel])
+
+    def tombstones(self) -> np.ndarray:
+        """Which records are tombstones (exactly the one byte 8)."""
+        mask = self.size == 1
+        mask[mask] = self.buf[self.off[mask]] == TAG_TOMBSTONE
+        return mask
+
+    def matrix(self, sel: np.ndarray, length: int) -> np.ndarray:
+        """The first ``length`` bytes of records ``sel``, as uint8 [len(sel), length]."""
+        if length == 0 or sel.size == 0:
+            return np.zeros((sel.size, length), dtype=np.uint8)
+        windows = np.lib.stride_tricks.sliding_window_view(self.buf, length)
+        return windows[self.off[sel]]
+
+
+class _Segment:
+    """One segment as FORMAT.md ("Segments") lays it out, checked on construction: part 0's
+    header and index, and every data part's length against the index."""
+
+    def __init__(self, where: str, segment_id: int, part0: bytes, get_part):
+        self.where, self.segment_id, self.part0 = where, segment_id, part0
+        if len(part0) < 64:
+            raise CorruptRecordError(f"{where}: part 0 has {len(part0)} bytes, less than the "
+                                     f"64-byte header")
+        if part0[:4] != SEGMENT_MAGIC:
+            raise CorruptRecordError(f"{where}: part 0 does not start with magic ESEG")
+        (self.kind, self.n, self.first, self.last, self.stride, self.part_count,
+         self.rows_per_part, self.size_classes, self.shift, reserved,
+         self.checksum) = struct.unpack_from("<IQQQIIIIIIQ", part0, 4)
+        kind, n, first, last = self.kind, self.n, self.first, self.last
+        if kind not in SEGMENT_KINDS:
+            raise CorruptRecordError(f"{where}: unknown segment kind {kind}")
+        self.sparse = kind in (3, 4)
+        self.sized = kind in (2, 4)
+        r = self.rows_per_part
+        if n < 1:
+            raise CorruptRecordError(f"{where}: row count {n}")
+        if r < 1 or r % GROUP_ROWS:
+            raise CorruptRecordError(f"{where}: rows per part {r} is not a positive multiple "
+                                     f"of {GROUP_ROWS}")
+        if self.part_count != -(-n // r):
+            raise CorruptRecordError(f"{where}: part count {self.part_count} does not match "
+                                     f"{n} rows of {r} per part")
+        if first > last:
+            raise CorruptRecordError(f"{where}: first id {first} > last id {last}")
+        if not self.sparse and (last - first != n - 1 or self.shift != 0):
+            raise CorruptRecordError(f"{where}: dense segment with ids {first}...{last}, {n} "
+                                     f"rows and directory shift {self.shift}")
+        if self.sparse:
+            if last - first < n - 1:
+                raise CorruptRecordError(f"{where}: ids {first}...{last} cannot hold {n} rows")
+            if self.shift > 63 or (last - first) >> self.shift >= n:
+                raise CorruptRecordError(f"{where}: directory shift {self.shift} gives more "
+                                         f"buckets than rows")
+        if self.sized and not (self.stride == 0 and 1 <= self.size_classes <= 255):
+            raise CorruptRecordError(f"{where}: sized segment with stride {self.stride} and "
+                                     f"{self.size_classes} size classes")
+        if not self.sized and not (self.stride > 0 and self.size_classes == 0):
+            raise CorruptRecordError(f"{where}: fixed segment with stride {self.stride} and "
+                                     f"{self.size_classes} size classes")
+
+        # The index, array after array (FORMAT.md "Part 0: index").
+        self.buckets = ((last - first) >> self.shift) + 1 if self.sparse else 0
+        groups = -(-n // GROUP_ROWS)
+        at = 64
+        expected = (64 + (8 * n + 4 * (self.buckets + 1) if self.sparse else 0)
+                    + (4 * self.size_classes + n + 4 * groups if self.sized else 0))
+        if len(part0) != expected:
+            raise CorruptRecordError(f"{where}: part 0 has {len(part0)} bytes; kind {kind} with "
+                                     f"{n} rows needs {expected}")
+        self._ids = None
+        if self.sparse:
+            self._ids = np.frombuffer(part0, "<u8", n, at).astype(np.uint64)
+            at += 8 * n
+            self.directory = np.frombuffer(part0, "<u4", self.buckets + 1, at).astype(np.int64)
+            at += 4 * (self.buckets + 1)
+            ids = self._ids
+            if int(ids[0]) != first or int(ids[-1]) != last or \
+                    (n > 1 and not np.all(ids[1:] > ids[:-1])):
+                raise CorruptRecordError(f"{where}: ids are not strictly ascending from "
+                                         f"{first} to {last}")
+            bucket_of_row = (ids - np.uint64(first)) >> np.uint64(self.shift)
+            want = np.searchsorted(bucket_of_row, np.arange(self.buckets + 1, dtype=np.uint64),
+                                   side="left")
+            if not np.array_equal(self.directory, want):
+                raise CorruptRecordError(f"{where}: directory does not match the ids")
+        if self.sized:
+            self.class_sizes = np.frombuffer(part0, "<u4", self.size_classes, at).astype(np.int64)
+            at += 4 * self.size_classes
+            self.classes = np.frombuffer(part0, np.uint8, n, at)
+            at += n
+            self.group_offsets = np.frombuffer(part0, "<u4", groups, at).astype(np.int64)
+            if (self.class_sizes < 1).any():
+                raise CorruptRecordError(f"{where}: a size class of 0 bytes")
+            if (self.classes >= self.size_classes).any():
+                raise CorruptRecordError(f"{where}: a row's size class is not below "
+                                         f"{self.size_classes}")
+
+        # Data parts 1...P, and where each row's record is in its part.
+        rows = np.arange(n, dtype=np.int64)
+        self.part_of_row = rows // r                         # 0-based: part number - 1
+        if self.sized:
+            self.sizes = self.class_sizes[self.classes]
+            before = np.cumsum(self.sizes) - self.sizes      # bytes of all earlier rows
+            group_start = (rows // GROUP_ROWS) * GROUP_ROWS
+            self.offsets = self.group_offsets[rows // GROUP_ROWS] + before - before[group_start]
+            packed = before - before[self.part_of_row * r]   # back to back within the part
+            if not np.array_equal(self.offsets, packed):
+                raise CorruptRecordError(f"{where}: group offsets do not match the record sizes")
+        else:
+            self.sizes = np.full(n, self.stride, dtype=np.int64)
+            self.offsets = (rows % r) * self.stride
+        self.parts: list[bytes] = []
+        for p in range(1, self.part_count + 1):
+            part = get_part(p)
+            lo, hi = (p - 1) * r, min(p * r, n)
+            length = int(self.offsets[hi - 1] + self.sizes[hi - 1])
+            if part is None:
+                raise CorruptRecordError(f"{where}: part {p} is missing")
+            if len(part) != length:
+                raise CorruptRecordError(f"{where}: part {p} has {len(part)} bytes; its rows "
+                                         f"{lo}...{hi - 1} need {length}")
+            self.parts.append(part)
+        recs = self.records()
+        tombstones = recs.buf[recs.off] == TAG_TOMBSTONE
+        if tombstones.any():
+            raise CorruptRecordError(f"{where}: row {int(np.argmax(tombstones))} has tag 8 "
+                                     f"(tombstones are never in segments)")
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The ids of rows 0...N-1 (uint64, ascending)."""
+        if self._ids is None:
+            self._ids = np.uint64(self.first) + np.arange(self.n, dtype=np.uint64)
+        return self._ids
+
+    def verify_checksum(self) -> None:
+        """FNV-1a 64 over data parts 1...P, then part 0's bytes 0..55 and 64..end, against the
+        header."""
+        h = fnv1a64(self.parts)
+        h = fnv1a64([memoryview(self.part0)[:56], memoryview(self.part0)[64:]], h)
+        if h != self.checksum:
+            raise SegmentChecksumError(
+                f"{self.where}: checksum mismatch (header 0x{self.checksum:016x}, bytes give "
+                f"0x{h:016x}): its bytes changed since it was written")
+
+    def row_of(self, x: int) -> int | None:
+        """The row (0...N-1) of id ``x``, or None when this segment does not hold it."""
+        if x < self.first or x > self.last:
+            return None
+        if not self.sparse:
+            return x - self.first
+        b = (x - self.first) >> self.shift
+        lo, hi = int(self.directory[b]), int(self.directory[b + 1])
+        i = lo + int(np.searchsorted(self._ids[lo:hi], np.uint64(x)))
+        return i if i < hi and int(self._ids[i]) == x else None
+
+    def record(self, r: int) -> bytes:
+        """Row ``r``'s record: in data part 1 + r // R at its offset within the part."""
+        offset, size = int(self.offsets[r]), int(self.sizes[r])
+        return self.parts[int(self.part_of_row[r])][offset:offset + size]
+
+    def records(self) -> _Records:
+        """Every row's record, in row order."""
+        bases = np.cumsum([0] + [len(p) for p in self.parts[:-1]])
+        buf = np.frombuffer(b"".join(self.parts), dtype=np.uint8)
+        return _Records(buf, bases[self.part_of_row] + self.offsets, self.sizes)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="embstore_reader.py",
-        description="Read an embstore store (FORMAT.md version 1) with py-lmdb and NumPy.")
+        description="Read an embstore store (FORMAT.md versions 1 and 2) with py-lmdb and NumPy.")
     parser.add_argument("store", help="store directory")
     parser.add_argument("--list", action="store_true", help="list tables")
-    parser.add_argument("--table", help="table to export")
+    parser.add_argument("--table", help="table to export or read from")
     parser.add_argument("--out", help="write the table's rows here (float32 [N, d] .npy)")
     parser.add_argument("--ids-out", help="write the row ids here (uint64 [N] .npy)")
+    parser.add_argument("--get", nargs="+", type=int, metavar="ID",
+                        help="print these rows of --table, one line per id")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="do not check segment checksums (faster on large stores)")
     args = parser.parse_args(argv)
-    if not args.list and not (args.table and args.out):
-        parser.error("give --list, or --table NAME --out Y.npy")
+    if not args.list and not (args.table and (args.out or args.get)):
+        parser.error("give --list, or --table NAME --out Y.npy, or --table NAME --get ID...")
+    missing = 0
     try:
-        with Store(args.store) as store:
+        with Store(args.store, verify_checksums=not args.no_verify) as store:
             if args.list:
                 for name in store.tables():
                     s = store.schema(name)
+                    layers = store.layers(name)
                     print(f"{name}\tid={s.table_id}\tdimension={s.dimension}\t"
-                          f"rows={store.row_count(name)}")
-            if args.table:
+                          f"rows={layers['rows']}\tsegments={len(layers['segments'])}\t"
+                          f"delta={layers['delta']}\ttombstones={layers['tombstones']}")
+            if args.table and args.out:
                 ids, x = store.export(args.table)
                 np.save(args.out, x)
                 if args.ids_out:
                     np.save(args.ids_out, ids)
                 print(f"exported {x.shape[0]} rows x {x.shape[1]} of table {args.table!r} "
                       f"to {args.out}", file=sys.stderr)
+            if args.table and args.get:
+                rows, found = store.get(args.table, args.get)
+                for row_id, row, ok in zip(args.get, rows, found):
+                    if ok:
+                        print(f"{row_id}: " + " ".join(str(v) for v in row))
+                    else:
+                        print(f"{row_id}: not found")
+                        missing += 1
     except (FormatError, TableNotFoundError) as exc:
         print(f"embstore_reader: error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import EmbeddingCodecs
 /// The store's metadata records, byte for byte as FORMAT.md describes them.
 enum StoreFormat {
     /// The format this code writes and the newest it reads.
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
     static let magic = "EMBSTORE"
     static let metaDatabase = "meta"
     static let formatKey = "format"

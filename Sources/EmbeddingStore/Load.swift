@@ -12,7 +12,21 @@ public struct LoadOptions: Sendable {
     public var fitSampleLimit = 262_144
     /// Lloyd iterations for `bucket:B`.
     public var kMeansIterations = 20
+    /// Where the rows go: one new segment (the default), or one LMDB key per row, the delta
+    /// layer that `put` writes (slower to read and about 19 bytes more per row; for tests and
+    /// for comparing the two layers).
+    public var layout: LoadLayout = .segment
+    /// Approximate bytes per segment data part (one LMDB value each).
+    public var segmentPartBytes = Store.segmentPartBytes
     public init() {}
+}
+
+/// Where a bulk load writes its rows.
+public enum LoadLayout: Sendable {
+    /// One packed, indexed segment, made visible in one commit.
+    case segment
+    /// One LMDB key per row, in transactions of `LoadOptions.rowsPerTransaction` rows.
+    case perKey
 }
 
 /// What a bulk load did.
@@ -33,9 +47,12 @@ extension Store {
     /// `ids` defaults to `0..<count`. Everything is checked before anything is written: the
     /// shape, the ids (no duplicates), that every value is finite, and that every row fits the
     /// codec; the first bad row is named in the error. Codec parameters (PCA basis, k-means
-    /// bucket rows) are fitted on these rows. Rows are written in id order, in transactions of
-    /// `options.rowsPerTransaction` rows; a crash part-way leaves the transactions committed
-    /// so far.
+    /// bucket rows) are fitted on these rows.
+    ///
+    /// Rows become one new segment, which shadows older segments and replaces the table's delta
+    /// rows of the same ids; it becomes visible in one commit, so a crash part-way leaves the
+    /// table's rows as they were. With `options.layout = .perKey` rows go to the delta instead,
+    /// in transactions of `options.rowsPerTransaction` rows, and a crash keeps the ones committed.
     @discardableResult
     public func load(table name: String, ids: [UInt64]? = nil, rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int,
                      codec: LoadCodec, options: LoadOptions = LoadOptions()) throws -> LoadReport {
@@ -120,15 +137,20 @@ extension Store {
                 : { i in .bucket(id: first + assigned[i]) }
         }
 
-        // Write in id order; MDB_APPEND when every new id sorts after the table's last one.
         let table = try target()
+        let rowCodec = Self.rowCodec(codec)
+        if options.layout == .segment {
+            try writeSegment(table, ids: ids, order: order, rows: rows, dimension: dimension, encodings: encodings,
+                             codec: rowCodec, partBytes: options.segmentPartBytes)
+            return LoadReport(table: name, rows: count, codec: codec, basisID: basisID, bucketIDs: bucketIDs)
+        }
+        // Write in id order; MDB_APPEND when every new id sorts after the table's last one.
         let canAppend = try environment.read { txn in
             try txn.withCursor(table.rows) { cursor in
                 guard let last = try cursor.last()?.integerKey else { return true }
                 return count == 0 || last < ids[order[0]]
             }
         }
-        let rowCodec = Self.rowCodec(codec)
         var start = 0
         while start < count {
             let end = min(count, start + max(1, options.rowsPerTransaction))
@@ -143,6 +165,31 @@ extension Store {
             start = end
         }
         return LoadReport(table: name, rows: count, codec: codec, basisID: basisID, bucketIDs: bucketIDs)
+    }
+
+    /// Encodes the rows in id order into one new segment.
+    private func writeSegment(_ table: Table, ids: [UInt64], order: [Int], rows: UnsafeBufferPointer<Float>, dimension: Int,
+                              encodings: (Int) -> RowEncoding, codec: Codec, partBytes: Int) throws {
+        guard let firstRow = order.first else { return }
+        let recordSize = encodings(firstRow).recordSize(dimension: dimension)
+        let rowsPerPart = SegmentWriter.rowsPerPart(recordSize: recordSize, partBytes: partBytes)
+        var record = [UInt8](repeating: 0, count: recordSize)
+        try writeSegment(table, rowsPerPart: rowsPerPart, expectedPartBytes: min(rowsPerPart, order.count) * recordSize) { emit in
+            for i in order {
+                let encoding = encodings(i)
+                let size = encoding.recordSize(dimension: dimension)
+                if record.count < size { record = [UInt8](repeating: 0, count: size) }
+                try record.withUnsafeMutableBytes { buffer in
+                    let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
+                    do {
+                        try encoding.encode(UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension]), into: bytes)
+                    } catch let error as CodecError {
+                        throw StoreError.encoding(table: table.name, id: ids[i], codec: codec.description, underlying: error)
+                    }
+                    try emit(ids[i], UnsafeRawBufferPointer(bytes))
+                }
+            }
+        }
     }
 
     /// The row codec a load codec writes (for error messages).

@@ -1,3 +1,4 @@
+import CEmbeddingKernels
 import LMDB
 
 /// What a lookup does with an id that is not in the table.
@@ -21,19 +22,32 @@ public enum Pooling: Sendable {
 /// A reader owns one LMDB read transaction that it renews for each call and resets after it,
 /// so each call sees one consistent snapshot and no snapshot is pinned between calls. It is
 /// not `Sendable`: make one per thread (each holds an LMDB reader slot while it lives).
+///
+/// A call runs in three passes over the batch: it prefetches the index entries of every id,
+/// then finds every row (delta first when the table has one, then segments newest first) and
+/// prefetches it, then decodes the rows into the caller's buffer. What it learned about a
+/// table's segments (map pointers) is kept while the snapshot stays the same, so a call on an
+/// unchanged store reads no metadata and allocates nothing.
 public final class Reader {
     let store: Store
     private var txn: Transaction
-    private var decoders: [UInt32: RecordDecoder] = [:]
+    private var views: [UInt32: TableView] = [:]
     /// One decoded row for pooled lookups, grown to the widest table seen.
     private var scratch: [Float] = []
+    /// Per id of the current batch: its record, or nil when missing.
+    private var located: UnsafeMutablePointer<UnsafeRawBufferPointer?>
+    private var locatedCapacity = 0
 
     init(store: Store) throws {
         self.store = store
         var txn = try store.environment.beginRead()
         txn.reset()
         self.txn = txn
+        located = .allocate(capacity: 1)
+        locatedCapacity = 1
     }
+
+    deinit { located.deallocate() }
 
     /// Decodes the rows of `ids` into `out` (`ids.count × table.dimension` floats, row i at
     /// `i * dimension`), straight from the memory map. Missing ids follow `missing`.
@@ -86,21 +100,22 @@ public final class Reader {
             throw StoreError.invalidArgument("bag \(b) spans offsets \(offsets[b])..<\(offsets[b + 1]), outside 0...\(ids.count) or decreasing")
         }
         if scratch.count < d { scratch = [Float](repeating: 0, count: d) }
-        var foundCount = 0
-        try scratch.withUnsafeMutableBufferPointer { scratch in
-            try withSnapshot(of: table) { decoder in
-                let row = UnsafeMutableBufferPointer(rebasing: scratch[0..<d])
+        let first = bags > 0 ? offsets[0] : 0
+        let used = UnsafeBufferPointer(rebasing: ids[first..<(bags > 0 ? offsets[bags] : 0)])
+        return try scratch.withUnsafeMutableBufferPointer { scratch in
+            try withSnapshot(of: table) { view in
+                let foundCount = try locate(used, in: view, missing: missing)
+                let located = self.located
+                let row = scratch.baseAddress!
                 for b in 0..<bags {
-                    let pooled = UnsafeMutableBufferPointer(rebasing: out[b * d..<(b + 1) * d])
-                    pooled.update(repeating: 0)
+                    let pooled = out.baseAddress! + b * d
+                    pooled.initialize(repeating: 0, count: d)
                     for position in offsets[b]..<offsets[b + 1] {
-                        let id = ids[position]
-                        guard try readRow(id, of: table, with: &decoder, into: row) else {
-                            if missing == .error { throw StoreError.rowNotFound(table: table.name, id: id) }
-                            continue
-                        }
-                        foundCount += 1
+                        if position - first + prefetchDistance < used.count { prefetchRecord(located[position - first + prefetchDistance]) }
+                        guard let record = located[position - first] else { continue }
                         let weight = weights?[position] ?? 1
+                        if view.accumulateFast(record, into: pooled, weight: weight) { continue }
+                        try view.slowDecode(record, id: ids[position], in: txn, into: row)
                         for j in 0..<d { pooled[j] += weight * row[j] }
                     }
                     let length = offsets[b + 1] - offsets[b]
@@ -109,9 +124,9 @@ public final class Reader {
                         for j in 0..<d { pooled[j] *= inverse }
                     }
                 }
+                return foundCount
             }
         }
-        return foundCount
     }
 
     private func lookup(_ table: Table, ids: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Float>,
@@ -121,42 +136,304 @@ public final class Reader {
         guard out.count >= ids.count * d else {
             throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(ids.count) ids × dimension \(d) need \(ids.count * d)")
         }
-        return try withSnapshot(of: table) { decoder in
-            var foundCount = 0
+        return try withSnapshot(of: table) { view in
+            let foundCount = try locate(ids, in: view, missing: missing)
+            let located = self.located
+            let base = out.baseAddress!
             for i in 0..<ids.count {
-                let id = ids[i]
-                let row = UnsafeMutableBufferPointer(rebasing: out[i * d..<(i + 1) * d])
-                let hit = try readRow(id, of: table, with: &decoder, into: row)
-                if hit {
-                    foundCount += 1
+                if i + prefetchDistance < ids.count { prefetchRecord(located[i + prefetchDistance]) }
+                let row = base + i * d
+                if let record = located[i] {
+                    if !view.decodeFast(record, into: row) { try view.slowDecode(record, id: ids[i], in: txn, into: row) }
                 } else {
-                    if missing == .error { throw StoreError.rowNotFound(table: table.name, id: id) }
-                    row.update(repeating: 0)
+                    row.initialize(repeating: 0, count: d)
                 }
-                found?[i] = hit
+            }
+            if let found {
+                for i in 0..<ids.count { found[i] = located[i] != nil }
             }
             return foundCount
         }
     }
 
-    /// Runs `body` inside one snapshot (the transaction renewed, then reset) with the table's
-    /// decoder, which keeps what it resolved (PCA bases) from call to call.
-    private func withSnapshot<R>(of table: Table, _ body: (inout RecordDecoder) throws -> R) throws -> R {
-        var decoder = decoders.removeValue(forKey: table.id) ?? RecordDecoder(table: table)
-        defer { decoders[table.id] = decoder }
-        try translatingErrors { try txn.renew() }
-        defer { txn.reset() }
-        return try body(&decoder)
+    /// Finds the record of every id into `located` (nil when missing), prefetching index
+    /// entries and then the rows; returns how many were found.
+    private func locate(_ ids: UnsafeBufferPointer<UInt64>, in view: TableView, missing: MissingRows) throws -> Int {
+        if locatedCapacity < ids.count {
+            located.deallocate()
+            locatedCapacity = max(ids.count, 2 * locatedCapacity)
+            located = .allocate(capacity: locatedCapacity)
+        }
+        let located = self.located
+        let segments = view.hotSegments
+        let rows = view.table.rows
+        let prefetchIndex = view.segmentsHaveIndex
+        let searchDelta = view.deltaCount > 0
+        let filter = view.deltaFilter
+        var foundCount = 0
+        for i in 0..<ids.count {
+            if prefetchIndex && i + prefetchDistance < ids.count {
+                let ahead = ids[i + prefetchDistance]
+                for segment in segments {
+                    if let address = segment.index.probeAddress(of: ahead) { emb_prefetch(address) }
+                }
+            }
+            let id = ids[i]
+            var record: UnsafeRawBufferPointer?
+            var inDelta = false
+            if searchDelta, filter.mayContain(id), let delta = try txn.unsafeValue(forKey: id, in: rows) {
+                inDelta = true
+                record = isTombstone(delta) ? nil : delta
+            }
+            if !inDelta {
+                for segment in segments {
+                    guard let row = segment.index.row(of: id) else { continue }
+                    guard let found = segment.record(ofRow: row) else {
+                        throw StoreError.corruptMetadata(table: view.table.name, reason: "segment \(segment.segment) does not match its index at id \(id)")
+                    }
+                    record = found
+                    break
+                }
+            }
+            if record != nil {
+                foundCount += 1
+            } else if missing == .error {
+                throw StoreError.rowNotFound(table: view.table.name, id: id)
+            }
+            located[i] = record
+        }
+        return foundCount
     }
 
-    /// Decodes row `id` into `row`, straight from the map; false when the table has no such row.
-    @inline(__always)
-    private func readRow(_ id: UInt64, of table: Table, with decoder: inout RecordDecoder,
-                         into row: UnsafeMutableBufferPointer<Float>) throws -> Bool {
-        try txn.withValue(forKey: id, in: table.rows) { record -> Bool in
-            guard let record else { return false }
-            try decoder.decode(record, id: id, in: txn, into: row)
-            return true
+    /// Runs `body` inside one snapshot (the transaction renewed, then reset) with the table's
+    /// view, refreshed when the snapshot or the map changed since its last use.
+    private func withSnapshot<R>(of table: Table, _ body: (TableView) throws -> R) throws -> R {
+        let view: TableView
+        if let existing = views[table.id], existing.table === table {
+            view = existing
+        } else {
+            view = TableView(table: table)
+            views[table.id] = view
         }
+        try translatingErrors { try txn.renew() }
+        defer { txn.reset() }
+        try translatingErrors { try view.refresh(store: store, txn: txn) }
+        return try body(view)
+    }
+}
+
+/// How many ids ahead a lookup prefetches index entries and rows: enough to overlap the cache
+/// misses of several rows, few enough not to overflow the core's outstanding-miss buffers.
+let prefetchDistance = 8
+
+/// Prefetches the first and last cache line of a record.
+@inline(__always)
+func prefetchRecord(_ record: UnsafeRawBufferPointer?) {
+    guard let record, let start = record.baseAddress else { return }
+    emb_prefetch(start)
+    emb_prefetch(start + (record.count - 1))
+}
+
+/// The record of a deleted id in the delta: it hides the id's rows in segments.
+let tombstoneTag: UInt8 = 8
+
+@inline(__always)
+func isTombstone(_ record: UnsafeRawBufferPointer) -> Bool {
+    record.count == 1 && record[0] == tombstoneTag
+}
+
+/// A segment as the lookup loop sees it: no references, so iterating costs no reference
+/// counting. Its pointers are owned by the `TableView` that made it.
+struct HotSegment {
+    let segment: UInt32
+    let index: SegmentIndex
+    let parts: UnsafePointer<UnsafeRawBufferPointer>
+
+    /// The record of row `r`, or nil when the index does not fit the part (damage).
+    @inline(__always)
+    func record(ofRow r: Int) -> UnsafeRawBufferPointer? {
+        let part = parts[index.part(ofRow: r) - 1]
+        guard let (offset, length) = index.record(ofRow: r, partLength: part.count) else { return nil }
+        return UnsafeRawBufferPointer(start: part.baseAddress! + offset, count: length)
+    }
+}
+
+/// A one-hash bit filter of the delta's ids, rebuilt per snapshot, so that a lookup pays an
+/// LMDB B-tree descent only for ids that may be in the delta (about 1 in 16 of the others).
+/// With no filter (`shift` 64, an empty delta or one too large to scan) every id may be there.
+struct DeltaFilter {
+    var words: UnsafeMutablePointer<UInt64>?
+    var shift: UInt64 = 64
+
+    /// Deltas up to this size are scanned into a filter; larger ones are searched id by id.
+    static let maximumEntries = 1 << 16
+
+    @inline(__always)
+    func mayContain(_ id: UInt64) -> Bool {
+        guard let words else { return true }
+        let bit = (id &* 0x9E37_79B9_7F4A_7C15) >> shift
+        return words[Int(bit >> 6)] & (1 << (bit & 63)) != 0
+    }
+}
+
+/// What one reader knows about one table in its current snapshot.
+final class TableView {
+    let table: Table
+    private var decoder: RecordDecoder
+    private var snapshot = -1
+    private var mapGeneration = -1
+    private(set) var deltaCount = 0
+    /// Live segments, newest first, and the data-part pointers they point into.
+    private(set) var hotSegments = UnsafeMutableBufferPointer<HotSegment>(start: nil, count: 0)
+    private var partPointers = UnsafeMutableBufferPointer<UnsafeRawBufferPointer>(start: nil, count: 0)
+    private(set) var segmentsHaveIndex = false
+    private(set) var deltaFilter = DeltaFilter()
+    private var filterStorage = UnsafeMutableBufferPointer<UInt64>(start: nil, count: 0)
+    private let d: Int
+    private let fp32Size: Int, fp16Size: Int, int8Size: Int, int4Size: Int
+
+    init(table: Table) {
+        self.table = table
+        decoder = RecordDecoder(table: table)
+        d = table.dimension
+        fp32Size = 1 + 4 * d
+        fp16Size = 1 + 2 * d
+        int8Size = 1 + d + 8
+        int4Size = 1 + (d + 1) / 2 + 8
+    }
+
+    deinit {
+        hotSegments.deallocate()
+        partPointers.deallocate()
+        filterStorage.deallocate()
+    }
+
+    /// Sets the bits of every delta id: 16 bits per entry, rounded up to a power of two.
+    private func rebuildDeltaFilter(txn: borrowing Transaction) throws {
+        guard deltaCount > 0, deltaCount <= DeltaFilter.maximumEntries else {
+            deltaFilter = DeltaFilter()
+            return
+        }
+        var logBits: UInt64 = 10
+        while 1 << logBits < 16 * deltaCount { logBits += 1 }
+        let words = 1 << (logBits - 6)
+        if filterStorage.count < words {
+            filterStorage.deallocate()
+            filterStorage = .allocate(capacity: words)
+        }
+        filterStorage.update(repeating: 0)
+        let filter = DeltaFilter(words: filterStorage.baseAddress, shift: 64 - logBits)
+        let storage = filterStorage.baseAddress!
+        try txn.withCursor(table.rows) { cursor in
+            var entry = try cursor.first()
+            while let current = entry {
+                guard let id = current.integerKey else {
+                    throw StoreError.corruptMetadata(table: table.name, reason: "a row key is \(current.key.count) bytes, not 8")
+                }
+                let bit = (id &* 0x9E37_79B9_7F4A_7C15) >> filter.shift
+                storage[Int(bit >> 6)] |= 1 << (bit & 63)
+                entry = try cursor.next()
+            }
+        }
+        deltaFilter = filter
+    }
+
+    /// Re-reads the delta size and the segments' locations when the snapshot or map changed.
+    func refresh(store: Store, txn: borrowing Transaction) throws {
+        let generation = store.environment.mapGeneration
+        let id = txn.snapshotID
+        guard id != snapshot || generation != mapGeneration else { return }
+        snapshot = -1
+        deltaCount = try txn.statistics(table.rows).entries
+        try rebuildDeltaFilter(txn: txn)
+        let views = try store.segmentManifest(table, in: txn).map { try SegmentView(table: table, segment: $0, in: txn) }
+        hotSegments.deallocate()
+        partPointers.deallocate()
+        hotSegments = .allocate(capacity: views.count)
+        partPointers = .allocate(capacity: views.reduce(0) { $0 + $1.parts.count })
+        var next = 0
+        for (s, view) in views.enumerated() {
+            let parts = partPointers.baseAddress! + next
+            for (p, part) in view.parts.enumerated() { parts[p] = part }
+            next += view.parts.count
+            hotSegments[s] = HotSegment(segment: view.segment, index: view.index, parts: UnsafePointer(parts))
+        }
+        segmentsHaveIndex = views.contains { $0.index.header.kind != .denseFixed }
+        snapshot = id
+        mapGeneration = generation
+    }
+
+    /// Decodes a plain-codec `record` into `row` (`dimension` floats) straight from the map with
+    /// the C kernels; false (row unspecified) when it needs `slowDecode`: other codecs, and any
+    /// record that is malformed or would decode to a non-finite value.
+    @inline(__always)
+    func decodeFast(_ record: UnsafeRawBufferPointer, into row: UnsafeMutablePointer<Float>) -> Bool {
+        let bytes = record.baseAddress!
+        let payload = bytes + 1
+        switch bytes.load(as: UInt8.self) {
+        case 1 where record.count == fp32Size:
+            UnsafeMutableRawPointer(row).copyMemory(from: payload, byteCount: 4 * d)
+            return Self.allFinite(row, d)
+        case 2 where record.count == fp16Size:
+            emb_f16_decode(payload, row, d)
+            return Self.allFinite(row, d)
+        case 3 where record.count == int8Size:
+            guard Self.rangeIsFinite(payload + d, maxCode: 255) else { return false }
+            emb_i8_rowwise_decode(payload, row, d)
+            return true
+        case 4 where record.count == int4Size:
+            guard Self.rangeIsFinite(payload + (d + 1) / 2, maxCode: 15) else { return false }
+            emb_i4_rowwise_decode(payload, row, d)
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// Adds `weight` × the decoded plain-codec `record` to `acc` in one pass, with the same
+    /// float operations as decoding and then adding. False when it needs `slowDecode`: `acc` is
+    /// then unchanged, except for an fp32/fp16 record holding a non-finite value, which
+    /// `slowDecode` refuses.
+    @inline(__always)
+    func accumulateFast(_ record: UnsafeRawBufferPointer, into acc: UnsafeMutablePointer<Float>, weight: Float) -> Bool {
+        let bytes = record.baseAddress!
+        let payload = bytes + 1
+        switch bytes.load(as: UInt8.self) {
+        case 1 where record.count == fp32Size:
+            return emb_f32_accumulate(payload, acc, d, weight) != 0
+        case 2 where record.count == fp16Size:
+            return emb_f16_accumulate(payload, acc, d, weight) != 0
+        case 3 where record.count == int8Size:
+            guard Self.rangeIsFinite(payload + d, maxCode: 255) else { return false }
+            emb_i8_rowwise_accumulate(payload, acc, d, weight)
+            return true
+        case 4 where record.count == int4Size:
+            guard Self.rangeIsFinite(payload + (d + 1) / 2, maxCode: 15) else { return false }
+            emb_i4_rowwise_accumulate(payload, acc, d, weight)
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// The general path (and the one that names what is wrong with a damaged record).
+    func slowDecode(_ record: UnsafeRawBufferPointer, id: UInt64, in txn: borrowing Transaction,
+                    into row: UnsafeMutablePointer<Float>) throws {
+        try decoder.decode(record, id: id, in: txn, into: UnsafeMutableBufferPointer(start: row, count: d))
+    }
+    /// True when every value `q · scale + bias` of a rowwise payload (q in 0…maxCode) is finite:
+    /// rounding is monotone, so the two ends decide.
+    @inline(__always)
+    private static func rangeIsFinite(_ scaleAndBias: UnsafeRawPointer, maxCode: Float) -> Bool {
+        let scale = Float(bitPattern: UInt32(littleEndian: scaleAndBias.loadUnaligned(as: UInt32.self)))
+        let bias = Float(bitPattern: UInt32(littleEndian: scaleAndBias.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        return scale.isFinite && bias.isFinite && (maxCode * scale + bias).isFinite
+    }
+
+    @inline(__always)
+    private static func allFinite(_ row: UnsafeMutablePointer<Float>, _ d: Int) -> Bool {
+        var bad: UInt32 = 0   // a value is not finite when its exponent bits are all ones
+        for j in 0..<d { bad |= (row[j].bitPattern & 0x7f80_0000) == 0x7f80_0000 ? 1 : 0 }
+        return bad == 0
     }
 }

@@ -8,6 +8,10 @@ import EmbeddingCodecs
 struct RecordDecoder {
     let table: Table
     private var bases: [UInt32: PCABasis] = [:]
+    /// Decoded bucket rows (also immutable once written), up to `bucketCacheLimit` floats.
+    private var bucketRows: [UInt32: [Float]] = [:]
+    private var cachedFloats = 0
+    static let bucketCacheLimit = 1 << 24
 
     init(table: Table) { self.table = table }
 
@@ -30,7 +34,7 @@ struct RecordDecoder {
                 ReducedDimensionCodec.decode(coefficients, basis: basis, into: row)
             case .bucket, .scaledBucket:
                 let bucketID = BucketCodec.bucketID(payload)
-                try decodeBucketRow(bucketID, in: txn, into: row)
+                try decodeCachedBucketRow(bucketID, in: txn, into: row)
                 if tag == .scaledBucket {
                     let scale = BucketCodec.scale(payload)
                     guard scale.isFinite else { throw RecordProblem("bucket scale is \(scale)") }
@@ -40,6 +44,20 @@ struct RecordDecoder {
             try RowRecord.checkFinite(row)
         } catch let problem as RecordProblem {
             throw StoreError.corruptRecord(table: table.name, id: id, reason: problem.reason)
+        }
+    }
+
+    /// Decodes bucket row `bucketID` into `row`, from the cache when it was decoded before.
+    private mutating func decodeCachedBucketRow(_ bucketID: UInt32, in txn: borrowing Transaction,
+                                                into row: UnsafeMutableBufferPointer<Float>) throws {
+        if let cached = bucketRows[bucketID] {
+            _ = row.update(fromContentsOf: cached)
+            return
+        }
+        try decodeBucketRow(bucketID, in: txn, into: row)
+        if cachedFloats + row.count <= Self.bucketCacheLimit {
+            bucketRows[bucketID] = Array(row)
+            cachedFloats += row.count
         }
     }
 

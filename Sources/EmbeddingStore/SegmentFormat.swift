@@ -1,30 +1,49 @@
-/// Bytes of a packed segment (issue 3, read-optimised layer): a header plus id index in
-/// part 0, and row records packed back to back in parts 1…P.
+/// Bytes of a packed segment, the read-optimised layer of a table (FORMAT.md, "Segments"):
+/// part 0 holds a header and the id index, parts 1…P hold row records back to back.
 ///
-/// This file is only the pure byte layout (build, parse, locate, checksum); it is not yet
-/// wired into `load` or lookups, and FORMAT.md still describes version 1 until it is.
-/// Layout of part 0 (little-endian, no alignment):
+/// Part 0 (little-endian, no alignment):
 ///
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 4 | magic `ESEG` |
-/// | 4 | 4 | kind: 1 dense+fixed stride, 2 dense+u32 offsets, 3 sparse: u64 ids then u32 offsets |
+/// | 4 | 4 | kind: 1 dense fixed, 2 dense sized, 3 sparse fixed, 4 sparse sized |
 /// | 8 | 8 | row count N (≥ 1) |
 /// | 16 | 8 | first id |
 /// | 24 | 8 | last id |
-/// | 32 | 4 | stride: the record size for kind 1, 0 otherwise |
-/// | 36 | 4 | part count P = ⌈N / rows per part⌉ |
-/// | 40 | 4 | rows per part (≥ 1) |
-/// | 44 | 4 | reserved, 0 |
-/// | 48 | 8 | checksum: FNV-1a 64 over parts 1…P in order, then part 0 from byte 56 |
-/// | 56 | … | index: none (kind 1); N × u32 (kind 2); N × u64 ids, N × u32 offsets (kind 3) |
+/// | 32 | 4 | stride: the record size (fixed kinds), 0 (sized kinds) |
+/// | 36 | 4 | part count P = ⌈N / R⌉ |
+/// | 40 | 4 | rows per part R (a multiple of 16) |
+/// | 44 | 4 | size classes C: 1…255 (sized kinds), 0 (fixed kinds) |
+/// | 48 | 4 | directory shift s, 0…63 (sparse kinds), 0 (dense kinds) |
+/// | 52 | 4 | reserved, 0 |
+/// | 56 | 8 | checksum: FNV-1a 64 over parts 1…P in order, then part 0's bytes 0..<56 and 64..<end |
+/// | 64 | … | index, in this order: |
 ///
-/// An offset is relative to the start of the row's part; a record ends at the next row's
-/// offset in the same part, or at the end of the part.
+/// - sparse kinds: N × u64 ids, strictly ascending; then the directory, (B + 1) × u32 with
+///   B = ((last − first) >> s) + 1: entry b is the number of rows whose id has
+///   (id − first) >> s < b (so entry 0 is 0 and entry B is N);
+/// - sized kinds: C × u32 record sizes; N × u8 size class per row; ⌈N / 16⌉ × u32 group
+///   offsets, the offset of row 16g's record within its part.
+///
+/// Row r (id order) is in part 1 + r / R. Fixed kinds: its record starts at (r mod R) · stride.
+/// Sized kinds: at the offset of its group plus the sizes of the rows before it in the group.
 enum SegmentKind: UInt32, Sendable {
     case denseFixed = 1
-    case denseOffsets = 2
-    case sparse = 3
+    case denseSized = 2
+    case sparseFixed = 3
+    case sparseSized = 4
+
+    init(sparse: Bool, sized: Bool) {
+        switch (sparse, sized) {
+        case (false, false): self = .denseFixed
+        case (false, true): self = .denseSized
+        case (true, false): self = .sparseFixed
+        case (true, true): self = .sparseSized
+        }
+    }
+
+    var isSparse: Bool { self == .sparseFixed || self == .sparseSized }
+    var isSized: Bool { self == .denseSized || self == .sparseSized }
 }
 
 /// What is wrong with a segment's bytes.
@@ -33,10 +52,15 @@ struct SegmentFormatError: Error, CustomStringConvertible, Equatable {
     var description: String { reason }
 }
 
-/// The fixed 56-byte header of part 0.
+/// Rows in one group of a sized segment: one u32 offset per group, one size class byte per row.
+let segmentGroupRows = 16
+
+/// The fixed 64-byte header of part 0, and where each index array starts.
 struct SegmentHeader: Equatable, Sendable {
     static let magic: [UInt8] = Array("ESEG".utf8)
-    static let size = 56
+    static let size = 64
+    /// Where the checksum field starts; the checksum covers the header bytes before it.
+    static let checksumOffset = 56
 
     var kind: SegmentKind
     var rowCount: UInt64
@@ -45,7 +69,31 @@ struct SegmentHeader: Equatable, Sendable {
     var stride: UInt32
     var partCount: UInt32
     var rowsPerPart: UInt32
+    var sizeClasses: UInt32
+    var directoryShift: UInt32
     var checksum: UInt64
+
+    /// Directory entries B + 1 (sparse kinds), else 0.
+    var directoryEntries: Int {
+        kind.isSparse ? Int((lastID - firstID) >> UInt64(directoryShift)) + 2 : 0
+    }
+    var idsOffset: Int { Self.size }
+    var directoryOffset: Int { idsOffset + (kind.isSparse ? 8 * Int(rowCount) : 0) }
+    var classSizesOffset: Int { directoryOffset + 4 * directoryEntries }
+    var classesOffset: Int { classSizesOffset + 4 * Int(sizeClasses) }
+    var groupsOffset: Int { classesOffset + (kind.isSized ? Int(rowCount) : 0) }
+    var part0Size: Int { groupsOffset + (kind.isSized ? 4 * ((Int(rowCount) + segmentGroupRows - 1) / segmentGroupRows) : 0) }
+
+    /// The directory shift for `count` sparse ids spanning `first…last`: the smallest that
+    /// leaves at most ⌈count / 4⌉ directory buckets (about one u32 per four rows).
+    static func directoryShift(count: Int, first: UInt64, last: UInt64) -> UInt32 {
+        let buckets = UInt64(max(1, (count + 3) / 4))
+        var shift: UInt32 = 0
+        // B = (span >> shift) + 1 > buckets, written without the + 1 that overflows when the
+        // ids span the whole id space (0…UInt64.max).
+        while shift < 63 && (last - first) >> UInt64(shift) >= buckets { shift += 1 }
+        return shift
+    }
 
     func encode(into bytes: inout [UInt8]) {
         bytes.append(contentsOf: Self.magic)
@@ -56,42 +104,66 @@ struct SegmentHeader: Equatable, Sendable {
         appendLE(stride, to: &bytes)
         appendLE(partCount, to: &bytes)
         appendLE(rowsPerPart, to: &bytes)
+        appendLE(sizeClasses, to: &bytes)
+        appendLE(directoryShift, to: &bytes)
         appendLE(UInt32(0), to: &bytes)
         appendLE(checksum, to: &bytes)
     }
 
-    /// Parses and sanity-checks the header; does not look at the index.
+    /// Parses and checks the header and the size of part 0 in O(1): it reads no index entry.
     static func decode(_ bytes: UnsafeRawBufferPointer) throws(SegmentFormatError) -> SegmentHeader {
         guard bytes.count >= size else { throw SegmentFormatError(reason: "part 0 has \(bytes.count) bytes, less than the \(size)-byte header") }
-        guard Array(bytes[0..<4]) == magic else { throw SegmentFormatError(reason: "part 0 does not start with magic ESEG") }
+        guard bytes[0] == magic[0], bytes[1] == magic[1], bytes[2] == magic[2], bytes[3] == magic[3] else {
+            throw SegmentFormatError(reason: "part 0 does not start with magic ESEG")
+        }
         let rawKind: UInt32 = loadLE(bytes, 4)
         guard let kind = SegmentKind(rawValue: rawKind) else { throw SegmentFormatError(reason: "unknown segment kind \(rawKind)") }
         let header = SegmentHeader(kind: kind, rowCount: loadLE(bytes, 8), firstID: loadLE(bytes, 16), lastID: loadLE(bytes, 24),
                                    stride: loadLE(bytes, 32), partCount: loadLE(bytes, 36), rowsPerPart: loadLE(bytes, 40),
-                                   checksum: loadLE(bytes, 48))
+                                   sizeClasses: loadLE(bytes, 44), directoryShift: loadLE(bytes, 48), checksum: loadLE(bytes, 56))
         let n = header.rowCount
-        guard n >= 1, n <= UInt64(UInt32.max) * 64 else { throw SegmentFormatError(reason: "row count \(n) is out of range") }
-        guard header.rowsPerPart >= 1 else { throw SegmentFormatError(reason: "rows per part is 0") }
-        let parts = (n + UInt64(header.rowsPerPart) - 1) / UInt64(header.rowsPerPart)
-        guard UInt64(header.partCount) == parts else {
-            throw SegmentFormatError(reason: "part count \(header.partCount) does not match \(n) rows of \(header.rowsPerPart) per part")
+        guard n >= 1, n <= 1 << 40 else { throw SegmentFormatError(reason: "row count \(n) is out of range") }
+        let per = UInt64(header.rowsPerPart)
+        guard per >= 1, per % UInt64(segmentGroupRows) == 0 else {
+            throw SegmentFormatError(reason: "rows per part \(per) is not a positive multiple of \(segmentGroupRows)")
+        }
+        guard UInt64(header.partCount) == (n + per - 1) / per else {
+            throw SegmentFormatError(reason: "part count \(header.partCount) does not match \(n) rows of \(per) per part")
         }
         guard header.firstID <= header.lastID else { throw SegmentFormatError(reason: "first id \(header.firstID) > last id \(header.lastID)") }
-        if kind != .sparse, header.lastID - header.firstID != n - 1 {
+        if !kind.isSparse, header.lastID - header.firstID != n - 1 {
             throw SegmentFormatError(reason: "dense segment ids \(header.firstID)…\(header.lastID) do not span \(n) rows")
         }
-        if kind == .sparse, header.lastID - header.firstID < n - 1 {
-            throw SegmentFormatError(reason: "sparse segment ids \(header.firstID)…\(header.lastID) cannot hold \(n) distinct rows")
+        if kind.isSparse {
+            guard header.lastID - header.firstID >= n - 1 else {
+                throw SegmentFormatError(reason: "sparse segment ids \(header.firstID)…\(header.lastID) cannot hold \(n) distinct rows")
+            }
+            guard header.directoryShift < 64, (header.lastID - header.firstID) >> UInt64(header.directoryShift) < n else {
+                throw SegmentFormatError(reason: "directory shift \(header.directoryShift) gives more buckets than rows")
+            }
+        } else if header.directoryShift != 0 {
+            throw SegmentFormatError(reason: "dense segment with directory shift \(header.directoryShift)")
         }
-        if (kind == .denseFixed) != (header.stride > 0) { throw SegmentFormatError(reason: "stride \(header.stride) does not fit kind \(kind.rawValue)") }
-        let expected = size + Int(n) * (kind == .denseFixed ? 0 : kind == .denseOffsets ? 4 : 12)
-        guard bytes.count == expected else { throw SegmentFormatError(reason: "part 0 has \(bytes.count) bytes, kind \(kind.rawValue) with \(n) rows needs \(expected)") }
+        if !kind.isSized, UInt64(header.stride) * per > UInt64(UInt32.max) {
+            throw SegmentFormatError(reason: "stride \(header.stride) × \(per) rows per part exceeds a 4 GiB part")
+        }
+        if kind.isSized {
+            guard header.stride == 0, (1...255).contains(header.sizeClasses) else {
+                throw SegmentFormatError(reason: "sized segment with stride \(header.stride) and \(header.sizeClasses) size classes")
+            }
+        } else {
+            guard header.stride > 0, header.sizeClasses == 0 else {
+                throw SegmentFormatError(reason: "fixed segment with stride \(header.stride) and \(header.sizeClasses) size classes")
+            }
+        }
+        guard bytes.count == header.part0Size else {
+            throw SegmentFormatError(reason: "part 0 has \(bytes.count) bytes; kind \(kind.rawValue) with \(n) rows needs \(header.part0Size)")
+        }
         return header
     }
 }
 
-/// FNV-1a 64: simple enough to reimplement from FORMAT.md in any language. Word-wise variants
-/// are faster; speed is for later, and changing the hash changes the format.
+/// FNV-1a 64 over bytes: simple enough to reimplement from FORMAT.md in any language.
 struct SegmentChecksum {
     private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
 
@@ -99,13 +171,5 @@ struct SegmentChecksum {
         var h = value
         for byte in bytes { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
         value = h
-    }
-
-    /// The checksum a header stores: data parts in order, then part 0's index.
-    static func of(part0: UnsafeRawBufferPointer, dataParts: [UnsafeRawBufferPointer]) -> UInt64 {
-        var sum = SegmentChecksum()
-        for part in dataParts { sum.update(part) }
-        sum.update(UnsafeRawBufferPointer(rebasing: part0[min(part0.count, SegmentHeader.size)...]))
-        return sum.value
     }
 }

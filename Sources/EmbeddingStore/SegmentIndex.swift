@@ -1,130 +1,243 @@
-/// Builds a segment's parts from sorted rows, and finds a row's record in them.
+/// Builds a segment as a stream of rows, and finds rows in one.
 ///
-/// Pure bytes, no LMDB: the store layer (still to come) writes part 0 and the data parts as
-/// LMDB values and hands their bytes back here for lookups.
-struct SegmentBuilder {
-    /// Part 0 (header + index) and the data parts 1…P of one segment.
-    struct Parts {
-        var part0: [UInt8]
-        var dataParts: [[UInt8]]
+/// Pure bytes, no LMDB: `Store.writeSegment` writes each data part as soon as it is full and
+/// part 0 at the end; lookups hand the parts' map pointers back to `SegmentIndex`.
+struct SegmentWriter {
+    let rowsPerPart: Int
+    private(set) var rowCount = 0
+    private var firstID: UInt64 = 0
+    private var lastID: UInt64 = 0
+    /// Ids are kept only once they stop being contiguous (dense segments need none).
+    private var ids: [UInt64] = []
+    private var sizes: [UInt32] = []
+    private var classes: [UInt8] = []
+    private var groupOffsets: [UInt32] = []
+    private var part: [UInt8] = []
+    private var checksum = SegmentChecksum()
+    private(set) var partsWritten = 0
+
+    /// `rowsPerPart` must be a positive multiple of 16; `expectedPartBytes` sizes the buffer.
+    init(rowsPerPart: Int, expectedPartBytes: Int = 0) throws(SegmentFormatError) {
+        guard rowsPerPart >= segmentGroupRows, rowsPerPart % segmentGroupRows == 0, rowsPerPart <= 1 << 30 else {
+            throw SegmentFormatError(reason: "rows per part \(rowsPerPart) is not a positive multiple of \(segmentGroupRows)")
+        }
+        self.rowsPerPart = rowsPerPart
+        part.reserveCapacity(expectedPartBytes)
     }
 
-    /// Packs `records` (row records: tag + payload) of strictly ascending `ids`.
-    /// Picks kind 1 when ids are contiguous and every record has one size, kind 2 when ids are
-    /// contiguous, else kind 3: the smallest index that still finds every row.
-    static func build(ids: [UInt64], records: [[UInt8]], rowsPerPart: Int) throws(SegmentFormatError) -> Parts {
-        let n = ids.count
-        guard n >= 1, records.count == n else { throw SegmentFormatError(reason: "a segment needs ≥ 1 row and one record per id") }
-        guard rowsPerPart >= 1, rowsPerPart <= Int(UInt32.max) else { throw SegmentFormatError(reason: "rows per part \(rowsPerPart) is out of range") }
-        for i in 1..<max(1, n) where ids[i] <= ids[i - 1] {
-            throw SegmentFormatError(reason: "ids must be strictly ascending: \(ids[i - 1]) then \(ids[i])")
-        }
-        guard records.allSatisfy({ !$0.isEmpty }) else { throw SegmentFormatError(reason: "empty row record") }
-        let dense = ids[n - 1] - ids[0] == UInt64(n - 1)
-        let fixed = records.allSatisfy { $0.count == records[0].count }
-        let kind: SegmentKind = dense ? (fixed ? .denseFixed : .denseOffsets) : .sparse
+    /// Rows per part for records of at most `recordSize` bytes: about `partBytes` per part.
+    static func rowsPerPart(recordSize: Int, partBytes: Int) -> Int {
+        max(segmentGroupRows, partBytes / max(1, recordSize) / segmentGroupRows * segmentGroupRows)
+    }
 
-        var dataParts: [[UInt8]] = []
-        var offsets: [UInt32] = []
-        offsets.reserveCapacity(kind == .denseFixed ? 0 : n)
-        var start = 0
-        while start < n {
-            let end = min(n, start + rowsPerPart)
-            var part: [UInt8] = []
-            part.reserveCapacity(records[start..<end].reduce(0) { $0 + $1.count })
-            for r in start..<end {
-                guard part.count <= Int(UInt32.max) else { throw SegmentFormatError(reason: "part of more than 4 GiB") }
-                if kind != .denseFixed { offsets.append(UInt32(part.count)) }
-                part.append(contentsOf: records[r])
+    /// Appends the record (tag + payload) of `id`, which must exceed every id appended so far.
+    /// Returns the finished data part when this row filled it; the caller writes it as part
+    /// `partsWritten` (1-based, counted after the call).
+    mutating func append(id: UInt64, record: UnsafeRawBufferPointer) throws(SegmentFormatError) -> [UInt8]? {
+        guard !record.isEmpty, record.count <= Int(UInt32.max) else { throw SegmentFormatError(reason: "record of \(record.count) bytes") }
+        if rowCount == 0 {
+            firstID = id
+        } else {
+            guard id > lastID else { throw SegmentFormatError(reason: "ids must be strictly ascending: \(lastID) then \(id)") }
+            if ids.isEmpty && id != lastID + 1 {
+                ids.reserveCapacity(rowCount + 1)
+                for i in 0..<UInt64(rowCount) { ids.append(firstID + i) }
             }
-            dataParts.append(part)
-            start = end
         }
+        if !ids.isEmpty || (rowCount > 0 && id != lastID + 1) { ids.append(id) }
+        lastID = id
+        let size = UInt32(record.count)
+        let sizeClass: Int
+        if let existing = sizes.firstIndex(of: size) {
+            sizeClass = existing
+        } else {
+            guard sizes.count < 255 else { throw SegmentFormatError(reason: "more than 255 record sizes in one segment") }
+            sizes.append(size)
+            sizeClass = sizes.count - 1
+        }
+        if rowCount % segmentGroupRows == 0 {
+            guard part.count <= Int(UInt32.max) - record.count else { throw SegmentFormatError(reason: "a data part of more than 4 GiB") }
+            groupOffsets.append(UInt32(part.count))
+        }
+        classes.append(UInt8(sizeClass))
+        part.append(contentsOf: record)
+        rowCount += 1
+        return rowCount % rowsPerPart == 0 ? takePart() : nil
+    }
 
+    private mutating func takePart() -> [UInt8] {
+        let full = part
+        full.withUnsafeBytes { checksum.update($0) }
+        part.removeAll(keepingCapacity: true)
+        partsWritten += 1
+        return full
+    }
+
+    /// Ends the segment: returns the last, partly filled data part (if any) and part 0.
+    mutating func finish() throws(SegmentFormatError) -> (lastPart: [UInt8]?, part0: [UInt8]) {
+        guard rowCount >= 1 else { throw SegmentFormatError(reason: "a segment needs at least one row") }
+        let lastPart = part.isEmpty ? nil : takePart()
+        let sparse = !ids.isEmpty
+        let sized = sizes.count > 1
+        var header = SegmentHeader(kind: SegmentKind(sparse: sparse, sized: sized), rowCount: UInt64(rowCount),
+                                   firstID: firstID, lastID: lastID, stride: sized ? 0 : sizes[0],
+                                   partCount: UInt32(partsWritten), rowsPerPart: UInt32(rowsPerPart),
+                                   sizeClasses: sized ? UInt32(sizes.count) : 0,
+                                   directoryShift: sparse ? SegmentHeader.directoryShift(count: rowCount, first: firstID, last: lastID) : 0,
+                                   checksum: 0)
         var index: [UInt8] = []
-        if kind == .sparse { for id in ids { appendLE(id, to: &index) } }
-        for offset in offsets { appendLE(offset, to: &index) }
-        var header = SegmentHeader(kind: kind, rowCount: UInt64(n), firstID: ids[0], lastID: ids[n - 1],
-                                   stride: kind == .denseFixed ? UInt32(records[0].count) : 0,
-                                   partCount: UInt32(dataParts.count), rowsPerPart: UInt32(rowsPerPart), checksum: 0)
-        var part0: [UInt8] = []
-        header.encode(into: &part0)
-        part0.append(contentsOf: index)
-        header.checksum = part0.withUnsafeBytes { p0 in
-            withParts(dataParts) { SegmentChecksum.of(part0: p0, dataParts: $0) }
+        index.reserveCapacity(header.part0Size - SegmentHeader.size)
+        if sparse {
+            for id in ids { appendLE(id, to: &index) }
+            let shift = UInt64(header.directoryShift)
+            let buckets = header.directoryEntries - 1
+            var row = 0
+            for b in 0...buckets {
+                while row < rowCount && Int((ids[row] - firstID) >> shift) < b { row += 1 }
+                appendLE(UInt32(row), to: &index)
+            }
         }
+        if sized {
+            for size in sizes { appendLE(size, to: &index) }
+            index.append(contentsOf: classes)
+            for offset in groupOffsets { appendLE(offset, to: &index) }
+        }
+        var part0: [UInt8] = []
+        part0.reserveCapacity(header.part0Size)
+        header.encode(into: &part0)
+        part0.withUnsafeBytes { checksum.update(UnsafeRawBufferPointer(rebasing: $0[0..<SegmentHeader.checksumOffset])) }
+        index.withUnsafeBytes { checksum.update($0) }
+        header.checksum = checksum.value
         part0.removeAll(keepingCapacity: true)
         header.encode(into: &part0)
         part0.append(contentsOf: index)
-        return Parts(part0: part0, dataParts: dataParts)
-    }
-
-    private static func withParts<R>(_ parts: [[UInt8]], _ body: ([UnsafeRawBufferPointer]) -> R) -> R {
-        // Arrays are contiguous and outlive the call; the pointers are used only inside `body`.
-        var pointers: [UnsafeRawBufferPointer] = []
-        func nest(_ i: Int) -> R {
-            if i == parts.count { return body(pointers) }
-            return parts[i].withUnsafeBytes { pointers.append($0); return nest(i + 1) }
-        }
-        return nest(0)
+        return (lastPart, part0)
     }
 }
 
-/// A parsed part 0: answers "which part, and where in it" for an id without reading data parts.
+/// A parsed part 0: finds the row of an id, and where its record lies, in O(1) expected time.
+/// Reads index entries lazily (opening a segment reads only the header) and never trusts them
+/// for memory safety: a damaged index can make a row missing but never reads out of bounds
+/// or answers with another id's row for a sparse segment.
 struct SegmentIndex {
     let header: SegmentHeader
-    let part0: UnsafeRawBufferPointer
+    let part0: UnsafeRawPointer
+    // Copied out of the header once, so that a probe is plain arithmetic on stored values.
+    private let firstID: UInt64
+    private let lastID: UInt64
+    private let isSparse: Bool
+    private let isSized: Bool
+    private let rowCount: Int
+    private let rowsPerPart: Int
+    private let stride: Int
+    private let shift: UInt64
+    private let idsOffset: Int
+    private let directoryOffset: Int
+    private let classSizesOffset: Int
+    private let classesOffset: Int
+    private let groupsOffset: Int
+    private let sizeClasses: Int
 
     /// Parses and checks `part0`; the bytes must stay valid while the index is used.
-    init(part0: UnsafeRawBufferPointer) throws(SegmentFormatError) {
-        header = try SegmentHeader.decode(part0)
-        self.part0 = part0
+    init(part0 bytes: UnsafeRawBufferPointer) throws(SegmentFormatError) {
+        header = try SegmentHeader.decode(bytes)
+        part0 = bytes.baseAddress!
+        firstID = header.firstID
+        lastID = header.lastID
+        isSparse = header.kind.isSparse
+        isSized = header.kind.isSized
+        rowCount = Int(header.rowCount)
+        rowsPerPart = Int(header.rowsPerPart)
+        stride = Int(header.stride)
+        shift = UInt64(header.directoryShift)
+        idsOffset = header.idsOffset
+        directoryOffset = header.directoryOffset
+        classSizesOffset = header.classSizesOffset
+        classesOffset = header.classesOffset
+        groupsOffset = header.groupsOffset
+        sizeClasses = Int(header.sizeClasses)
     }
 
-    var rowCount: Int { Int(header.rowCount) }
+    var count: Int { rowCount }
+    var partCount: Int { Int(header.partCount) }
+
+    @inline(__always)
+    private func load<I: FixedWidthInteger>(_ offset: Int, as: I.Type = I.self) -> I {
+        I(littleEndian: part0.loadUnaligned(fromByteOffset: offset, as: I.self))
+    }
+
+    /// The address an index probe for `id` reads first (for prefetching), or nil if none.
+    @inline(__always)
+    func probeAddress(of id: UInt64) -> UnsafeRawPointer? {
+        guard id >= firstID, id <= lastID else { return nil }
+        let r = id - firstID
+        if isSparse { return part0 + directoryOffset + 4 * Int(r >> shift) }
+        if isSized { return part0 + classesOffset + Int(r) }
+        return nil
+    }
 
     /// The row number (0…N−1, id order) of `id`, or nil when the segment does not hold it.
+    @inline(__always)
     func row(of id: UInt64) -> Int? {
-        guard id >= header.firstID, id <= header.lastID else { return nil }
-        if header.kind != .sparse { return Int(id - header.firstID) }
-        var low = 0, high = rowCount   // binary search over the sorted u64 ids
-        while low < high {
+        guard id >= firstID, id <= lastID else { return nil }
+        if !isSparse { return Int(id - firstID) }
+        let b = Int((id - firstID) >> shift)
+        var low = min(Int(load(directoryOffset + 4 * b, as: UInt32.self)), rowCount)
+        var high = min(Int(load(directoryOffset + 4 * (b + 1), as: UInt32.self)), rowCount)
+        let idsAt = idsOffset
+        while high - low > 8 {   // binary search down to a few ids (one cache line)
             let mid = (low + high) / 2
-            if self.id(atRow: mid) < id { low = mid + 1 } else { high = mid }
+            let candidate: UInt64 = load(idsAt + 8 * mid)
+            if candidate < id { low = mid + 1 } else if candidate > id { high = mid } else { return mid }
         }
-        return low < rowCount && self.id(atRow: low) == id ? low : nil
+        while low < high {
+            let candidate: UInt64 = load(idsAt + 8 * low)
+            if candidate == id { return low }
+            if candidate > id { return nil }
+            low += 1
+        }
+        return nil
     }
 
     /// The id of row `r`.
+    @inline(__always)
     func id(atRow r: Int) -> UInt64 {
-        header.kind == .sparse ? loadLE(part0, SegmentHeader.size + 8 * r) : header.firstID + UInt64(r)
+        isSparse ? load(idsOffset + 8 * r) : firstID + UInt64(r)
     }
 
     /// Data part number (1…P) of row `r`.
-    func part(ofRow r: Int) -> Int { 1 + r / Int(header.rowsPerPart) }
+    @inline(__always)
+    func part(ofRow r: Int) -> Int { 1 + r / rowsPerPart }
 
     /// Rows held by data part `p` (1…P).
-    func rows(inPart p: Int) -> Int {
-        let per = Int(header.rowsPerPart)
-        return min(per, rowCount - (p - 1) * per)
+    func rows(inPart p: Int) -> Int { min(rowsPerPart, rowCount - (p - 1) * rowsPerPart) }
+
+    /// The expected byte length of data part `p` when records have one size, else nil.
+    func fixedPartLength(_ p: Int) -> Int? {
+        isSized ? nil : rows(inPart: p) * stride
     }
 
-    /// Byte range of row `r`'s record within its part, whose length is `partLength`; nil when
-    /// the stored offsets are inconsistent (corruption: never return some other row's bytes).
-    func recordRange(ofRow r: Int, partLength: Int) -> Range<Int>? {
-        let per = Int(header.rowsPerPart)
-        let inPart = r % per
-        let p = part(ofRow: r)
-        if header.kind == .denseFixed {
-            let stride = Int(header.stride)
-            guard partLength == rows(inPart: p) * stride else { return nil }
-            return inPart * stride..<(inPart + 1) * stride
+    /// Offset and length of row `r`'s record within its part of `partLength` bytes; nil when the
+    /// index does not fit the part (damage).
+    @inline(__always)
+    func record(ofRow r: Int, partLength: Int) -> (offset: Int, length: Int)? {
+        let inPart = r % rowsPerPart
+        if !isSized {
+            let stride = stride
+            let offset = inPart * stride
+            return offset + stride <= partLength ? (offset, stride) : nil
         }
-        let offsetsAt = SegmentHeader.size + (header.kind == .sparse ? 8 * rowCount : 0)
-        let start = Int(loadLE(part0, offsetsAt + 4 * r) as UInt32)
-        let end = inPart + 1 < rows(inPart: p) ? Int(loadLE(part0, offsetsAt + 4 * (r + 1)) as UInt32) : partLength
-        if inPart == 0 && start != 0 { return nil }
-        guard start < end, end <= partLength else { return nil }
-        return start..<end
+        let group = r / segmentGroupRows
+        var offset = Int(load(groupsOffset + 4 * group, as: UInt32.self))
+        let classes = classesOffset
+        let classCount = sizeClasses
+        var length = 0
+        for row in group * segmentGroupRows...r {
+            let sizeClass = Int(load(classes + row, as: UInt8.self))
+            guard sizeClass < classCount else { return nil }
+            offset += length
+            length = Int(load(classSizesOffset + 4 * sizeClass, as: UInt32.self))
+        }
+        return offset + length <= partLength ? (offset, length) : nil
     }
 }

@@ -2,138 +2,302 @@ import LMDB
 
 /// Segments in LMDB: database `t<T>/segments` (`MDB_INTEGERKEY`), key `(segment id << 32) | part`,
 /// key 0 the manifest (u32 count, then count × u32 live segment ids, newest first).
-///
-/// Internal and not yet called by `load`, lookups, export or statistics: the format stays
-/// version 1 until they are all wired in (issue 3). Tests drive it directly.
 extension Store {
     static func segmentsDatabase(_ tableID: UInt32) -> String { "t\(tableID)/segments" }
 
     /// Key of `part` of segment `segment`.
     static func segmentKey(_ segment: UInt32, part: Int) -> UInt64 { UInt64(segment) << 32 | UInt64(part) }
 
-    /// Opens (creating it when writable) the table's segments database.
-    func segmentsDatabase(_ table: Table) throws -> Database {
-        try table.requireLive()
-        let name = Store.segmentsDatabase(table.id)
-        return try translatingErrors {
-            if isReadOnly { return try environment.openDatabases([name], flags: .integerKey)[0] }
-            return try environment.write { txn in try txn.openDatabase(name, flags: [.create, .integerKey]) }
-        }
-    }
+    /// Data parts of about this many bytes: large enough that a row is found with arithmetic on
+    /// one map pointer, small enough for one write transaction (LMDB caps the pages it dirties).
+    static let segmentPartBytes = 64 << 20
 
     /// Live segment ids of `table`, newest first (empty when it has none, e.g. a version-1 table).
-    func segmentManifest(_ database: Database, table: Table, in txn: borrowing Transaction) throws -> [UInt32] {
-        try txn.withValue(forKey: 0, in: database) { bytes in
+    func segmentManifest(_ table: Table, in txn: borrowing Transaction) throws -> [UInt32] {
+        guard let database = table.segments else { return [] }
+        return try txn.withValue(forKey: 0, in: database) { bytes in
             guard let bytes else { return [] }
-            guard bytes.count >= 4 else { throw StoreError.corruptMetadata(table: table.name, reason: "segment manifest of \(bytes.count) bytes") }
-            let count = Int(loadLE(bytes, 0) as UInt32)
-            guard bytes.count == 4 + 4 * count else {
-                throw StoreError.corruptMetadata(table: table.name, reason: "segment manifest of \(bytes.count) bytes lists \(count) segments")
-            }
-            return (0..<count).map { loadLE(bytes, 4 + 4 * $0) }
+            return try Store.decodeManifest(bytes, table: table)
         }
     }
 
-    /// Writes `records` of strictly ascending `ids` as a new segment and returns its id.
-    /// Data parts go in their own transactions (LMDB caps the pages one may dirty); the segment
-    /// becomes visible only in the last one, which writes part 0 and the manifest, so a crash
-    /// part-way leaves unreferenced parts but never a half segment.
+    static func decodeManifest(_ bytes: UnsafeRawBufferPointer, table: Table) throws -> [UInt32] {
+        guard bytes.count >= 4 else { throw StoreError.corruptMetadata(table: table.name, reason: "segment manifest of \(bytes.count) bytes") }
+        let count = Int(loadLE(bytes, 0) as UInt32)
+        guard bytes.count == 4 + 4 * count else {
+            throw StoreError.corruptMetadata(table: table.name, reason: "segment manifest of \(bytes.count) bytes lists \(count) segments")
+        }
+        return (0..<count).map { loadLE(bytes, 4 + 4 * $0) }
+    }
+
+    /// Writes a new segment from the rows `produce` emits (strictly ascending ids, each a record:
+    /// tag + payload) and returns its id, or nil when `produce` emitted nothing.
+    ///
+    /// Each full data part is written in its own transaction; the segment becomes visible only
+    /// in the last one, which writes part 0, puts the segment first in the manifest and removes
+    /// from the delta every id the segment holds (the newest write of an id wins). A crash or
+    /// an error part-way leaves the table's rows as they were: the parts already written are
+    /// unreferenced; after an error here they are removed, after a crash they stay (wasted
+    /// space, never read) until the table is dropped.
     @discardableResult
-    func writeSegment(_ table: Table, ids: [UInt64], records: [[UInt8]], rowsPerPart: Int) throws -> UInt32 {
+    func writeSegment(_ table: Table, rowsPerPart: Int, expectedPartBytes: Int = 0,
+                      _ produce: (_ emit: (UInt64, UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> UInt32? {
         try requireWritable()
-        let database = try segmentsDatabase(table)
-        let parts: SegmentBuilder.Parts
+        try table.requireLive()
+        guard let database = table.segments else {
+            throw StoreError.corruptMetadata(table: table.name, reason: "it has no segments database")
+        }
+        var writer: SegmentWriter
         do {
-            parts = try SegmentBuilder.build(ids: ids, records: records, rowsPerPart: rowsPerPart)
+            writer = try SegmentWriter(rowsPerPart: rowsPerPart, expectedPartBytes: expectedPartBytes)
         } catch {
             throw StoreError.invalidArgument("segment for table '\(table.name)': \(error.reason)")
         }
-        return try translatingErrors {
-            // Ids are never reused: the next one follows the highest key ever written, even a
-            // dropped segment's leftover parts.
-            let segment = try environment.read { txn in
-                try txn.withCursor(database) { cursor in UInt32((try cursor.last()?.integerKey ?? 0) >> 32) + 1 }
+        var segment: UInt32?
+        // A new id follows the highest key written, leftover parts included, so no visible
+        // segment's id is reused (a failed write's parts are removed, and its never-visible id
+        // may come again). Claimed inside the transaction that writes the first part, so two
+        // concurrent writers cannot pick the same one.
+        func claim(_ txn: borrowing Transaction) throws -> UInt32 {
+            if let segment { return segment }
+            let next = try txn.withCursor(database) { cursor in UInt32((try cursor.last()?.integerKey ?? 0) >> 32) + 1 }
+            segment = next
+            return next
+        }
+        do {
+            try produce { id, record in
+                let full: [UInt8]?
+                do {
+                    full = try writer.append(id: id, record: record)
+                } catch let error as SegmentFormatError {
+                    throw StoreError.invalidArgument("segment for table '\(table.name)': \(error.reason)")
+                }
+                guard let full else { return }
+                let number = writer.partsWritten
+                try translatingErrors {
+                    try environment.retryingWhenMapFull {
+                        try environment.write { txn in
+                            let id = try claim(txn)
+                            try full.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: number), in: database) }
+                        }
+                    }
+                }
             }
-            for (i, part) in parts.dataParts.enumerated() {
+            guard writer.rowCount > 0 else { return nil }
+            let (lastPart, part0) = try writer.finish()
+            let lastNumber = writer.partsWritten
+            return try translatingErrors {
                 try environment.retryingWhenMapFull {
                     try environment.write { txn in
-                        try part.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(segment, part: i + 1), in: database) }
+                        let id = try claim(txn)
+                        if let lastPart {
+                            try lastPart.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: lastNumber), in: database) }
+                        }
+                        try part0.withUnsafeBytes { bytes in
+                            try txn.put(bytes, forKey: Store.segmentKey(id, part: 0), in: database)
+                            try removeShadowedDelta(table, segment: SegmentIndex(part0: bytes), in: txn)
+                        }
+                        let live = try segmentManifest(table, in: txn)
+                        var manifest: [UInt8] = []
+                        appendLE(UInt32(live.count + 1), to: &manifest)
+                        for live in [id] + live { appendLE(live, to: &manifest) }
+                        try manifest.withUnsafeBytes { try txn.put($0, forKey: 0, in: database) }
+                        try upgradeFormat(in: txn)
+                        return id
                     }
                 }
             }
-            try environment.retryingWhenMapFull {
-                try environment.write { txn in
-                    let live = try segmentManifest(database, table: table, in: txn)
-                    try parts.part0.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(segment, part: 0), in: database) }
-                    var manifest: [UInt8] = []
-                    appendLE(UInt32(live.count + 1), to: &manifest)
-                    for id in [segment] + live { appendLE(id, to: &manifest) }
-                    try manifest.withUnsafeBytes { try txn.put($0, forKey: 0, in: database) }
-                }
+        } catch {
+            if let segment { try? deleteSegmentParts(table, segment: segment) }
+            if let error = error as? SegmentFormatError {
+                throw StoreError.invalidArgument("segment for table '\(table.name)': \(error.reason)")
             }
-            return segment
+            throw error
         }
     }
 
-    /// The record of `id` in the newest live segment holding it, or nil. Never returns another
-    /// row's bytes: inconsistent offsets or a missing part throw, naming table and segment.
-    func segmentRecord(_ table: Table, id: UInt64) throws -> [UInt8]? {
-        let database = try segmentsDatabase(table)
+    /// Convenience for tests and small tables: a segment from records in memory.
+    @discardableResult
+    func writeSegment(_ table: Table, ids: [UInt64], records: [[UInt8]], rowsPerPart: Int) throws -> UInt32? {
+        guard ids.count == records.count else { throw StoreError.invalidArgument("\(ids.count) ids for \(records.count) records") }
+        return try writeSegment(table, rowsPerPart: rowsPerPart) { emit in
+            for (id, record) in zip(ids, records) { try record.withUnsafeBytes { try emit(id, $0) } }
+        }
+    }
+
+    /// True when a live segment holds `id` (reads only the segments' part 0).
+    func segmentsHold(_ table: Table, id: UInt64, in txn: borrowing Transaction) throws -> Bool {
+        guard let database = table.segments else { return false }
+        for segment in try segmentManifest(table, in: txn) {
+            let holds = try txn.withValue(forKey: Store.segmentKey(segment, part: 0), in: database) { bytes -> Bool in
+                guard let bytes else { throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) has no part 0") }
+                do {
+                    return try SegmentIndex(part0: bytes).row(of: id) != nil
+                } catch let error as SegmentFormatError {
+                    throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment): \(error.reason)")
+                }
+            }
+            if holds { return true }
+        }
+        return false
+    }
+
+    /// Deletes the delta rows (and tombstones) of ids that `segment` holds.
+    private func removeShadowedDelta(_ table: Table, segment: SegmentIndex, in txn: borrowing Transaction) throws {
+        var shadowed: [UInt64] = []
+        try txn.withCursor(table.rows) { cursor in
+            var entry = try cursor.seek(atLeast: segment.header.firstID)
+            while let current = entry, let id = current.integerKey, id <= segment.header.lastID {
+                if segment.row(of: id) != nil { shadowed.append(id) }
+                entry = try cursor.next()
+            }
+        }
+        for id in shadowed { _ = try txn.delete(id, in: table.rows) }
+    }
+
+    /// Marks the store as version 2 (it now holds segments) if it was version 1.
+    private func upgradeFormat(in txn: borrowing Transaction) throws {
+        let version = try txn.withValue(forKey: StoreFormat.formatKey, in: meta) { bytes -> UInt32 in
+            guard let bytes else { throw StoreError.notAStore(path: path, reason: "'meta' has no 'format' record") }
+            return try StoreFormat.decodeHeader(bytes, path: path)
+        }
+        if version < StoreFormat.version {
+            try StoreFormat.encodeHeader().withUnsafeBytes { try txn.put($0, forKey: StoreFormat.formatKey, in: meta) }
+        }
+    }
+
+    /// Removes every stored part of `segment` (after a failed write).
+    private func deleteSegmentParts(_ table: Table, segment: UInt32) throws {
+        guard let database = table.segments else { return }
+        try environment.write { txn in
+            var keys: [UInt64] = []
+            try txn.withCursor(database) { cursor in
+                var entry = try cursor.seek(atLeast: Store.segmentKey(segment, part: 0))
+                while let current = entry, let key = current.integerKey, key >> 32 == UInt64(segment) {
+                    keys.append(key)
+                    entry = try cursor.next()
+                }
+            }
+            for key in keys { _ = try txn.delete(key, in: database) }
+        }
+    }
+
+    /// Recomputes every live segment's checksum and checks its parts against its index;
+    /// returns the number of segments checked.
+    @discardableResult
+    func verifySegments(_ table: Table) throws -> Int {
+        try table.requireLive()
         return try translatingErrors {
             try environment.read { txn in
-                for segment in try segmentManifest(database, table: table, in: txn) {
-                    let found = try txn.withValue(forKey: Store.segmentKey(segment, part: 0), in: database) { bytes -> [UInt8]?? in
-                        let index = try segmentIndex(bytes, table: table, segment: segment)
-                        guard let row = index.row(of: id) else { return .some(nil) }
-                        let part = index.part(ofRow: row)
-                        return try txn.withValue(forKey: Store.segmentKey(segment, part: part), in: database) { data -> [UInt8]?? in
-                            guard let data, let range = index.recordRange(ofRow: row, partLength: data.count) else {
-                                throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) part \(part) is missing or does not match its index")
-                            }
-                            return .some(Array(data[range]))
-                        }
+                let live = try segmentManifest(table, in: txn)
+                for segment in live {
+                    let view = try SegmentView(table: table, segment: segment, in: txn)
+                    var sum = SegmentChecksum()
+                    for part in view.parts { sum.update(part) }
+                    let index = view.index
+                    sum.update(UnsafeRawBufferPointer(start: index.part0, count: SegmentHeader.checksumOffset))
+                    sum.update(UnsafeRawBufferPointer(start: index.part0 + SegmentHeader.size, count: index.header.part0Size - SegmentHeader.size))
+                    guard sum.value == index.header.checksum else {
+                        throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) checksum mismatch: its bytes changed since it was written")
                     }
-                    if let record = found ?? nil { return record }
-                }
-                return nil
-            }
-        }
-    }
-
-    /// Recomputes every live segment's checksum and checks its parts against its index.
-    func verifySegments(_ table: Table) throws {
-        let database = try segmentsDatabase(table)
-        try translatingErrors {
-            try environment.read { txn in
-                for segment in try segmentManifest(database, table: table, in: txn) {
-                    try txn.withValue(forKey: Store.segmentKey(segment, part: 0), in: database) { bytes in
-                        let index = try segmentIndex(bytes, table: table, segment: segment)
-                        var sum = SegmentChecksum()
-                        for part in 1...Int(index.header.partCount) {
-                            try txn.withValue(forKey: Store.segmentKey(segment, part: part), in: database) { data in
-                                let first = (part - 1) * Int(index.header.rowsPerPart)
-                                guard let data, index.recordRange(ofRow: first, partLength: data.count) != nil else {
-                                    throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) part \(part) is missing or does not match its index")
-                                }
-                                sum.update(data)
+                    // The checksum does not cover the 64-byte header: a sparse segment's ids must
+                    // run strictly ascending from its first to its last id, and the directory
+                    // must count them, or a damaged first id, last id or shift hides rows.
+                    if index.header.kind.isSparse, let reason = Store.sparseIndexProblem(index) {
+                        throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
+                    }
+                    // The index must place every record inside its part (sized segments).
+                    if index.header.kind.isSized {
+                        for p in 1...index.partCount {
+                            let last = min(p * Int(index.header.rowsPerPart), index.count) - 1
+                            guard let (offset, length) = index.record(ofRow: last, partLength: view.parts[p - 1].count),
+                                  offset + length == view.parts[p - 1].count else {
+                                throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) part \(p) does not match its index")
                             }
-                        }
-                        sum.update(UnsafeRawBufferPointer(rebasing: index.part0[SegmentHeader.size...]))
-                        guard sum.value == index.header.checksum else {
-                            throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) checksum mismatch")
                         }
                     }
                 }
+                return live.count
             }
         }
     }
+}
 
-    private func segmentIndex(_ bytes: UnsafeRawBufferPointer?, table: Table, segment: UInt32) throws -> SegmentIndex {
-        guard let bytes else { throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) has no part 0") }
+extension Store {
+    /// What is wrong with a sparse segment's ids and directory given its header, or nil: O(N + B).
+    static func sparseIndexProblem(_ index: SegmentIndex) -> String? {
+        let header = index.header
+        let part0 = UnsafeRawBufferPointer(start: index.part0, count: header.part0Size)
+        let shift = UInt64(header.directoryShift)
+        var bucket = 0   // the next directory entry to check
+        var previous: UInt64?
+        for r in 0..<index.count {
+            let id = index.id(atRow: r)
+            guard previous.map({ id > $0 }) ?? (id == header.firstID), id <= header.lastID else {
+                return "ids are not strictly ascending from first id \(header.firstID) to last id \(header.lastID) at row \(r)"
+            }
+            // Entries up to this id's bucket count the rows before it.
+            let b = Int((id - header.firstID) >> shift)
+            while bucket <= b {
+                guard loadLE(part0, header.directoryOffset + 4 * bucket) as UInt32 == UInt32(r) else {
+                    return "directory entry \(bucket) does not count its rows"
+                }
+                bucket += 1
+            }
+            previous = id
+        }
+        guard previous == header.lastID else { return "last id is not \(header.lastID)" }
+        while bucket < header.directoryEntries {
+            guard loadLE(part0, header.directoryOffset + 4 * bucket) as UInt32 == UInt32(index.count) else {
+                return "directory entry \(bucket) does not count its rows"
+            }
+            bucket += 1
+        }
+        return nil
+    }
+}
+
+/// One live segment inside one snapshot: its index and its data parts, all pointing into the
+/// map. Valid only while the transaction it was read in (or one of the same snapshot) is live.
+struct SegmentView {
+    let segment: UInt32
+    let index: SegmentIndex
+    /// Data parts 1…P (index 0 is part 1).
+    let parts: [UnsafeRawBufferPointer]
+
+    /// Reads part 0 and the data parts' locations: P + 1 lookups, no scan of rows.
+    init(table: Table, segment: UInt32, in txn: borrowing Transaction) throws {
+        guard let database = table.segments else { throw StoreError.corruptMetadata(table: table.name, reason: "it has no segments database") }
+        self.segment = segment
+        guard let part0 = try txn.unsafeValue(forKey: Store.segmentKey(segment, part: 0), in: database) else {
+            throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) has no part 0")
+        }
         do {
-            return try SegmentIndex(part0: bytes)
+            index = try SegmentIndex(part0: part0)
         } catch {
             throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment): \(error.reason)")
         }
+        var parts: [UnsafeRawBufferPointer] = []
+        parts.reserveCapacity(index.partCount)
+        for p in 1...index.partCount {
+            // Fixed kinds: the exact length. Sized kinds: the part's last record must end at its
+            // end (one group of 16 size classes read per part).
+            let last = min(p * Int(index.header.rowsPerPart), index.count) - 1
+            guard let part = try txn.unsafeValue(forKey: Store.segmentKey(segment, part: p), in: database),
+                  index.fixedPartLength(p).map({ $0 == part.count })
+                    ?? index.record(ofRow: last, partLength: part.count).map({ $0.offset + $0.length == part.count }) ?? false else {
+                throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) part \(p) is missing or does not match its index")
+            }
+            parts.append(part)
+        }
+        self.parts = parts
+    }
+
+    /// The record of row `r`, or nil when the index does not fit the part (damage).
+    @inline(__always)
+    func record(ofRow r: Int) -> UnsafeRawBufferPointer? {
+        let part = parts[index.part(ofRow: r) - 1]
+        guard let (offset, length) = index.record(ofRow: r, partLength: part.count) else { return nil }
+        return UnsafeRawBufferPointer(start: part.baseAddress! + offset, count: length)
     }
 }

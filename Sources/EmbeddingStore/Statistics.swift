@@ -12,16 +12,24 @@ public struct CodecUsage: Sendable, Equatable, Codable {
 public struct TableStatistics: Sendable, Equatable, Codable {
     public let name: String
     public let dimension: Int
+    /// Live rows: what a lookup can find.
     public let rows: Int
     /// Per codec, in tag order; codecs with no rows are left out.
     public let codecs: [CodecUsage]
     public let bucketRows: Int
     public let bucketBytes: Int
     public let bases: Int
+    /// Live segments, and the rows they hold (rows shadowed by newer layers included).
+    public let segments: Int
+    public let segmentRows: Int
+    /// Entries in the delta (per-key rows written by `put` and `delete`), tombstones included.
+    public let deltaRows: Int
+    /// Delta entries that hide a deleted id's segment row.
+    public let tombstones: Int
 }
 
 extension Store {
-    /// Counts a table's rows and bytes per codec (a scan of its records).
+    /// Counts a table's live rows and bytes per codec, and what each layer holds (a scan).
     public func statistics(_ table: Table) throws -> TableStatistics {
         try table.requireLive()
         return try translatingErrors {
@@ -29,15 +37,11 @@ extension Store {
                 var rows = [Int](repeating: 0, count: 256)
                 var bytes = [Int](repeating: 0, count: 256)
                 var total = 0
-                try txn.withCursor(table.rows) { cursor in
-                    var entry = try cursor.first()
-                    while let current = entry {
-                        let tag = Int(current.value.first ?? 0)
-                        rows[tag] += 1
-                        bytes[tag] += current.value.count
-                        total += 1
-                        entry = try cursor.next()
-                    }
+                try forEachLiveRow(table, in: txn) { _, record in
+                    let tag = Int(record.first ?? 0)
+                    rows[tag] += 1
+                    bytes[tag] += record.count
+                    total += 1
                 }
                 var usage: [CodecUsage] = []
                 for tag in 0..<256 where rows[tag] > 0 {
@@ -54,41 +58,84 @@ extension Store {
                         entry = try cursor.next()
                     }
                 }
-                let bases = try txn.statistics(table.bases).entries
+                var tombstones = 0
+                try txn.withCursor(table.rows) { cursor in
+                    var entry = try cursor.first()
+                    while let current = entry {
+                        if isTombstone(current.value) { tombstones += 1 }
+                        entry = try cursor.next()
+                    }
+                }
+                let segments = try segmentManifest(table, in: txn).map { try SegmentView(table: table, segment: $0, in: txn) }
                 return TableStatistics(name: table.name, dimension: table.dimension, rows: total, codecs: usage,
-                                       bucketRows: bucketRows, bucketBytes: bucketBytes, bases: bases)
+                                       bucketRows: bucketRows, bucketBytes: bucketBytes, bases: try txn.statistics(table.bases).entries,
+                                       segments: segments.count, segmentRows: segments.reduce(0) { $0 + $1.index.count },
+                                       deltaRows: try txn.statistics(table.rows).entries, tombstones: tombstones)
             }
         }
     }
 
-    /// Every row of `table` decoded, in ascending id order: the ids and `ids.count × dimension` floats.
+    /// Every live row of `table` decoded, in ascending id order: the ids and `ids.count × dimension` floats.
     public func export(_ table: Table) throws -> (ids: [UInt64], values: [Float]) {
         try table.requireLive()
         return try translatingErrors {
             try environment.read { txn in
                 let d = table.dimension
-                let count = try txn.statistics(table.rows).entries
                 var ids = [UInt64]()
-                ids.reserveCapacity(count)
-                var values = [Float](repeating: 0, count: count * d)
+                var values = [Float]()
+                var row = [Float](repeating: 0, count: d)
                 var decoder = RecordDecoder(table: table)
-                try values.withUnsafeMutableBufferPointer { out in
-                    try txn.withCursor(table.rows) { cursor in
-                        var entry = try cursor.first()
-                        while let current = entry {
-                            guard let id = current.integerKey else {
-                                throw StoreError.corruptMetadata(table: table.name, reason: "a row key is \(current.key.count) bytes, not 8")
-                            }
-                            let i = ids.count
-                            guard i < count else { break }
-                            try decoder.decode(current.value, id: id, in: txn,
-                                               into: UnsafeMutableBufferPointer(rebasing: out[i * d..<(i + 1) * d]))
-                            ids.append(id)
-                            entry = try cursor.next()
-                        }
+                try row.withUnsafeMutableBufferPointer { row in
+                    try forEachLiveRow(table, in: txn) { id, record in
+                        try decoder.decode(record, id: id, in: txn, into: row)
+                        ids.append(id)
+                        values.append(contentsOf: row)
                     }
                 }
                 return (ids, values)
+            }
+        }
+    }
+
+    /// Calls `body` with every live row's id and record in ascending id order: a merge of the
+    /// delta and the segments in which the delta wins, then newer segments; tombstones hide.
+    func forEachLiveRow(_ table: Table, in txn: borrowing Transaction,
+                        _ body: (UInt64, UnsafeRawBufferPointer) throws -> Void) throws {
+        let segments = try segmentManifest(table, in: txn).map { try SegmentView(table: table, segment: $0, in: txn) }
+        var next = [Int](repeating: 0, count: segments.count)   // each segment's next row
+        try txn.withCursor(table.rows) { cursor in
+            var delta = try cursor.first()
+            while true {
+                var smallest: UInt64?
+                if let delta {
+                    guard let id = delta.integerKey else {
+                        throw StoreError.corruptMetadata(table: table.name, reason: "a row key is \(delta.key.count) bytes, not 8")
+                    }
+                    smallest = id
+                }
+                for (s, segment) in segments.enumerated() where next[s] < segment.index.count {
+                    let id = segment.index.id(atRow: next[s])
+                    if smallest.map({ id < $0 }) ?? true { smallest = id }
+                }
+                guard let id = smallest else { return }
+                var record: UnsafeRawBufferPointer?
+                var deleted = false
+                if let current = delta, current.integerKey == id {
+                    // Only the delta holds tombstones; in a segment a 1-byte `08` is a bad record.
+                    deleted = isTombstone(current.value)
+                    record = current.value
+                    delta = try cursor.next()
+                }
+                for (s, segment) in segments.enumerated() where next[s] < segment.index.count && segment.index.id(atRow: next[s]) == id {
+                    if record == nil {
+                        guard let found = segment.record(ofRow: next[s]) else {
+                            throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment.segment) does not match its index at id \(id)")
+                        }
+                        record = found
+                    }
+                    next[s] += 1
+                }
+                if let record, !deleted { try body(id, record) }
             }
         }
     }

@@ -196,12 +196,13 @@ public final class Store: Sendable {
                     return UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self))
                 }
                 let schema = TableSchema(tableID: tableID, dimension: UInt32(dimension))
-                let databases = try [StoreFormat.rowsDatabase, StoreFormat.bucketsDatabase, StoreFormat.basesDatabase].map {
+                let databases = try [StoreFormat.rowsDatabase, StoreFormat.bucketsDatabase, StoreFormat.basesDatabase, Store.segmentsDatabase].map {
                     try txn.openDatabase($0(tableID), flags: [.create, .integerKey])
                 }
                 try schema.encode().withUnsafeBytes { try txn.put($0, forKey: key, in: meta) }
                 try withUnsafeBytes(of: (tableID + 1).littleEndian) { try txn.put($0, forKey: StoreFormat.nextTableIDKey, in: meta) }
-                return Table(name: name, schema: schema, rows: databases[0], buckets: databases[1], bases: databases[2])
+                return Table(name: name, schema: schema, rows: databases[0], buckets: databases[1], bases: databases[2],
+                             segments: databases[3])
             }
         }
         openTables.withLock { $0[name] = table }
@@ -221,7 +222,8 @@ public final class Store: Sendable {
             } catch let error as LMDBError where error == .notFound {
                 throw StoreError.corruptMetadata(table: name, reason: "its databases t\(schema.tableID)/* are missing")
             }
-            let table = Table(name: name, schema: schema, rows: databases[0], buckets: databases[1], bases: databases[2])
+            let table = Table(name: name, schema: schema, rows: databases[0], buckets: databases[1], bases: databases[2],
+                              segments: try openSegments(schema.tableID))
             openTables.withLock { $0[name] = table }
             return table
         }
@@ -236,16 +238,26 @@ public final class Store: Sendable {
             try environment.withExclusiveAccess {
                 try environment.write { txn in
                     _ = try readSchema(name, in: txn)
-                    for database in [table.rows, table.buckets, table.bases] { try txn.drop(database, delete: true) }
-                    // Segments live in a fourth database that exists only once one was written.
-                    if let segments = try? txn.openDatabase(Store.segmentsDatabase(table.id), flags: .integerKey) {
-                        try txn.drop(segments, delete: true)
+                    for database in [table.rows, table.buckets, table.bases] + (table.segments.map { [$0] } ?? []) {
+                        try txn.drop(database, delete: true)
                     }
                     try txn.delete(StoreFormat.tableKeyPrefix + name, in: meta)
                 }
                 openTables.withLock { $0[name] = nil }
                 table.markDropped()
             }
+        }
+    }
+
+    /// The table's segments database. Tables of version-1 stores have none: it is created when
+    /// the store is writable, and left out (no segments) when it is read-only.
+    private func openSegments(_ tableID: UInt32) throws -> Database? {
+        let name = Store.segmentsDatabase(tableID)
+        do {
+            return try environment.openDatabases([name], flags: .integerKey)[0]
+        } catch let error as LMDBError where error == .notFound {
+            if isReadOnly { return nil }
+            return try environment.write { txn in try txn.openDatabase(name, flags: [.create, .integerKey]) }
         }
     }
 

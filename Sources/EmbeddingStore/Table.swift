@@ -15,15 +15,18 @@ public final class Table: Sendable, CustomStringConvertible {
     let rows: Database
     let buckets: Database
     let bases: Database
+    /// `t<T>/segments`; nil only for a table of a version-1 store opened read-only.
+    let segments: Database?
     private let dropped = Atomic<Bool>(false)
 
-    init(name: String, schema: TableSchema, rows: Database, buckets: Database, bases: Database) {
+    init(name: String, schema: TableSchema, rows: Database, buckets: Database, bases: Database, segments: Database?) {
         self.name = name
         self.dimension = Int(schema.dimension)
         self.id = schema.tableID
         self.rows = rows
         self.buckets = buckets
         self.bases = bases
+        self.segments = segments
     }
 
     /// True once `Store.dropTable` removed this table in this process.

@@ -49,11 +49,18 @@ public struct WriteBatch: ~Copyable {
                        codec: scale == nil ? .bucket : .scaledBucket, flags: [])
     }
 
-    /// Deletes the row `id`; returns false when there was none.
+    /// Deletes the row `id`; returns false when there was none. When a segment holds the id,
+    /// a tombstone in the delta hides it (segments are immutable until repacked).
     @discardableResult
     public mutating func delete(_ table: Table, id: UInt64) throws -> Bool {
         try table.requireLive()
-        return try txn.delete(id, in: table.rows)
+        let deltaRecord = try txn.withValue(forKey: id, in: table.rows) { record in record.map { isTombstone($0) ? 0 : 1 } }
+        if deltaRecord == 0 { return false }   // already deleted
+        guard try store.segmentsHold(table, id: id, in: txn) else {
+            return try txn.delete(id, in: table.rows)
+        }
+        try withUnsafeBytes(of: tombstoneTag) { try txn.put($0, forKey: id, in: table.rows) }
+        return true
     }
 
     mutating func putEncoded(_ table: Table, id: UInt64, vector: UnsafeBufferPointer<Float>, encoding: RowEncoding,

@@ -119,7 +119,14 @@ public final class Environment: @unchecked Sendable {
         var info = MDB_envinfo()
         mdb_env_info(handle, &info)
         currentMapSize.store(info.me_mapsize, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
     }
+
+    private let generation = Atomic<Int>(0)
+
+    /// Changes whenever this process may have moved the memory map (`mdb_env_set_mapsize`):
+    /// pointers into the map kept across transactions are valid only while it stays the same.
+    public var mapGeneration: Int { generation.load(ordering: .sequentiallyConsistent) }
 
     /// Closes the environment after waiting for its active transactions; later use fails with
     /// `EINVAL` (a reset read transaction can no longer be renewed, and dropping it is safe).

@@ -183,6 +183,19 @@ public struct Transaction: ~Copyable {
         return try body(UnsafeRawBufferPointer(data))
     }
 
+    /// The value under an integer key, pointing into the map, or nil. The pointer stays valid
+    /// while this snapshot is live: until the transaction ends, is reset, or (read-only) while
+    /// later transactions see the same `snapshotID` and `Environment.mapGeneration` is unchanged.
+    /// Prefer `withValue`, which scopes it.
+    @inlinable
+    public func unsafeValue(forKey key: UInt64, in database: Database) throws(LMDBError) -> UnsafeRawBufferPointer? {
+        try value(forKey: key, in: database)
+    }
+
+    /// The id of the snapshot a read transaction sees (the last committed write transaction's
+    /// id), or of a write transaction. The corresponding LMDB function is `mdb_txn_id`.
+    public var snapshotID: Int { mdb_txn_id(handle) }
+
     /// The value under an integer key, pointing into the map, or nil. Only for code that keeps
     /// the pointer strictly inside the transaction's lifetime (use `withValue` otherwise).
     @usableFromInline

@@ -8,7 +8,7 @@ struct EmbStore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embstore",
         abstract: "An embedded store for compressed embedding tables, on LMDB.",
-        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Bench.self]
+        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Verify.self, Bench.self]
     )
 }
 
@@ -28,6 +28,8 @@ struct Ingest: ParsableCommand {
     @Option(help: "int64 or uint64 .npy file of N ids (default 0..N-1).") var ids: String?
     @Option(help: "fp32, fp16, int8, int4, reduced:K, bucket:B or bucket:B:scaled.") var codec: String
     @Option(help: "Codec of the bucket rows made by bucket:B (fp32, fp16, int8, int4).") var bucketCodec: String = "fp32"
+    @Option(help: "segment (one packed, indexed segment; the default) or per-key (one LMDB key per row).")
+    var layout: String = "segment"
     @Flag(help: "fsync every transaction instead of once at the end.") var durable = false
 
     func run() throws {
@@ -40,6 +42,11 @@ struct Ingest: ParsableCommand {
         case .int8: options.bucketCodec = .int8
         case .int4: options.bucketCodec = .int4
         default: throw InputError("--bucket-codec must be fp32, fp16, int8 or int4, not '\(bucketCodec)'")
+        }
+        switch layout {
+        case "segment": options.layout = .segment
+        case "per-key": options.layout = .perKey
+        default: throw InputError("--layout must be segment or per-key, not '\(layout)'")
         }
         let file = try NPYFile(path: vectors)
         let (count, dimension) = try file.matrixShape()
@@ -156,7 +163,29 @@ struct Info: ParsableCommand {
             }
             if table.bucketRows > 0 { print("  bucket rows    \(table.bucketRows) rows, \(table.bucketBytes) bytes") }
             if table.bases > 0 { print("  PCA bases      \(table.bases)") }
+            print("  layers         \(table.segments) segment(s) with \(table.segmentRows) rows; delta \(table.deltaRows) rows"
+                  + " (\(table.tombstones) tombstones)")
         }
+    }
+}
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check every segment's checksum and index, and decode every live row; exit 1 on damage.")
+
+    @Argument(help: "The store directory.") var store: String
+
+    func run() throws {
+        let store = try openReadOnly(self.store)
+        let report = try store.verify()
+        for table in report.tables {
+            print("table '\(table.name)': \(table.segments) segment(s) checksummed, \(table.rows) live rows decoded")
+        }
+        if !report.problems.isEmpty {
+            for problem in report.problems { print("damaged: \(problem)") }
+            throw ExitCode(1)
+        }
+        print("ok")
     }
 }
 

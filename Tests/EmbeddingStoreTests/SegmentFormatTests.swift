@@ -1,130 +1,412 @@
 import Testing
 @testable import EmbeddingStore
 
-/// The pure byte layout of segments: kinds, lookups, part boundaries, checksum, corruption.
+/// The pure byte layout of segments (no LMDB): the four kinds, multi-part segments, sparse ids
+/// over huge ranges, header checks, writer misuse and the checksum.
 @Suite struct SegmentFormatTests {
-    /// Records of varying (or fixed) size whose bytes name their id, so a wrong row is visible.
-    func records(_ ids: [UInt64], fixed: Bool) -> [[UInt8]] {
+    /// A built segment: data parts 1…P in order, then part 0.
+    struct Built {
+        var parts: [[UInt8]]
+        var part0: [UInt8]
+    }
+
+    /// Streams `records` through a `SegmentWriter`, checking that each finished part is numbered
+    /// in order and that a part is handed out exactly when it holds `rowsPerPart` rows.
+    func build(_ ids: [UInt64], _ records: [[UInt8]], rowsPerPart: Int) throws -> Built {
+        var writer = try SegmentWriter(rowsPerPart: rowsPerPart)
+        var parts: [[UInt8]] = []
+        for (r, (id, record)) in zip(ids, records).enumerated() {
+            let full = try record.withUnsafeBytes { try writer.append(id: id, record: $0) }
+            #expect((full != nil) == ((r + 1) % rowsPerPart == 0), "row \(r) of \(rowsPerPart) per part")
+            if let full {
+                parts.append(full)
+                #expect(writer.partsWritten == parts.count)
+            }
+        }
+        let (last, part0) = try writer.finish()
+        if let last { parts.append(last) }
+        #expect(writer.partsWritten == parts.count)
+        return Built(parts: parts, part0: part0)
+    }
+
+    /// Records whose bytes spell their id (so a wrong row is visible), of one size or of a few
+    /// codec-like sizes picked by a hash of the id.
+    func records(_ ids: [UInt64], sizes: [Int]) -> [[UInt8]] {
         ids.map { id in
-            let size = fixed ? 9 : 5 + Int(id % 7)
-            return [1] + (0..<size - 1).map { UInt8(truncatingIfNeeded: id &* 31 &+ UInt64($0)) }
+            let size = sizes[Int((id &* 0x9E37_79B9_7F4A_7C15) >> 61) % sizes.count]
+            return (0..<size).map { UInt8(truncatingIfNeeded: (id &* 31) &+ (id >> 56) &+ UInt64($0) &* 7) }
         }
     }
 
-    func kind(of parts: SegmentBuilder.Parts) throws -> SegmentKind {
-        try parts.part0.withUnsafeBytes { p0 throws -> SegmentKind in try SegmentHeader.decode(p0).kind }
+    /// Independent FNV-1a 64 (offset basis 14695981039346656037, prime 1099511628211).
+    static func fnv1a(_ chunks: [[UInt8]]) -> UInt64 {
+        var hash: UInt64 = 14_695_981_039_346_656_037
+        for chunk in chunks {
+            for byte in chunk { hash = (hash ^ UInt64(byte)) &* 1_099_511_628_211 }
+        }
+        return hash
     }
 
-    /// Every id maps back to exactly its record; ids the segment lacks report nil.
-    func checkLookups(_ parts: SegmentBuilder.Parts, ids: [UInt64], records: [[UInt8]], absent: [UInt64]) throws {
-        try parts.part0.withUnsafeBytes { p0 in
+    /// Little-endian field of `bytes` at `offset`, read independently of the code under test.
+    static func field(_ bytes: [UInt8], _ offset: Int, _ size: Int) -> UInt64 {
+        (0..<size).reduce(UInt64(0)) { $0 | UInt64(bytes[offset + $1]) << (8 * UInt64($1)) }
+    }
+
+    static func setField(_ bytes: inout [UInt8], _ offset: Int, _ size: Int, _ value: UInt64) {
+        for i in 0..<size { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
+    }
+
+    /// Part 0's expected size from FORMAT.md, computed here rather than by `SegmentHeader`.
+    static func expectedPart0Size(ids: [UInt64], sizeClasses: Int, sparse: Bool, shift: Int) -> Int {
+        let n = ids.count
+        var size = 64
+        if sparse { size += 8 * n + 4 * (Int((ids.last! - ids.first!) >> UInt64(shift)) + 2) }
+        if sizeClasses > 1 { size += 4 * sizeClasses + n + 4 * ((n + 15) / 16) }
+        return size
+    }
+
+    /// Every id finds exactly its own record, part boundaries follow rows per part, the parts
+    /// hold the records back to back, and every id in `absent` is reported missing.
+    func check(_ built: Built, ids: [UInt64], records: [[UInt8]], absent: [UInt64], rowsPerPart: Int,
+               kind: SegmentKind, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let n = ids.count
+        #expect(built.parts.count == (n + rowsPerPart - 1) / rowsPerPart, sourceLocation: sourceLocation)
+        for (p, part) in built.parts.enumerated() {
+            let rows = records[(p * rowsPerPart)..<min(n, (p + 1) * rowsPerPart)]
+            #expect(part == Array(rows.joined()), "part \(p + 1) is not its rows' records back to back", sourceLocation: sourceLocation)
+        }
+        try built.part0.withUnsafeBytes { p0 in
             let index = try SegmentIndex(part0: p0)
-            #expect(index.rowCount == ids.count)
+            let header = index.header
+            #expect(header.kind == kind, sourceLocation: sourceLocation)
+            #expect(index.count == n && index.partCount == built.parts.count, sourceLocation: sourceLocation)
+            #expect(header.firstID == ids.first! && header.lastID == ids.last!, sourceLocation: sourceLocation)
+            let sizes = Set(records.map(\.count))
+            #expect(Int(header.sizeClasses) == (sizes.count > 1 ? sizes.count : 0), sourceLocation: sourceLocation)
+            #expect(Int(header.stride) == (sizes.count > 1 ? 0 : records[0].count), sourceLocation: sourceLocation)
+            #expect(p0.count == Self.expectedPart0Size(ids: ids, sizeClasses: sizes.count, sparse: kind.isSparse,
+                                                        shift: Int(header.directoryShift)), sourceLocation: sourceLocation)
+            if kind.isSparse {
+                // About one directory entry per four rows, as FORMAT.md promises.
+                #expect(header.directoryEntries - 1 <= max(1, (n + 3) / 4), sourceLocation: sourceLocation)
+            } else {
+                #expect(header.directoryShift == 0, sourceLocation: sourceLocation)
+            }
+            let range = UInt(bitPattern: p0.baseAddress!)..<UInt(bitPattern: p0.baseAddress! + p0.count)
             for (r, id) in ids.enumerated() {
-                let row = try #require(index.row(of: id))
-                #expect(row == r)
-                #expect(index.id(atRow: row) == id)
-                let part = parts.dataParts[index.part(ofRow: row) - 1]
-                let range = try #require(index.recordRange(ofRow: row, partLength: part.count))
-                #expect(Array(part[range]) == records[r])
+                guard let row = index.row(of: id) else {
+                    Issue.record("id \(id) (row \(r)) not found", sourceLocation: sourceLocation)
+                    continue
+                }
+                #expect(row == r, sourceLocation: sourceLocation)
+                #expect(index.id(atRow: row) == id, sourceLocation: sourceLocation)
+                let p = index.part(ofRow: row)
+                #expect(p == 1 + r / rowsPerPart, sourceLocation: sourceLocation)
+                let part = built.parts[p - 1]
+                let location = try #require(index.record(ofRow: row, partLength: part.count), sourceLocation: sourceLocation)
+                #expect(Array(part[location.offset..<location.offset + location.length]) == records[r],
+                        "record of id \(id)", sourceLocation: sourceLocation)
+                if let fixed = index.fixedPartLength(p) {
+                    #expect(fixed == part.count, sourceLocation: sourceLocation)
+                }
+                // The probe address is inside part 0 for indexed kinds, nil for dense fixed ones.
+                let probe = index.probeAddress(of: id)
+                if kind == .denseFixed {
+                    #expect(probe == nil, sourceLocation: sourceLocation)
+                } else {
+                    let address = try #require(probe, sourceLocation: sourceLocation)
+                    #expect(range.contains(UInt(bitPattern: address)), sourceLocation: sourceLocation)
+                }
             }
-            for id in absent { #expect(index.row(of: id) == nil, "id \(id) must be missing") }
+            let stored = Set(ids)
+            for id in absent where !stored.contains(id) {
+                #expect(index.row(of: id) == nil, "id \(id) must be missing", sourceLocation: sourceLocation)
+            }
+            #expect(index.probeAddress(of: ids.first! &- 1) == nil || ids.first! == 0, sourceLocation: sourceLocation)
+            #expect(index.probeAddress(of: ids.last! &+ 1) == nil || ids.last! == .max, sourceLocation: sourceLocation)
+            // Checksum: FNV-1a 64 over the data parts in order, then part 0's bytes 0..<56 and 64...
+            let expected = Self.fnv1a(built.parts + [Array(built.part0[..<56]), Array(built.part0[64...])])
+            #expect(Self.field(built.part0, 56, 8) == expected, sourceLocation: sourceLocation)
+            #expect(header.checksum == expected, sourceLocation: sourceLocation)
         }
     }
 
-    @Test(arguments: [1, 3, 1000])
+    /// Ids a segment of `ids` must not find: just outside both ends, each neighbour and the
+    /// midpoint of every gap, and the extremes of the id space.
+    func absentCandidates(_ ids: [UInt64]) -> [UInt64] {
+        var result: [UInt64] = [0, 1, .max, .max - 1, ids.first! &- 1, ids.last! &+ 1]
+        for (a, b) in zip(ids, ids.dropFirst()) where b - a > 1 {
+            result += [a + 1, b - 1, a + (b - a) / 2]
+        }
+        return result
+    }
+
+    // MARK: - Kinds
+
+    static let fixedSizes = [73]                 // int8 at d = 64
+    static let mixedSizes = [73, 41, 129, 5]     // int8, int4, fp16 at d = 64; bucket
+
+    @Test(arguments: [16, 32, 4096])
     func denseFixedHasNoIndex(rowsPerPart: Int) throws {
-        let ids = (10..<30).map(UInt64.init)
-        let recs = records(ids, fixed: true)
-        let parts = try SegmentBuilder.build(ids: ids, records: recs, rowsPerPart: rowsPerPart)
-        #expect(parts.part0.count == SegmentHeader.size)
-        #expect(parts.dataParts.count == (20 + rowsPerPart - 1) / rowsPerPart)
-        #expect(try kind(of: parts) == .denseFixed)
-        try checkLookups(parts, ids: ids, records: recs, absent: [0, 9, 30, .max])
+        let ids = (1000..<1137).map(UInt64.init)
+        let recs = records(ids, sizes: Self.fixedSizes)
+        let built = try build(ids, recs, rowsPerPart: rowsPerPart)
+        #expect(built.part0.count == 64)
+        try check(built, ids: ids, records: recs, absent: absentCandidates(ids) + [999, 1137, 5000],
+                  rowsPerPart: rowsPerPart, kind: .denseFixed)
     }
 
-    @Test(arguments: [1, 4, 1000])
-    func denseVariableUsesFourBytesPerRow(rowsPerPart: Int) throws {
-        let ids = (0..<50).map(UInt64.init)
-        let recs = records(ids, fixed: false)
-        let parts = try SegmentBuilder.build(ids: ids, records: recs, rowsPerPart: rowsPerPart)
-        #expect(parts.part0.count == SegmentHeader.size + 4 * 50)
-        #expect(try kind(of: parts) == .denseOffsets)
-        try checkLookups(parts, ids: ids, records: recs, absent: [50, 51, .max])
+    @Test(arguments: [16, 32, 4096])
+    func denseMixedSizesUseClassesAndGroups(rowsPerPart: Int) throws {
+        let ids = (0..<203).map(UInt64.init)
+        let recs = records(ids, sizes: Self.mixedSizes)
+        #expect(Set(recs.map(\.count)).count == 4)
+        let built = try build(ids, recs, rowsPerPart: rowsPerPart)
+        // 4 class sizes, one class byte per row, one group offset per 16 rows.
+        #expect(built.part0.count == 64 + 4 * 4 + 203 + 4 * 13)
+        try check(built, ids: ids, records: recs, absent: absentCandidates(ids) + [203, 1 << 40],
+                  rowsPerPart: rowsPerPart, kind: .denseSized)
     }
 
-    @Test(arguments: [false, true])
-    func sparseFindsEveryIDAndNoGap(fixed: Bool) throws {
-        let ids: [UInt64] = [0, 2, 3, 17, 1 << 40, .max - 1]
-        let recs = records(ids, fixed: fixed)
-        let parts = try SegmentBuilder.build(ids: ids, records: recs, rowsPerPart: 4)
-        #expect(parts.part0.count == SegmentHeader.size + 12 * ids.count)
-        #expect(try kind(of: parts) == .sparse)
-        try checkLookups(parts, ids: ids, records: recs, absent: [1, 4, 16, 18, (1 << 40) + 1, .max])
+    /// Sparse id sets: random 64-bit, crowded at the top of the id space, clustered runs
+    /// separated by huge gaps, a dense run with one far outlier, both extremes of the id space.
+    static let sparseSets: [String] = ["random64", "nearMax", "clustered", "runThenOutlier", "extremes", "smallGaps"]
+
+    static func sparseIDs(_ name: String) -> [UInt64] {
+        var random = SeededRandom(seed: 0x5EED)
+        switch name {
+        case "random64":
+            return Array(Set((0..<300).map { _ in random.next() })).sorted()
+        case "nearMax":
+            return Array(Set((0..<150).map { _ in UInt64.max - random.next() % 1000 } + [.max])).sorted()
+        case "clustered":
+            var ids: [UInt64] = []
+            for c in 0..<6 {
+                let base = UInt64(c) << 58 | random.next() % (1 << 40)
+                ids += (0..<UInt64(20 + c * 7)).map { base + $0 }
+            }
+            return ids
+        case "runThenOutlier":
+            return (0..<120).map(UInt64.init) + [1 << 50]
+        case "extremes":
+            return [0, 1, 2, 1 << 32, 1 << 63, .max - 1, .max]
+        default:
+            return (0..<180).map { UInt64($0) * 3 + UInt64($0 % 3) }
+        }
     }
 
-    @Test func checksumCoversDataAndIndexButNotItself() throws {
-        let ids: [UInt64] = [1, 5, 9]
-        let parts = try SegmentBuilder.build(ids: ids, records: records(ids, fixed: false), rowsPerPart: 2)
-        func stored(_ p: SegmentBuilder.Parts) throws -> (UInt64, UInt64) {
-            try p.part0.withUnsafeBytes { p0 in
-                let header = try SegmentHeader.decode(p0)
-                let a = p.dataParts[0], b = p.dataParts[1]
-                let sum = a.withUnsafeBytes { a in b.withUnsafeBytes { b in SegmentChecksum.of(part0: p0, dataParts: [a, b]) } }
-                return (header.checksum, sum)
+    @Test(arguments: sparseSets, [16, 32])
+    func sparseFixedFindsEveryIDAndNoGap(set: String, rowsPerPart: Int) throws {
+        let ids = Self.sparseIDs(set)
+        let recs = records(ids, sizes: Self.fixedSizes)
+        let built = try build(ids, recs, rowsPerPart: rowsPerPart)
+        var random = SeededRandom(seed: 99)
+        try check(built, ids: ids, records: recs, absent: absentCandidates(ids) + (0..<500).map { _ in random.next() },
+                  rowsPerPart: rowsPerPart, kind: .sparseFixed)
+    }
+
+    @Test(arguments: sparseSets, [16, 32])
+    func sparseMixedFindsEveryIDAndNoGap(set: String, rowsPerPart: Int) throws {
+        let ids = Self.sparseIDs(set)
+        var recs = records(ids, sizes: Self.mixedSizes)
+        recs[0] = [UInt8](repeating: 3, count: 73)
+        recs[1] = [UInt8](repeating: 4, count: 41)   // at least two sizes, whatever the hash picks
+        let built = try build(ids, recs, rowsPerPart: rowsPerPart)
+        var random = SeededRandom(seed: 98)
+        try check(built, ids: ids, records: recs, absent: absentCandidates(ids) + (0..<500).map { _ in random.next() },
+                  rowsPerPart: rowsPerPart, kind: .sparseSized)
+    }
+
+    @Test func singleRowSegmentsOfEveryExtremeID() throws {
+        for id: UInt64 in [0, 1, 1 << 63, .max] {
+            let built = try build([id], [[1, 2, 3]], rowsPerPart: 16)
+            try check(built, ids: [id], records: [[1, 2, 3]], absent: [id &- 1, id &+ 1, 0, .max], rowsPerPart: 16, kind: .denseFixed)
+        }
+    }
+
+    /// The directory entries hold, for bucket b, the number of rows whose id is in a lower bucket.
+    @Test func directoryEntriesCountRowsOfLowerBuckets() throws {
+        let ids = Self.sparseIDs("clustered")
+        let built = try build(ids, records(ids, sizes: [9]), rowsPerPart: 64)
+        let header = try built.part0.withUnsafeBytes { try SegmentHeader.decode($0) }
+        let shift = UInt64(Self.field(built.part0, 48, 4))
+        #expect(shift == UInt64(header.directoryShift))
+        let buckets = Int((ids.last! - ids.first!) >> shift) + 1
+        let start = 64 + 8 * ids.count
+        for b in 0...buckets {
+            let below = ids.filter { Int(($0 - ids.first!) >> shift) < b }.count
+            #expect(Self.field(built.part0, start + 4 * b, 4) == UInt64(below), "directory entry \(b)")
+        }
+        #expect(start + 4 * (buckets + 1) == built.part0.count)
+    }
+
+    // MARK: - Damage
+
+    /// A damaged sparse index may lose rows but never answers with a row that holds another id.
+    @Test func damagedDirectoryNeverAnswersAnotherID() throws {
+        let ids = Self.sparseIDs("random64")
+        let built = try build(ids, records(ids, sizes: [9]), rowsPerPart: 32)
+        let start = 64 + 8 * ids.count
+        let entries = (built.part0.count - start) / 4
+        var random = SeededRandom(seed: 5)
+        for _ in 0..<20 {
+            var part0 = built.part0
+            for _ in 0..<4 { Self.setField(&part0, start + 4 * Int(random.next() % UInt64(entries)), 4, random.next() % 1000) }
+            try part0.withUnsafeBytes { p0 in
+                let index = try SegmentIndex(part0: p0)
+                for id in ids + (0..<200).map({ _ in random.next() }) {
+                    if let row = index.row(of: id) { #expect(row < ids.count && ids[row] == id) }
+                }
             }
         }
-        let (header, computed) = try stored(parts)
-        #expect(header == computed)
-        var flipped = parts
-        flipped.dataParts[1][0] ^= 0x40
-        #expect(try stored(flipped).0 != (try stored(flipped).1))
-        var index = parts
-        index.part0[SegmentHeader.size + 8] ^= 1   // second id
-        #expect(try stored(index).0 != (try stored(index).1))
     }
 
-    @Test func fnv1aMatchesPublishedVectors() {
-        // Published FNV-1a 64 test vectors, so other readers can check their implementation.
-        var empty = SegmentChecksum()
-        empty.update(UnsafeRawBufferPointer(start: nil, count: 0))
-        #expect(empty.value == 0xcbf2_9ce4_8422_2325)
-        var a = SegmentChecksum()
-        Array("a".utf8).withUnsafeBytes { a.update($0) }
-        #expect(a.value == 0xaf63_dc4c_8601_ec8c)
-    }
-
-    @Test func corruptHeadersAreRefused() throws {
-        let ids = (0..<8).map(UInt64.init)
-        let good = try SegmentBuilder.build(ids: ids, records: records(ids, fixed: false), rowsPerPart: 3).part0
-        func refused(_ mutate: (inout [UInt8]) -> Void) -> Bool {
-            var bytes = good
-            mutate(&bytes)
-            return bytes.withUnsafeBytes { (try? SegmentIndex(part0: $0)) == nil }
-        }
-        #expect(!refused { _ in })
-        #expect(refused { $0[0] = 0x58 })                  // magic
-        #expect(refused { $0[4] = 9 })                     // kind
-        #expect(refused { $0[36] = 2 })                    // part count
-        #expect(refused { $0[40] = 0 })                    // rows per part 0
-        #expect(refused { $0[24] = 99 })                   // last id breaks density
-        #expect(refused { $0.removeLast() })               // truncated index
-    }
-
-    @Test func inconsistentOffsetsNeverYieldAnotherRow() throws {
-        let ids = (0..<6).map(UInt64.init)
-        var parts = try SegmentBuilder.build(ids: ids, records: records(ids, fixed: false), rowsPerPart: 6)
-        // Make row 2's offset point past row 3's: row 2 must come back as corrupt, not as bytes of row 3.
-        parts.part0[SegmentHeader.size + 8] = 200
-        try parts.part0.withUnsafeBytes { p0 in
+    /// Group offsets or size classes that do not fit the part give no record, never bytes
+    /// outside it.
+    @Test func damagedSizedIndexGivesNoRecordOutsideThePart() throws {
+        let ids = (0..<40).map(UInt64.init)
+        let recs = records(ids, sizes: Self.mixedSizes)
+        let built = try build(ids, recs, rowsPerPart: 48)
+        let header = try built.part0.withUnsafeBytes { try SegmentHeader.decode($0) }
+        let partLength = built.parts[0].count
+        var offsets = built.part0
+        Self.setField(&offsets, header.groupsOffset + 4, 4, UInt64(partLength))   // group 1 starts at the end
+        try offsets.withUnsafeBytes { p0 in
             let index = try SegmentIndex(part0: p0)
-            #expect(index.recordRange(ofRow: 2, partLength: parts.dataParts[0].count) == nil)
+            for r in 16..<32 { #expect(index.record(ofRow: r, partLength: partLength) == nil) }
+            #expect(index.record(ofRow: 3, partLength: partLength) != nil)
+        }
+        var classes = built.part0
+        classes[header.classesOffset + 20] = 200   // class 200 of 4
+        try classes.withUnsafeBytes { p0 in
+            let index = try SegmentIndex(part0: p0)
+            for r in 20..<32 { #expect(index.record(ofRow: r, partLength: partLength) == nil) }
+            #expect(index.record(ofRow: 19, partLength: partLength) != nil)
+        }
+        // A part shorter than the index says: the rows past its end are refused.
+        try built.part0.withUnsafeBytes { p0 in
+            let index = try SegmentIndex(part0: p0)
+            #expect(index.record(ofRow: 39, partLength: partLength - 1) == nil)
+            #expect(index.record(ofRow: 0, partLength: partLength - 1) != nil)
         }
     }
 
-    @Test func builderRefusesUnsortedOrDuplicateIDs() {
-        #expect(throws: SegmentFormatError.self) { try SegmentBuilder.build(ids: [2, 1], records: [[1], [1]], rowsPerPart: 4) }
-        #expect(throws: SegmentFormatError.self) { try SegmentBuilder.build(ids: [1, 1], records: [[1], [1]], rowsPerPart: 4) }
-        #expect(throws: SegmentFormatError.self) { try SegmentBuilder.build(ids: [], records: [], rowsPerPart: 4) }
+    // MARK: - Header checks
+
+    /// Decoding refuses each kind of bad header with a message that says what is wrong.
+    @Test func headerDecodeRefusesBadHeadersWithReasons() throws {
+        let sparseIDs = (0..<50).map { UInt64($0) * 10 }
+        let sparse = try build(sparseIDs, records(sparseIDs, sizes: Self.mixedSizes), rowsPerPart: 16).part0
+        let denseIDs = (0..<50).map(UInt64.init)
+        let dense = try build(denseIDs, records(denseIDs, sizes: [9]), rowsPerPart: 16).part0
+        func reason(_ bytes: [UInt8]) -> String? {
+            bytes.withUnsafeBytes { p0 in
+                do {
+                    _ = try SegmentIndex(part0: p0)
+                    return nil
+                } catch let error as SegmentFormatError {
+                    return error.reason
+                } catch {
+                    return "unexpected \(error)"
+                }
+            }
+        }
+        func mutated(_ base: [UInt8], _ change: (inout [UInt8]) -> Void) -> [UInt8] {
+            var bytes = base
+            change(&bytes)
+            return bytes
+        }
+        #expect(reason(sparse) == nil)
+        #expect(reason(dense) == nil)
+        let cases: [(String, [UInt8], String)] = [
+            ("short", Array(sparse.prefix(63)), "less than the 64-byte header"),
+            ("magic", mutated(sparse) { $0[0] = UInt8(ascii: "X") }, "magic ESEG"),
+            ("kind 0", mutated(sparse) { Self.setField(&$0, 4, 4, 0) }, "unknown segment kind 0"),
+            ("kind 5", mutated(sparse) { Self.setField(&$0, 4, 4, 5) }, "unknown segment kind 5"),
+            ("rows 0", mutated(sparse) { Self.setField(&$0, 8, 8, 0) }, "row count 0"),
+            ("part count", mutated(sparse) { Self.setField(&$0, 36, 4, 3) }, "part count 3 does not match 50 rows of 16"),
+            ("rows per part 24", mutated(sparse) { Self.setField(&$0, 40, 4, 24) }, "rows per part 24 is not a positive multiple of 16"),
+            ("rows per part 0", mutated(dense) { Self.setField(&$0, 40, 4, 0) }, "rows per part 0"),
+            ("part 0 longer", sparse + [0], "part 0 has \(sparse.count + 1) bytes"),
+            ("part 0 shorter", Array(sparse.dropLast()), "part 0 has \(sparse.count - 1) bytes"),
+            ("dense part 0 longer", dense + [0, 0, 0, 0], "needs 64"),
+            ("dense span", mutated(dense) { Self.setField(&$0, 24, 8, 60) }, "do not span 50 rows"),
+            ("first > last", mutated(dense) { Self.setField(&$0, 16, 8, 100) }, "first id 100 > last id 49"),
+            ("sparse span", mutated(sparse) { Self.setField(&$0, 24, 8, 20) }, "cannot hold 50 distinct rows"),
+            ("shift", mutated(sparse) { Self.setField(&$0, 48, 4, 0) }, "directory shift 0 gives more buckets than rows"),
+            ("dense shift", mutated(dense) { Self.setField(&$0, 48, 4, 2) }, "dense segment with directory shift 2"),
+            ("sized stride", mutated(sparse) { Self.setField(&$0, 32, 4, 9) }, "sized segment with stride 9"),
+            ("fixed classes", mutated(dense) { Self.setField(&$0, 44, 4, 2) }, "fixed segment with stride 9 and 2 size classes"),
+            ("fixed stride 0", mutated(dense) { Self.setField(&$0, 32, 4, 0) }, "fixed segment with stride 0"),
+        ]
+        for (name, bytes, expected) in cases {
+            let got = reason(bytes)
+            #expect(got?.contains(expected) == true, "\(name): got \(got ?? "no error"), expected \(expected)")
+        }
+    }
+
+    // MARK: - Writer misuse
+
+    @Test func writerRefusesBadInput() throws {
+        func appendError(_ ids: [UInt64], _ records: [[UInt8]]) -> String? {
+            do {
+                var writer = try SegmentWriter(rowsPerPart: 16)
+                for (id, record) in zip(ids, records) { _ = try record.withUnsafeBytes { try writer.append(id: id, record: $0) } }
+                _ = try writer.finish()
+                return nil
+            } catch let error as SegmentFormatError {
+                return error.reason
+            } catch {
+                return "unexpected \(error)"
+            }
+        }
+        #expect(appendError([2, 1], [[1], [1]])?.contains("strictly ascending: 2 then 1") == true)
+        #expect(appendError([5, 5], [[1], [1]])?.contains("strictly ascending: 5 then 5") == true)
+        #expect(appendError([.max, 0], [[1], [1]])?.contains("strictly ascending") == true)
+        #expect(appendError([1, 2], [[1], []])?.contains("record of 0 bytes") == true)
+        #expect(appendError([], [])?.contains("at least one row") == true)
+        #expect(appendError([1, 2, 3], [[1], [1, 2], [1, 2, 3]]) == nil)
+        // 256 distinct record sizes cannot fit the u8 size classes.
+        let many = (0..<256).map(UInt64.init)
+        #expect(appendError(many, many.map { [UInt8](repeating: 1, count: Int($0) + 1) })?.contains("more than 255 record sizes") == true)
+        #expect(appendError(Array(many.prefix(255)), many.prefix(255).map { [UInt8](repeating: 1, count: Int($0) + 1) }) == nil)
+        for rowsPerPart in [0, 8, 24, 100, -16] {
+            #expect(throws: SegmentFormatError.self, "rows per part \(rowsPerPart)") { try SegmentWriter(rowsPerPart: rowsPerPart) }
+        }
+    }
+
+    /// A refused append leaves the writer as it was: later rows still build a correct segment.
+    @Test func refusedAppendLeavesTheWriterUsable() throws {
+        var writer = try SegmentWriter(rowsPerPart: 16)
+        let record: [UInt8] = [7, 7]
+        _ = try record.withUnsafeBytes { try writer.append(id: 10, record: $0) }
+        #expect(throws: SegmentFormatError.self) { _ = try record.withUnsafeBytes { try writer.append(id: 9, record: $0) } }
+        _ = try record.withUnsafeBytes { try writer.append(id: 11, record: $0) }
+        let (last, part0) = try writer.finish()
+        #expect(last == [7, 7, 7, 7])
+        try check(Built(parts: [try #require(last)], part0: part0), ids: [10, 11], records: [record, record],
+                  absent: [9, 12], rowsPerPart: 16, kind: .denseFixed)
+    }
+
+    // MARK: - Checksum
+
+    @Test func checksumIsFNV1aOfPartsThenIndex() throws {
+        // Published FNV-1a 64 vectors check the independent implementation, and the store's.
+        #expect(Self.fnv1a([]) == 0xcbf2_9ce4_8422_2325)
+        #expect(Self.fnv1a([Array("a".utf8)]) == 0xaf63_dc4c_8601_ec8c)
+        #expect(Self.fnv1a([Array("foobar".utf8)]) == 0x8594_4171_f739_67e8)
+        var sum = SegmentChecksum()
+        Array("foobar".utf8).withUnsafeBytes { sum.update($0) }
+        #expect(sum.value == 0x8594_4171_f739_67e8)
+
+        let ids = (0..<70).map { UInt64($0) * 5 }
+        let built = try build(ids, records(ids, sizes: Self.mixedSizes), rowsPerPart: 16)
+        #expect(built.parts.count == 5)
+        let stored = Self.field(built.part0, 56, 8)
+        #expect(stored == Self.fnv1a(built.parts + [Array(built.part0[..<56]), Array(built.part0[64...])]))
+        // Order matters: the same bytes with parts swapped give another value.
+        #expect(stored != Self.fnv1a([built.parts[1], built.parts[0]] + built.parts[2...] + [Array(built.part0[..<56]), Array(built.part0[64...])]))
+        // The header (bytes 0..<64) is not covered: the checksum cannot cover itself.
+        #expect(stored != Self.fnv1a(built.parts + [built.part0]))
     }
 }

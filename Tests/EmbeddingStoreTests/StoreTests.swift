@@ -175,7 +175,7 @@ import LMDB
             let store = try makeStore(dir)
             _ = try store.createTable("t", dimension: 2)
             var header = StoreFormat.encodeHeader()
-            header[8] = 2  // version 2
+            header[8] = 3  // version 3
             try store.environment.write { txn in
                 try header.withUnsafeBytes { try txn.put($0, forKey: StoreFormat.formatKey, in: store.meta) }
             }
@@ -185,7 +185,7 @@ import LMDB
             var options = Store.Options()
             options.readOnly = readOnly
             #expect { try Store(path: dir.file("store"), options: options) } throws: { error in
-                "\(error)".contains("version 2") && "\(error)".contains("newer embstore")
+                "\(error)".contains("version 3") && "\(error)".contains("newer embstore")
             }
         }
     }

@@ -119,7 +119,8 @@ struct CodecRoundTripTests {
 @Suite("tools/embstore_reader.py reads what embstore writes",
        .enabled(if: Tooling.hasPyLMDB, "python3 with numpy and py-lmdb is not installed; skipping"))
 struct PythonReaderTests {
-    /// Tables of every codec in one store; the reader must decode the same floats as `embstore export`:
+    /// Tables of every codec in one store, each loaded as one segment (the default layout), and a
+    /// few loaded per key (the delta); the reader must decode the same floats as `embstore export`:
     /// bit for bit for the codecs whose decode is one multiply and one add (fp32, fp16, int8, int4,
     /// bucket, bucket+scale), within 1e-6 × max|x| for reduced (a sum of k products).
     @Test func readerMatchesExportForEveryCodec() throws {
@@ -132,13 +133,14 @@ struct PythonReaderTests {
                 ("fp32", "fp32", wide), ("fp16", "fp16", wide), ("int8", "int8", wide), ("int4", "int4", wide),
                 ("int4-odd", "int4", odd), ("reduced", "reduced:8", wide), ("bucket", "bucket:32", wide),
                 ("bucket-scaled", "bucket:32:scaled", wide),
+                ("int8-per-key", "int8", wide), ("reduced-per-key", "reduced:8", wide), ("bucket-scaled-per-key", "bucket:32:scaled", wide),
             ]
             var script = "import json, numpy as np\nfrom embstore_reader import Store\nres = {}\nwith Store(sys.argv[1]) as s:\n"
             script += "    res['tables'] = s.tables()\n"
             var arguments = [store.path]
             for (i, (name, codec, source)) in tables.enumerated() {
                 try embstoreOK("ingest", store.path, "--table", name, "--vectors", source.appendingPathComponent("table.npy").path,
-                               "--codec", codec)
+                               "--codec", codec, "--layout", name.hasSuffix("-per-key") ? "per-key" : "segment")
                 let out = dir.appendingPathComponent("\(name).npy"), idsOut = dir.appendingPathComponent("\(name).ids.npy")
                 try embstoreOK("export", store.path, "--table", name, "--out", out.path, "--ids-out", idsOut.path)
                 arguments += [name, out.path, idsOut.path, source.appendingPathComponent("table.npy").path]
@@ -148,7 +150,8 @@ struct PythonReaderTests {
                     y = np.load(sys.argv[\(a + 1)]); yids = np.load(sys.argv[\(a + 2)]); src = np.load(sys.argv[\(a + 3)])
                     res[sys.argv[\(a)]] = {"ids_equal": bool(np.array_equal(ids, yids)), "dtype": str(x.dtype),
                         "same_shape": x.shape == y.shape, "identical": bool(np.array_equal(x, y)),
-                        "max_abs_diff": float(np.max(np.abs(x - y))), "scale": float(np.max(np.abs(src)))}
+                        "max_abs_diff": float(np.max(np.abs(x - y))), "scale": float(np.max(np.abs(src))),
+                        "layers": s.layers(sys.argv[\(a)])}
 
                 """
             }
@@ -161,6 +164,14 @@ struct PythonReaderTests {
                 #expect(r["ids_equal"] as? Bool == true, "\(name): \(r)")
                 #expect(r["dtype"] as? String == "float32", "\(name): \(r)")
                 #expect(r["same_shape"] as? Bool == true, "\(name): \(r)")
+                let layers = try #require(r["layers"] as? [String: Any])
+                let segments = try #require(layers["segments"] as? [[String: Any]])
+                if name.hasSuffix("-per-key") {
+                    #expect(segments.isEmpty && layers["delta"] as? Int == layers["rows"] as? Int, "\(name): \(layers)")
+                } else {
+                    // One dense segment (ids 0..<N) of one record size: kind 1.
+                    #expect(segments.map { $0["kind"] as? Int } == [1] && layers["delta"] as? Int == 0, "\(name): \(layers)")
+                }
                 let diff = try #require(r["max_abs_diff"] as? Double), scale = try #require(r["scale"] as? Double)
                 if codec.hasPrefix("reduced") {
                     #expect(diff <= 1e-6 * scale, "\(name): reader differs from export by \(diff)")
@@ -176,12 +187,14 @@ struct PythonReaderTests {
             #expect(try NPYArray(contentsOf: readerOut).payload == NPYArray(contentsOf: dir.appendingPathComponent("int4-odd.npy")).payload)
             #expect(try NPYArray(contentsOf: readerIDs).uint64s == NPYArray(contentsOf: dir.appendingPathComponent("int4-odd.ids.npy")).uint64s)
             let listing = try python("import embstore_reader; sys.exit(embstore_reader.main(sys.argv[1:]))", [store.path, "--list"])
-            #expect(listing.contains("int4-odd\t") && listing.contains("dimension=7") && listing.contains("rows=200"), "\(listing)")
+            #expect(listing.contains("int4-odd\t") && listing.contains("dimension=7") && listing.contains("rows=200\tsegments=1\tdelta=0"),
+                    "\(listing)")
+            #expect(listing.contains("int8-per-key\t") && listing.contains("rows=400\tsegments=0\tdelta=400"), "\(listing)")
         }
     }
 
-    /// A store whose format version is newer than the reader knows is refused, naming both versions,
-    /// by the Python reader and by `embstore info`.
+    /// A store whose format version (3) is newer than the reader knows (2) is refused, naming both
+    /// versions, by the Python reader and by `embstore info`.
     @Test func unknownFormatVersionIsRefused() throws {
         try withTemporaryDirectory { dir in
             let store = dir.appendingPathComponent("store"), vectors = dir.appendingPathComponent("x.npy")
@@ -189,12 +202,12 @@ struct PythonReaderTests {
             try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "fp32")
             let out = try python("""
                 import lmdb, struct, embstore_reader
-                env = lmdb.open(sys.argv[1], max_dbs=4)
+                env = lmdb.open(sys.argv[1], max_dbs=8)
                 meta = env.open_db(b"meta")
                 with env.begin(write=True) as txn:
                     header = txn.get(b"format", db=meta)
-                    assert header[:8] == b"EMBSTORE" and struct.unpack_from("<I", header, 8)[0] == 1, header
-                    txn.put(b"format", header[:8] + struct.pack("<I", 7) + header[12:], db=meta)
+                    assert header[:8] == b"EMBSTORE" and struct.unpack_from("<I", header, 8)[0] == 2, header
+                    txn.put(b"format", header[:8] + struct.pack("<I", 3) + header[12:], db=meta)
                 env.close()
                 try:
                     embstore_reader.Store(sys.argv[1])
@@ -202,10 +215,10 @@ struct PythonReaderTests {
                 except embstore_reader.UnsupportedVersionError as e:
                     print("refused:", e)
                 """, [store.path])
-            #expect(out.contains("refused:") && out.contains("7") && out.contains("1"), "\(out)")
+            #expect(out.contains("refused:") && out.contains("3") && out.contains("2"), "\(out)")
             let info = try embstore("info", store.path)
-            #expect(info.status != 0, "embstore info opened a version-7 store: \(info)")
-            #expect(info.stderr.contains("7"), "the error should name version 7: \(info)")
+            #expect(info.status != 0, "embstore info opened a version-3 store: \(info)")
+            #expect(info.stderr.contains("3"), "the error should name version 3: \(info)")
         }
     }
 }

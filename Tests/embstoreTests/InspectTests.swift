@@ -107,7 +107,9 @@ struct InspectTests {
         }
     }
 
-    /// lmdb-utils sees the named databases FORMAT.md lists.
+    /// lmdb-utils sees the named databases FORMAT.md lists: four per table. A default ingest
+    /// writes one segment (manifest, part 0, one data part) and no delta rows; a per-key ingest
+    /// writes one delta row per id.
     @Test(.enabled(if: Tooling.hasMdbStat, "mdb_stat (lmdb-utils) is not installed; skipping"))
     func mdbStatListsTheNamedDatabases() throws {
         try withTemporaryDirectory { dir in
@@ -115,15 +117,24 @@ struct InspectTests {
             try writeFloat32(randomRows(30, 5, seed: 12), to: vectors)
             let store = dir.appendingPathComponent("store")
             try embstoreOK("ingest", store.path, "--table", "first", "--vectors", vectors.path, "--codec", "reduced:2")
-            try embstoreOK("ingest", store.path, "--table", "second", "--vectors", vectors.path, "--codec", "bucket:3")
+            try embstoreOK("ingest", store.path, "--table", "second", "--vectors", vectors.path, "--codec", "bucket:3",
+                           "--layout", "per-key")
             let run = try runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["mdb_stat", "-a", store.path])
             #expect(run.status == 0, "\(run)")
-            for name in ["meta", "t1/rows", "t1/buckets", "t1/bases", "t2/rows", "t2/buckets", "t2/bases"] {
+            for name in ["meta", "t1/rows", "t1/buckets", "t1/bases", "t1/segments", "t2/rows", "t2/buckets", "t2/bases", "t2/segments"] {
                 #expect(run.stdout.contains("Status of \(name)\n"), "mdb_stat -a does not list \(name):\n\(run.stdout)")
             }
-            // t1/rows holds 30 row records.
-            let rows = try #require(run.stdout.components(separatedBy: "Status of t1/rows\n").last)
-            #expect(rows.contains("Entries: 30\n"), "\(rows)")
+            var entries: [String: String] = [:]
+            for section in run.stdout.components(separatedBy: "Status of ").dropFirst() {
+                let lines = section.split(separator: "\n", maxSplits: 1)
+                entries[String(lines[0])] = lines.count > 1 ? String(lines[1]) : ""
+            }
+            // t1 (segment layout): no delta rows; manifest, part 0 and one data part.
+            // t2 (per-key layout): 30 row records in the delta, no segment.
+            let expected = ["t1/rows": 0, "t1/segments": 3, "t1/bases": 1, "t2/rows": 30, "t2/segments": 0, "t2/buckets": 3]
+            for (name, count) in expected {
+                #expect(entries[name]?.contains("Entries: \(count)\n") == true, "\(name): \(entries[name] ?? "missing")")
+            }
         }
     }
 

@@ -1,0 +1,329 @@
+import Foundation
+import Testing
+import LMDB
+@testable import EmbeddingStore
+
+/// A segment's part 0 read the way FORMAT.md ("Segments") describes it. Every offset here is
+/// computed from the document, not taken from `SegmentHeader`, and the examples print what this
+/// reading finds; so a change of the code's layout changes the rendered examples (and fails
+/// `formatExamplesMatchTheCode`), and the checks below compare this reading with `SegmentIndex`.
+struct DocSegment {
+    let part0: [UInt8]
+
+    func u(_ offset: Int, _ size: Int) -> UInt64 {
+        (0..<size).reduce(UInt64(0)) { $0 | UInt64(part0[offset + $1]) << (8 * $1) }
+    }
+
+    var kind: UInt64 { u(4, 4) }
+    var n: Int { Int(u(8, 8)) }
+    var first: UInt64 { u(16, 8) }
+    var last: UInt64 { u(24, 8) }
+    var stride: Int { Int(u(32, 4)) }
+    var parts: Int { Int(u(36, 4)) }
+    var rowsPerPart: Int { Int(u(40, 4)) }
+    var classes: Int { Int(u(44, 4)) }
+    var shift: UInt64 { u(48, 4) }
+    var checksum: UInt64 { u(56, 8) }
+    var sparse: Bool { kind == 3 || kind == 4 }
+    var sized: Bool { kind == 2 || kind == 4 }
+    /// Directory buckets B (the directory has B + 1 entries).
+    var buckets: Int { sparse ? Int((last - first) >> shift) + 1 : 0 }
+    var idsAt: Int { 64 }
+    var directoryAt: Int { idsAt + (sparse ? 8 * n : 0) }
+    var sizesAt: Int { directoryAt + (sparse ? 4 * (buckets + 1) : 0) }
+    var classesAt: Int { sizesAt + 4 * classes }
+    var groupsAt: Int { classesAt + (sized ? n : 0) }
+    var end: Int { groupsAt + (sized ? 4 * ((n + 15) / 16) : 0) }
+
+    func id(ofRow r: Int) -> UInt64 { sparse ? u(idsAt + 8 * r, 8) : first + UInt64(r) }
+    func directory(_ b: Int) -> Int { Int(u(directoryAt + 4 * b, 4)) }
+    func classSize(_ c: Int) -> Int { Int(u(sizesAt + 4 * c, 4)) }
+    func sizeClass(ofRow r: Int) -> Int { Int(part0[classesAt + r]) }
+    func groupOffset(_ g: Int) -> Int { Int(u(groupsAt + 4 * g, 4)) }
+    func size(ofRow r: Int) -> Int { sized ? classSize(sizeClass(ofRow: r)) : stride }
+
+    /// The row of `id` (nil when the segment does not hold it) and how it was found.
+    func row(of id: UInt64) -> (row: Int?, steps: String) {
+        guard id >= first, id <= last else { return (nil, "outside \(first)…\(last)") }
+        guard sparse else { return (Int(id - first), "row \(id) − \(first) = \(id - first)") }
+        let b = Int((id - first) >> shift)
+        let low = directory(b), high = directory(b + 1)
+        let found = (low..<high).first { self.id(ofRow: $0) == id }
+        return (found, "bucket (\(id) − \(first)) >> \(shift) = \(b), ids[dir[\(b)] ..< dir[\(b + 1)]] = ids[\(low) ..< \(high)] "
+                + (found.map { "has it at row \($0)" } ?? "does not have it"))
+    }
+
+    /// Data part, offset and length of row `r`'s record, and how they were computed.
+    func location(ofRow r: Int) -> (part: Int, offset: Int, length: Int, steps: String) {
+        let part = 1 + r / rowsPerPart
+        let inPart = r % rowsPerPart
+        guard sized else {
+            return (part, inPart * stride, stride,
+                    "part 1 + \(r) / \(rowsPerPart) = \(part), offset (\(r) mod \(rowsPerPart)) × \(stride) = \(inPart * stride)")
+        }
+        let g = r / 16
+        let before = (16 * g..<r).map { size(ofRow: $0) }
+        let offset = groupOffset(g) + before.reduce(0, +)
+        let sum = before.map { " + \($0)" }.joined()
+        return (part, offset, size(ofRow: r),
+                "part 1 + \(r) / \(rowsPerPart) = \(part), offset group[\(g)]\(sum) = \(offset), "
+                + "\(size(ofRow: r)) bytes (class \(sizeClass(ofRow: r)))")
+    }
+
+    /// Part 0 as hex, one field or index entry per line: offset, bytes, meaning.
+    func annotated() -> String {
+        let kinds: [UInt64: String] = [1: "dense fixed", 2: "dense sized", 3: "sparse fixed", 4: "sparse sized"]
+        var fields: [(Int, Int, String)] = [
+            (0, 4, "magic \"ESEG\""), (4, 4, "kind \(kind): \(kinds[kind] ?? "unknown")"), (8, 8, "row count N = \(n)"),
+            (16, 8, "first id = \(first)"), (24, 8, "last id = \(last)"), (32, 4, "stride = \(stride)"),
+            (36, 4, "part count P = \(parts)"), (40, 4, "rows per part R = \(rowsPerPart)"),
+            (44, 4, "size classes C = \(classes)"), (48, 4, "directory shift s = \(shift)"), (52, 4, "reserved"),
+            (56, 8, "checksum = 0x" + String(checksum, radix: 16)),
+        ]
+        if sparse {
+            for r in 0..<n { fields.append((idsAt + 8 * r, 8, "ids[\(r)] = \(id(ofRow: r))")) }
+            for b in 0...buckets { fields.append((directoryAt + 4 * b, 4, "dir[\(b)] = \(directory(b))")) }
+        }
+        if sized {
+            for c in 0..<classes { fields.append((sizesAt + 4 * c, 4, "size of class \(c) = \(classSize(c))")) }
+            fields.append((classesAt, n, "class of rows 0…\(n - 1)"))
+            for g in 0..<(n + 15) / 16 { fields.append((groupsAt + 4 * g, 4, "group[\(g)] = \(groupOffset(g))")) }
+        }
+        return fields.map { offset, size, meaning in
+            let bytes = FormatDocTests.hex(part0[offset..<offset + size])
+            return String(repeating: " ", count: max(0, 4 - String(offset).count)) + "\(offset)  "
+                + bytes.padding(toLength: max(23, bytes.count), withPad: " ", startingAt: 0) + "  " + meaning
+        }.joined(separator: "\n")
+    }
+}
+
+extension FormatDocTests {
+    /// FNV-1a 64 exactly as FORMAT.md defines it.
+    static func fnv1a64(_ chunks: [[UInt8]]) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for chunk in chunks {
+            for byte in chunk { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        }
+        return h
+    }
+
+    static func record(_ values: [Float], _ encoding: RowEncoding) throws -> [UInt8] {
+        var record = [UInt8](repeating: 0, count: encoding.recordSize(dimension: values.count))
+        try values.withUnsafeBufferPointer { row in try record.withUnsafeMutableBytes { try encoding.encode(row, into: $0) } }
+        return record
+    }
+
+    /// Decodes a plain record (fp32, fp16, int8, int4) of dimension `d`.
+    static func decodePlain(_ record: some Collection<UInt8>, d: Int) throws -> [Float] {
+        var out = [Float](repeating: 0, count: d)
+        try Array(record).withUnsafeBytes { bytes in
+            let (tag, payload) = try RowRecord.split(bytes, dimension: d)
+            out.withUnsafeMutableBufferPointer { RowRecord.decodePlain(tag, payload, into: $0) }
+        }
+        return out
+    }
+
+    static func tagName(_ record: some Collection<UInt8>) -> String {
+        guard let first = record.first else { return "empty" }
+        if first == tombstoneTag && record.count == 1 { return "tombstone" }
+        return RecordTag(rawValue: first)?.description ?? "tag \(first)"
+    }
+
+    static func key(_ key: UInt64) -> String { hex(withUnsafeBytes(of: key.littleEndian) { Array($0) }) }
+
+    /// The example segment's rows: sparse ids, two record sizes (fp32: 13 bytes, int8: 12 bytes).
+    static let segmentRows: [(id: UInt64, values: [Float], encoding: RowEncoding)] = [
+        (5, [1.0, -2.0, 0.5], .fp32), (9, [-1.0, 0.0, 1.0], .int8), (12, [0.25, 0.5, 0.75], .fp32),
+        (1000, [0.0, 2.0, 4.0], .int8), (1003, [3.0, -1.0, 0.0], .fp32),
+    ]
+
+    /// A sparse sized segment built with `SegmentWriter`, byte by byte, and lookups in it.
+    static func segmentExample() throws -> String {
+        let d = 3
+        var writer = try SegmentWriter(rowsPerPart: 16)
+        var parts: [[UInt8]] = []
+        var records: [[UInt8]] = []
+        for row in segmentRows {
+            let record = try record(row.values, row.encoding)
+            records.append(record)
+            if let full = try record.withUnsafeBytes({ try writer.append(id: row.id, record: $0) }) { parts.append(full) }
+        }
+        let (lastPart, part0) = try writer.finish()
+        if let lastPart { parts.append(lastPart) }
+        let doc = DocSegment(part0: part0)
+        #expect(part0.count == doc.end, "part 0 is \(part0.count) bytes; FORMAT.md's layout gives \(doc.end)")
+        #expect(doc.parts == parts.count && parts.count == 1)
+        #expect(fnv1a64(parts + [Array(part0[..<56]), Array(part0[64...])]) == doc.checksum,
+                "the checksum is not FNV-1a 64 over parts 1…P, then part 0's bytes 0..<56 and 64...")
+
+        var text = """
+            ### Segment: sparse, sized; d = 3, rows of fp32 (13 bytes) and int8 (12 bytes), R = 16
+
+            Rows in: \(zip(segmentRows, records).map { "id \($0.id) \(tagName($1)) \(floats($0.values))" }.joined(separator: ", ")). Kind 4: the ids are not contiguous and the records have two sizes. \
+            The writer picks the smallest shift that leaves at most ⌈5 / 4⌉ = 2 buckets.
+
+            Part 1 (key `(1 << 32) | 1`), \(parts[0].count) bytes: the records back to back in id order.
+
+            ```
+
+            """
+        var offset = 0
+        for (r, record) in records.enumerated() {
+            text += String(repeating: " ", count: max(0, 4 - String(offset).count)) + "\(offset)  "
+                + hex(record).padding(toLength: 38, withPad: " ", startingAt: 0) + "  row \(r): id \(segmentRows[r].id), \(tagName(record))\n"
+            offset += record.count
+        }
+        #expect(parts[0] == records.flatMap { $0 })
+        text += """
+            ```
+
+            Part 0 (key `(1 << 32) | 0`), \(part0.count) bytes. The checksum is FNV-1a 64 over part 1's \(parts[0].count) bytes, \
+            then part 0's bytes 0…55 and 64…\(part0.count - 1).
+
+            ```
+            \(doc.annotated())
+            ```
+
+            Lookups:
+
+            ```
+
+            """
+        try part0.withUnsafeBytes { bytes in
+            let index = try SegmentIndex(part0: bytes)
+            for id: UInt64 in [5, 9, 12, 1000, 1003, 6, 700, 2000] {
+                let (row, steps) = doc.row(of: id)
+                #expect(row == index.row(of: id), "id \(id): FORMAT.md finds row \(row as Any), SegmentIndex \(index.row(of: id) as Any)")
+                guard let row else {
+                    text += "id \(id): \(steps): not in this segment\n"
+                    continue
+                }
+                let location = doc.location(ofRow: row)
+                let part = parts[location.part - 1]
+                let code = index.record(ofRow: row, partLength: part.count)
+                #expect(code?.offset == location.offset && code?.length == location.length, "id \(id): \(location) vs \(code as Any)")
+                let record = part[location.offset..<location.offset + location.length]
+                let values = try decodePlain(record, d: d)
+                #expect(Array(record) == records[row])
+                text += "id \(id): \(steps)\n    \(location.steps): \(tagName(record)) \(floats(values))\n"
+            }
+        }
+        text += "```\n\n"
+        return text
+    }
+
+    /// Every key and value of an integer-keyed database.
+    static func entries(_ database: Database, in txn: borrowing Transaction) throws -> [(key: UInt64, value: [UInt8])] {
+        try txn.withCursor(database) { cursor in
+            var result: [(key: UInt64, value: [UInt8])] = []
+            var entry = try cursor.first()
+            while let current = entry {
+                result.append((current.integerKey!, Array(current.value)))
+                entry = try cursor.next()
+            }
+            return result
+        }
+    }
+
+    /// A table with two segments, a tombstone and a delta row, written through `Store`, printed
+    /// key by key, resolved by FORMAT.md's rules and checked against `Store.get` and `export`.
+    static func layersExample() throws -> String {
+        let d = 3
+        let directory = TemporaryDirectory()
+        let store = try makeStore(directory)
+        defer { store.close() }
+        let table = try store.createTable("example", dimension: d)
+        try store.writeSegment(table, ids: segmentRows.map(\.id), records: segmentRows.map { try record($0.values, $0.encoding) }, rowsPerPart: 16)
+        let second: [(UInt64, [Float])] = [(9, [0.5, 0.25, -0.5]), (10, [1.5, -1.5, 2.0])]
+        try store.writeSegment(table, ids: second.map(\.0), records: second.map { try record($0.1, .fp16) }, rowsPerPart: 16)
+        #expect(try store.delete(table, id: 12))
+        try store.put(table, id: 1003, vector: [4.0, 4.0, 4.0], codec: .fp32)
+        let (segments, delta) = try store.environment.read { txn in
+            (try entries(table.segments!, in: txn), try entries(table.rows, in: txn))
+        }
+
+        // FORMAT.md's rules, from the raw entries.
+        let values = Dictionary(uniqueKeysWithValues: segments.map { ($0.key, $0.value) })
+        let manifestBytes = try #require(values[0])
+        let count = Int(DocSegment(part0: manifestBytes).u(0, 4))
+        let manifest = (0..<count).map { UInt64(DocSegment(part0: manifestBytes).u(4 + 4 * $0, 4)) }
+        #expect(manifestBytes.count == 4 + 4 * count)
+        let docs = try manifest.map { DocSegment(part0: try #require(values[$0 << 32])) }
+        let deltaByID = Dictionary(uniqueKeysWithValues: delta.map { ($0.key, $0.value) })
+        func resolve(_ id: UInt64) -> (record: [UInt8]?, source: String, steps: String) {
+            if let record = deltaByID[id] {
+                if record == [tombstoneTag] { return (nil, "", "delta: tombstone → missing") }
+                return (record, "delta", "delta: \(tagName(record))")
+            }
+            var steps = "delta: none"
+            for (segment, doc) in zip(manifest, docs) {
+                let (row, how) = doc.row(of: id)
+                guard let row else {
+                    steps += "; segment \(segment): \(how)"
+                    continue
+                }
+                let location = doc.location(ofRow: row)
+                let part = values[segment << 32 | UInt64(location.part)]!
+                let record = Array(part[location.offset..<location.offset + location.length])
+                return (record, "segment \(segment)", steps + "; segment \(segment): row \(row), \(tagName(record))")
+            }
+            return (nil, "", steps + " → missing")
+        }
+
+        let described: [UInt64: String] = [0: "manifest"]
+        var text = """
+            ### A table with two segments, a tombstone and a delta row
+
+            Table 1 (d = 3) after four writes: the segment above (it becomes segment 1); a segment of ids 9 and 10 as \
+            fp16 (segment 2; dense and fixed, so its part 0 is the header alone); deleting id 12 (segment 1 holds it, \
+            so the delta gets a tombstone); putting id 1003 again as fp32 [4.0, 4.0, 4.0] (a delta row).
+
+            `t1/segments`, every key in order:
+
+            ```
+
+            """
+        for (key, value) in segments {
+            let what = described[key] ?? "segment \(key >> 32) part \(key & 0xffff_ffff)"
+            let shown = key >> 32 == 1 ? "\(value.count) bytes, as above"
+                : key == 2 << 32 ? "\(value.count) bytes, below" : "\(value.count) bytes: \(hex(value))"
+            text += "\(Self.key(key))  \(what): \(shown)\n"
+        }
+        text += """
+            ```
+
+            The manifest lists 2 segments, segment 2 first (newest). Segment 2's part 0:
+
+            ```
+            \(docs[0].annotated())
+            ```
+
+            `t1/rows`, the delta:
+
+            ```
+
+            """
+        for (key, value) in delta {
+            text += "\(Self.key(key))  id \(key): \(hex(value))  \(tagName(value))\n"
+        }
+        text += "```\n\nLookups (delta, then segments 2 and 1):\n\n```\n"
+        for id: UInt64 in [5, 9, 12, 1003, 11] {
+            let (record, _, steps) = resolve(id)
+            let decoded = try record.map { try decodePlain($0, d: d) }
+            #expect(try store.get(table, id: id) == decoded, "id \(id): Store.get differs from FORMAT.md's rules")
+            text += "id \(id): \(steps)" + (decoded.map { " \(floats($0))" } ?? "") + "\n"
+        }
+        let candidates = Set(delta.map(\.key) + docs.flatMap { doc in (0..<doc.n).map { doc.id(ofRow: $0) } }).sorted()
+        var live: [(UInt64, String, [Float])] = []
+        for id in candidates {
+            let (record, source, _) = resolve(id)
+            if let record { live.append((id, source, try decodePlain(record, d: d))) }
+        }
+        let exported = try store.export(table)
+        #expect(exported.ids == live.map(\.0), "export's ids differ from FORMAT.md's merge")
+        #expect(exported.values == live.flatMap(\.2), "export's rows differ from FORMAT.md's merge")
+        text += "```\n\nEvery live row in id order (the merge): "
+            + live.map { "\($0.0) (\($0.1))" }.joined(separator: ", ") + ".\n\n"
+        return text
+    }
+}
