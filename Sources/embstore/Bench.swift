@@ -1,5 +1,7 @@
 import ArgumentParser
+import CEmbeddingKernels
 import Dispatch
+import EmbeddingCodecs
 import EmbeddingStore
 import Foundation
 import NPY
@@ -23,19 +25,38 @@ struct Bench: ParsableCommand {
     @Option(help: "Name of the id stream in the output (default: zipf for ids.npy, uniform for ids_uniform.npy, else the file name).")
     var idsName: String?
     @Option(help: "float32 table.npy to report rel_l2_err of the first batch against.") var tableNpy: String?
+    @Flag(help: "Also run the decode-only workload (needs --table-npy): each codec's kernel on B cache-resident rows.")
+    var decodeOnly = false
     @Flag(help: "Print JSON lines only (no human summary on stderr).") var json = false
 
     func run() throws {
         guard batch >= 1, bagBatch >= 1, threads >= 1, reps >= 1 else { throw InputError("--batch, --bag-batch, --threads and --reps must be at least 1") }
-        let store = try openReadOnly(self.store)
-        let handle = try store.table(table)
-        let statistics = try store.statistics(handle)
-        let codec = statistics.codecs.count == 1 ? statistics.codecs[0].codec : "mixed"
         let stream = try NPYFile(path: ids).readIDs()
         let batches = stream.count / batch
         guard batches >= 1 else { throw InputError("\(ids) has \(stream.count) ids, fewer than one batch of \(batch)") }
+
+        // First: what a service pays to start serving (open, table, reader, first batch).
+        let opening = DispatchTime.now().uptimeNanoseconds
+        let store = try openReadOnly(self.store)
+        let handle = try store.table(table)
+        var firstOut = [Float](repeating: 0, count: batch * handle.dimension)
+        try stream.withUnsafeBufferPointer { stream in
+            try firstOut.withUnsafeMutableBufferPointer { out in
+                _ = try store.makeReader().lookup(handle, ids: UnsafeBufferPointer(rebasing: stream[0..<batch]), into: out)
+            }
+        }
+        let openSeconds = Double(DispatchTime.now().uptimeNanoseconds - opening) / 1e9
+
+        let statistics = try store.statistics(handle)
+        let codec = statistics.codecs.count == 1 ? statistics.codecs[0].codec : "mixed"
         let d = handle.dimension
         let common: [String: Any] = ["system": "embstore", "codec": codec, "bytes": store.fileSize, "N": statistics.rows, "d": d]
+        var open = common
+        open["workload"] = "open_first_batch"
+        open["seconds"] = openSeconds
+        open["batch"] = batch
+        open["rows_per_s"] = Double(batch) / openSeconds
+        try Self.emit(open)
 
         // lookup: batch j = ids[(j mod P)·B ..< +B], decoded into one reused [B, d] buffer per thread.
         var lookup = common
@@ -66,6 +87,10 @@ struct Bench: ParsableCommand {
             lookup["rel_l2_err"] = try Self.firstBatchError(store: store, table: handle, ids: Array(stream[0..<batch]), tableNpy: tableNpy)
         }
         try Self.emit(lookup)
+        if decodeOnly {
+            guard let tableNpy else { throw InputError("--decode-only needs --table-npy") }
+            try Self.decodeOnly(tableNpy: tableNpy, ids: Array(stream[0..<batch]), common: common, reps: reps, repSeconds: repSeconds)
+        }
 
         guard let bags, let offsets else {
             if (self.bags == nil) != (self.offsets == nil) { throw InputError("--bags and --offsets go together") }
@@ -111,6 +136,59 @@ struct Bench: ParsableCommand {
             pooled["bags_per_s"] = rowsPerS * Double(bagBatch) / (Double(rows) / Double(units))
         }
         try Self.emit(pooled)
+    }
+
+    /// shared/bench's decode workload: the rows of the first B ids, encoded with each codec and
+    /// packed into one cache-resident buffer, decoded into `[B, d]` per unit by the kernels the
+    /// store's lookups call.
+    static func decodeOnly(tableNpy: String, ids: [UInt64], common: [String: Any], reps: Int, repSeconds: Double) throws {
+        let file = try NPYFile(path: tableNpy)
+        let (count, d) = try file.matrixShape()
+        var rows = [Float](repeating: 0, count: ids.count * d)
+        try rows.withUnsafeMutableBufferPointer { rows in
+            for (i, id) in ids.enumerated() where Int(id) < count {
+                try file.readFloatRows(Int(id)..<Int(id) + 1, into: UnsafeMutableBufferPointer(rebasing: rows[i * d..<(i + 1) * d]))
+            }
+        }
+        let codecs: [(String, Int, (UnsafeBufferPointer<Float>, UnsafeMutableRawBufferPointer) throws -> Void,
+                      (UnsafeRawPointer, UnsafeMutablePointer<Float>, Int) -> Void)] = [
+            ("fp32", Float32Codec.payloadSize(dimension: d), { try Float32Codec.encode($0, into: $1) },
+             { UnsafeMutableRawPointer($1).copyMemory(from: $0, byteCount: 4 * $2) }),
+            ("fp16", Float16Codec.payloadSize(dimension: d), { try Float16Codec.encode($0, into: $1) }, { emb_f16_decode($0, $1, $2) }),
+            ("int8", Int8RowwiseCodec.payloadSize(dimension: d), { try Int8RowwiseCodec.encode($0, into: $1) }, { emb_i8_rowwise_decode($0, $1, $2) }),
+            ("int4", Int4RowwiseCodec.payloadSize(dimension: d), { try Int4RowwiseCodec.encode($0, into: $1) }, { emb_i4_rowwise_decode($0, $1, $2) }),
+        ]
+        for (name, size, encode, decode) in codecs {
+            var packed = [UInt8](repeating: 0, count: ids.count * size)
+            try rows.withUnsafeBufferPointer { rows in
+                try packed.withUnsafeMutableBytes { packed in
+                    for i in 0..<ids.count {
+                        try encode(UnsafeBufferPointer(rebasing: rows[i * d..<(i + 1) * d]), UnsafeMutableRawBufferPointer(rebasing: packed[i * size..<(i + 1) * size]))
+                    }
+                }
+            }
+            nonisolated(unsafe) let payloads = packed
+            let measured = try measure(threads: 1, reps: reps, repSeconds: repSeconds) { _ in
+                var out = [Float](repeating: 0, count: ids.count * d)
+                return { units in
+                    payloads.withUnsafeBytes { packed in
+                        out.withUnsafeMutableBufferPointer { out in
+                            for _ in 0..<units {
+                                for i in 0..<ids.count { decode(packed.baseAddress! + i * size, out.baseAddress! + i * d, d) }
+                            }
+                        }
+                    }
+                    return units * ids.count
+                }
+            }
+            var line = common
+            line.merge(measured) { $1 }
+            line["workload"] = "decode"
+            line["codec"] = name
+            line["bytes"] = packed.count
+            line["batch"] = ids.count
+            try emit(line)
+        }
     }
 
     static func streamName(_ path: String) -> String {
