@@ -68,6 +68,18 @@ void emb_f16_encode_portable(const float *src, void *dst, size_t n) {
     }
 }
 
+int emb_f16_decode_checked_portable(const void *src, float *dst, size_t n) {
+    const unsigned char *s = (const unsigned char *)src;
+    unsigned special = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, sizeof h);
+        special |= (h & 0x7C00u) == 0x7C00u;
+        dst[i] = half_to_float(h);
+    }
+    return !special;
+}
+
 int emb_f16_accumulate_portable(const void *src, float *acc, size_t n, float weight) {
     const unsigned char *s = (const unsigned char *)src;
     unsigned special = 0;
@@ -122,6 +134,26 @@ static void f16_encode_f16c(const float *src, unsigned char *dst, size_t n) {
 }
 
 EMB_TARGET_AVX2_F16C
+static int f16_decode_checked_f16c(const unsigned char *src, float *dst, size_t n) {
+    const __m128i exponent = _mm_set1_epi16(0x7C00);
+    __m128i special = _mm_setzero_si128();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm_loadu_si128((const __m128i *)(src + 2 * i));
+        special = _mm_or_si128(special, _mm_cmpeq_epi16(_mm_and_si128(h, exponent), exponent));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+    }
+    int finite = _mm_testz_si128(special, special);
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, sizeof h);
+        finite &= (h & 0x7C00u) != 0x7C00u;
+        dst[i] = _cvtsh_ss(h);
+    }
+    return finite;
+}
+
+EMB_TARGET_AVX2_F16C
 static int f16_accumulate_f16c(const unsigned char *src, float *acc, size_t n, float weight) {
     const __m256 vweight = _mm256_set1_ps(weight);
     const __m128i exponent = _mm_set1_epi16(0x7C00);
@@ -172,4 +204,11 @@ int emb_f16_accumulate(const void *src, float *acc, size_t n, float weight) {
     if (emb_isa() == EMB_ISA_AVX2_F16C) return f16_accumulate_f16c((const unsigned char *)src, acc, n, weight);
 #endif
     return emb_f16_accumulate_portable(src, acc, n, weight);
+}
+
+int emb_f16_decode_checked(const void *src, float *dst, size_t n) {
+#if EMB_X86
+    if (emb_isa() == EMB_ISA_AVX2_F16C) return f16_decode_checked_f16c((const unsigned char *)src, dst, n);
+#endif
+    return emb_f16_decode_checked_portable(src, dst, n);
 }

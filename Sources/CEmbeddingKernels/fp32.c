@@ -1,4 +1,5 @@
-/* float32 accumulation for pooled lookups (rows straight from the map, any alignment). */
+/* float32 rows straight from the map (any alignment): a copy that checks for infinities and
+ * NaNs, and accumulation for pooled lookups. */
 #include "kernels_internal.h"
 
 #pragma clang fp contract(off)
@@ -17,7 +18,39 @@ int emb_f32_accumulate_portable(const void *src, float *acc, size_t n, float wei
     return !special;
 }
 
+int emb_f32_decode_checked_portable(const void *src, float *dst, size_t n) {
+    const unsigned char *s = (const unsigned char *)src;
+    unsigned special = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, s + 4 * i, sizeof bits);
+        special |= (bits & 0x7F800000u) == 0x7F800000u;
+        memcpy(dst + i, &bits, sizeof bits);
+    }
+    return !special;
+}
+
 #if EMB_X86
+EMB_TARGET_AVX2_F16C
+static int f32_decode_checked_avx2(const unsigned char *src, float *dst, size_t n) {
+    const __m256i exponent = _mm256_set1_epi32(0x7F800000);
+    __m256i special = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i bits = _mm256_loadu_si256((const __m256i *)(src + 4 * i));
+        special = _mm256_or_si256(special, _mm256_cmpeq_epi32(_mm256_and_si256(bits, exponent), exponent));
+        _mm256_storeu_si256((__m256i *)(dst + i), bits);
+    }
+    int finite = _mm256_testz_si256(special, special);
+    for (; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, src + 4 * i, sizeof bits);
+        finite &= (bits & 0x7F800000u) != 0x7F800000u;
+        memcpy(dst + i, &bits, sizeof bits);
+    }
+    return finite;
+}
+
 EMB_TARGET_AVX2_F16C
 static int f32_accumulate_avx2(const unsigned char *src, float *acc, size_t n, float weight) {
     const __m256 vweight = _mm256_set1_ps(weight);
@@ -48,4 +81,11 @@ int emb_f32_accumulate(const void *src, float *acc, size_t n, float weight) {
     if (emb_isa() == EMB_ISA_AVX2_F16C) return f32_accumulate_avx2((const unsigned char *)src, acc, n, weight);
 #endif
     return emb_f32_accumulate_portable(src, acc, n, weight);
+}
+
+int emb_f32_decode_checked(const void *src, float *dst, size_t n) {
+#if EMB_X86
+    if (emb_isa() == EMB_ISA_AVX2_F16C) return f32_decode_checked_avx2((const unsigned char *)src, dst, n);
+#endif
+    return emb_f32_decode_checked_portable(src, dst, n);
 }

@@ -169,7 +169,8 @@ public final class Reader {
         let rows = view.table.rows
         let prefetchIndex = view.segmentsHaveIndex
         let searchDelta = view.deltaCount > 0
-        let filter = view.deltaFilter
+        // The filter costs a scan of the delta per snapshot: worth it for batches, not for one id.
+        let filter = searchDelta && ids.count >= 32 ? try view.deltaFilter(txn: txn) : DeltaFilter()
         var foundCount = 0
         for i in 0..<ids.count {
             if prefetchIndex && i + prefetchDistance < ids.count {
@@ -226,11 +227,15 @@ public final class Reader {
 /// misses of several rows, few enough not to overflow the core's outstanding-miss buffers.
 let prefetchDistance = 8
 
-/// Prefetches the first and last cache line of a record.
+/// Prefetches the cache lines of a record: every 64 bytes of its first 256, and its last byte.
 @inline(__always)
 func prefetchRecord(_ record: UnsafeRawBufferPointer?) {
     guard let record, let start = record.baseAddress else { return }
-    emb_prefetch(start)
+    var offset = 0
+    while offset < min(record.count, 256) {
+        emb_prefetch(start + offset)
+        offset += 64
+    }
     emb_prefetch(start + (record.count - 1))
 }
 
@@ -287,7 +292,8 @@ final class TableView {
     private(set) var hotSegments = UnsafeMutableBufferPointer<HotSegment>(start: nil, count: 0)
     private var partPointers = UnsafeMutableBufferPointer<UnsafeRawBufferPointer>(start: nil, count: 0)
     private(set) var segmentsHaveIndex = false
-    private(set) var deltaFilter = DeltaFilter()
+    private var filter = DeltaFilter()
+    private var filterSnapshot = -1
     private var filterStorage = UnsafeMutableBufferPointer<UInt64>(start: nil, count: 0)
     private let d: Int
     private let fp32Size: Int, fp16Size: Int, int8Size: Int, int4Size: Int
@@ -308,10 +314,20 @@ final class TableView {
         filterStorage.deallocate()
     }
 
-    /// Sets the bits of every delta id: 16 bits per entry, rounded up to a power of two.
+    /// The delta filter of the current snapshot, built on first use: 16 bits per delta entry,
+    /// rounded up to a power of two. No filter (every id may be in the delta) above
+    /// `DeltaFilter.maximumEntries`.
+    func deltaFilter(txn: borrowing Transaction) throws -> DeltaFilter {
+        if filterSnapshot != snapshot {
+            try rebuildDeltaFilter(txn: txn)
+            filterSnapshot = snapshot
+        }
+        return filter
+    }
+
     private func rebuildDeltaFilter(txn: borrowing Transaction) throws {
         guard deltaCount > 0, deltaCount <= DeltaFilter.maximumEntries else {
-            deltaFilter = DeltaFilter()
+            filter = DeltaFilter()
             return
         }
         var logBits: UInt64 = 10
@@ -322,7 +338,7 @@ final class TableView {
             filterStorage = .allocate(capacity: words)
         }
         filterStorage.update(repeating: 0)
-        let filter = DeltaFilter(words: filterStorage.baseAddress, shift: 64 - logBits)
+        let built = DeltaFilter(words: filterStorage.baseAddress, shift: 64 - logBits)
         let storage = filterStorage.baseAddress!
         try txn.withCursor(table.rows) { cursor in
             var entry = try cursor.first()
@@ -330,12 +346,12 @@ final class TableView {
                 guard let id = current.integerKey else {
                     throw StoreError.corruptMetadata(table: table.name, reason: "a row key is \(current.key.count) bytes, not 8")
                 }
-                let bit = (id &* 0x9E37_79B9_7F4A_7C15) >> filter.shift
+                let bit = (id &* 0x9E37_79B9_7F4A_7C15) >> built.shift
                 storage[Int(bit >> 6)] |= 1 << (bit & 63)
                 entry = try cursor.next()
             }
         }
-        deltaFilter = filter
+        filter = built
     }
 
     /// Re-reads the delta size and the segments' locations when the snapshot or map changed.
@@ -345,7 +361,6 @@ final class TableView {
         guard id != snapshot || generation != mapGeneration else { return }
         snapshot = -1
         deltaCount = try txn.statistics(table.rows).entries
-        try rebuildDeltaFilter(txn: txn)
         let views = try store.segmentManifest(table, in: txn).map { try SegmentView(table: table, segment: $0, in: txn) }
         hotSegments.deallocate()
         partPointers.deallocate()
@@ -372,11 +387,9 @@ final class TableView {
         let payload = bytes + 1
         switch bytes.load(as: UInt8.self) {
         case 1 where record.count == fp32Size:
-            UnsafeMutableRawPointer(row).copyMemory(from: payload, byteCount: 4 * d)
-            return Self.allFinite(row, d)
+            return emb_f32_decode_checked(payload, row, d) != 0
         case 2 where record.count == fp16Size:
-            emb_f16_decode(payload, row, d)
-            return Self.allFinite(row, d)
+            return emb_f16_decode_checked(payload, row, d) != 0
         case 3 where record.count == int8Size:
             guard Self.rangeIsFinite(payload + d, maxCode: 255) else { return false }
             emb_i8_rowwise_decode(payload, row, d)
@@ -430,10 +443,4 @@ final class TableView {
         return scale.isFinite && bias.isFinite && (maxCode * scale + bias).isFinite
     }
 
-    @inline(__always)
-    private static func allFinite(_ row: UnsafeMutablePointer<Float>, _ d: Int) -> Bool {
-        var bad: UInt32 = 0   // a value is not finite when its exponent bits are all ones
-        for j in 0..<d { bad |= (row[j].bitPattern & 0x7f80_0000) == 0x7f80_0000 ? 1 : 0 }
-        return bad == 0
-    }
 }

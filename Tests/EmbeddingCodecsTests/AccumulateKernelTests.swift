@@ -62,6 +62,40 @@ import Testing
         ])
     }
 
+    /// The checked decoders lookups use write what the plain decoders write and flag a
+    /// non-finite value anywhere in the row.
+    @Test(arguments: dimensions) func checkedDecodersMatchPlainOnesAndFlagNonFinite(d: Int) throws {
+        let row = values(d, seed: UInt64(d) + 21)
+        var fp16 = [UInt8](repeating: 0, count: 2 * d)
+        try row.withUnsafeBufferPointer { r in try fp16.withUnsafeMutableBytes { try Float16Codec.encode(r, into: $0) } }
+        var plain16 = [Float](repeating: 0, count: d)
+        fp16.withUnsafeBytes { p in plain16.withUnsafeMutableBufferPointer { Float16Codec.decode(p, into: $0) } }
+        let fp32 = [UInt8(0)] + row.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+        typealias Checked = (UnsafeRawPointer, UnsafeMutablePointer<Float>, Int) -> Int32
+        let cases: [(String, [UInt8], Int, [Float], [Checked])] = [
+            ("fp16", fp16, 0, plain16, [{ emb_f16_decode_checked($0, $1, $2) }, { emb_f16_decode_checked_portable($0, $1, $2) }]),
+            ("fp32", fp32, 1, row, [{ emb_f32_decode_checked($0, $1, $2) }, { emb_f32_decode_checked_portable($0, $1, $2) }]),
+        ]
+        for (name, payload, skip, expected, kernels) in cases {
+            for kernel in kernels {
+                var out = [Float](repeating: .nan, count: d)
+                let finite = payload.withUnsafeBytes { p in out.withUnsafeMutableBufferPointer { kernel(p.baseAddress! + skip, $0.baseAddress!, d) } }
+                #expect(finite == 1 && bits(out) == bits(expected), "\(name) d=\(d)")
+                for position in Set([0, d / 2, d - 1]) {
+                    var bad = payload
+                    if skip == 0 {
+                        bad[2 * position] = 0x01; bad[2 * position + 1] = 0x7C          // a NaN
+                    } else {
+                        bad.replaceSubrange(1 + 4 * position..<5 + 4 * position,
+                                            with: withUnsafeBytes(of: Float.infinity.bitPattern.littleEndian, Array.init))
+                    }
+                    let flagged = bad.withUnsafeBytes { p in out.withUnsafeMutableBufferPointer { kernel(p.baseAddress! + skip, $0.baseAddress!, d) } }
+                    #expect(flagged == 0, "\(name) d=\(d) non-finite at \(position)")
+                }
+            }
+        }
+    }
+
     @Test(arguments: dimensions) func floatCodecsMatchDecodeThenAddAndFlagNonFinite(d: Int) throws {
         let row = values(d, seed: UInt64(d) + 13)
         var fp16 = [UInt8](repeating: 0, count: 2 * d)

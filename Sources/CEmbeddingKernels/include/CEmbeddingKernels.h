@@ -80,6 +80,19 @@ void emb_i4_rowwise_decode(const void *payload, float *dst, size_t d);
 void emb_i4_rowwise_decode_portable(const void *payload, float *dst, size_t d);
 
 /* ------------------------------------------------------------------------------------------
+ * Decoding with a finiteness check, for rows read from a store: returns 0 when one of the `n`
+ * values is infinite or NaN (`dst` is then unspecified), else 1. The values written are the
+ * same as emb_f16_decode's, or the float32 bits copied. */
+
+/** `n` binary16 values at `src` (2n bytes) to float32 in `dst`. */
+int emb_f16_decode_checked(const void *src, float *dst, size_t n);
+int emb_f16_decode_checked_portable(const void *src, float *dst, size_t n);
+
+/** `n` float32 values at `src` (4n bytes, any alignment) copied to `dst`. */
+int emb_f32_decode_checked(const void *src, float *dst, size_t n);
+int emb_f32_decode_checked_portable(const void *src, float *dst, size_t n);
+
+/* ------------------------------------------------------------------------------------------
  * Accumulation for pooled lookups: acc[i] = acc[i] + weight * x[i], where x is what the
  * matching decoder would write (the same float32 operations, so the result is bit-identical to
  * decoding into a scratch row and then adding; weight 1 adds x exactly). */
