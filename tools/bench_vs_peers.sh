@@ -4,6 +4,8 @@
 #   tools/bench_vs_peers.sh                       # N=1,000,000 d=64, peers c_dense* + c_lmdb*
 #   tools/bench_vs_peers.sh --small               # N=100,000
 #   PEERS=all tools/bench_vs_peers.sh             # every peer shared/bench knows (slow)
+#   PEERS=c_dense tools/bench_vs_peers.sh         # peers by name prefix (default c_dense,c_lmdb,faiss;
+#                                                 # faiss is skipped when faiss-cpu is not installed)
 #
 # Writes $OUT_DIR (default /tmp/embstore-bench) /peers.jsonl, embstore.jsonl and report.txt.
 set -euo pipefail
@@ -21,7 +23,7 @@ mkdir -p "$out"
 [[ -f $workload/table.npy ]] || python3 "$shared/make_workload.py" --out "$workload" --n "$n" --d "$d"
 
 only=()
-[[ ${PEERS:-} == all ]] || only=(--only "c_dense,c_lmdb")
+[[ ${PEERS:-} == all ]] || only=(--only "${PEERS:-c_dense,c_lmdb,faiss}")
 bash "$shared/run_peers.sh" --n "$n" --d "$d" --out "$out/peers.jsonl" -- "${only[@]}" --reps "$reps" > "$out/peers.log"
 
 swift build -c release --product embstore
@@ -34,9 +36,15 @@ for codec in fp32 int8; do
     for stream in ids ids_uniform; do
         extra=()
         [[ $stream == ids ]] && extra=(--bags "$workload/bags.npy" --offsets "$workload/offsets.npy")
+        # The decode-only lines do not depend on the store: print them once.
+        [[ $stream == ids && $codec == int8 ]] && extra+=(--decode-only)
         "$bin" bench "$store" --table t --ids "$workload/$stream.npy" --table-npy "$workload/table.npy" \
             --reps "$reps" --json "${extra[@]}" >> "$out/embstore.jsonl"
     done
+    # Two reader threads on the Zipf stream (each thread starts at its own batch).
+    "$bin" bench "$store" --table t --ids "$workload/ids.npy" --threads 2 --reps "$reps" --json \
+        | grep '"lookup"' >> "$out/embstore.jsonl"
     rm -rf "$store"
 done
 python3 "$shared/report.py" "$out/peers.jsonl" "$out/embstore.jsonl" | tee "$out/report.txt"
+python3 tools/bench_summary.py "$out/peers.jsonl" "$out/embstore.jsonl" | tee "$out/summary.txt"

@@ -83,6 +83,7 @@ struct Bench: ParsableCommand {
         lookup["batch"] = batch
         lookup["ids"] = idsName ?? Self.streamName(ids)
         lookup["threads"] = threads
+        if threads > 1 { lookup["variant"] = "threads=\(threads)" }   // keeps report.py from merging it with 1 thread
         if let tableNpy {
             lookup["rel_l2_err"] = try Self.firstBatchError(store: store, table: handle, ids: Array(stream[0..<batch]), tableNpy: tableNpy)
         }
@@ -131,6 +132,7 @@ struct Bench: ParsableCommand {
         pooled.merge(pooledMeasured) { $1 }
         pooled["batch"] = bagBatch
         pooled["threads"] = threads
+        if threads > 1 { pooled["variant"] = "threads=\(threads)" }
         if let rowsPerS = pooledMeasured["rows_per_s"] as? Double, let rows = pooledMeasured["rows_per_rep"] as? Int,
            let units = pooledMeasured["units_per_rep"] as? Int, rows > 0 {
             pooled["bags_per_s"] = rowsPerS * Double(bagBatch) / (Double(rows) / Double(units))
@@ -140,7 +142,7 @@ struct Bench: ParsableCommand {
 
     /// shared/bench's decode workload: the rows of the first B ids, encoded with each codec and
     /// packed into one cache-resident buffer, decoded into `[B, d]` per unit by the kernels the
-    /// store's lookups call.
+    /// store's lookups call (fp32 and fp16 with their finiteness check, as lookups do).
     static func decodeOnly(tableNpy: String, ids: [UInt64], common: [String: Any], reps: Int, repSeconds: Double) throws {
         let file = try NPYFile(path: tableNpy)
         let (count, d) = try file.matrixShape()
@@ -150,13 +152,18 @@ struct Bench: ParsableCommand {
                 try file.readFloatRows(Int(id)..<Int(id) + 1, into: UnsafeMutableBufferPointer(rebasing: rows[i * d..<(i + 1) * d]))
             }
         }
-        let codecs: [(String, Int, (UnsafeBufferPointer<Float>, UnsafeMutableRawBufferPointer) throws -> Void,
-                      (UnsafeRawPointer, UnsafeMutablePointer<Float>, Int) -> Void)] = [
-            ("fp32", Float32Codec.payloadSize(dimension: d), { try Float32Codec.encode($0, into: $1) },
-             { UnsafeMutableRawPointer($1).copyMemory(from: $0, byteCount: 4 * $2) }),
-            ("fp16", Float16Codec.payloadSize(dimension: d), { try Float16Codec.encode($0, into: $1) }, { emb_f16_decode($0, $1, $2) }),
-            ("int8", Int8RowwiseCodec.payloadSize(dimension: d), { try Int8RowwiseCodec.encode($0, into: $1) }, { emb_i8_rowwise_decode($0, $1, $2) }),
-            ("int4", Int4RowwiseCodec.payloadSize(dimension: d), { try Int4RowwiseCodec.encode($0, into: $1) }, { emb_i4_rowwise_decode($0, $1, $2) }),
+        // Each decoder runs a whole batch of `rows` payloads `size` bytes apart, calling the kernel
+        // directly as the store's lookup loop does (a closure per row would dominate ~3 ns rows).
+        typealias BatchDecoder = (UnsafeRawPointer, Int, UnsafeMutablePointer<Float>, Int, Int) -> Void
+        let codecs: [(String, Int, (UnsafeBufferPointer<Float>, UnsafeMutableRawBufferPointer) throws -> Void, BatchDecoder)] = [
+            ("fp32", Float32Codec.payloadSize(dimension: d), { try Float32Codec.encode($0, into: $1) }, { p, size, out, d, rows in
+                for i in 0..<rows { _ = emb_f32_decode_checked(p + i * size, out + i * d, d) } }),
+            ("fp16", Float16Codec.payloadSize(dimension: d), { try Float16Codec.encode($0, into: $1) }, { p, size, out, d, rows in
+                for i in 0..<rows { _ = emb_f16_decode_checked(p + i * size, out + i * d, d) } }),
+            ("int8", Int8RowwiseCodec.payloadSize(dimension: d), { try Int8RowwiseCodec.encode($0, into: $1) }, { p, size, out, d, rows in
+                for i in 0..<rows { emb_i8_rowwise_decode(p + i * size, out + i * d, d) } }),
+            ("int4", Int4RowwiseCodec.payloadSize(dimension: d), { try Int4RowwiseCodec.encode($0, into: $1) }, { p, size, out, d, rows in
+                for i in 0..<rows { emb_i4_rowwise_decode(p + i * size, out + i * d, d) } }),
         ]
         for (name, size, encode, decode) in codecs {
             var packed = [UInt8](repeating: 0, count: ids.count * size)
@@ -173,9 +180,7 @@ struct Bench: ParsableCommand {
                 return { units in
                     payloads.withUnsafeBytes { packed in
                         out.withUnsafeMutableBufferPointer { out in
-                            for _ in 0..<units {
-                                for i in 0..<ids.count { decode(packed.baseAddress! + i * size, out.baseAddress! + i * d, d) }
-                            }
+                            for _ in 0..<units { decode(packed.baseAddress!, size, out.baseAddress!, d, ids.count) }
                         }
                     }
                     return units * ids.count
