@@ -90,4 +90,41 @@ let benchmarks: @Sendable () -> Void = {
             }
         }
     }
+
+    // Pooled lookups (512 bags of 20 ids) on a segment with a small delta on top (puts and a
+    // delete): the delta filter and the fused accumulate path, malloc count per call.
+    Benchmark("pooled int8 d=\(dimension), 512 bags of 20, 100k rows + delta",
+              configuration: .init(metrics: [.wallClock, .throughput, .mallocCountTotal], scalingFactor: .one,
+                                   maxDuration: .seconds(2))) { benchmark in
+        let path = NSTemporaryDirectory() + "embstore-bench-pooled-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let n = 100_000
+        let store = try Store(path: path)
+        let table = sampleRows(count: n, dimension: dimension)
+        try table.withUnsafeBufferPointer { try store.load(table: "t", rows: $0, count: n, dimension: dimension, codec: .int8) }
+        let handle = try store.table("t")
+        try store.write { batch in
+            for id in stride(from: UInt64(0), to: 1000, by: 7) {
+                try batch.put(handle, id: id, vector: Array(table[Int(id) * dimension..<(Int(id) + 1) * dimension]), codec: .fp16)
+            }
+            try batch.delete(handle, id: 3)
+        }
+        let reader = try store.makeReader()
+        var state: UInt64 = 7
+        let ids = (0..<(batch * 20)).map { _ in state = state &* 6_364_136_223_846_793_005 &+ 1; return (state >> 33) % UInt64(n) }
+        let offsets = (0...batch).map { $0 * 20 }
+        var out = [Float](repeating: 0, count: batch * dimension)
+        try ids.withUnsafeBufferPointer { ids in
+            try offsets.withUnsafeBufferPointer { offsets in
+                try out.withUnsafeMutableBufferPointer { out in
+                    try reader.lookupPooled(handle, ids: ids, offsets: offsets, into: out)   // warm-up
+                    benchmark.startMeasurement()
+                    for _ in benchmark.scaledIterations {
+                        try reader.lookupPooled(handle, ids: ids, offsets: offsets, into: out)
+                    }
+                    benchmark.stopMeasurement()
+                }
+            }
+        }
+    }
 }
