@@ -51,8 +51,6 @@ struct Ingest: ParsableCommand {
         let file = try NPYFile(path: vectors)
         let (count, dimension) = try file.matrixShape()
         guard dimension >= 1 else { throw InputError("\(vectors) has shape [\(count), 0]: rows need at least one value") }
-        var values = [Float](repeating: 0, count: count * dimension)
-        try values.withUnsafeMutableBufferPointer { try file.readFloatRows(0..<count, into: $0) }
         var idValues: [UInt64]?
         if let ids {
             let idFile = try NPYFile(path: ids)
@@ -65,8 +63,21 @@ struct Ingest: ParsableCommand {
         var storeOptions = Store.Options()
         storeOptions.durable = durable
         let store = try Store(path: self.store, options: storeOptions)
-        let report = try values.withUnsafeBufferPointer {
-            try store.load(table: table, ids: idValues, rows: $0, count: count, dimension: dimension, codec: loadCodec, options: options)
+        let load = { (rows: UnsafeBufferPointer<Float>) in
+            try store.load(table: self.table, ids: idValues, rows: rows, count: count, dimension: dimension, codec: loadCodec, options: options)
+        }
+        let report: LoadReport
+        let data = file.rawData
+        if file.dtype == .float32, let base = data.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
+            // float32 rows straight from the memory-mapped file: no copy of the whole table. The
+            // map lives as long as `file`, which must outlive the load.
+            report = try withExtendedLifetime(file) {
+                try load(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: count * dimension))
+            }
+        } else {
+            var values = [Float](repeating: 0, count: count * dimension)
+            try values.withUnsafeMutableBufferPointer { try file.readFloatRows(0..<count, into: $0) }
+            report = try values.withUnsafeBufferPointer { try load($0) }
         }
         try store.sync()
         var line = "ingested \(report.rows) rows of dimension \(dimension) into table '\(table)' as \(loadCodec)"
