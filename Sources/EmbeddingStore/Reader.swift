@@ -23,9 +23,10 @@ public enum Pooling: Sendable {
 /// so each call sees one consistent snapshot and no snapshot is pinned between calls. It is
 /// not `Sendable`: make one per thread (each holds an LMDB reader slot while it lives).
 ///
-/// A call runs in three passes over the batch: it prefetches the index entries of every id,
-/// then finds every row (delta first when the table has one, then segments newest first) and
-/// prefetches it, then decodes the rows into the caller's buffer. What it learned about a
+/// A call is one software-pipelined pass over the batch: for each id it prefetches the index
+/// entries of the id two steps ahead, finds the row of the id one step ahead (delta first when
+/// the table has one, then segments newest first) and prefetches it, and decodes its own row
+/// into the caller's buffer (a step is `prefetchDistance` ids). What it learned about a
 /// table's segments (map pointers) is kept while the snapshot stays the same, so a call on an
 /// unchanged store reads no metadata and allocates nothing.
 public final class Reader {
@@ -104,14 +105,14 @@ public final class Reader {
         let used = UnsafeBufferPointer(rebasing: ids[first..<(bags > 0 ? offsets[bags] : 0)])
         return try scratch.withUnsafeMutableBufferPointer { scratch in
             try withSnapshot(of: table) { view in
-                let foundCount = try locate(used, in: view, missing: missing)
-                let located = self.located
+                var batch = try startBatch(used, in: view, missing: missing)
+                let located = batch.located
                 let row = scratch.baseAddress!
                 for b in 0..<bags {
                     let pooled = out.baseAddress! + b * d
                     pooled.initialize(repeating: 0, count: d)
                     for position in offsets[b]..<offsets[b + 1] {
-                        if position - first + prefetchDistance < used.count { prefetchRecord(located[position - first + prefetchDistance]) }
+                        try resolve(position - first + prefetchDistance, &batch)
                         guard let record = located[position - first] else { continue }
                         let weight = weights?[position] ?? 1
                         if view.accumulateFast(record, into: pooled, weight: weight) { continue }
@@ -124,7 +125,7 @@ public final class Reader {
                         for j in 0..<d { pooled[j] *= inverse }
                     }
                 }
-                return foundCount
+                return batch.found
             }
         }
     }
@@ -137,11 +138,11 @@ public final class Reader {
             throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(ids.count) ids × dimension \(d) need \(ids.count * d)")
         }
         return try withSnapshot(of: table) { view in
-            let foundCount = try locate(ids, in: view, missing: missing)
-            let located = self.located
+            var batch = try startBatch(ids, in: view, missing: missing)
+            let located = batch.located
             let base = out.baseAddress!
             for i in 0..<ids.count {
-                if i + prefetchDistance < ids.count { prefetchRecord(located[i + prefetchDistance]) }
+                try resolve(i + prefetchDistance, &batch)
                 let row = base + i * d
                 if let record = located[i] {
                     if !view.decodeFast(record, into: row) { try view.slowDecode(record, id: ids[i], in: txn, into: row) }
@@ -152,58 +153,85 @@ public final class Reader {
             if let found {
                 for i in 0..<ids.count { found[i] = located[i] != nil }
             }
-            return foundCount
+            return batch.found
         }
     }
 
-    /// Finds the record of every id into `located` (nil when missing), prefetching index
-    /// entries and then the rows; returns how many were found.
-    private func locate(_ ids: UnsafeBufferPointer<UInt64>, in view: TableView, missing: MissingRows) throws -> Int {
+    /// One batch in flight: its ids, where their records are, and what finding them needs.
+    /// A batch is one pass: before decoding id i, the lookup finds id i + `prefetchDistance`
+    /// and prefetches its record, having prefetched that id's index entries one distance
+    /// earlier (so index probe, row fetch and decode overlap for different ids).
+    private struct Batch {
+        let ids: UnsafeBufferPointer<UInt64>
+        let located: UnsafeMutablePointer<UnsafeRawBufferPointer?>
+        let segments: UnsafeMutableBufferPointer<HotSegment>
+        let rows: Database
+        let prefetchIndex: Bool
+        let searchDelta: Bool
+        let filter: DeltaFilter
+        let missing: MissingRows
+        let view: TableView
+        var found = 0
+    }
+
+    /// Sets up a batch and finds its first `prefetchDistance` ids.
+    private func startBatch(_ ids: UnsafeBufferPointer<UInt64>, in view: TableView, missing: MissingRows) throws -> Batch {
         if locatedCapacity < ids.count {
             located.deallocate()
             locatedCapacity = max(ids.count, 2 * locatedCapacity)
             located = .allocate(capacity: locatedCapacity)
         }
-        let located = self.located
-        let segments = view.hotSegments
-        let rows = view.table.rows
-        let prefetchIndex = view.segmentsHaveIndex
         let searchDelta = view.deltaCount > 0
         // The filter costs a scan of the delta per snapshot: worth it for batches, not for one id.
         let filter = searchDelta && ids.count >= 32 ? try view.deltaFilter(txn: txn) : DeltaFilter()
-        var foundCount = 0
-        for i in 0..<ids.count {
-            if prefetchIndex && i + prefetchDistance < ids.count {
-                let ahead = ids[i + prefetchDistance]
-                for segment in segments {
-                    if let address = segment.index.probeAddress(of: ahead) { emb_prefetch(address) }
-                }
-            }
-            let id = ids[i]
-            var record: UnsafeRawBufferPointer?
-            var inDelta = false
-            if searchDelta, filter.mayContain(id), let delta = try txn.unsafeValue(forKey: id, in: rows) {
-                inDelta = true
-                record = isTombstone(delta) ? nil : delta
-            }
-            if !inDelta {
-                for segment in segments {
-                    guard let row = segment.index.row(of: id) else { continue }
-                    guard let found = segment.record(ofRow: row) else {
-                        throw StoreError.corruptMetadata(table: view.table.name, reason: "segment \(segment.segment) does not match its index at id \(id)")
-                    }
-                    record = found
-                    break
-                }
-            }
-            if record != nil {
-                foundCount += 1
-            } else if missing == .error {
-                throw StoreError.rowNotFound(table: view.table.name, id: id)
-            }
-            located[i] = record
+        var batch = Batch(ids: ids, located: located, segments: view.hotSegments, rows: view.table.rows,
+                          prefetchIndex: view.segmentsHaveIndex, searchDelta: searchDelta, filter: filter,
+                          missing: missing, view: view)
+        if batch.prefetchIndex {
+            for i in 0..<min(ids.count, 2 * prefetchDistance) { prefetchIndex(ids[i], batch.segments) }
         }
-        return foundCount
+        for i in 0..<min(ids.count, prefetchDistance) { try resolve(i, &batch) }
+        return batch
+    }
+
+    @inline(__always)
+    private func prefetchIndex(_ id: UInt64, _ segments: UnsafeMutableBufferPointer<HotSegment>) {
+        for segment in segments {
+            if let address = segment.index.probeAddress(of: id) { emb_prefetch(address) }
+        }
+    }
+
+    /// Finds the record of id `i` of the batch (nil when missing) and prefetches it; prefetches
+    /// the index entries of id `i + prefetchDistance`. Does nothing past the end of the batch.
+    @inline(__always)
+    private func resolve(_ i: Int, _ batch: inout Batch) throws {
+        let ids = batch.ids
+        guard i < ids.count else { return }
+        if batch.prefetchIndex && i + prefetchDistance < ids.count { prefetchIndex(ids[i + prefetchDistance], batch.segments) }
+        let id = ids[i]
+        var record: UnsafeRawBufferPointer?
+        var inDelta = false
+        if batch.searchDelta, batch.filter.mayContain(id), let delta = try txn.unsafeValue(forKey: id, in: batch.rows) {
+            inDelta = true
+            record = isTombstone(delta) ? nil : delta
+        }
+        if !inDelta {
+            for segment in batch.segments {
+                guard let row = segment.index.row(of: id) else { continue }
+                guard let found = segment.record(ofRow: row) else {
+                    throw StoreError.corruptMetadata(table: batch.view.table.name, reason: "segment \(segment.segment) does not match its index at id \(id)")
+                }
+                record = found
+                break
+            }
+        }
+        if record != nil {
+            batch.found += 1
+            prefetchRecord(record)
+        } else if batch.missing == .error {
+            throw StoreError.rowNotFound(table: batch.view.table.name, id: id)
+        }
+        batch.located[i] = record
     }
 
     /// Runs `body` inside one snapshot (the transaction renewed, then reset) with the table's
