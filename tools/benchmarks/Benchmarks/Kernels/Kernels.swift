@@ -12,6 +12,14 @@ func sampleRows(count: Int, dimension: Int) -> [Float] {
     }
 }
 
+/// A new store at `path` with table "t": `count` sample rows loaded as int8 (one segment).
+func loadedStore(path: String, count: Int, dimension: Int) throws -> (Store, Table, [Float]) {
+    let store = try Store(path: path)
+    let rows = sampleRows(count: count, dimension: dimension)
+    try rows.withUnsafeBufferPointer { try store.load(table: "t", rows: $0, count: count, dimension: dimension, codec: .int8) }
+    return (store, try store.table("t"), rows)
+}
+
 /// Encodes `rows` with `encode` into a packed, cache-resident payload buffer.
 func packed(_ rows: [Float], dimension d: Int, payloadSize: Int,
             _ encode: (UnsafeBufferPointer<Float>, UnsafeMutableRawBufferPointer) throws -> Void) -> [UInt8] {
@@ -71,10 +79,7 @@ let benchmarks: @Sendable () -> Void = {
         let path = NSTemporaryDirectory() + "embstore-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: path) }
         let n = 100_000
-        let store = try Store(path: path)
-        let table = sampleRows(count: n, dimension: dimension)
-        try table.withUnsafeBufferPointer { try store.load(table: "t", rows: $0, count: n, dimension: dimension, codec: .int8) }
-        let handle = try store.table("t")
+        let (store, handle, _) = try loadedStore(path: path, count: n, dimension: dimension)
         let reader = try store.makeReader()
         var state: UInt64 = 1
         let ids = (0..<batch).map { _ in state = state &* 6_364_136_223_846_793_005 &+ 1; return (state >> 33) % UInt64(n) }
@@ -99,10 +104,7 @@ let benchmarks: @Sendable () -> Void = {
         let path = NSTemporaryDirectory() + "embstore-bench-pooled-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: path) }
         let n = 100_000
-        let store = try Store(path: path)
-        let table = sampleRows(count: n, dimension: dimension)
-        try table.withUnsafeBufferPointer { try store.load(table: "t", rows: $0, count: n, dimension: dimension, codec: .int8) }
-        let handle = try store.table("t")
+        let (store, handle, table) = try loadedStore(path: path, count: n, dimension: dimension)
         try store.write { batch in
             for id in stride(from: UInt64(0), to: 1000, by: 7) {
                 try batch.put(handle, id: id, vector: Array(table[Int(id) * dimension..<(Int(id) + 1) * dimension]), codec: .fp16)
