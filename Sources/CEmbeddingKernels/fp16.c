@@ -135,15 +135,20 @@ static void f16_encode_f16c(const float *src, unsigned char *dst, size_t n) {
 
 EMB_TARGET_AVX2_F16C
 static int f16_decode_checked_f16c(const unsigned char *src, float *dst, size_t n) {
-    const __m128i exponent = _mm_set1_epi16(0x7C00);
-    __m128i special = _mm_setzero_si128();
+    /* A half is infinite or NaN when its magnitude bits are >= 0x7C00: keep the largest
+     * magnitude (one AND and one unsigned max per 8 values) and compare once per row. */
+    const __m128i magnitude = _mm_set1_epi16(0x7FFF);
+    __m128i largest = _mm_setzero_si128();
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m128i h = _mm_loadu_si128((const __m128i *)(src + 2 * i));
-        special = _mm_or_si128(special, _mm_cmpeq_epi16(_mm_and_si128(h, exponent), exponent));
+        largest = _mm_max_epu16(largest, _mm_and_si128(h, magnitude));
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
     }
-    int finite = _mm_testz_si128(special, special);
+    largest = _mm_max_epu16(largest, _mm_shuffle_epi32(largest, 0x4E));
+    largest = _mm_max_epu16(largest, _mm_shuffle_epi32(largest, 0xB1));
+    largest = _mm_max_epu16(largest, _mm_srli_epi32(largest, 16));
+    int finite = (_mm_cvtsi128_si32(largest) & 0xFFFF) < 0x7C00;
     for (; i < n; i++) {
         uint16_t h;
         memcpy(&h, src + 2 * i, sizeof h);

@@ -33,15 +33,20 @@ int emb_f32_decode_checked_portable(const void *src, float *dst, size_t n) {
 #if EMB_X86
 EMB_TARGET_AVX2_F16C
 static int f32_decode_checked_avx2(const unsigned char *src, float *dst, size_t n) {
-    const __m256i exponent = _mm256_set1_epi32(0x7F800000);
-    __m256i special = _mm256_setzero_si256();
+    /* A value is infinite or NaN when its magnitude bits are >= 0x7F800000: keep the largest
+     * magnitude (one AND and one unsigned max per 8 values) and compare once per row. */
+    const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF);
+    __m256i largest = _mm256_setzero_si256();
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256i bits = _mm256_loadu_si256((const __m256i *)(src + 4 * i));
-        special = _mm256_or_si256(special, _mm256_cmpeq_epi32(_mm256_and_si256(bits, exponent), exponent));
+        largest = _mm256_max_epu32(largest, _mm256_and_si256(bits, magnitude));
         _mm256_storeu_si256((__m256i *)(dst + i), bits);
     }
-    int finite = _mm256_testz_si256(special, special);
+    __m128i m = _mm_max_epu32(_mm256_castsi256_si128(largest), _mm256_extracti128_si256(largest, 1));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
+    int finite = (uint32_t)_mm_cvtsi128_si32(m) < 0x7F800000u;
     for (; i < n; i++) {
         uint32_t bits;
         memcpy(&bits, src + 4 * i, sizeof bits);
