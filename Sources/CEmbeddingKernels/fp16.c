@@ -217,3 +217,24 @@ int emb_f16_decode_checked(const void *src, float *dst, size_t n) {
 #endif
     return emb_f16_decode_checked_portable(src, dst, n);
 }
+
+#if EMB_X86
+/* The row loop in an AVX2 function, so the row body inlines into it. */
+EMB_TARGET_AVX2_F16C
+static int f16_decode_checked_rows_avx2_loop(const void *const *payloads, float *out, size_t count, size_t d) {
+    int finite = 1;
+    for (size_t k = 0; k < count; k++) finite &= f16_decode_checked_f16c((const unsigned char *)payloads[k], out + k * d, d);
+    return finite;
+}
+#endif
+
+int emb_f16_decode_checked_rows(const void *const *payloads, float *out, size_t count, size_t d) {
+    int finite = 1;
+#if EMB_X86
+    if (emb_isa() == EMB_ISA_AVX2_F16C) {
+        return f16_decode_checked_rows_avx2_loop(payloads, out, count, d);
+    }
+#endif
+    for (size_t k = 0; k < count; k++) finite &= emb_f16_decode_checked_portable(payloads[k], out + k * d, d);
+    return finite;
+}

@@ -204,3 +204,39 @@ void emb_i4_rowwise_accumulate(const void *payload, float *acc, size_t d, float 
 #endif
     emb_i4_rowwise_accumulate_portable(payload, acc, d, weight);
 }
+
+#if EMB_X86
+/* The row loop in an AVX2 function, so the row body inlines into it. */
+EMB_TARGET_AVX2_F16C
+static void i8_rowwise_decode_rows_avx2_loop(const void *const *payloads, float *out, size_t count, size_t d) {
+    for (size_t k = 0; k < count; k++) i8_decode_avx2((const unsigned char *)payloads[k], out + k * d, d);
+}
+#endif
+
+void emb_i8_rowwise_decode_rows(const void *const *payloads, float *out, size_t count, size_t d) {
+#if EMB_X86
+    if (emb_isa() == EMB_ISA_AVX2_F16C) {
+        i8_rowwise_decode_rows_avx2_loop(payloads, out, count, d);
+        return;
+    }
+#endif
+    for (size_t k = 0; k < count; k++) emb_i8_rowwise_decode_portable(payloads[k], out + k * d, d);
+}
+
+#if EMB_X86
+/* The row loop in an AVX2 function, so the row body inlines into it. */
+EMB_TARGET_AVX2_F16C
+static void i4_rowwise_decode_rows_avx2_loop(const void *const *payloads, float *out, size_t count, size_t d) {
+    for (size_t k = 0; k < count; k++) i4_decode_avx2((const unsigned char *)payloads[k], out + k * d, d);
+}
+#endif
+
+void emb_i4_rowwise_decode_rows(const void *const *payloads, float *out, size_t count, size_t d) {
+#if EMB_X86
+    if (emb_isa() == EMB_ISA_AVX2_F16C) {
+        i4_rowwise_decode_rows_avx2_loop(payloads, out, count, d);
+        return;
+    }
+#endif
+    for (size_t k = 0; k < count; k++) emb_i4_rowwise_decode_portable(payloads[k], out + k * d, d);
+}

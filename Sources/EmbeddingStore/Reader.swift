@@ -38,6 +38,8 @@ public final class Reader {
     /// Per id of the current batch: its record, or nil when missing.
     private var located: UnsafeMutablePointer<UnsafeRawBufferPointer?>
     private var locatedCapacity = 0
+    /// Payload pointers of one run of rows decoded by one kernel call.
+    private let runPayloads = UnsafeMutablePointer<UnsafeRawPointer?>.allocate(capacity: decodeChunk)
 
     init(store: Store) throws {
         self.store = store
@@ -48,7 +50,10 @@ public final class Reader {
         locatedCapacity = 1
     }
 
-    deinit { located.deallocate() }
+    deinit {
+        located.deallocate()
+        runPayloads.deallocate()
+    }
 
     /// Decodes the rows of `ids` into `out` (`ids.count × table.dimension` floats, row i at
     /// `i * dimension`), straight from the memory map. Missing ids follow `missing`.
@@ -140,15 +145,42 @@ public final class Reader {
         return try withSnapshot(of: table) { view in
             var batch = try startBatch(ids, in: view, missing: missing)
             let located = batch.located
+            let payloads = runPayloads
             let base = out.baseAddress!
-            for i in 0..<ids.count {
-                try resolve(i + prefetchDistance, &batch)
-                let row = base + i * d
-                if let record = located[i] {
-                    if !view.decodeFast(record, into: row) { try view.slowDecode(record, id: ids[i], in: txn, into: row) }
-                } else {
-                    row.initialize(repeating: 0, count: d)
+            var i = 0
+            while i < ids.count {
+                // Find the next rows, then decode this chunk: runs of one plain codec in one
+                // kernel call each, anything else row by row.
+                let end = min(i + decodeChunk, ids.count)
+                for j in i..<end { try resolve(j + prefetchDistance, &batch) }
+                var j = i
+                while j < end {
+                    guard let record = located[j] else {
+                        (base + j * d).initialize(repeating: 0, count: d)
+                        j += 1
+                        continue
+                    }
+                    let kind = view.plainKind(record)
+                    guard kind != 0 else {
+                        try view.slowDecode(record, id: ids[j], in: txn, into: base + j * d)
+                        j += 1
+                        continue
+                    }
+                    var k = j
+                    while k < end, let next = located[k], view.plainKind(next) == kind {
+                        payloads[k - j] = UnsafeRawPointer(next.baseAddress! + 1)
+                        k += 1
+                    }
+                    if !view.decodeRun(kind, payloads, count: k - j, into: base + j * d) {
+                        // A non-finite value somewhere in the run: the row-by-row path names it.
+                        for m in j..<k {
+                            let record = located[m]!
+                            if !view.decodeFast(record, into: base + m * d) { try view.slowDecode(record, id: ids[m], in: txn, into: base + m * d) }
+                        }
+                    }
+                    j = k
                 }
+                i = end
             }
             if let found {
                 for i in 0..<ids.count { found[i] = located[i] != nil }
@@ -254,6 +286,10 @@ public final class Reader {
 /// How many ids ahead a lookup prefetches index entries and rows: enough to overlap the cache
 /// misses of several rows, few enough not to overflow the core's outstanding-miss buffers.
 let prefetchDistance = 8
+
+/// Rows a lookup decodes per step: consecutive rows of one plain codec within a step go to the
+/// kernel in one call (one CPU dispatch, the row loop inside the kernel).
+let decodeChunk = 8
 
 /// Prefetches the cache lines of a record: every 64 bytes of its first 256, and its last byte.
 @inline(__always)
@@ -429,6 +465,35 @@ final class TableView {
         default:
             return false
         }
+    }
+
+    /// The tag of a plain-codec record that the run kernels may decode (fp32, fp16, int8, int4
+    /// of the right size; int8/int4 with a finite range), or 0 for everything else.
+    @inline(__always)
+    func plainKind(_ record: UnsafeRawBufferPointer) -> UInt8 {
+        let bytes = record.baseAddress!
+        let payload = bytes + 1
+        let tag = bytes.load(as: UInt8.self)
+        switch tag {
+        case 1: return record.count == fp32Size ? tag : 0
+        case 2: return record.count == fp16Size ? tag : 0
+        case 3: return record.count == int8Size && Self.rangeIsFinite(payload + d, maxCode: 255) ? tag : 0
+        case 4: return record.count == int4Size && Self.rangeIsFinite(payload + (d + 1) / 2, maxCode: 15) ? tag : 0
+        default: return 0
+        }
+    }
+
+    /// Decodes `count` payloads of plain kind `kind` into consecutive rows at `out`; false when
+    /// an fp32/fp16 value is not finite (the rows are then unspecified).
+    @inline(__always)
+    func decodeRun(_ kind: UInt8, _ payloads: UnsafePointer<UnsafeRawPointer?>, count: Int, into out: UnsafeMutablePointer<Float>) -> Bool {
+        switch kind {
+        case 1: return emb_f32_decode_checked_rows(payloads, out, count, d) != 0
+        case 2: return emb_f16_decode_checked_rows(payloads, out, count, d) != 0
+        case 3: emb_i8_rowwise_decode_rows(payloads, out, count, d)
+        default: emb_i4_rowwise_decode_rows(payloads, out, count, d)
+        }
+        return true
     }
 
     /// Adds `weight` × the decoded plain-codec `record` to `acc` in one pass, with the same

@@ -142,7 +142,8 @@ struct Bench: ParsableCommand {
 
     /// shared/bench's decode workload: the rows of the first B ids, encoded with each codec and
     /// packed into one cache-resident buffer, decoded into `[B, d]` per unit by the kernels the
-    /// store's lookups call (fp32 and fp16 with their finiteness check, as lookups do).
+    /// store's lookups call, as they call them (runs of rows per call; fp32 and fp16 with their
+    /// finiteness check).
     static func decodeOnly(tableNpy: String, ids: [UInt64], common: [String: Any], reps: Int, repSeconds: Double) throws {
         let file = try NPYFile(path: tableNpy)
         let (count, d) = try file.matrixShape()
@@ -152,18 +153,23 @@ struct Bench: ParsableCommand {
                 try file.readFloatRows(Int(id)..<Int(id) + 1, into: UnsafeMutableBufferPointer(rebasing: rows[i * d..<(i + 1) * d]))
             }
         }
-        // Each decoder runs a whole batch of `rows` payloads `size` bytes apart, calling the kernel
-        // directly as the store's lookup loop does (a closure per row would dominate ~3 ns rows).
-        typealias BatchDecoder = (UnsafeRawPointer, Int, UnsafeMutablePointer<Float>, Int, Int) -> Void
+        // Each decoder runs a whole batch, in runs of 8 rows per kernel call as lookups do
+        // (`payloads` points at each row's payload; the kernels dispatch once per run).
+        typealias BatchDecoder = (UnsafePointer<UnsafeRawPointer?>, UnsafeMutablePointer<Float>, Int, Int) -> Void
+        func runs(_ kernel: @escaping (UnsafePointer<UnsafeRawPointer?>, UnsafeMutablePointer<Float>, Int, Int) -> Void) -> BatchDecoder {
+            { payloads, out, d, rows in
+                for start in stride(from: 0, to: rows, by: 8) { kernel(payloads + start, out + start * d, min(8, rows - start), d) }
+            }
+        }
         let codecs: [(String, Int, (UnsafeBufferPointer<Float>, UnsafeMutableRawBufferPointer) throws -> Void, BatchDecoder)] = [
-            ("fp32", Float32Codec.payloadSize(dimension: d), { try Float32Codec.encode($0, into: $1) }, { p, size, out, d, rows in
-                for i in 0..<rows { _ = emb_f32_decode_checked(p + i * size, out + i * d, d) } }),
-            ("fp16", Float16Codec.payloadSize(dimension: d), { try Float16Codec.encode($0, into: $1) }, { p, size, out, d, rows in
-                for i in 0..<rows { _ = emb_f16_decode_checked(p + i * size, out + i * d, d) } }),
-            ("int8", Int8RowwiseCodec.payloadSize(dimension: d), { try Int8RowwiseCodec.encode($0, into: $1) }, { p, size, out, d, rows in
-                for i in 0..<rows { emb_i8_rowwise_decode(p + i * size, out + i * d, d) } }),
-            ("int4", Int4RowwiseCodec.payloadSize(dimension: d), { try Int4RowwiseCodec.encode($0, into: $1) }, { p, size, out, d, rows in
-                for i in 0..<rows { emb_i4_rowwise_decode(p + i * size, out + i * d, d) } }),
+            ("fp32", Float32Codec.payloadSize(dimension: d), { try Float32Codec.encode($0, into: $1) },
+             runs { _ = emb_f32_decode_checked_rows($0, $1, $2, $3) }),
+            ("fp16", Float16Codec.payloadSize(dimension: d), { try Float16Codec.encode($0, into: $1) },
+             runs { _ = emb_f16_decode_checked_rows($0, $1, $2, $3) }),
+            ("int8", Int8RowwiseCodec.payloadSize(dimension: d), { try Int8RowwiseCodec.encode($0, into: $1) },
+             runs { emb_i8_rowwise_decode_rows($0, $1, $2, $3) }),
+            ("int4", Int4RowwiseCodec.payloadSize(dimension: d), { try Int4RowwiseCodec.encode($0, into: $1) },
+             runs { emb_i4_rowwise_decode_rows($0, $1, $2, $3) }),
         ]
         for (name, size, encode, decode) in codecs {
             var packed = [UInt8](repeating: 0, count: ids.count * size)
@@ -180,11 +186,14 @@ struct Bench: ParsableCommand {
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, packed.count), alignment: 64)
             defer { buffer.deallocate() }
             packed.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            nonisolated(unsafe) let payloads = UnsafeRawPointer(buffer)
+            let pointers = UnsafeMutablePointer<UnsafeRawPointer?>.allocate(capacity: ids.count)
+            defer { pointers.deallocate() }
+            for i in 0..<ids.count { pointers[i] = UnsafeRawPointer(buffer + i * size) }
+            nonisolated(unsafe) let payloads = UnsafePointer(pointers)
             let measured = try measure(threads: 1, reps: reps, repSeconds: repSeconds) { _ in
                 let out = OutputRows(count: ids.count * d)
                 return { units in
-                    for _ in 0..<units { decode(payloads, size, out.floats, d, ids.count) }
+                    for _ in 0..<units { decode(payloads, out.floats, d, ids.count) }
                     return units * ids.count
                 }
             }

@@ -96,6 +96,76 @@ import Testing
         }
     }
 
+    /// The run kernels decode scattered payloads into consecutive rows exactly as the one-row
+    /// kernels do, and the fp32/fp16 ones flag a run holding a non-finite value.
+    @Test(arguments: [1, 7, 8, 17, 64, 100]) func runKernelsMatchOneRowKernels(d: Int) throws {
+        let rows = 5
+        let values = values(rows * d, seed: UInt64(d) + 33)
+        let sizes = [4 * d, 2 * d, Int8RowwiseCodec.payloadSize(dimension: d), Int4RowwiseCodec.payloadSize(dimension: d)]
+        for (codec, size) in sizes.enumerated() {
+            // Payloads one byte apart from each other's ends, in reverse order: scattered, unaligned.
+            var bytes = [UInt8](repeating: 0, count: rows * (size + 1) + 1)
+            try values.withUnsafeBufferPointer { v in
+                try bytes.withUnsafeMutableBytes { b in
+                    for r in 0..<rows {
+                        let row = UnsafeBufferPointer(rebasing: v[r * d..<(r + 1) * d])
+                        let at = 1 + (rows - 1 - r) * (size + 1)
+                        let payload = UnsafeMutableRawBufferPointer(rebasing: b[at..<at + size])
+                        switch codec {
+                        case 0: try Float32Codec.encode(row, into: payload)
+                        case 1: try Float16Codec.encode(row, into: payload)
+                        case 2: try Int8RowwiseCodec.encode(row, into: payload)
+                        default: try Int4RowwiseCodec.encode(row, into: payload)
+                        }
+                    }
+                }
+            }
+            var expected = [Float](repeating: 0, count: rows * d)
+            var got = [Float](repeating: .nan, count: rows * d)
+            bytes.withUnsafeBytes { b in
+                let pointers: [UnsafeRawPointer?] = (0..<rows).map { r in b.baseAddress! + 1 + (rows - 1 - r) * (size + 1) }
+                expected.withUnsafeMutableBufferPointer { e in
+                    for r in 0..<rows {
+                        let payload = UnsafeRawBufferPointer(start: pointers[r], count: size)
+                        let out = UnsafeMutableBufferPointer(rebasing: e[r * d..<(r + 1) * d])
+                        switch codec {
+                        case 0: Float32Codec.decode(payload, into: out)
+                        case 1: Float16Codec.decode(payload, into: out)
+                        case 2: Int8RowwiseCodec.decode(payload, into: out)
+                        default: Int4RowwiseCodec.decode(payload, into: out)
+                        }
+                    }
+                }
+                pointers.withUnsafeBufferPointer { p in
+                    got.withUnsafeMutableBufferPointer { g in
+                        switch codec {
+                        case 0: #expect(emb_f32_decode_checked_rows(p.baseAddress!, g.baseAddress!, rows, d) == 1)
+                        case 1: #expect(emb_f16_decode_checked_rows(p.baseAddress!, g.baseAddress!, rows, d) == 1)
+                        case 2: emb_i8_rowwise_decode_rows(p.baseAddress!, g.baseAddress!, rows, d)
+                        default: emb_i4_rowwise_decode_rows(p.baseAddress!, g.baseAddress!, rows, d)
+                        }
+                    }
+                }
+            }
+            #expect(bits(got) == bits(expected), "codec \(codec) d=\(d)")
+            if codec < 2 {
+                // A NaN in the last value of the middle row flags the run.
+                let at = 1 + (rows - 1 - rows / 2) * (size + 1) + size - (codec == 0 ? 4 : 2)
+                if codec == 0 { bytes.replaceSubrange(at..<at + 4, with: [0, 0, 0xC0, 0x7F]) } else { bytes.replaceSubrange(at..<at + 2, with: [0x01, 0x7E]) }
+                let flag = bytes.withUnsafeBytes { b in
+                    let pointers: [UnsafeRawPointer?] = (0..<rows).map { r in b.baseAddress! + 1 + (rows - 1 - r) * (size + 1) }
+                    return pointers.withUnsafeBufferPointer { p in
+                        got.withUnsafeMutableBufferPointer { g in
+                            codec == 0 ? emb_f32_decode_checked_rows(p.baseAddress!, g.baseAddress!, rows, d)
+                                       : emb_f16_decode_checked_rows(p.baseAddress!, g.baseAddress!, rows, d)
+                        }
+                    }
+                }
+                #expect(flag == 0, "codec \(codec) d=\(d): NaN in the run")
+            }
+        }
+    }
+
     @Test(arguments: dimensions) func floatCodecsMatchDecodeThenAddAndFlagNonFinite(d: Int) throws {
         let row = values(d, seed: UInt64(d) + 13)
         var fp16 = [UInt8](repeating: 0, count: 2 * d)

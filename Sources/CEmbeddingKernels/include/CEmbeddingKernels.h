@@ -93,6 +93,17 @@ int emb_f32_decode_checked(const void *src, float *dst, size_t n);
 int emb_f32_decode_checked_portable(const void *src, float *dst, size_t n);
 
 /* ------------------------------------------------------------------------------------------
+ * Runs of rows: `count` payloads of one codec (each pointer to its payload, any alignment)
+ * decoded into `count` consecutive rows of `d` floats at `out`, with one dispatch and one call
+ * for the run. The values are those of the single-row decoders. The fp32/fp16 variants return
+ * 0 when any value of the run is infinite or NaN (`out` is then unspecified), else 1. */
+
+void emb_i8_rowwise_decode_rows(const void *const *payloads, float *out, size_t count, size_t d);
+void emb_i4_rowwise_decode_rows(const void *const *payloads, float *out, size_t count, size_t d);
+int emb_f16_decode_checked_rows(const void *const *payloads, float *out, size_t count, size_t d);
+int emb_f32_decode_checked_rows(const void *const *payloads, float *out, size_t count, size_t d);
+
+/* ------------------------------------------------------------------------------------------
  * Accumulation for pooled lookups: acc[i] = acc[i] + weight * x[i], where x is what the
  * matching decoder would write (the same float32 operations, so the result is bit-identical to
  * decoding into a scratch row and then adding; weight 1 adds x exactly). */
