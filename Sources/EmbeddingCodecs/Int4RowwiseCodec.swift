@@ -16,6 +16,13 @@ public enum Int4RowwiseCodec {
     @inlinable
     public static func payloadSize(dimension: Int) -> Int { (dimension + 1) / 2 + 8 }
 
+    /// True when every value the payload at `payload` (a row of `dimension` values, any
+    /// alignment) can decode to is finite, reading only its scale and bias.
+    @inlinable
+    public static func decodesFinite(_ payload: UnsafeRawPointer, dimension: Int) -> Bool {
+        rowwiseRangeIsFinite(payload + (dimension + 1) / 2, maxCode: 15)
+    }
+
     /// Quantises `row` into `payload` with a per-row range search: the decoded row's mean
     /// squared error is never above the plain min/max rule's (`encodeMinMax`) and usually well
     /// below (with 16 levels, clipping the tails pays off).

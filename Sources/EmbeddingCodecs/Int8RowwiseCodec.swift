@@ -12,6 +12,13 @@ public enum Int8RowwiseCodec {
     @inlinable
     public static func payloadSize(dimension: Int) -> Int { dimension + 8 }
 
+    /// True when every value the payload at `payload` (a row of `dimension` values, any
+    /// alignment) can decode to is finite, reading only its scale and bias.
+    @inlinable
+    public static func decodesFinite(_ payload: UnsafeRawPointer, dimension: Int) -> Bool {
+        rowwiseRangeIsFinite(payload + dimension, maxCode: 255)
+    }
+
     /// Quantises `row` into `payload` with a per-row range search: the decoded row's mean
     /// squared error is never above the plain min/max rule's (`encodeMinMax`) and usually below.
     ///
@@ -76,4 +83,13 @@ public enum Int8RowwiseCodec {
             row[index] = Float(payload[index]) * scale + bias
         }
     }
+}
+
+/// True when `q · scale + bias` is finite for every code q in 0…maxCode, given the float32
+/// scale and bias at `scaleAndBias`: rounding is monotone, so the two ends decide.
+@inlinable @inline(__always)
+func rowwiseRangeIsFinite(_ scaleAndBias: UnsafeRawPointer, maxCode: Float) -> Bool {
+    let scale = Float(bitPattern: UInt32(littleEndian: scaleAndBias.loadUnaligned(as: UInt32.self)))
+    let bias = Float(bitPattern: UInt32(littleEndian: scaleAndBias.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+    return scale.isFinite && bias.isFinite && (maxCode * scale + bias).isFinite
 }

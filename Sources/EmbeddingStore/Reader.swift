@@ -1,4 +1,5 @@
 import CEmbeddingKernels
+import EmbeddingCodecs
 import LMDB
 
 /// What a lookup does with an id that is not in the table.
@@ -366,10 +367,10 @@ final class TableView {
         self.table = table
         decoder = RecordDecoder(table: table)
         d = table.dimension
-        fp32Size = 1 + 4 * d
-        fp16Size = 1 + 2 * d
-        int8Size = 1 + d + 8
-        int4Size = 1 + (d + 1) / 2 + 8
+        fp32Size = 1 + Float32Codec.payloadSize(dimension: d)   // records: tag + payload
+        fp16Size = 1 + Float16Codec.payloadSize(dimension: d)
+        int8Size = 1 + Int8RowwiseCodec.payloadSize(dimension: d)
+        int4Size = 1 + Int4RowwiseCodec.payloadSize(dimension: d)
     }
 
     deinit {
@@ -455,11 +456,11 @@ final class TableView {
         case 2 where record.count == fp16Size:
             return emb_f16_decode_checked(payload, row, d) != 0
         case 3 where record.count == int8Size:
-            guard Self.rangeIsFinite(payload + d, maxCode: 255) else { return false }
+            guard Int8RowwiseCodec.decodesFinite(payload, dimension: d) else { return false }
             emb_i8_rowwise_decode(payload, row, d)
             return true
         case 4 where record.count == int4Size:
-            guard Self.rangeIsFinite(payload + (d + 1) / 2, maxCode: 15) else { return false }
+            guard Int4RowwiseCodec.decodesFinite(payload, dimension: d) else { return false }
             emb_i4_rowwise_decode(payload, row, d)
             return true
         default:
@@ -477,8 +478,8 @@ final class TableView {
         switch tag {
         case 1: return record.count == fp32Size ? tag : 0
         case 2: return record.count == fp16Size ? tag : 0
-        case 3: return record.count == int8Size && Self.rangeIsFinite(payload + d, maxCode: 255) ? tag : 0
-        case 4: return record.count == int4Size && Self.rangeIsFinite(payload + (d + 1) / 2, maxCode: 15) ? tag : 0
+        case 3: return record.count == int8Size && Int8RowwiseCodec.decodesFinite(payload, dimension: d) ? tag : 0
+        case 4: return record.count == int4Size && Int4RowwiseCodec.decodesFinite(payload, dimension: d) ? tag : 0
         default: return 0
         }
     }
@@ -510,11 +511,11 @@ final class TableView {
         case 2 where record.count == fp16Size:
             return emb_f16_accumulate(payload, acc, d, weight) != 0
         case 3 where record.count == int8Size:
-            guard Self.rangeIsFinite(payload + d, maxCode: 255) else { return false }
+            guard Int8RowwiseCodec.decodesFinite(payload, dimension: d) else { return false }
             emb_i8_rowwise_accumulate(payload, acc, d, weight)
             return true
         case 4 where record.count == int4Size:
-            guard Self.rangeIsFinite(payload + (d + 1) / 2, maxCode: 15) else { return false }
+            guard Int4RowwiseCodec.decodesFinite(payload, dimension: d) else { return false }
             emb_i4_rowwise_accumulate(payload, acc, d, weight)
             return true
         default:
@@ -526,14 +527,6 @@ final class TableView {
     func slowDecode(_ record: UnsafeRawBufferPointer, id: UInt64, in txn: borrowing Transaction,
                     into row: UnsafeMutablePointer<Float>) throws {
         try decoder.decode(record, id: id, in: txn, into: UnsafeMutableBufferPointer(start: row, count: d))
-    }
-    /// True when every value `q · scale + bias` of a rowwise payload (q in 0…maxCode) is finite:
-    /// rounding is monotone, so the two ends decide.
-    @inline(__always)
-    private static func rangeIsFinite(_ scaleAndBias: UnsafeRawPointer, maxCode: Float) -> Bool {
-        let scale = Float(bitPattern: UInt32(littleEndian: scaleAndBias.loadUnaligned(as: UInt32.self)))
-        let bias = Float(bitPattern: UInt32(littleEndian: scaleAndBias.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
-        return scale.isFinite && bias.isFinite && (maxCode * scale + bias).isFinite
     }
 
 }
