@@ -173,11 +173,8 @@ public final class Reader {
                         k += 1
                     }
                     if !view.decodeRun(kind, payloads, count: k - j, into: base + j * d) {
-                        // A non-finite value somewhere in the run: the row-by-row path names it.
-                        for m in j..<k {
-                            let record = located[m]!
-                            if !view.decodeFast(record, into: base + m * d) { try view.slowDecode(record, id: ids[m], in: txn, into: base + m * d) }
-                        }
+                        // A non-finite value somewhere in the run: the general path names it.
+                        for m in j..<k { try view.slowDecode(located[m]!, id: ids[m], in: txn, into: base + m * d) }
                     }
                     j = k
                 }
@@ -322,9 +319,7 @@ struct HotSegment {
     /// The record of row `r`, or nil when the index does not fit the part (damage).
     @inline(__always)
     func record(ofRow r: Int) -> UnsafeRawBufferPointer? {
-        let part = parts[index.part(ofRow: r) - 1]
-        guard let (offset, length) = index.record(ofRow: r, partLength: part.count) else { return nil }
-        return UnsafeRawBufferPointer(start: part.baseAddress! + offset, count: length)
+        index.record(ofRow: r, in: parts[index.part(ofRow: r) - 1])
     }
 }
 
@@ -441,31 +436,6 @@ final class TableView {
         segmentsHaveIndex = views.contains { $0.index.header.kind != .denseFixed }
         snapshot = id
         mapGeneration = generation
-    }
-
-    /// Decodes a plain-codec `record` into `row` (`dimension` floats) straight from the map with
-    /// the C kernels; false (row unspecified) when it needs `slowDecode`: other codecs, and any
-    /// record that is malformed or would decode to a non-finite value.
-    @inline(__always)
-    func decodeFast(_ record: UnsafeRawBufferPointer, into row: UnsafeMutablePointer<Float>) -> Bool {
-        let bytes = record.baseAddress!
-        let payload = bytes + 1
-        switch bytes.load(as: UInt8.self) {
-        case 1 where record.count == fp32Size:
-            return emb_f32_decode_checked(payload, row, d) != 0
-        case 2 where record.count == fp16Size:
-            return emb_f16_decode_checked(payload, row, d) != 0
-        case 3 where record.count == int8Size:
-            guard Int8RowwiseCodec.decodesFinite(payload, dimension: d) else { return false }
-            emb_i8_rowwise_decode(payload, row, d)
-            return true
-        case 4 where record.count == int4Size:
-            guard Int4RowwiseCodec.decodesFinite(payload, dimension: d) else { return false }
-            emb_i4_rowwise_decode(payload, row, d)
-            return true
-        default:
-            return false
-        }
     }
 
     /// The tag of a plain-codec record that the run kernels may decode (fp32, fp16, int8, int4

@@ -217,6 +217,14 @@ struct SegmentIndex {
         isSized ? nil : rows(inPart: p) * stride
     }
 
+    /// The record of row `r` within `part`, which must be that row's data part
+    /// (`part(ofRow: r)`); nil when the index does not fit the part (damage).
+    @inline(__always)
+    func record(ofRow r: Int, in part: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        guard let (offset, length) = record(ofRow: r, partLength: part.count) else { return nil }
+        return UnsafeRawBufferPointer(start: part.baseAddress! + offset, count: length)
+    }
+
     /// Offset and length of row `r`'s record within its part of `partLength` bytes; nil when the
     /// index does not fit the part (damage).
     @inline(__always)

@@ -296,8 +296,6 @@ struct SegmentView {
     /// The record of row `r`, or nil when the index does not fit the part (damage).
     @inline(__always)
     func record(ofRow r: Int) -> UnsafeRawBufferPointer? {
-        let part = parts[index.part(ofRow: r) - 1]
-        guard let (offset, length) = index.record(ofRow: r, partLength: part.count) else { return nil }
-        return UnsafeRawBufferPointer(start: part.baseAddress! + offset, count: length)
+        index.record(ofRow: r, in: parts[index.part(ofRow: r) - 1])
     }
 }
