@@ -28,11 +28,11 @@ let package = Package(
         .target(name: "CEmbeddingKernels"),
         .target(name: "EmbeddingCodecs", dependencies: ["CEmbeddingKernels"]),
         .target(name: "NPY"),
-        .target(name: "EmbeddingStore", dependencies: ["LMDB", "EmbeddingCodecs", "CEmbeddingKernels", "NPY"]),
+        .target(name: "EmbeddingStore", dependencies: ["LMDB", "EmbeddingCodecs", "NPY"]),
         .executableTarget(
             name: "embstore",
             dependencies: [
-                "EmbeddingStore", "EmbeddingCodecs", "CEmbeddingKernels", "NPY",
+                "EmbeddingStore", "EmbeddingCodecs", "NPY",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -11,6 +11,9 @@ public enum CodecError: Error, Equatable, Sendable, CustomStringConvertible {
     case badPayloadSize(codec: String, expected: Int, actual: Int)
     /// A parameter is unusable; the text names the parameter and the bad value.
     case invalidParameter(String)
+    /// The table lacks what the codec needs (a PCA basis, bucket rows, a fitted model); the
+    /// text says what and how to make it.
+    case missingParameters(String)
 
     /// One sentence saying what is wrong and, where there is one, what to do instead.
     public var description: String {
@@ -23,6 +26,8 @@ public enum CodecError: Error, Equatable, Sendable, CustomStringConvertible {
             return "value \(value) at index \(index) is out of range for \(codec)'s min/max rule: its decoded value would overflow Float; use encode(_:into:), which narrows the range, or fp32 for this row"
         case let .badPayloadSize(codec, expected, actual):
             return "\(codec) payload buffer has \(actual) bytes but this row needs exactly \(expected)"
+        case let .missingParameters(text):
+            return text
         case let .invalidParameter(text):
             return "invalid parameter: \(text)"
         }

@@ -66,3 +66,33 @@ public enum Float16Codec {
         #endif
     }
 }
+
+extension Float16Codec {
+    /// The codec's kernels for the descriptor (FORMAT.md, tag 2).
+    static let kernels: FixedSizeKernels = {
+        var kernels = FixedSizeKernels(
+            tag: 2, name: name, summary: "IEEE half, 2 bytes a value; rows beyond ±65504 are refused",
+            payloadSize: { payloadSize(dimension: $0) },
+            encode: { row, payload throws(CodecError) in try encode(row, into: payload) },
+            decodeRows: { payloads, count, dimension, out in
+                emb_f16_decode_checked_rows(payloads, out, count, dimension) != 0
+            },
+            accumulate: { payload, dimension, weight, acc in
+                emb_f16_accumulate(payload, acc, dimension, weight) != 0
+            },
+            decode: { decode($0, into: $1) })
+        kernels.check = { row throws(CodecError) in
+            for index in row.indices where !(row[index].magnitude < overflowThreshold) {
+                throw .outOfRange(codec: name, index: index, value: row[index])
+            }
+        }
+        return kernels
+    }()
+    /// The registered codec.
+    public static let descriptor: any RowCodec = FixedSizeRowCodec(kernels: kernels)
+}
+
+extension Codec {
+    /// IEEE half, 2 bytes a value.
+    public static let fp16 = FixedSizeRowCodec(kernels: Float16Codec.kernels).codec
+}

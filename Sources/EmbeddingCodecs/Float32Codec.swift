@@ -53,3 +53,28 @@ public enum Float32Codec {
         }
     }
 }
+
+extension Float32Codec {
+    /// The codec's kernels for the descriptor (FORMAT.md, tag 1).
+    static let kernels: FixedSizeKernels = {
+        var kernels = FixedSizeKernels(
+            tag: 1, name: name, summary: "4 bytes a value, lossless",
+            payloadSize: { payloadSize(dimension: $0) },
+            encode: { row, payload throws(CodecError) in try encode(row, into: payload) },
+            decodeRows: { payloads, count, dimension, out in
+                emb_f32_decode_checked_rows(payloads, out, count, dimension) != 0
+            },
+            accumulate: { payload, dimension, weight, acc in
+                emb_f32_accumulate(payload, acc, dimension, weight) != 0
+            },
+            decode: { decode($0, into: $1) })
+        return kernels
+    }()
+    /// The registered codec.
+    public static let descriptor: any RowCodec = FixedSizeRowCodec(kernels: kernels)
+}
+
+extension Codec {
+    /// 4 bytes a value, lossless.
+    public static let fp32 = FixedSizeRowCodec(kernels: Float32Codec.kernels).codec
+}

@@ -93,3 +93,32 @@ public enum Int4RowwiseCodec {
         }
     }
 }
+
+extension Int4RowwiseCodec {
+    /// The codec's kernels for the descriptor (FORMAT.md, tag 4).
+    static let kernels: FixedSizeKernels = {
+        var kernels = FixedSizeKernels(
+            tag: 4, name: name, summary: "half a byte a value, f32 scale and bias per row",
+            payloadSize: { payloadSize(dimension: $0) },
+            encode: { row, payload throws(CodecError) in try encode(row, into: payload) },
+            decodeRows: { payloads, count, dimension, out in
+                for i in 0..<count where !decodesFinite(payloads[i]!, dimension: dimension) { return false }
+                emb_i4_rowwise_decode_rows(payloads, out, count, dimension)
+                return true
+            },
+            accumulate: { payload, dimension, weight, acc in
+                guard decodesFinite(payload, dimension: dimension) else { return false }
+                emb_i4_rowwise_accumulate(payload, acc, dimension, weight)
+                return true
+            },
+            decode: { decode($0, into: $1) })
+        return kernels
+    }()
+    /// The registered codec.
+    public static let descriptor: any RowCodec = FixedSizeRowCodec(kernels: kernels)
+}
+
+extension Codec {
+    /// Half a byte a value with a per-row f32 scale and bias.
+    public static let int4 = FixedSizeRowCodec(kernels: Int4RowwiseCodec.kernels).codec
+}

@@ -93,3 +93,32 @@ func rowwiseRangeIsFinite(_ scaleAndBias: UnsafeRawPointer, maxCode: Float) -> B
     let bias = Float(bitPattern: UInt32(littleEndian: scaleAndBias.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
     return scale.isFinite && bias.isFinite && (maxCode * scale + bias).isFinite
 }
+
+extension Int8RowwiseCodec {
+    /// The codec's kernels for the descriptor (FORMAT.md, tag 3).
+    static let kernels: FixedSizeKernels = {
+        var kernels = FixedSizeKernels(
+            tag: 3, name: name, summary: "one byte a value, f32 scale and bias per row (FBGEMM's fused 8-bit rowwise)",
+            payloadSize: { payloadSize(dimension: $0) },
+            encode: { row, payload throws(CodecError) in try encode(row, into: payload) },
+            decodeRows: { payloads, count, dimension, out in
+                for i in 0..<count where !decodesFinite(payloads[i]!, dimension: dimension) { return false }
+                emb_i8_rowwise_decode_rows(payloads, out, count, dimension)
+                return true
+            },
+            accumulate: { payload, dimension, weight, acc in
+                guard decodesFinite(payload, dimension: dimension) else { return false }
+                emb_i8_rowwise_accumulate(payload, acc, dimension, weight)
+                return true
+            },
+            decode: { decode($0, into: $1) })
+        return kernels
+    }()
+    /// The registered codec.
+    public static let descriptor: any RowCodec = FixedSizeRowCodec(kernels: kernels)
+}
+
+extension Codec {
+    /// One byte a value with a per-row f32 scale and bias.
+    public static let int8 = FixedSizeRowCodec(kernels: Int8RowwiseCodec.kernels).codec
+}

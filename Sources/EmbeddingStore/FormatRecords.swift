@@ -77,38 +77,3 @@ struct TableSchema: Equatable, Sendable {
         }
     }
 }
-
-/// A PCA basis record in `t<id>/bases` (FORMAT.md "Basis records").
-enum BasisRecord {
-    static func encode(_ basis: PCABasis) -> [UInt8] {
-        var writer = ByteWriter(capacity: 8 + 4 * (basis.dimension + basis.rank * basis.dimension + basis.rank))
-        writer.append(UInt32(basis.dimension))
-        writer.append(UInt32(basis.rank))
-        writer.append(basis.mean)
-        writer.append(basis.components)
-        writer.append(basis.variances)
-        return writer.bytes
-    }
-
-    static func decode(_ bytes: UnsafeRawBufferPointer, table: String, basisID: UInt32) throws(StoreError) -> PCABasis {
-        var reader = ByteReader(bytes)
-        do {
-            let d = Int(try reader.uint32("dimension"))
-            let rank = Int(try reader.uint32("rank"))
-            guard d >= 1, rank >= 1, rank <= d else {
-                throw StoreError.corruptMetadata(table: table, reason: "basis \(basisID) has dimension \(d) and rank \(rank)")
-            }
-            let mean = try reader.floats(d, "mean")
-            let components = try reader.floats(rank * d, "components")
-            let variances = try reader.floats(rank, "variances")
-            guard reader.remaining == 0 else {
-                throw StoreError.corruptMetadata(table: table, reason: "basis \(basisID) has \(reader.remaining) trailing bytes")
-            }
-            return try PCABasis(dimension: d, rank: rank, mean: mean, components: components, variances: variances)
-        } catch let error as StoreError {
-            throw error
-        } catch {
-            throw .corruptMetadata(table: table, reason: "basis \(basisID): \(error)")
-        }
-    }
-}

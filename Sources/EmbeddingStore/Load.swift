@@ -3,15 +3,15 @@ import EmbeddingCodecs
 
 /// Settings of a bulk load.
 public struct LoadOptions: Sendable {
+    /// The fits a codec runs first (sample size, k-means iterations, the bucket rows' codec).
+    public var fit = FitOptions()
     /// Codec of the bucket rows that `bucket:B` creates.
-    public var bucketCodec: Codec = .fp32
+    public var bucketCodec: Codec {
+        get { fit.bucketCodec }
+        set { fit.bucketCodec = newValue }
+    }
     /// Rows per write transaction (LMDB caps the pages one transaction may dirty).
     public var rowsPerTransaction = 65_536
-    /// At most this many rows (an even stride through the input) fit k-means, and PCA too
-    /// unless 100 × dimension is more (fewer rows measured up to 20% over the optimal error).
-    public var fitSampleLimit = 262_144
-    /// Lloyd iterations for `bucket:B`.
-    public var kMeansIterations = 20
     /// Where the rows go: one new segment (the default), or one LMDB key per row, the delta
     /// layer that `put` writes (slower to read and about 19 bytes more per row; for tests and
     /// for comparing the two layers).
@@ -33,11 +33,13 @@ public enum LoadLayout: Sendable {
 public struct LoadReport: Sendable {
     public let table: String
     public let rows: Int
-    public let codec: LoadCodec
-    /// The PCA basis written for `reduced:K`.
-    public let basisID: UInt32?
+    public let codec: Codec
+    /// The parameter records the load stored first (a PCA basis for `reduced:K`).
+    public let parameterIDs: [UInt32]
     /// The bucket rows written for `bucket:B` (fewer than B when there were fewer rows).
     public let bucketIDs: Range<UInt32>?
+    /// The PCA basis a `reduced:K` load made the table's current one.
+    public let basisID: UInt32?
 }
 
 extension Store {
@@ -55,7 +57,7 @@ extension Store {
     /// in transactions of `options.rowsPerTransaction` rows, and a crash keeps the ones committed.
     @discardableResult
     public func load(table name: String, ids: [UInt64]? = nil, rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int,
-                     codec: LoadCodec, options: LoadOptions = LoadOptions()) throws -> LoadReport {
+                     codec: Codec, options: LoadOptions = LoadOptions()) throws -> LoadReport {
         try requireWritable()
         try Store.validateTableName(name)
         guard dimension >= 1 else {
@@ -69,86 +71,65 @@ extension Store {
             throw StoreError.invalidArgument("\(ids.count) ids for \(count) rows")
         }
         let order = try Self.sortedOrder(ids)
-        try Self.checkRows(rows, count: count, dimension: dimension, ids: ids, table: name, codec: codec)
+        try Self.checkFinite(rows, dimension: dimension, ids: ids, table: name)
 
         let existing = try? table(name)
         if let existing, existing.dimension != dimension {
             throw StoreError.dimensionMismatch(table: name, expected: existing.dimension, actual: dimension)
         }
-        // Creates the table once everything that can be refused has been checked.
-        var resolved = existing
-        func target() throws -> Table {
-            if let resolved { return resolved }
-            let created = try createTable(name, dimension: dimension)
-            resolved = created
-            return created
+        guard count > 0 else {
+            _ = try existing ?? createTable(name, dimension: dimension)
+            return LoadReport(table: name, rows: 0, codec: codec, parameterIDs: [], bucketIDs: nil, basisID: nil)
         }
-
-        // Fit the codec's parameters on (a sample of) the rows, then resolve every row's encoding.
-        var basisID: UInt32?
-        var bucketIDs: Range<UInt32>?
-        var encodings: (Int) -> RowEncoding
-        switch codec {
-        case _ where count == 0:
-            encodings = { _ in .fp32 }   // nothing to encode and nothing to fit on
-        case .fp32, .fp16, .int8, .int4:
-            let plain = RowEncoding(plain: Self.rowCodec(codec))!
-            encodings = { _ in plain }
-        case .reduced(let k):
-            guard k < dimension else {
-                throw StoreError.invalidArgument("reduced:\(k) needs k < dimension \(dimension)")
-            }
-            // PCA on a sample stays within a few percent of the optimum only with ~100·d rows or more.
-            let basis = try Self.sample(rows, count: count, dimension: dimension, limit: max(options.fitSampleLimit, 100 * dimension)) { sample, sampleCount in
-                try PCABasis.fit(rows: sample, count: sampleCount, dimension: dimension, rank: k)
-            }
-            let table = try target()
-            let id = try write { batch in try batch.addBasis(basis, to: table) }
-            basisID = id
-            let rank = min(k, basis.rank)
-            encodings = { _ in .reduced(k: rank, basisID: id, basis: basis) }
-        case .bucket(let requested, let scaled):
-            let bucketCount = max(1, min(requested, count))
-            let codebook = try Self.sample(rows, count: count, dimension: dimension, limit: options.fitSampleLimit) { sample, sampleCount in
-                try KMeansCodebook.fit(rows: sample, count: sampleCount, dimension: dimension, buckets: bucketCount,
-                                       iterations: options.kMeansIterations)
-            }
-            // Checks the bucket codec before anything is written.
-            let storedCentroids = try Self.roundTrip(codebook.centroids, dimension: dimension, codec: options.bucketCodec)
-            let table = try target()
-            let range = try codebook.centroids.withUnsafeBufferPointer { centroids in
-                try write { batch in try batch.addBucketRows(table, rows: centroids, codec: options.bucketCodec) }
-            }
-            bucketIDs = range
-            // Assign against the bucket rows as stored, so a lossy bucket codec is accounted for.
-            let stored = try KMeansCodebook(dimension: dimension, count: codebook.count, centroids: storedCentroids)
-            var assigned = [UInt32](repeating: 0, count: count)
-            var scales = [Float](repeating: 1, count: scaled ? count : 0)
-            assigned.withUnsafeMutableBufferPointer { assignedBuffer in
-                if scaled {
-                    scales.withUnsafeMutableBufferPointer { stored.assignScaled(rows: rows, count: count, into: assignedBuffer, scales: $0) }
-                } else {
-                    stored.assign(rows: rows, count: count, into: assignedBuffer)
+        // Fit the codec's parameters on (a sample of) the rows and check every row fits the
+        // codec, all before the table is created or anything is written.
+        let plan: LoadPlan
+        do {
+            plan = try codec.rowCodec.planLoad(codec, rows: rows, count: count, dimension: dimension, options: options.fit)
+            if let check = plan.checkRow {
+                for i in 0..<count {
+                    do {
+                        try check(UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension]))
+                    } catch let error as CodecError {
+                        throw StoreError.encoding(table: name, id: ids[i], codec: "\(codec) (row \(i))", underlying: error)
+                    }
                 }
             }
-            let first = range.lowerBound
-            encodings = scaled
-                ? { i in .scaledBucket(id: first + assigned[i], scale: scales[i]) }
-                : { i in .bucket(id: first + assigned[i]) }
+        } catch let error as CodecError {
+            throw StoreError(error, table: name, codec: codec)
         }
+        let table = try existing ?? createTable(name, dimension: dimension)
 
-        let table = try target()
-        let rowCodec = Self.rowCodec(codec)
+        // Store what the rows point at, then make the encoder.
+        let (parameterIDs, bucketIDs, storedBucketRows) = try write { batch in
+            let parameterIDs = try plan.parameterRecords.enumerated().map { index, record in
+                try batch.addParameterRecord(record, to: table,
+                                             makeCurrentBasis: plan.makesCurrentBasis && index == plan.parameterRecords.count - 1)
+            }
+            guard let bucketCodec = plan.bucketCodec, !plan.bucketRows.isEmpty else {
+                return (parameterIDs, Range<UInt32>?.none, [Float]())
+            }
+            let range = try plan.bucketRows.withUnsafeBufferPointer { try batch.addBucketRows(table, rows: $0, codec: bucketCodec) }
+            return (parameterIDs, range, try batch.decodeBucketRows(table, range))
+        }
+        let encoder: any RowEncoder
+        do {
+            encoder = try plan.makeEncoder(parameterIDs, bucketIDs, storedBucketRows)
+        } catch let error as CodecError {
+            throw StoreError(error, table: name, codec: codec)
+        }
+        let report = LoadReport(table: name, rows: count, codec: codec, parameterIDs: parameterIDs, bucketIDs: bucketIDs,
+                                basisID: plan.makesCurrentBasis ? parameterIDs.last : nil)
         if options.layout == .segment {
-            try writeSegment(table, ids: ids, order: order, rows: rows, dimension: dimension, encodings: encodings,
-                             codec: rowCodec, partBytes: options.segmentPartBytes)
-            return LoadReport(table: name, rows: count, codec: codec, basisID: basisID, bucketIDs: bucketIDs)
+            try writeSegment(table, ids: ids, order: order, rows: rows, dimension: dimension, encoder: encoder,
+                             codec: codec, partBytes: options.segmentPartBytes)
+            return report
         }
         // Write in id order; MDB_APPEND when every new id sorts after the table's last one.
         let canAppend = try environment.read { txn in
             try txn.withCursor(table.rows) { cursor in
                 guard let last = try cursor.last()?.integerKey else { return true }
-                return count == 0 || last < ids[order[0]]
+                return last < ids[order[0]]
             }
         }
         var start = 0
@@ -158,49 +139,34 @@ extension Store {
                 for position in start..<end {
                     let i = order[position]
                     let row = UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension])
-                    try batch.putEncoded(table, id: ids[i], vector: row, encoding: encodings(i), codec: rowCodec,
+                    try batch.putEncoded(table, id: ids[i], vector: row, index: i, encoder: encoder, codec: codec,
                                          flags: canAppend ? .append : [])
                 }
             }
             start = end
         }
-        return LoadReport(table: name, rows: count, codec: codec, basisID: basisID, bucketIDs: bucketIDs)
+        return report
     }
 
     /// Encodes the rows in id order into one new segment.
     private func writeSegment(_ table: Table, ids: [UInt64], order: [Int], rows: UnsafeBufferPointer<Float>, dimension: Int,
-                              encodings: (Int) -> RowEncoding, codec: Codec, partBytes: Int) throws {
-        guard let firstRow = order.first else { return }
-        let recordSize = encodings(firstRow).recordSize(dimension: dimension)
-        let rowsPerPart = SegmentWriter.rowsPerPart(recordSize: recordSize, partBytes: partBytes)
-        var record = [UInt8](repeating: 0, count: recordSize)
-        try writeSegment(table, rowsPerPart: rowsPerPart, expectedPartBytes: min(rowsPerPart, order.count) * recordSize) { emit in
+                              encoder: any RowEncoder, codec: Codec, partBytes: Int) throws {
+        let capacity = encoder.maximumRecordSize
+        let rowsPerPart = SegmentWriter.rowsPerPart(recordSize: capacity, partBytes: partBytes)
+        var record = [UInt8](repeating: 0, count: capacity)
+        try writeSegment(table, rowsPerPart: rowsPerPart, expectedPartBytes: min(rowsPerPart, order.count) * capacity) { emit in
             for i in order {
-                let encoding = encodings(i)
-                let size = encoding.recordSize(dimension: dimension)
-                if record.count < size { record = [UInt8](repeating: 0, count: size) }
                 try record.withUnsafeMutableBytes { buffer in
-                    let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
+                    let size: Int
                     do {
-                        try encoding.encode(UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension]), into: bytes)
+                        size = try encoder.encode(UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension]), index: i,
+                                                  into: buffer)
                     } catch let error as CodecError {
                         throw StoreError.encoding(table: table.name, id: ids[i], codec: codec.description, underlying: error)
                     }
-                    try emit(ids[i], UnsafeRawBufferPointer(bytes))
+                    try emit(ids[i], UnsafeRawBufferPointer(rebasing: buffer[0..<size]))
                 }
             }
-        }
-    }
-
-    /// The row codec a load codec writes (for error messages).
-    static func rowCodec(_ codec: LoadCodec) -> Codec {
-        switch codec {
-        case .fp32: .fp32
-        case .fp16: .fp16
-        case .int8: .int8
-        case .int4: .int4
-        case .reduced(let k): .reduced(k: k)
-        case .bucket(_, let scaled): scaled ? .scaledBucket : .bucket
         }
     }
 
@@ -213,59 +179,30 @@ extension Store {
         return order
     }
 
-    /// Finds the first row with a non-finite value, or (for fp16) a value fp16 cannot hold.
-    static func checkRows(_ rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int, ids: [UInt64],
-                          table: String, codec: LoadCodec) throws(StoreError) {
+    /// Finds the first row with a non-finite value.
+    static func checkFinite(_ rows: UnsafeBufferPointer<Float>, dimension: Int, ids: [UInt64], table: String) throws(StoreError) {
         if let bad = rows.firstIndex(where: { !$0.isFinite }) {
             let row = bad / dimension
             throw .nonFiniteValue(table: table, row: row, id: ids[row], column: bad % dimension, value: rows[bad])
         }
-        guard codec == .fp16 else { return }
-        var payload = [UInt8](repeating: 0, count: Float16Codec.payloadSize(dimension: dimension))
-        for i in 0..<count {
-            let row = UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension])
-            do {
-                try payload.withUnsafeMutableBytes { buffer in try Float16Codec.encode(row, into: buffer) }
-            } catch let error as CodecError {
-                throw .encoding(table: table, id: ids[i], codec: "fp16 (row \(i))", underlying: error)
-            } catch {
-                throw .invalidArgument("row \(i): \(error)")
-            }
-        }
     }
+}
 
-    /// Calls `fit` with at most `limit` rows taken at an even stride (all rows when fewer).
-    static func sample<R>(_ rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int, limit: Int,
-                          _ fit: (UnsafeBufferPointer<Float>, Int) throws -> R) throws -> R {
-        guard count > limit, limit > 0 else { return try fit(rows, count) }
-        var sample = [Float]()
-        sample.reserveCapacity(limit * dimension)
-        for j in 0..<limit {
-            let i = Int((Double(j) * Double(count) / Double(limit)).rounded(.down))
-            sample.append(contentsOf: rows[i * dimension..<(i + 1) * dimension])
-        }
-        return try sample.withUnsafeBufferPointer { try fit($0, limit) }
-    }
-
-    /// `values` (rows of `dimension`) as they decode after encoding with `codec`.
-    static func roundTrip(_ values: [Float], dimension: Int, codec: Codec) throws -> [Float] {
-        guard let encoding = RowEncoding(plain: codec) else {
-            throw StoreError.invalidArgument("bucket rows must use fp32, fp16, int8 or int4, not \(codec)")
-        }
-        if codec == .fp32 { return values }
-        var result = values
-        var record = [UInt8](repeating: 0, count: encoding.recordSize(dimension: dimension))
-        for i in 0..<values.count / dimension {
-            try values.withUnsafeBufferPointer { source in
-                try record.withUnsafeMutableBytes { try encoding.encode(UnsafeBufferPointer(rebasing: source[i * dimension..<(i + 1) * dimension]), into: $0) }
-            }
-            record.withUnsafeBytes { bytes in
-                result.withUnsafeMutableBufferPointer { out in
-                    RowRecord.decodePlain(encoding.tag, UnsafeRawBufferPointer(rebasing: bytes[1...]),
-                                          into: UnsafeMutableBufferPointer(rebasing: out[i * dimension..<(i + 1) * dimension]))
+extension WriteBatch {
+    /// Bucket rows `range` of `table` as they decode from this transaction, row-major.
+    func decodeBucketRows(_ table: Table, _ range: Range<UInt32>) throws -> [Float] {
+        let d = table.dimension
+        let decoders = TableDecoders(table: table)
+        let parameters = TableParameters(txn, table: table)
+        var rows = [Float](repeating: 0, count: range.count * d)
+        try rows.withUnsafeMutableBufferPointer { out in
+            for (i, bucket) in range.enumerated() {
+                guard let record = try parameters.bucketRecord(bucket) else {
+                    throw StoreError.corruptMetadata(table: table.name, reason: "bucket row \(bucket) was not written")
                 }
+                try decoders.decode(record, id: UInt64(bucket), into: out.baseAddress! + i * d, parameters: parameters)
             }
         }
-        return result
+        return rows
     }
 }

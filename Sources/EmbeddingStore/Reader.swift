@@ -1,4 +1,3 @@
-import CEmbeddingKernels
 import EmbeddingCodecs
 import LMDB
 
@@ -34,13 +33,9 @@ public final class Reader {
     let store: Store
     private var txn: Transaction
     private var views: [UInt32: TableView] = [:]
-    /// One decoded row for pooled lookups, grown to the widest table seen.
-    private var scratch: [Float] = []
-    /// Per id of the current batch: its record, or nil when missing.
-    private var located: UnsafeMutablePointer<UnsafeRawBufferPointer?>
+    /// Per id of the current batch: its record, or `missingRecord` (a nil base address).
+    private var located: UnsafeMutablePointer<UnsafeRawBufferPointer>
     private var locatedCapacity = 0
-    /// Payload pointers of one run of rows decoded by one kernel call.
-    private let runPayloads = UnsafeMutablePointer<UnsafeRawPointer?>.allocate(capacity: decodeChunk)
 
     init(store: Store) throws {
         self.store = store
@@ -53,7 +48,6 @@ public final class Reader {
 
     deinit {
         located.deallocate()
-        runPayloads.deallocate()
     }
 
     /// Decodes the rows of `ids` into `out` (`ids.count × table.dimension` floats, row i at
@@ -106,33 +100,44 @@ public final class Reader {
         for b in 0..<bags where offsets[b] < 0 || offsets[b] > offsets[b + 1] || offsets[b + 1] > ids.count {
             throw StoreError.invalidArgument("bag \(b) spans offsets \(offsets[b])..<\(offsets[b + 1]), outside 0...\(ids.count) or decreasing")
         }
-        if scratch.count < d { scratch = [Float](repeating: 0, count: d) }
         let first = bags > 0 ? offsets[0] : 0
         let used = UnsafeBufferPointer(rebasing: ids[first..<(bags > 0 ? offsets[bags] : 0)])
-        return try scratch.withUnsafeMutableBufferPointer { scratch in
-            try withSnapshot(of: table) { view in
-                var batch = try startBatch(used, in: view, missing: missing)
-                let located = batch.located
-                let row = scratch.baseAddress!
-                for b in 0..<bags {
-                    let pooled = out.baseAddress! + b * d
-                    pooled.initialize(repeating: 0, count: d)
-                    for position in offsets[b]..<offsets[b + 1] {
-                        try resolve(position - first + prefetchDistance, &batch)
-                        guard let record = located[position - first] else { continue }
-                        let weight = weights?[position] ?? 1
-                        if view.accumulateFast(record, into: pooled, weight: weight) { continue }
-                        try view.slowDecode(record, id: ids[position], in: txn, into: row)
-                        for j in 0..<d { pooled[j] += weight * row[j] }
-                    }
-                    let length = offsets[b + 1] - offsets[b]
-                    if pooling == .mean && length > 0 {
-                        let inverse = 1 / Float(length)
-                        for j in 0..<d { pooled[j] *= inverse }
+        return try withSnapshot(of: table) { view in
+            var batch = try startBatch(used, in: view, missing: missing)
+            let located = batch.located
+            let parameters = TableParameters(txn, table: table)
+            for b in 0..<bags {
+                let pooled = out.baseAddress! + b * d
+                pooled.initialize(repeating: 0, count: d)
+                // As in `lookup`: find the next ids' rows, then add each run of records of one
+                // codec within this step in one decoder call.
+                var position = offsets[b]
+                while position < offsets[b + 1] {
+                    let end = min(position + decodeChunk, offsets[b + 1])
+                    for p in position..<end { try resolve(p - first + prefetchDistance, &batch) }
+                    while position < end {
+                        guard located[position - first].baseAddress != nil else {
+                            position += 1
+                            continue
+                        }
+                        let tag = TableDecoders.tag(of: located[position - first])
+                        var next = position + 1
+                        while next < end, located[next - first].baseAddress != nil, TableDecoders.tag(of: located[next - first]) == tag {
+                            next += 1
+                        }
+                        try view.decoders.accumulate(located + (position - first), tag: tag, ids: ids.baseAddress! + position,
+                                                     weights: weights.map { $0.baseAddress! + position }, count: next - position,
+                                                     into: pooled, parameters: parameters)
+                        position = next
                     }
                 }
-                return batch.found
+                let length = offsets[b + 1] - offsets[b]
+                if pooling == .mean && length > 0 {
+                    let inverse = 1 / Float(length)
+                    for j in 0..<d { pooled[j] *= inverse }
+                }
             }
+            return batch.found
         }
     }
 
@@ -146,42 +151,32 @@ public final class Reader {
         return try withSnapshot(of: table) { view in
             var batch = try startBatch(ids, in: view, missing: missing)
             let located = batch.located
-            let payloads = runPayloads
             let base = out.baseAddress!
+            let parameters = TableParameters(txn, table: table)
             var i = 0
             while i < ids.count {
-                // Find the next rows, then decode this chunk: runs of one plain codec in one
-                // kernel call each, anything else row by row.
+                // Find the next rows, then decode this chunk: each run of records of one codec
+                // in one decoder call (one kernel call for the self-contained codecs).
                 let end = min(i + decodeChunk, ids.count)
                 for j in i..<end { try resolve(j + prefetchDistance, &batch) }
                 var j = i
                 while j < end {
-                    guard let record = located[j] else {
+                    guard located[j].baseAddress != nil else {
                         (base + j * d).initialize(repeating: 0, count: d)
                         j += 1
                         continue
                     }
-                    let kind = view.plainKind(record)
-                    guard kind != 0 else {
-                        try view.slowDecode(record, id: ids[j], in: txn, into: base + j * d)
-                        j += 1
-                        continue
-                    }
-                    var k = j
-                    while k < end, let next = located[k], view.plainKind(next) == kind {
-                        payloads[k - j] = UnsafeRawPointer(next.baseAddress! + 1)
-                        k += 1
-                    }
-                    if !view.decodeRun(kind, payloads, count: k - j, into: base + j * d) {
-                        // A non-finite value somewhere in the run: the general path names it.
-                        for m in j..<k { try view.slowDecode(located[m]!, id: ids[m], in: txn, into: base + m * d) }
-                    }
+                    let tag = TableDecoders.tag(of: located[j])
+                    var k = j + 1
+                    while k < end, located[k].baseAddress != nil, TableDecoders.tag(of: located[k]) == tag { k += 1 }
+                    try view.decoders.decode(located + j, tag: tag, ids: ids.baseAddress! + j, count: k - j, into: base + j * d,
+                                             parameters: parameters)
                     j = k
                 }
                 i = end
             }
             if let found {
-                for i in 0..<ids.count { found[i] = located[i] != nil }
+                for i in 0..<ids.count { found[i] = located[i].baseAddress != nil }
             }
             return batch.found
         }
@@ -193,7 +188,7 @@ public final class Reader {
     /// earlier (so index probe, row fetch and decode overlap for different ids).
     private struct Batch {
         let ids: UnsafeBufferPointer<UInt64>
-        let located: UnsafeMutablePointer<UnsafeRawBufferPointer?>
+        let located: UnsafeMutablePointer<UnsafeRawBufferPointer>
         let segments: UnsafeMutableBufferPointer<HotSegment>
         let rows: Database
         let prefetchIndex: Bool
@@ -227,7 +222,7 @@ public final class Reader {
     @inline(__always)
     private func prefetchIndex(_ id: UInt64, _ segments: UnsafeMutableBufferPointer<HotSegment>) {
         for segment in segments {
-            if let address = segment.index.probeAddress(of: id) { emb_prefetch(address) }
+            if let address = segment.index.probeAddress(of: id) { prefetchForReading(address) }
         }
     }
 
@@ -261,7 +256,7 @@ public final class Reader {
         } else if batch.missing == .error {
             throw StoreError.rowNotFound(table: batch.view.table.name, id: id)
         }
-        batch.located[i] = record
+        batch.located[i] = record.map(presentRecord) ?? missingRecord
     }
 
     /// Runs `body` inside one snapshot (the transaction renewed, then reset) with the table's
@@ -285,9 +280,22 @@ public final class Reader {
 /// misses of several rows, few enough not to overflow the core's outstanding-miss buffers.
 let prefetchDistance = 8
 
-/// Rows a lookup decodes per step: consecutive rows of one plain codec within a step go to the
-/// kernel in one call (one CPU dispatch, the row loop inside the kernel).
+/// Rows a lookup decodes per step: consecutive rows of one codec within a step go to its
+/// decoder in one call (for the self-contained codecs one CPU dispatch, the row loop inside the
+/// kernel).
 let decodeChunk = 8
+
+/// A missing row in a batch's located records.
+nonisolated(unsafe) let missingRecord = UnsafeRawBufferPointer(start: nil, count: 0)
+
+/// A found record as the batch keeps it: never with a nil base address, even when empty.
+@inline(__always)
+func presentRecord(_ record: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+    record.baseAddress != nil ? record : UnsafeRawBufferPointer(start: emptyRecordByte, count: 0)
+}
+
+/// Where an empty record points when LMDB gave it no address; never read (its count is 0).
+nonisolated(unsafe) private let emptyRecordByte = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1))
 
 /// Prefetches the cache lines of a record: every 64 bytes of its first 256, and its last byte.
 @inline(__always)
@@ -295,10 +303,10 @@ func prefetchRecord(_ record: UnsafeRawBufferPointer?) {
     guard let record, let start = record.baseAddress else { return }
     var offset = 0
     while offset < min(record.count, 256) {
-        emb_prefetch(start + offset)
+        prefetchForReading(start + offset)
         offset += 64
     }
-    emb_prefetch(start + (record.count - 1))
+    prefetchForReading(start + (record.count - 1))
 }
 
 /// The record of a deleted id in the delta: it hides the id's rows in segments.
@@ -344,7 +352,7 @@ struct DeltaFilter {
 /// What one reader knows about one table in its current snapshot.
 final class TableView {
     let table: Table
-    private var decoder: RecordDecoder
+    let decoders: TableDecoders
     private var snapshot = -1
     private var mapGeneration = -1
     private(set) var deltaCount = 0
@@ -355,17 +363,10 @@ final class TableView {
     private var filter = DeltaFilter()
     private var filterSnapshot = -1
     private var filterStorage = UnsafeMutableBufferPointer<UInt64>(start: nil, count: 0)
-    private let d: Int
-    private let fp32Size: Int, fp16Size: Int, int8Size: Int, int4Size: Int
 
     init(table: Table) {
         self.table = table
-        decoder = RecordDecoder(table: table)
-        d = table.dimension
-        fp32Size = 1 + Float32Codec.payloadSize(dimension: d)   // records: tag + payload
-        fp16Size = 1 + Float16Codec.payloadSize(dimension: d)
-        int8Size = 1 + Int8RowwiseCodec.payloadSize(dimension: d)
-        int4Size = 1 + Int4RowwiseCodec.payloadSize(dimension: d)
+        decoders = TableDecoders(table: table)
     }
 
     deinit {
@@ -437,66 +438,4 @@ final class TableView {
         snapshot = id
         mapGeneration = generation
     }
-
-    /// The tag of a plain-codec record that the run kernels may decode (fp32, fp16, int8, int4
-    /// of the right size; int8/int4 with a finite range), or 0 for everything else.
-    @inline(__always)
-    func plainKind(_ record: UnsafeRawBufferPointer) -> UInt8 {
-        let bytes = record.baseAddress!
-        let payload = bytes + 1
-        let tag = bytes.load(as: UInt8.self)
-        switch tag {
-        case 1: return record.count == fp32Size ? tag : 0
-        case 2: return record.count == fp16Size ? tag : 0
-        case 3: return record.count == int8Size && Int8RowwiseCodec.decodesFinite(payload, dimension: d) ? tag : 0
-        case 4: return record.count == int4Size && Int4RowwiseCodec.decodesFinite(payload, dimension: d) ? tag : 0
-        default: return 0
-        }
-    }
-
-    /// Decodes `count` payloads of plain kind `kind` into consecutive rows at `out`; false when
-    /// an fp32/fp16 value is not finite (the rows are then unspecified).
-    @inline(__always)
-    func decodeRun(_ kind: UInt8, _ payloads: UnsafePointer<UnsafeRawPointer?>, count: Int, into out: UnsafeMutablePointer<Float>) -> Bool {
-        switch kind {
-        case 1: return emb_f32_decode_checked_rows(payloads, out, count, d) != 0
-        case 2: return emb_f16_decode_checked_rows(payloads, out, count, d) != 0
-        case 3: emb_i8_rowwise_decode_rows(payloads, out, count, d)
-        default: emb_i4_rowwise_decode_rows(payloads, out, count, d)
-        }
-        return true
-    }
-
-    /// Adds `weight` × the decoded plain-codec `record` to `acc` in one pass, with the same
-    /// float operations as decoding and then adding. False when it needs `slowDecode`: `acc` is
-    /// then unchanged, except for an fp32/fp16 record holding a non-finite value, which
-    /// `slowDecode` refuses.
-    @inline(__always)
-    func accumulateFast(_ record: UnsafeRawBufferPointer, into acc: UnsafeMutablePointer<Float>, weight: Float) -> Bool {
-        let bytes = record.baseAddress!
-        let payload = bytes + 1
-        switch bytes.load(as: UInt8.self) {
-        case 1 where record.count == fp32Size:
-            return emb_f32_accumulate(payload, acc, d, weight) != 0
-        case 2 where record.count == fp16Size:
-            return emb_f16_accumulate(payload, acc, d, weight) != 0
-        case 3 where record.count == int8Size:
-            guard Int8RowwiseCodec.decodesFinite(payload, dimension: d) else { return false }
-            emb_i8_rowwise_accumulate(payload, acc, d, weight)
-            return true
-        case 4 where record.count == int4Size:
-            guard Int4RowwiseCodec.decodesFinite(payload, dimension: d) else { return false }
-            emb_i4_rowwise_accumulate(payload, acc, d, weight)
-            return true
-        default:
-            return false
-        }
-    }
-
-    /// The general path (and the one that names what is wrong with a damaged record).
-    func slowDecode(_ record: UnsafeRawBufferPointer, id: UInt64, in txn: borrowing Transaction,
-                    into row: UnsafeMutablePointer<Float>) throws {
-        try decoder.decode(record, id: id, in: txn, into: UnsafeMutableBufferPointer(start: row, count: d))
-    }
-
 }

@@ -1,3 +1,4 @@
+import EmbeddingCodecs
 /// Bytes of a packed segment, the read-optimised layer of a table (FORMAT.md, "Segments"):
 /// part 0 holds a header and the id index, parts 1…P hold row records back to back.
 ///

@@ -1,3 +1,4 @@
+import EmbeddingCodecs
 /// Builds a segment as a stream of rows, and finds rows in one.
 ///
 /// Pure bytes, no LMDB: `Store.writeSegment` writes each data part as soon as it is full and

@@ -1,3 +1,4 @@
+import EmbeddingCodecs
 import LMDB
 
 /// Segments in LMDB: database `t<T>/segments` (`MDB_INTEGERKEY`), key `(segment id << 32) | part`,

@@ -1,3 +1,4 @@
+import EmbeddingCodecs
 import LMDB
 
 /// Rows and bytes of one codec in a table.
@@ -45,7 +46,7 @@ extension Store {
                 }
                 var usage: [CodecUsage] = []
                 for tag in 0..<256 where rows[tag] > 0 {
-                    let name = RecordTag(rawValue: UInt8(tag))?.description ?? "unknown tag \(tag)"
+                    let name = RowCodecs.name(tag: UInt8(tag))
                     usage.append(CodecUsage(codec: name, rows: rows[tag], bytes: bytes[tag]))
                 }
                 var bucketRows = 0
@@ -84,10 +85,11 @@ extension Store {
                 var ids = [UInt64]()
                 var values = [Float]()
                 var row = [Float](repeating: 0, count: d)
-                var decoder = RecordDecoder(table: table)
+                let decoders = TableDecoders(table: table)
+                let parameters = TableParameters(txn, table: table)
                 try row.withUnsafeMutableBufferPointer { row in
                     try forEachLiveRow(table, in: txn) { id, record in
-                        try decoder.decode(record, id: id, in: txn, into: row)
+                        try decoders.decode(record, id: id, into: row.baseAddress!, parameters: parameters)
                         ids.append(id)
                         values.append(contentsOf: row)
                     }

@@ -1,3 +1,4 @@
+import EmbeddingCodecs
 import Foundation
 import LMDB
 import Synchronization

@@ -31,12 +31,13 @@ extension Store {
                 let segments = try verifySegments(table)
                 let rows = try translatingErrors {
                     try environment.read { txn in
-                        var decoder = RecordDecoder(table: table)
+                        let decoders = TableDecoders(table: table)
+                        let parameters = TableParameters(txn, table: table)
                         var row = [Float](repeating: 0, count: table.dimension)
                         var count = 0
                         try row.withUnsafeMutableBufferPointer { row in
                             try forEachLiveRow(table, in: txn) { id, record in
-                                try decoder.decode(record, id: id, in: txn, into: row)
+                                try decoders.decode(record, id: id, into: row.baseAddress!, parameters: parameters)
                                 count += 1
                             }
                         }

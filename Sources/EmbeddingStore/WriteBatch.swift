@@ -11,8 +11,13 @@ public struct WriteBatch: ~Copyable {
     let txn: Transaction
     /// Record bytes are encoded here first, so a row that fails to encode leaves nothing behind.
     private var scratch: [UInt8] = []
-    private var bases: [UInt32: [UInt32: PCABasis]] = [:]
-    private var codebooks: [UInt32: (nextBucketID: UInt32, ids: [UInt32], codebook: KMeansCodebook)] = [:]
+    /// Encoders resolved in this batch by table and codec; cleared when the batch adds parameters.
+    private var encoders: [EncoderKey: any RowEncoder] = [:]
+
+    private struct EncoderKey: Hashable {
+        let table: UInt32
+        let codec: Codec
+    }
 
     init(store: Store, transaction: consuming Transaction) {
         self.store = store
@@ -25,12 +30,14 @@ public struct WriteBatch: ~Copyable {
 
     // MARK: - Rows
 
-    /// Stores `vector` under `id` with `codec`, replacing any previous row.
+    /// Stores `vector` under `id` with `codec`, replacing any previous row. Codecs that need
+    /// table parameters use the table's current ones (`reduced:K`: its current PCA basis;
+    /// `bucket`: the nearest of its bucket rows).
     public mutating func put(_ table: Table, id: UInt64, vector: UnsafeBufferPointer<Float>, codec: Codec) throws {
         try table.requireLive()
         try Self.validate(vector, table: table, row: 0, id: id)
-        let encoding = try resolve(codec, for: table, vector: vector)
-        try putEncoded(table, id: id, vector: vector, encoding: encoding, codec: codec, flags: [])
+        let encoder = try encoder(codec, for: table)
+        try putEncoded(table, id: id, vector: vector, index: nil, encoder: encoder, codec: codec, flags: [])
     }
 
     /// Stores `vector` under `id` with `codec`, replacing any previous row.
@@ -44,9 +51,8 @@ public struct WriteBatch: ~Copyable {
         let exists = try txn.withValue(forKey: UInt64(bucket), in: table.buckets) { $0 != nil }
         guard exists else { throw StoreError.invalidArgument("table '\(table.name)' has no bucket row \(bucket)") }
         if let scale, !scale.isFinite { throw StoreError.invalidArgument("bucket scale \(scale) for id \(id) is not finite") }
-        let encoding: RowEncoding = scale.map { .scaledBucket(id: bucket, scale: $0) } ?? .bucket(id: bucket)
-        try putEncoded(table, id: id, vector: UnsafeBufferPointer(start: nil, count: 0), encoding: encoding,
-                       codec: scale == nil ? .bucket : .scaledBucket, flags: [])
+        let record = try BucketCodec.record(bucket: bucket, scale: scale)
+        try record.withUnsafeBytes { try txn.put($0, forKey: id, in: table.rows) }
     }
 
     /// Deletes the row `id`; returns false when there was none. When a segment holds the id,
@@ -63,18 +69,19 @@ public struct WriteBatch: ~Copyable {
         return true
     }
 
-    mutating func putEncoded(_ table: Table, id: UInt64, vector: UnsafeBufferPointer<Float>, encoding: RowEncoding,
+    /// Encodes `vector` (row `index` of a load, nil for a put) and stores it under `id`.
+    mutating func putEncoded(_ table: Table, id: UInt64, vector: UnsafeBufferPointer<Float>, index: Int?, encoder: any RowEncoder,
                              codec: Codec, flags: PutFlags) throws {
-        let size = encoding.recordSize(dimension: table.dimension)
-        if scratch.count < size { scratch = [UInt8](repeating: 0, count: size) }
+        let capacity = encoder.maximumRecordSize
+        if scratch.count < capacity { scratch = [UInt8](repeating: 0, count: capacity) }
         try scratch.withUnsafeMutableBytes { buffer in
-            let record = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
+            let size: Int
             do {
-                try encoding.encode(vector, into: record)
+                size = try encoder.encode(vector, index: index, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<capacity]))
             } catch let error as CodecError {
                 throw StoreError.encoding(table: table.name, id: id, codec: codec.description, underlying: error)
             }
-            try txn.put(UnsafeRawBufferPointer(record), forKey: id, in: table.rows, flags: flags)
+            try txn.put(UnsafeRawBufferPointer(rebasing: buffer[0..<size]), forKey: id, in: table.rows, flags: flags)
         }
     }
 
@@ -88,40 +95,41 @@ public struct WriteBatch: ~Copyable {
         }
     }
 
-    /// Turns a codec into a concrete encoding with the table's current parameters.
-    mutating func resolve(_ codec: Codec, for table: Table, vector: UnsafeBufferPointer<Float>) throws -> RowEncoding {
-        if let plain = RowEncoding(plain: codec) { return plain }
-        switch codec {
-        case .fp32, .fp16, .int8, .int4: preconditionFailure("plain codecs are resolved above")
-        case .reduced(let k):
-            let schema = try store.readSchema(table.name, in: txn)
-            guard schema.currentBasisID != 0 else {
-                throw StoreError.missingCodecParameters(table: table.name, reason:
-                    "reduced rows need a PCA basis; fit one with WriteBatch.addBasis or load with codec reduced:K")
-            }
-            let basis = try basis(schema.currentBasisID, of: table)
-            guard k >= 1, k <= basis.rank, k < table.dimension else {
-                throw StoreError.invalidArgument("reduced:\(k) for table '\(table.name)': k must be in 1...\(min(basis.rank, table.dimension - 1)) (basis rank \(basis.rank), dimension \(table.dimension))")
-            }
-            return .reduced(k: k, basisID: schema.currentBasisID, basis: basis)
-        case .bucket, .scaledBucket:
-            let (ids, codebook) = try codebook(of: table)
-            var index: UInt32 = 0
-            var scale: Float = 1
-            withUnsafeMutablePointer(to: &index) { indexPointer in
-                let indexBuffer = UnsafeMutableBufferPointer(start: indexPointer, count: 1)
-                if codec == .bucket {
-                    codebook.assign(rows: vector, count: 1, into: indexBuffer)
-                } else {
-                    withUnsafeMutablePointer(to: &scale) { scalePointer in
-                        codebook.assignScaled(rows: vector, count: 1, into: indexBuffer,
-                                              scales: UnsafeMutableBufferPointer(start: scalePointer, count: 1))
-                    }
-                }
-            }
-            let bucket = ids[Int(index)]
-            return codec == .bucket ? .bucket(id: bucket) : .scaledBucket(id: bucket, scale: scale)
+    /// The encoder of `codec` with the table's current parameters, made once per batch.
+    mutating func encoder(_ codec: Codec, for table: Table) throws -> any RowEncoder {
+        let key = EncoderKey(table: table.id, codec: codec)
+        if let encoder = encoders[key] { return encoder }
+        let encoder: any RowEncoder
+        do {
+            encoder = try codec.rowCodec.putEncoder(codec, table: try tableState(table))
+        } catch let error as CodecError {
+            throw StoreError(error, table: table.name, codec: codec)
         }
+        encoders[key] = encoder
+        return encoder
+    }
+
+    /// What a codec may encode with: the table's parameter records and bucket rows in this
+    /// transaction.
+    private func tableState(_ table: Table) throws -> WriteTableState {
+        let schema = try store.readSchema(table.name, in: txn)
+        func keys(_ database: Database) throws -> [UInt32] {
+            try txn.withCursor(database) { cursor in
+                var ids: [UInt32] = []
+                var entry = try cursor.first()
+                while let current = entry {
+                    guard let key = current.integerKey, key <= UInt64(UInt32.max) else {
+                        throw StoreError.corruptMetadata(table: table.name, reason: "a key of \(database.name ?? "?") is not a 32-bit id")
+                    }
+                    ids.append(UInt32(key))
+                    entry = try cursor.next()
+                }
+                return ids
+            }
+        }
+        return WriteTableState(parameters: TableParameters(txn, table: table), dimension: table.dimension,
+                               currentBasisID: schema.currentBasisID, parameterIDList: try keys(table.bases),
+                               bucketIDList: try keys(table.buckets))
     }
 
     // MARK: - Codec parameters
@@ -134,91 +142,84 @@ public struct WriteBatch: ~Copyable {
         guard basis.dimension == table.dimension else {
             throw StoreError.dimensionMismatch(table: table.name, expected: table.dimension, actual: basis.dimension)
         }
+        return try addParameterRecord(basis.record, to: table, makeCurrentBasis: true)
+    }
+
+    /// Stores a parameter record (FORMAT.md, `t<T>/bases`) under the table's next parameter id
+    /// and returns the id; with `makeCurrentBasis` it becomes the basis of new `reduced` rows.
+    mutating func addParameterRecord(_ record: [UInt8], to table: Table, makeCurrentBasis: Bool) throws -> UInt32 {
         var schema = try store.readSchema(table.name, in: txn)
-        let basisID = schema.nextBasisID
-        try BasisRecord.encode(basis).withUnsafeBytes { try txn.put($0, forKey: UInt64(basisID), in: table.bases) }
-        schema.currentBasisID = basisID
+        let id = schema.nextBasisID
+        guard id < UInt32.max else { throw StoreError.invalidArgument("table '\(table.name)' has used every parameter id") }
+        try record.withUnsafeBytes { try txn.put($0, forKey: UInt64(id), in: table.bases) }
+        if makeCurrentBasis { schema.currentBasisID = id }
         schema.nextBasisID += 1
         try store.writeSchema(schema, name: table.name, in: txn)
-        bases[table.id, default: [:]][basisID] = basis
-        return basisID
+        encoders = [:]
+        return id
     }
 
     /// Appends bucket rows (`count` rows of `table.dimension` values, row-major) stored with
-    /// `codec` (fp32, fp16, int8 or int4) and returns their ids.
+    /// `codec` (one that needs no table parameters: fp32, fp16, int8 or int4) and returns their ids.
     public mutating func addBucketRows(_ table: Table, rows: UnsafeBufferPointer<Float>, codec: Codec) throws -> Range<UInt32> {
         try table.requireLive()
         let d = table.dimension
         guard rows.count % d == 0 else {
             throw StoreError.dimensionMismatch(table: table.name, expected: d, actual: rows.count % d)
         }
-        guard let encoding = RowEncoding(plain: codec) else {
-            throw StoreError.invalidArgument("bucket rows must use fp32, fp16, int8 or int4, not \(codec)")
+        guard codec.rowCodec.canStoreBucketRows else {
+            throw StoreError.invalidArgument("bucket rows must use a codec without table parameters (fp32, fp16, int8 or int4), not \(codec)")
         }
+        let encoder = try self.encoder(codec, for: table)
         var schema = try store.readSchema(table.name, in: txn)
         let count = rows.count / d
         guard UInt64(schema.nextBucketID) + UInt64(count) <= UInt64(UInt32.max) else {
             throw StoreError.invalidArgument("table '\(table.name)' would exceed \(UInt32.max) bucket ids")
         }
         let first = schema.nextBucketID
-        let size = encoding.recordSize(dimension: d)
-        var record = [UInt8](repeating: 0, count: size)
+        var record = [UInt8](repeating: 0, count: encoder.maximumRecordSize)
         for i in 0..<count {
             let row = UnsafeBufferPointer(rebasing: rows[i * d..<(i + 1) * d])
-            try Self.validate(row, table: table, row: i, id: UInt64(first) + UInt64(i))
+            let bucket = UInt64(first) + UInt64(i)
+            try Self.validate(row, table: table, row: i, id: bucket)
             try record.withUnsafeMutableBytes { buffer in
+                let size: Int
                 do {
-                    try encoding.encode(row, into: buffer)
+                    try encoder.check(row)
+                    size = try encoder.encode(row, index: nil, into: buffer)
                 } catch let error as CodecError {
-                    throw StoreError.encoding(table: table.name, id: UInt64(first) + UInt64(i), codec: "bucket row \(codec)", underlying: error)
+                    throw StoreError.encoding(table: table.name, id: bucket, codec: "bucket row \(codec)", underlying: error)
                 }
-                try txn.put(UnsafeRawBufferPointer(buffer), forKey: UInt64(first) + UInt64(i), in: table.buckets)
+                try txn.put(UnsafeRawBufferPointer(rebasing: buffer[0..<size]), forKey: bucket, in: table.buckets)
             }
         }
         schema.nextBucketID = first + UInt32(count)
         try store.writeSchema(schema, name: table.name, in: txn)
+        encoders = [:]
         return first..<schema.nextBucketID
     }
+}
 
-    private mutating func basis(_ basisID: UInt32, of table: Table) throws -> PCABasis {
-        if let basis = bases[table.id]?[basisID] { return basis }
-        var decoder = RecordDecoder(table: table)
-        let basis = try decoder.basis(basisID, in: txn)
-        bases[table.id, default: [:]][basisID] = basis
-        return basis
-    }
+/// A table's parameters as a put sees them inside its write transaction.
+struct WriteTableState: CodecTableState {
+    let parameters: TableParameters
+    let dimension: Int
+    let currentBasisID: UInt32
+    let parameterIDList: [UInt32]
+    let bucketIDList: [UInt32]
 
-    /// The table's bucket rows, decoded, as a codebook to assign new rows with.
-    private mutating func codebook(of table: Table) throws -> ([UInt32], KMeansCodebook) {
-        let schema = try store.readSchema(table.name, in: txn)
-        if let cached = codebooks[table.id], cached.nextBucketID == schema.nextBucketID {
-            return (cached.ids, cached.codebook)
+    func parameterRecord(_ id: UInt32) throws -> UnsafeRawBufferPointer? { try parameters.parameterRecord(id) }
+    func bucketRecord(_ id: UInt32) throws -> UnsafeRawBufferPointer? { try parameters.bucketRecord(id) }
+    func parameterIDs() throws -> [UInt32] { parameterIDList }
+    func bucketIDs() throws -> [UInt32] { bucketIDList }
+}
+
+extension StoreError {
+    /// A codec's refusal, for `table` and `codec`.
+    init(_ error: CodecError, table: String, codec: Codec) {
+        switch error {
+        case .missingParameters(let reason): self = .missingCodecParameters(table: table, reason: reason)
+        default: self = .invalidArgument("codec \(codec) for table '\(table)': \(error)")
         }
-        let d = table.dimension
-        var ids: [UInt32] = []
-        var centroids: [Float] = []
-        let decoder = RecordDecoder(table: table)
-        var row = [Float](repeating: 0, count: d)
-        try txn.withCursor(table.buckets) { cursor in
-            var entry = try cursor.first()
-            while let current = entry {
-                guard let key = current.integerKey, key <= UInt64(UInt32.max) else {
-                    throw StoreError.corruptMetadata(table: table.name, reason: "bucket key is not a 32-bit id")
-                }
-                ids.append(UInt32(key))
-                entry = try cursor.next()
-            }
-        }
-        for bucket in ids {
-            try row.withUnsafeMutableBufferPointer { try decoder.decodeBucketRow(bucket, in: txn, into: $0) }
-            centroids.append(contentsOf: row)
-        }
-        guard !ids.isEmpty else {
-            throw StoreError.missingCodecParameters(table: table.name, reason:
-                "bucket rows need shared bucket rows; add them with WriteBatch.addBucketRows or load with codec bucket:B")
-        }
-        let codebook = try KMeansCodebook(dimension: d, count: ids.count, centroids: centroids)
-        codebooks[table.id] = (schema.nextBucketID, ids, codebook)
-        return (ids, codebook)
     }
 }

@@ -192,6 +192,13 @@ public struct Transaction: ~Copyable {
         try value(forKey: key, in: database)
     }
 
+    /// A copyable view of this transaction for reading values by integer key, for code that
+    /// cannot borrow the transaction (objects that decode records and fetch what they point
+    /// at). It is valid exactly while the transaction is active: using it after `reset`,
+    /// `commit` or the end of the transaction is undefined behaviour, as is every pointer it
+    /// returns (the same lifetime as `unsafeValue`).
+    public var unsafeView: TransactionView { TransactionView(handle: handle) }
+
     /// The id of the snapshot a read transaction sees (the last committed write transaction's
     /// id), or of a write transaction. The corresponding LMDB function is `mdb_txn_id`.
     public var snapshotID: Int { mdb_txn_id(handle) }
@@ -260,5 +267,20 @@ public struct Transaction: ~Copyable {
     public func withCursor<R>(_ database: Database, _ body: (inout Cursor) throws -> R) throws -> R {
         var cursor = try Cursor(transaction: handle, database: database)
         return try body(&cursor)
+    }
+}
+
+/// A borrowed, copyable reading view of an active transaction (see `Transaction.unsafeView`).
+public struct TransactionView {
+    let handle: OpaquePointer
+
+    /// The value under an integer key, pointing into the map, or nil. The corresponding LMDB
+    /// function is `mdb_get`.
+    public func unsafeValue(forKey key: UInt64, in database: Database) throws(LMDBError) -> UnsafeRawBufferPointer? {
+        var data = MDB_val()
+        let rc = withIntegerKey(key) { mdb_get(handle, database.handle, &$0, &data) }
+        if rc == MDB_NOTFOUND { return nil }
+        try check(rc, "reading key \(key) in \(database.name ?? "?")")
+        return UnsafeRawBufferPointer(data)
     }
 }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CEmbeddingKernels
 import Dispatch
 import EmbeddingCodecs
 import EmbeddingStore
@@ -25,8 +24,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Name of the id stream in the output (default: zipf for ids.npy, uniform for ids_uniform.npy, else the file name).")
     var idsName: String?
     @Option(help: "float32 table.npy to report rel_l2_err of the first batch against.") var tableNpy: String?
-    @Flag(help: "Also run the decode-only workload (needs --table-npy): each codec's kernel on B cache-resident rows.")
+    @Flag(help: "Also run the decode-only workload (needs --table-npy): each codec's decoder on B cache-resident rows.")
     var decodeOnly = false
+    @Option(help: "Codecs of the decode-only workload, comma-separated (`embstore codecs` lists them); parameters are fitted on the table's first rows.")
+    var decodeCodecs = "fp32,fp16,int8,int4"
     @Flag(help: "Print JSON lines only (no human summary on stderr).") var json = false
 
     func run() throws {
@@ -90,7 +91,9 @@ struct Bench: ParsableCommand {
         try Self.emit(lookup)
         if decodeOnly {
             guard let tableNpy else { throw InputError("--decode-only needs --table-npy") }
-            try Self.decodeOnly(tableNpy: tableNpy, ids: Array(stream[0..<batch]), common: common, reps: reps, repSeconds: repSeconds)
+            let codecs = try decodeCodecs.split(separator: ",").map { try parseCodec(String($0)) }
+            try Self.decodeOnly(tableNpy: tableNpy, ids: Array(stream[0..<batch]), codecs: codecs, common: common, reps: reps,
+                                repSeconds: repSeconds)
         }
 
         guard let bags, let offsets else {
@@ -141,10 +144,10 @@ struct Bench: ParsableCommand {
     }
 
     /// shared/bench's decode workload: the rows of the first B ids, encoded with each codec and
-    /// packed into one cache-resident buffer, decoded into `[B, d]` per unit by the kernels the
-    /// store's lookups call, as they call them (runs of rows per call; fp32 and fp16 with their
-    /// finiteness check).
-    static func decodeOnly(tableNpy: String, ids: [UInt64], common: [String: Any], reps: Int, repSeconds: Double) throws {
+    /// packed into one cache-resident buffer, decoded into `[B, d]` per unit by the codec's
+    /// decoder as lookups call it (runs of 8 rows per call, every value checked finite).
+    /// Codecs with table parameters fit them on the table's first rows (at most 20,000).
+    static func decodeOnly(tableNpy: String, ids: [UInt64], codecs: [Codec], common: [String: Any], reps: Int, repSeconds: Double) throws {
         let file = try NPYFile(path: tableNpy)
         let (count, d) = try file.matrixShape()
         var rows = [Float](repeating: 0, count: ids.count * d)
@@ -153,54 +156,59 @@ struct Bench: ParsableCommand {
                 try file.readFloatRows(Int(id)..<Int(id) + 1, into: UnsafeMutableBufferPointer(rebasing: rows[i * d..<(i + 1) * d]))
             }
         }
-        // Each decoder runs a whole batch, in runs of 8 rows per kernel call as lookups do
-        // (`payloads` points at each row's payload; the kernels dispatch once per run).
-        typealias BatchDecoder = (UnsafePointer<UnsafeRawPointer?>, UnsafeMutablePointer<Float>, Int, Int) -> Void
-        func runs(_ kernel: @escaping (UnsafePointer<UnsafeRawPointer?>, UnsafeMutablePointer<Float>, Int, Int) -> Void) -> BatchDecoder {
-            { payloads, out, d, rows in
-                for start in stride(from: 0, to: rows, by: 8) { kernel(payloads + start, out + start * d, min(8, rows - start), d) }
+        let fitCount = min(count, 20_000)
+        var fitRows = [Float](repeating: 0, count: fitCount * d)
+        try fitRows.withUnsafeMutableBufferPointer { try file.readFloatRows(0..<fitCount, into: $0) }
+        for codec in codecs {
+            let table = InMemoryCodecTable(dimension: d)
+            let plan = try fitRows.withUnsafeBufferPointer {
+                try codec.rowCodec.planLoad(codec, rows: $0, count: fitCount, dimension: d, options: FitOptions())
             }
-        }
-        let codecs: [(String, Int, (UnsafeBufferPointer<Float>, UnsafeMutableRawBufferPointer) throws -> Void, BatchDecoder)] = [
-            ("fp32", Float32Codec.payloadSize(dimension: d), { try Float32Codec.encode($0, into: $1) },
-             runs { _ = emb_f32_decode_checked_rows($0, $1, $2, $3) }),
-            ("fp16", Float16Codec.payloadSize(dimension: d), { try Float16Codec.encode($0, into: $1) },
-             runs { _ = emb_f16_decode_checked_rows($0, $1, $2, $3) }),
-            ("int8", Int8RowwiseCodec.payloadSize(dimension: d), { try Int8RowwiseCodec.encode($0, into: $1) },
-             runs { emb_i8_rowwise_decode_rows($0, $1, $2, $3) }),
-            ("int4", Int4RowwiseCodec.payloadSize(dimension: d), { try Int4RowwiseCodec.encode($0, into: $1) },
-             runs { emb_i4_rowwise_decode_rows($0, $1, $2, $3) }),
-        ]
-        for (name, size, encode, decode) in codecs {
-            var packed = [UInt8](repeating: 0, count: ids.count * size)
+            let encoder = try table.apply(plan)
+            var packed: [UInt8] = []
+            var offsets: [Int] = []
+            var record = [UInt8](repeating: 0, count: encoder.maximumRecordSize)
             try rows.withUnsafeBufferPointer { rows in
-                try packed.withUnsafeMutableBytes { packed in
-                    for i in 0..<ids.count {
-                        try encode(UnsafeBufferPointer(rebasing: rows[i * d..<(i + 1) * d]), UnsafeMutableRawBufferPointer(rebasing: packed[i * size..<(i + 1) * size]))
+                for i in 0..<ids.count {
+                    let size = try record.withUnsafeMutableBytes {
+                        try encoder.encode(UnsafeBufferPointer(rebasing: rows[i * d..<(i + 1) * d]), index: nil, into: $0)
                     }
+                    offsets.append(packed.count)
+                    packed.append(contentsOf: record[0..<size])
                 }
             }
-            // 64-byte aligned, like the peers' NumPy buffers: a 16-byte aligned Swift array makes
-            // every other 32-byte load split a cache line, which is the buffer's cost, not the
-            // kernel's. (Records in a store start at odd addresses; the lookup figures include that.)
+            offsets.append(packed.count)
+            // 64-byte aligned, like the peers' NumPy buffers. (Records in a store start at odd
+            // addresses; the lookup figures include that.)
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, packed.count), alignment: 64)
             defer { buffer.deallocate() }
             packed.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            let pointers = UnsafeMutablePointer<UnsafeRawPointer?>.allocate(capacity: ids.count)
-            defer { pointers.deallocate() }
-            for i in 0..<ids.count { pointers[i] = UnsafeRawPointer(buffer + i * size) }
-            nonisolated(unsafe) let payloads = UnsafePointer(pointers)
+            let records = UnsafeMutablePointer<UnsafeRawBufferPointer>.allocate(capacity: ids.count)
+            defer { records.deallocate() }
+            for i in 0..<ids.count {
+                records[i] = UnsafeRawBufferPointer(start: buffer + offsets[i], count: offsets[i + 1] - offsets[i])
+            }
+            nonisolated(unsafe) let shared = (UnsafePointer(records), table)
             let measured = try measure(threads: 1, reps: reps, repSeconds: repSeconds) { _ in
+                let (records, table) = shared
+                let decoder = codec.rowCodec.makeDecoder(dimension: d)
                 let out = OutputRows(count: ids.count * d)
                 return { units in
-                    for _ in 0..<units { decode(payloads, out.floats, d, ids.count) }
+                    for _ in 0..<units {
+                        for start in stride(from: 0, to: ids.count, by: 8) {
+                            let run = min(8, ids.count - start)
+                            guard try decoder.decode(records + start, count: run, into: out.floats + start * d, parameters: table) == run else {
+                                throw InputError("decode-only: a \(codec) record did not decode")
+                            }
+                        }
+                    }
                     return units * ids.count
                 }
             }
             var line = common
             line.merge(measured) { $1 }
             line["workload"] = "decode"
-            line["codec"] = name
+            line["codec"] = codec.description
             line["bytes"] = packed.count
             line["batch"] = ids.count
             try emit(line)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EmbeddingCodecs
 import EmbeddingStore
 import Foundation
 import NPY
@@ -8,7 +9,7 @@ struct EmbStore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embstore",
         abstract: "An embedded store for compressed embedding tables, on LMDB.",
-        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Verify.self, Bench.self]
+        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Verify.self, Bench.self, Codecs.self]
     )
 }
 
@@ -26,28 +27,30 @@ struct Ingest: ParsableCommand {
     @Option(help: "Table name.") var table: String
     @Option(help: "float32 or float16 .npy file of shape [N, d].") var vectors: String
     @Option(help: "int64 or uint64 .npy file of N ids (default 0..N-1).") var ids: String?
-    @Option(help: "fp32, fp16, int8, int4, reduced:K, bucket:B or bucket:B:scaled.") var codec: String
-    @Option(help: "Codec of the bucket rows made by bucket:B (fp32, fp16, int8, int4).") var bucketCodec: String = "fp32"
-    @Option(help: "segment (one packed, indexed segment; the default) or per-key (one LMDB key per row).")
-    var layout: String = "segment"
+    @Option(help: "The codec of every row; `embstore codecs` lists every spelling (\(RowCodecs.spellings)).",
+            transform: parseCodec)
+    var codec: Codec
+    @Option(help: "Codec of the bucket rows made by bucket:B (fp32, fp16, int8, int4; default fp32).", transform: parseCodec)
+    var bucketCodec: Codec = .fp32
+    @Option(help: "Where the rows go.") var layout: Layout = .segment
+
+    enum Layout: String, ExpressibleByArgument, CaseIterable {
+        /// One packed, indexed segment.
+        case segment
+        /// One LMDB key per row.
+        case perKey = "per-key"
+    }
     @Flag(help: "fsync every transaction instead of once at the end.") var durable = false
 
     func run() throws {
         let started = Date()
-        let loadCodec = try LoadCodec(parsing: codec)
+        let loadCodec = codec
         var options = LoadOptions()
-        switch try LoadCodec(parsing: bucketCodec) {
-        case .fp32: options.bucketCodec = .fp32
-        case .fp16: options.bucketCodec = .fp16
-        case .int8: options.bucketCodec = .int8
-        case .int4: options.bucketCodec = .int4
-        default: throw InputError("--bucket-codec must be fp32, fp16, int8 or int4, not '\(bucketCodec)'")
+        guard bucketCodec.rowCodec.canStoreBucketRows else {
+            throw InputError("--bucket-codec must be a codec without table parameters (fp32, fp16, int8, int4), not '\(bucketCodec)'")
         }
-        switch layout {
-        case "segment": options.layout = .segment
-        case "per-key": options.layout = .perKey
-        default: throw InputError("--layout must be segment or per-key, not '\(layout)'")
-        }
+        options.bucketCodec = bucketCodec
+        options.layout = layout == .segment ? .segment : .perKey
         let file = try NPYFile(path: vectors)
         let (count, dimension) = try file.matrixShape()
         guard dimension >= 1 else { throw InputError("\(vectors) has shape [\(count), 0]: rows need at least one value") }
@@ -82,7 +85,11 @@ struct Ingest: ParsableCommand {
         try store.sync()
         var line = "ingested \(report.rows) rows of dimension \(dimension) into table '\(table)' as \(loadCodec)"
         if let buckets = report.bucketIDs { line += " (\(buckets.count) bucket rows)" }
-        if let basis = report.basisID { line += " (PCA basis \(basis))" }
+        if let basis = report.basisID {
+            line += " (PCA basis \(basis))"
+        } else if !report.parameterIDs.isEmpty {
+            line += " (parameter record\(report.parameterIDs.count == 1 ? "" : "s") \(report.parameterIDs.map(String.init).joined(separator: ", ")))"
+        }
         line += String(format: " in %.2f s", Date().timeIntervalSince(started))
         print(line)
     }
@@ -197,6 +204,40 @@ struct Verify: ParsableCommand {
             throw ExitCode(1)
         }
         print("ok")
+    }
+}
+
+struct Codecs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List every spelling --codec accepts, with the bytes a row costs at a dimension.")
+
+    @Option(help: "Row width the byte counts are for.") var dimension = 128
+    @Flag(help: "Print a JSON array of {codec, bytes_per_row, summary}.") var json = false
+
+    func run() throws {
+        guard dimension >= 1 else { throw InputError("--dimension must be at least 1") }
+        let forms = RowCodecs.forms(dimension: dimension)
+        if json {
+            let objects = forms.map { ["codec": $0.codec, "bytes_per_row": $0.bytesPerRow, "summary": $0.summary] as [String: Any] }
+            let data = try JSONSerialization.data(withJSONObject: objects, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        let width = forms.map(\.codec.count).max() ?? 0
+        for form in forms {
+            let bytes = form.bytesPerRow == form.bytesPerRow.rounded() ? String(Int(form.bytesPerRow)) : String(format: "%.1f", form.bytesPerRow)
+            print(form.codec.padding(toLength: width + 2, withPad: " ", startingAt: 0)
+                  + bytes.padding(toLength: 8, withPad: " ", startingAt: 0) + "bytes/row  " + form.summary)
+        }
+    }
+}
+
+/// `--codec` and `--bucket-codec`: the descriptor's error (which lists every codec) on a bad spelling.
+func parseCodec(_ text: String) throws -> Codec {
+    do {
+        return try Codec(parsing: text)
+    } catch {
+        throw ValidationError("\(error)")
     }
 }
 

@@ -1,3 +1,4 @@
+import EmbeddingCodecs
 import Foundation
 @testable import EmbeddingStore
 

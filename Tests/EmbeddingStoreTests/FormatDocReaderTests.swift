@@ -106,7 +106,7 @@ extension FormatDocTests {
         let rows = try #require(result["rows"] as? [[Double]])
         var reduced = Set<UInt64>()
         try store.environment.read { txn in
-            try store.forEachLiveRow(table, in: txn) { id, record in if record[0] == RecordTag.reduced.rawValue { reduced.insert(id) } }
+            try store.forEachLiveRow(table, in: txn) { id, record in if record[0] == Codec.reduced(k: 1).tag { reduced.insert(id) } }
         }
         #expect(!reduced.isEmpty)
         for (i, id) in exported.ids.enumerated() where i < rows.count {

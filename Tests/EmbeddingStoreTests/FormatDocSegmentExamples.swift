@@ -1,3 +1,4 @@
+import EmbeddingCodecs
 import Foundation
 import Testing
 import LMDB
@@ -108,25 +109,18 @@ extension FormatDocTests {
     }
 
     static func record(_ values: [Float], _ encoding: RowEncoding) throws -> [UInt8] {
-        var record = [UInt8](repeating: 0, count: encoding.recordSize(dimension: values.count))
-        try values.withUnsafeBufferPointer { row in try record.withUnsafeMutableBytes { try encoding.encode(row, into: $0) } }
-        return record
+        try encoding.record(values)
     }
 
     /// Decodes a plain record (fp32, fp16, int8, int4) of dimension `d`.
     static func decodePlain(_ record: some Collection<UInt8>, d: Int) throws -> [Float] {
-        var out = [Float](repeating: 0, count: d)
-        try Array(record).withUnsafeBytes { bytes in
-            let (tag, payload) = try RowRecord.split(bytes, dimension: d)
-            out.withUnsafeMutableBufferPointer { RowRecord.decodePlain(tag, payload, into: $0) }
-        }
-        return out
+        try RowRecord.decode(record, dimension: d)
     }
 
     static func tagName(_ record: some Collection<UInt8>) -> String {
         guard let first = record.first else { return "empty" }
         if first == tombstoneTag && record.count == 1 { return "tombstone" }
-        return RecordTag(rawValue: first)?.description ?? "tag \(first)"
+        return RowCodecs.codec(tag: first)?.name ?? "tag \(first)"
     }
 
     static func key(_ key: UInt64) -> String { hex(withUnsafeBytes(of: key.littleEndian) { Array($0) }) }

@@ -19,27 +19,16 @@ import LMDB
         "[" + values.map { "\($0)" }.joined(separator: ", ") + "]"
     }
 
-    /// Encodes `row` with `encoding`, decodes it back through the same path lookups use.
+    /// Encodes `row` with `encoding`, decodes it back through the codec's decoder (the one
+    /// lookups use), with the basis or bucket row it points at.
     static func example(_ title: String, _ row: [Float], _ encoding: RowEncoding, basis: PCABasis? = nil,
                         bucketRow: [Float]? = nil) throws -> String {
         let d = row.count
-        var record = [UInt8](repeating: 0, count: encoding.recordSize(dimension: d))
-        try row.withUnsafeBufferPointer { row in try record.withUnsafeMutableBytes { try encoding.encode(row, into: $0) } }
-        var out = [Float](repeating: 0, count: d)
-        try record.withUnsafeBytes { bytes in
-            let (tag, payload) = try RowRecord.split(bytes, dimension: d)
-            try out.withUnsafeMutableBufferPointer { out in
-                switch tag {
-                case .reduced:
-                    ReducedDimensionCodec.decode(UnsafeRawBufferPointer(rebasing: payload[4...]), basis: basis!, into: out)
-                case .bucket, .scaledBucket:
-                    let scale = BucketCodec.scale(payload)
-                    bucketRow!.withUnsafeBufferPointer { BucketCodec.decode(centroid: $0, scale: scale, into: out) }
-                default:
-                    RowRecord.decodePlain(tag, payload, into: out)
-                }
-            }
-        }
+        let record = try encoding.record(row)
+        let parameters = InMemoryCodecTable(dimension: d)
+        if let basis { parameters.addParameterRecord(basis.record, makeCurrentBasis: true) }
+        if let bucketRow { _ = try parameters.addBucketRows([Float](repeating: 0, count: 2 * d) + bucketRow, codec: .fp32) }
+        let out = try RowRecord.decode(record, dimension: d, parameters: parameters)
         return """
             ### \(title)
 
@@ -62,7 +51,7 @@ import LMDB
         let basis = try PCABasis(dimension: 3, rank: 1, mean: [0.1, 0.2, 0.3], components: [0.6, 0.8, 0.0], variances: [1.0])
         text += try example("reduced, d = 3, k = 1, basis id 1 (mean [0.1, 0.2, 0.3], component 0 = [0.6, 0.8, 0.0])",
                             [0.7, 1.0, 0.3], .reduced(k: 1, basisID: 1, basis: basis), basis: basis)
-        text += "The basis record of that example (key 1 in `t<T>/bases`):\n\n```\n\(hex(BasisRecord.encode(basis)))\n```\n\n"
+        text += "The basis record of that example (key 1 in `t<T>/bases`):\n\n```\n\(hex(basis.record))\n```\n\n"
         let bucketRow: [Float] = [0.5, -0.5, 1.0]
         text += try example("bucket, d = 3, pointing at bucket row 2 = [0.5, -0.5, 1.0]", bucketRow, .bucket(id: 2), bucketRow: bucketRow)
         text += try example("bucket+scale, d = 3, bucket row 2 = [0.5, -0.5, 1.0], scale 2", [1.0, -1.0, 2.0],

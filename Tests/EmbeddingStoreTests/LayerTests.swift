@@ -1,3 +1,4 @@
+import EmbeddingCodecs
 import Testing
 import LMDB
 @testable import EmbeddingStore
@@ -8,7 +9,7 @@ import LMDB
 @Suite struct LayerTests {
     /// One step of a table's history, applied alike to both stores of a `Twin`.
     enum Step {
-        case load(ids: [UInt64], seed: UInt64, codec: LoadCodec, partBytes: Int? = nil)
+        case load(ids: [UInt64], seed: UInt64, codec: Codec, partBytes: Int? = nil)
         case put(id: UInt64, seed: UInt64, codec: Codec)
         case delete(id: UInt64, expected: Bool)
     }
@@ -259,7 +260,7 @@ import LMDB
 
     // MARK: - One codec per table
 
-    static let codecs: [LoadCodec] = [.fp32, .fp16, .int8, .int4, .reduced(k: 5), .bucket(count: 24, scaled: false), .bucket(count: 24, scaled: true)]
+    static let codecs: [Codec] = [.fp32, .fp16, .int8, .int4, .reduced(k: 5), .bucket(count: 24, scaled: false), .bucket(count: 24, scaled: true)]
 
     /// Dense ids 1000…, or random 64-bit ids (given in shuffled order either way).
     static func ids(count: Int, sparse: Bool, seed: UInt64) -> [UInt64] {
@@ -271,7 +272,7 @@ import LMDB
     }
 
     @Test(arguments: codecs, [false, true])
-    func everyCodecReadsTheSameThroughBothLayers(codec: LoadCodec, sparse: Bool) throws {
+    func everyCodecReadsTheSameThroughBothLayers(codec: Codec, sparse: Bool) throws {
         let twin = try Twin(dimension: 17)
         let ids = Self.ids(count: 600, sparse: sparse, seed: 11)
         // Small parts: the segment spans many data parts.

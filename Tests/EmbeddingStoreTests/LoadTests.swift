@@ -1,10 +1,11 @@
+import EmbeddingCodecs
 import Foundation
 import Testing
 @testable import EmbeddingStore
 
 @Suite struct LoadTests {
     /// Loads `rows` with `codec` and returns what export gives back.
-    func roundTrip(_ rows: [Float], count: Int, dimension d: Int, codec: LoadCodec, ids: [UInt64]? = nil,
+    func roundTrip(_ rows: [Float], count: Int, dimension d: Int, codec: Codec, ids: [UInt64]? = nil,
                    options: LoadOptions = LoadOptions()) throws -> (store: Store, report: LoadReport, ids: [UInt64], values: [Float], dir: TemporaryDirectory) {
         let dir = TemporaryDirectory()
         let store = try makeStore(dir)
@@ -15,8 +16,8 @@ import Testing
         return (store, report, outIDs, values, dir)
     }
 
-    @Test(arguments: [LoadCodec.fp32, .fp16, .int8, .int4])
-    func plainCodecsLoadAndExportInIDOrder(codec: LoadCodec) throws {
+    @Test(arguments: [Codec.fp32, .fp16, .int8, .int4])
+    func plainCodecsLoadAndExportInIDOrder(codec: Codec) throws {
         let d = 17
         let rows = embeddingRows(count: 300, dimension: d)
         let ids = (0..<300).map { UInt64(($0 * 7919) % 1000) + 5 }   // unsorted, sparse
@@ -43,8 +44,7 @@ import Testing
         // the stored basis keeps the top `rank` variances, the total variance gives the rest.
         let table = try result.store.table("t")
         let basis = try result.store.environment.read { txn in
-            var decoder = RecordDecoder(table: table)
-            return try decoder.basis(result.report.basisID!, in: txn)
+            try PCABasis(record: try #require(try TableParameters(txn, table: table).parameterRecord(result.report.basisID!)))
         }
         var mean = [Double](repeating: 0, count: d)
         for i in 0..<n { for j in 0..<d { mean[j] += Double(rows[i * d + j]) / Double(n) } }
@@ -110,10 +110,10 @@ import Testing
         #expect {
             try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: UnsafeBufferPointer(rebasing: $0[0..<200]), count: 25, dimension: 8, codec: .fp32) }
         } throws: { "\($0)".contains("dimension 4") }
-        #expect(throws: StoreError.self) { try LoadCodec(parsing: "int3") }
-        #expect(throws: StoreError.self) { try LoadCodec(parsing: "reduced:0") }
-        #expect(throws: StoreError.self) { try LoadCodec(parsing: "bucket:x") }
-        #expect(try LoadCodec(parsing: "bucket:16:scaled") == .bucket(count: 16, scaled: true))
+        #expect(throws: CodecError.self) { try Codec(parsing: "int3") }
+        #expect(throws: CodecError.self) { try Codec(parsing: "reduced:0") }
+        #expect(throws: CodecError.self) { try Codec(parsing: "bucket:x") }
+        #expect(try Codec(parsing: "bucket:16:scaled") == .bucket(count: 16, scaled: true))
         let after = try store.export(try store.table("t"))
         #expect(after.ids == before.ids && after.values == before.values)
     }
@@ -135,8 +135,8 @@ import Testing
 }
 
 @Suite struct EmptyLoadTests {
-    @Test(arguments: [LoadCodec.int8, .reduced(k: 2), .bucket(count: 4, scaled: false)])
-    func loadingNoRowsCreatesAnEmptyTable(codec: LoadCodec) throws {
+    @Test(arguments: [Codec.int8, .reduced(k: 2), .bucket(count: 4, scaled: false)])
+    func loadingNoRowsCreatesAnEmptyTable(codec: Codec) throws {
         let dir = TemporaryDirectory()
         let store = try makeStore(dir)
         let report = try [Float]().withUnsafeBufferPointer { try store.load(table: "t", rows: $0, count: 0, dimension: 4, codec: codec) }

@@ -1,3 +1,4 @@
+import EmbeddingCodecs
 import Testing
 @testable import EmbeddingStore
 

@@ -1,3 +1,4 @@
+import EmbeddingCodecs
 import Testing
 import LMDB
 @testable import EmbeddingStore

@@ -1,3 +1,4 @@
+import EmbeddingCodecs
 import Foundation
 import Testing
 import LMDB
@@ -145,11 +146,11 @@ import LMDB
         // Damage records with the raw LMDB layer: an unknown tag, a truncated payload, NaN bits.
         let rawRecords: [(UInt64, [UInt8], String)] = [
             (7, [0x63, 1, 2, 3], "unknown codec tag 99"),
-            (8, [RecordTag.int8.rawValue, 1, 2, 3], "truncated"),
-            (9, [RecordTag.fp32.rawValue] + [0, 0, 0xC0, 0x7F] + [UInt8](repeating: 0, count: 12), "non-finite"),
+            (8, [Codec.int8.tag, 1, 2, 3], "truncated"),
+            (9, [Codec.fp32.tag] + [0, 0, 0xC0, 0x7F] + [UInt8](repeating: 0, count: 12), "non-finite"),
             (10, [], "empty"),
-            (11, [RecordTag.bucket.rawValue, 9, 0, 0, 0], "bucket 9"),
-            (12, [RecordTag.reduced.rawValue, 1, 0, 0, 0, 0, 0, 0x80, 0x3F], "basis 1"),
+            (11, [Codec.bucket.tag, 9, 0, 0, 0], "bucket 9"),
+            (12, [Codec.reduced(k: 1).tag, 1, 0, 0, 0, 0, 0, 0x80, 0x3F], "basis 1"),
         ]
         try store.environment.write { txn in
             for (id, bytes, _) in rawRecords {
@@ -169,7 +170,7 @@ import LMDB
         // still named: fp32 NaN, and an fp16 infinity among fp16 rows.
         try store.put(table, id: 20, vector: [1, 2, 3, 4], codec: .fp16)
         try store.environment.write { txn in
-            let infinity: [UInt8] = [RecordTag.fp16.rawValue, 0, 0x3C, 0, 0x7C, 0, 0x3C, 0, 0x3C]
+            let infinity: [UInt8] = [Codec.fp16.tag, 0, 0x3C, 0, 0x7C, 0, 0x3C, 0, 0x3C]
             try infinity.withUnsafeBytes { try txn.put($0, forKey: 21, in: table.rows) }
         }
         for (ids, bad) in [([6, 6, 9, 6, 6] as [UInt64], UInt64(9)), ([20, 20, 21, 20], 21)] {
