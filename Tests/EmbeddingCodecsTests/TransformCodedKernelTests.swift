@@ -121,6 +121,18 @@ import Testing
         #expect(model.synthesize(coefficients, portable: false) == expected)
     }
 
+    /// k = 0: the stream is the bare final state, the row is the mean.
+    @Test func zeroCoefficientsDecodeToTheMean() throws {
+        let model = Model(d: 3, k: 0, tables: [Model.laplaceTable(scale: 1, radius: 2, theta: 0)], tableOf: [],
+                          mean: [1, -0.0, 3], basis: [], step: [])
+        let stream = try #require(model.encode([]))
+        #expect(stream == [0x00, 0x00, 0x01, 0x00])
+        let coefficients = try #require(model.decodeCoefficients(stream))
+        #expect(bits(model.synthesize(coefficients, portable: false)) == bits(model.mean))
+        #expect(model.decodeRows([stream, stream + [0]]).result == 2)
+        #expect(verdicts(model, [0x01, 0x00, 0x01, 0x00]) == [Bool](repeating: false, count: 6))
+    }
+
     // MARK: - Synthesis
 
     /// Every path writes the floats of the plain loop, at widths that hit each tile shape (8
@@ -131,8 +143,10 @@ import Testing
         var generator = CodecFixtures.Generator(seed: 0x5157 &+ UInt64(d))
         for k in Set([1, (d + 1) / 2, d]).sorted() {
             let model = Model.random(d: d, k: k, using: &generator)
-            let stream = try #require(model.encode(model.randomValues(using: &generator)))
+            let q = model.randomValues(using: &generator)
+            let stream = try #require(model.encode(q))
             let decoded = try #require(model.decodeCoefficients(stream))
+            #expect(bits(decoded) == bits(model.dequantize(q)), "decode d=\(d) k=\(k)")
             // Also arbitrary coefficients: negative zeros (skipped like zeros), subnormals, all zero.
             let arbitrary = (0..<k).map { j -> Float in
                 [0, -0.0, .leastNonzeroMagnitude, Float.random(in: -3...3, using: &generator)][j % 4]
@@ -170,7 +184,7 @@ import Testing
             // The first corrupt row is named; the rows before it are decoded.
             for bad in Set([0, count / 2, count - 1]) {
                 var damaged = streams
-                damaged[bad] = Array(damaged[bad].dropLast(damaged[bad].count > 4 ? 1 : 0)) + [1]
+                damaged[bad].append(1)                                   // trailing garbage
                 if count > bad + 1 { damaged[count - 1].append(9) }        // a later bad row does not win
                 let (first, partial) = model.decodeRows(damaged)
                 #expect(first == bad, "d=\(d) count=\(count) bad=\(bad)")
