@@ -25,9 +25,9 @@ static inline uint32_t tc_load32(const unsigned char *p) {
 static inline void tc_store16(unsigned char *p, uint16_t v) { memcpy(p, &v, sizeof v); }
 
 /* c = step * (q - theta * sign(q)) as the header spells it: q = 0 gives +0 whatever step is.
- * Branchless on purpose: the sign of a coefficient is a coin toss, and a branch on it cost more
- * than the rest of the lockstep decode (v - copysign(theta, v) is v - theta or v + theta,
- * bit for bit, since x - (-y) is x + y in IEEE arithmetic). */
+ * Branchless on purpose: the sign of a coefficient is a coin toss, and with a branch on it the
+ * four-lane decode at k = 384 took 5.1 instead of 2.5 ns per symbol and row (v - copysign(theta,
+ * v) is v - theta or v + theta bit for bit, since x - (-y) is x + y in IEEE arithmetic). */
 static inline float tc_dequantize(int32_t q, float theta, float step) {
     const float v = (float)q;
     const float c = step * (v - __builtin_copysignf(theta, v));
@@ -168,22 +168,26 @@ int emb_tc_decode_symbols(const emb_tc_model *m, const void *stream, size_t leng
  * Coefficient decoder: up to 4 streams in lockstep.
  *
  * One rANS state is a serial chain per symbol (mask, table load, table load, multiply, add,
- * renormalise); interleaving independent rows lets the core overlap the chains. Two passes:
+ * renormalise); interleaving independent rows lets the core overlap the chains. The
+ * renormalisation is branchless (whether a symbol needs a word is a coin toss at a few bits
+ * per value). Symbols go in blocks of TC_BLOCK: when every lane has room for a word per symbol
+ * of the block, reads are unchecked; otherwise a word at or past the end comes from a zero
+ * constant. Either way the stream is corrupt exactly when a cursor ends past `length`, which
+ * the end checks catch because a cursor never moves back.
  *
- * 1. rANS only, the symbol indices stored as bytes, interleaved (lane r's symbol j at byte
- *    R * j + r), at the start of lane 0's coefficient row. Keeping the dequantisation out of
- *    this loop leaves the four states and word cursors in registers (with it, the compiler
- *    spilled the states and every chain went through memory). The renormalisation is branchless (whether a symbol needs a word is a coin toss
- *    at a few bits per value). Symbols go in blocks of TC_BLOCK: when every lane has room for
- *    a word per symbol of the block, reads are unchecked; otherwise a word at or past the end
- *    comes from a zero constant. Either way the stream is corrupt exactly when a cursor ends
- *    past `length`, which the end checks catch because a cursor never moves back.
- * 2. Dequantisation in descending j. Row r's float j lies at bytes 4j ... 4j+3 of its row:
- *    for r > 0 outside the symbol bytes, for r = 0 over symbol bytes of index j or above
- *    only (R * j' + r < 4j for j' < j), and the R symbols of j are read before any store. An escaped coefficient's slot
- *    holds, until the end, the index of the next escape (the bits of a uint32, or UINT32_MAX),
- *    so the escape values are read afterwards by walking that chain up from the first escape,
- *    without a scan or a second buffer. */
+ * Two ways to dequantise, chosen by what bounds the loop (min of 10+ trials, d = 64 and 384):
+ * - Fused, for 1-3 lanes: each symbol is dequantised as soon as it is decoded. One or two
+ *   chains leave the core idle between their loads, and the dequantisation fills those
+ *   cycles: one lane decodes at 5.2 ns per symbol this way against 6.3 split.
+ * - Split, for 4 lanes on x86: the rANS loop only stores symbol bytes, interleaved (lane r's
+ *   symbol j at byte 4j + r, at the start of lane 0's row), and one SSE2 vector then
+ *   dequantises the four lanes of each j, which share its table and step. Four chains keep
+ *   the core busy, so fewer instructions win: 2.2 ns per symbol and row against 2.5 fused.
+ *   Lane 0's float j covers exactly the four symbol bytes of j, read before it is stored.
+ *
+ * Escapes: an escaped coefficient's slot holds, until the end, the index of the previous
+ * escape (the bits of a uint32, or UINT32_MAX), so the escape values are read afterwards by
+ * walking that chain down from the last escape, without a scan or a second buffer. */
 
 #define TC_BLOCK 8
 
@@ -198,6 +202,17 @@ static inline uint32_t tc_get_bits(const float *slot) {
     uint32_t bits;
     memcpy(&bits, slot, sizeof bits);
     return bits;
+}
+
+/* Per-lane bookkeeping of the escapes met so far. */
+typedef struct {
+    uint32_t count, last;
+} tc_escapes;
+
+static inline void tc_note_escape(float *slot, tc_escapes *e, size_t j) {
+    tc_put_bits(slot, e->last);
+    e->last = (uint32_t)j;
+    e->count++;
 }
 
 /* Decodes one symbol of one lane and returns its index. CHECKED is a constant after inlining. */
@@ -215,36 +230,50 @@ static inline __attribute__((always_inline)) uint32_t tc_rans_step(uint32_t *x, 
     return s;
 }
 
-/* Symbols [j, end) of R lanes; lane r's symbol j goes to symbols[R * j + r]. The model's
- * arrays come in as locals: the byte stores may alias anything, so fields read through `m`
- * would be reloaded after every store. */
-static inline __attribute__((always_inline)) void tc_rans_run(const emb_tc_table *tables, const uint8_t *table_of, size_t j,
-                                                              size_t end, uint32_t *x, uintptr_t *cursor,
-                                                              const uintptr_t *last_word, unsigned char *symbols,
-                                                              const size_t R, const int CHECKED) {
+/* Symbols [j, end) of R lanes: SPLIT stores symbol bytes at coef (byte 4j + r), otherwise
+ * lane r's coefficients go straight to coef + r * k. The model's arrays come in as locals:
+ * the byte stores may alias anything, so fields read through `m` would be reloaded after
+ * every store. R, CHECKED and SPLIT are constants after inlining. */
+static inline __attribute__((always_inline)) void
+tc_rans_run(const emb_tc_table *tables, const uint8_t *table_of, const float *step, size_t k, size_t j, size_t end,
+            uint32_t *x, uintptr_t *cursor, const uintptr_t *last_word, float *coef, tc_escapes *escapes, const size_t R,
+            const int CHECKED, const int SPLIT) {
+    unsigned char *symbols = (unsigned char *)coef;
     for (; j < end; j++) {
         const emb_tc_table *t = &tables[table_of[j]];
         const uint8_t *slot_symbol = t->slot_symbol;
         const uint16_t *freq = t->freq, *cum = t->cum;
-        for (size_t r = 0; r < R; r++)
-            symbols[R * j + r] = (unsigned char)tc_rans_step(&x[r], &cursor[r], last_word[r], slot_symbol, freq, cum, CHECKED);
+        uint32_t s[4];
+        for (size_t r = 0; r < R; r++) {
+            s[r] = tc_rans_step(&x[r], &cursor[r], last_word[r], slot_symbol, freq, cum, CHECKED);
+            if (SPLIT) symbols[4 * j + r] = (unsigned char)s[r];
+        }
+        if (SPLIT) continue;
+        const uint32_t count = t->count;
+        const int32_t lo = t->lo;
+        const float theta = t->theta, step_j = step[j];
+        for (size_t r = 0; r < R; r++) {
+            float *c = coef + r * k + j;
+            if (__builtin_expect(s[r] < count, 1))
+                *c = tc_dequantize(lo + (int32_t)s[r], theta, step_j);
+            else
+                tc_note_escape(c, &escapes[r], j);
+        }
     }
 }
 
 #if EMB_X86
-/* Pass 2 for four lanes with SSE2 (the x86-64 baseline, so no dispatch): the lanes share j,
- * hence the table and the step, and one vector does what tc_dequantize does, lane by lane,
- * with the same float32 operations (cvtdq2ps rounds as cvtsi2ss does; the values are small
- * integers anyway). Measured: the four-lane decode went from 2.9 to 2.3 ns per symbol and row
- * (the scalar pass 2 was about 1 ns of it). */
+/* The split mode's second pass, four lanes per SSE2 vector (the x86-64 baseline, so no
+ * dispatch): what tc_dequantize does, lane by lane, with the same float32 operations
+ * (cvtdq2ps rounds as cvtsi2ss does; the values are small integers anyway). */
 static void tc_dequantize_lanes4(const emb_tc_table *tables, const uint8_t *table_of, const float *step, size_t k,
-                                 float *coef, uint32_t *escapes, uint32_t *first_escape) {
+                                 float *coef, tc_escapes *escapes) {
     const unsigned char *symbols = (const unsigned char *)coef;
     const __m128i zero = _mm_setzero_si128();
     const __m128 sign = _mm_set1_ps(-0.0f);
-    for (size_t j = k; j-- > 0;) {
+    for (size_t j = 0; j < k; j++) {
         const emb_tc_table *t = &tables[table_of[j]];
-        __m128i s = _mm_cvtsi32_si128((int)tc_load32(symbols + 4 * j)); /* before any store over it */
+        __m128i s = _mm_cvtsi32_si128((int)tc_load32(symbols + 4 * j)); /* before the store over it */
         s = _mm_unpacklo_epi16(_mm_unpacklo_epi8(s, zero), zero);
         const __m128i q = _mm_add_epi32(s, _mm_set1_epi32(t->lo));
         const __m128 v = _mm_cvtepi32_ps(q);
@@ -259,15 +288,14 @@ static void tc_dequantize_lanes4(const emb_tc_table *tables, const uint8_t *tabl
         _mm_store_ss(row + 3 * k, _mm_shuffle_ps(c, c, 3));
         const int coded = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmplt_epi32(s, _mm_set1_epi32((int)t->count))));
         if (__builtin_expect(coded != 15, 0)) {
-            for (size_t r = 0; r < 4; r++) {
-                if (coded >> r & 1) continue;
-                tc_put_bits(row + r * k, first_escape[r]);
-                first_escape[r] = (uint32_t)j;
-                escapes[r]++;
-            }
+            for (size_t r = 0; r < 4; r++)
+                if (!(coded >> r & 1)) tc_note_escape(row + r * k, &escapes[r], j);
         }
     }
 }
+#define TC_SPLIT_LANES 4
+#else
+#define TC_SPLIT_LANES 0 /* no vector second pass: always fused */
 #endif
 
 /* Decodes R (1...4, a constant after inlining) streams into R rows of k coefficients at
@@ -278,11 +306,13 @@ tc_decode_lanes(const emb_tc_model *m, const void *const *streams, const size_t 
     const float *step = m->step;
     const uint8_t *table_of = m->table_of;
     const emb_tc_table *tables = m->tables;
+    const int split = R == TC_SPLIT_LANES;
 
     const unsigned char *base[4];
     size_t length[4];
     uintptr_t cursor[4], last_word[4]; /* integers, so a cursor past the end is not UB */
     uint32_t x[4];
+    tc_escapes escapes[4];
     int ok[4];
     for (size_t r = 0; r < R; r++) {
         ok[r] = lengths[r] >= 4;
@@ -292,64 +322,40 @@ tc_decode_lanes(const emb_tc_model *m, const void *const *streams, const size_t 
         ok[r] &= x[r] >= TC_LOW;
         cursor[r] = (uintptr_t)base[r] + 4;
         last_word[r] = (uintptr_t)base[r] + length[r] - 2;
+        escapes[r] = (tc_escapes){0, UINT32_MAX};
     }
 
-    /* Pass 1. */
-    unsigned char *symbols = (unsigned char *)coef;
     for (size_t j = 0; j < k; j += TC_BLOCK) {
         const size_t end = k - j < TC_BLOCK ? k : j + TC_BLOCK;
         int room = 1;
         for (size_t r = 0; r < R; r++) room &= cursor[r] + 2 * (TC_BLOCK - 1) <= last_word[r];
-        if (room)
-            tc_rans_run(tables, table_of, j, end, x, cursor, last_word, symbols, R, 0);
+        if (room && split)
+            tc_rans_run(tables, table_of, step, k, j, end, x, cursor, last_word, coef, escapes, R, 0, 1);
+        else if (split)
+            tc_rans_run(tables, table_of, step, k, j, end, x, cursor, last_word, coef, escapes, R, 1, 1);
+        else if (room)
+            tc_rans_run(tables, table_of, step, k, j, end, x, cursor, last_word, coef, escapes, R, 0, 0);
         else
-            tc_rans_run(tables, table_of, j, end, x, cursor, last_word, symbols, R, 1);
-    }
-
-    /* Pass 2. */
-    uint32_t escapes[4], first_escape[4];
-    for (size_t r = 0; r < R; r++) {
-        escapes[r] = 0;
-        first_escape[r] = UINT32_MAX;
+            tc_rans_run(tables, table_of, step, k, j, end, x, cursor, last_word, coef, escapes, R, 1, 0);
     }
 #if EMB_X86
-    if (R == 4) {
-        tc_dequantize_lanes4(tables, table_of, step, k, coef, escapes, first_escape);
-    } else
+    if (split) tc_dequantize_lanes4(tables, table_of, step, k, coef, escapes);
 #endif
-    for (size_t j = k; j-- > 0;) {
-        const emb_tc_table *t = &tables[table_of[j]];
-        const uint32_t count = t->count;
-        const int32_t lo = t->lo;
-        const float theta = t->theta, step_j = step[j];
-        uint32_t s[4];
-        for (size_t r = 0; r < R; r++) s[r] = symbols[R * j + r]; /* all before the first float store over them */
-        for (size_t r = 0; r < R; r++) {
-            float *c = coef + r * k + j;
-            if (__builtin_expect(s[r] < count, 1)) {
-                *c = tc_dequantize(lo + (int32_t)s[r], theta, step_j);
-            } else {
-                tc_put_bits(c, first_escape[r]);
-                first_escape[r] = (uint32_t)j;
-                escapes[r]++;
-            }
-        }
-    }
 
     for (size_t r = 0; r < R; r++) {
-        const size_t words_end = (size_t)(cursor[r] - (uintptr_t)base[r]);
-        ok[r] &= x[r] == TC_LOW && words_end <= length[r] && length[r] - words_end >= 2 * (size_t)escapes[r];
+        const size_t words_end = (size_t)(cursor[r] - (uintptr_t)base[r]), count = escapes[r].count;
+        ok[r] &= x[r] == TC_LOW && words_end <= length[r] && length[r] - words_end >= 2 * count;
         if (!ok[r]) continue;
         const unsigned char *escape_values = base[r] + words_end;
         float *row = coef + r * k;
-        uint32_t j = first_escape[r];
-        for (size_t e = 0; e < escapes[r]; e++) {
-            const uint32_t next = tc_get_bits(row + j);
+        uint32_t j = escapes[r].last;
+        for (size_t e = count; e-- > 0;) {
+            const uint32_t previous = tc_get_bits(row + j);
             const int32_t value = (int16_t)tc_load16(escape_values + 2 * e);
             row[j] = tc_dequantize(value, tables[table_of[j]].theta, step[j]);
-            j = next;
+            j = previous;
         }
-        for (size_t i = words_end + 2 * (size_t)escapes[r]; i < length[r]; i++) ok[r] &= base[r][i] == 0;
+        for (size_t i = words_end + 2 * count; i < length[r]; i++) ok[r] &= base[r][i] == 0;
     }
     for (size_t r = 0; r < R; r++)
         if (!ok[r]) return r;
