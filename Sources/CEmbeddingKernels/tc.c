@@ -179,7 +179,7 @@ int emb_tc_decode_symbols(const emb_tc_model *m, const void *stream, size_t leng
  * - Fused, for 1-3 lanes: each symbol is dequantised as soon as it is decoded. One or two
  *   chains leave the core idle between their loads, and the dequantisation fills those
  *   cycles: one lane decodes at 5.2 ns per symbol this way against 6.3 split.
- * - Split, for 4 lanes on x86: the rANS loop only stores symbol bytes, interleaved (lane r's
+ * - Split, for 4 lanes on x86-64: the rANS loop only stores symbol bytes, interleaved (lane r's
  *   symbol j at byte 4j + r, at the start of lane 0's row), and one SSE2 vector then
  *   dequantises the four lanes of each j, which share its table and step. Four chains keep
  *   the core busy, so fewer instructions win: 2.2 ns per symbol and row against 2.5 fused.
@@ -262,7 +262,7 @@ tc_rans_run(const emb_tc_table *tables, const uint8_t *table_of, const float *st
     }
 }
 
-#if EMB_X86
+#if EMB_X86 && defined(__SSE2__)
 /* The split mode's second pass, four lanes per SSE2 vector (the x86-64 baseline, so no
  * dispatch): what tc_dequantize does, lane by lane, with the same float32 operations
  * (cvtdq2ps rounds as cvtsi2ss does; the values are small integers anyway). */
@@ -338,7 +338,7 @@ tc_decode_lanes(const emb_tc_model *m, const void *const *streams, const size_t 
         else
             tc_rans_run(tables, table_of, step, k, j, end, x, cursor, last_word, coef, escapes, R, 1, 0);
     }
-#if EMB_X86
+#if TC_SPLIT_LANES
     if (split) tc_dequantize_lanes4(tables, table_of, step, k, coef, escapes);
 #endif
 
