@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Standalone reader for embstore stores, written from FORMAT.md (format versions 1 and 2) alone.
+"""Standalone reader for embstore stores, written from FORMAT.md (format versions 1 and 2) and the
+``tc`` codec's section (format version 3: transform-coded rows, typed parameter records) alone.
 
 Needs only py-lmdb (``import lmdb``) and NumPy.
 
@@ -18,10 +19,22 @@ As a module::
         rows, found = store.get("items", [3, 7])
         print(store.layers("items"))        # segments, delta rows, tombstones
 
-A table is its delta (``t<T>/rows``: row records and tombstones) plus, in version 2, its
+A table is its delta (``t<T>/rows``: row records and tombstones) plus, from version 2, its
 segments (``t<T>/segments``: packed, indexed runs of row records, newest first in the manifest).
 A lookup takes the delta's value if there is one (a tombstone means missing), else the first
 segment in manifest order that holds the id; an export merges all layers in id order.
+
+Version 3 adds the ``tc`` codec (tag 9): a row's PCA coefficients, quantised with a step per
+coefficient and rANS-coded (12-bit frequencies, 16-bit words) under static frequency tables.
+Its record names a *tc model*, a typed parameter record in ``t<T>/bases`` (first ``u32`` 0,
+kind 2), which names a *tc basis* (kind 1) there; PCA basis records keep their layout.  Every
+field the spec constrains is checked when the record is first read (and the parsed record is
+cached per Store: parameter records never change).  An export decodes all tc rows of one model together: the rANS loop runs once per
+coefficient for all those rows at once (NumPy arrays of states and read positions), then the
+rows are synthesised in float32 and placed among the other rows in id order.  A record that is
+refused anywhere (a word or escape outside the record, a final state other than 65536, a
+non-zero padding byte, a bad varint, a missing or malformed model) raises
+``CorruptRecordError`` naming the table and the id (or the parameter record's id).
 
 Checksums.  Each segment's FNV-1a 64 checksum is verified (once per Store object) before rows
 are read from it; a mismatch raises ``SegmentChecksumError`` naming the table and the segment.
@@ -42,6 +55,15 @@ prescribes.  Hence:
   float32 roundings over k terms).  ``REDUCED_MEAN_FIRST`` selects the order.  (Measured against
   `embstore export` on unit-norm rows: identical for k < 4, otherwise max |diff| about 1-4e-7,
   i.e. 1-3 ulp, because that decoder adds the products in groups of four.)
+- tc rows: ``q`` is dequantised in binary32 (``r = q - theta`` for q > 0, ``q + theta`` for
+  q < 0, then ``c = step * r``), and the row is synthesised ``x = mu`` then, for j = 0, 1, ...
+  ascending with ``q[j] != 0`` only, ``x = x + c[j] * v[j]`` (one float32 rounding per multiply
+  and one per add, f16 basis rows widened exactly first).  That is the order the tc section
+  prescribes, so the floats are bit-for-bit those of any decoder that sums in the same ascending
+  order (signed zeros included: skipped terms are not added as zeros).  A decoder that groups
+  or reorders the products (SIMD) agrees to rounding only: about 1e-6 relative to the row's
+  magnitude.  The batched synthesis (all rows of a model, one coefficient at a time) keeps that
+  order per element, so it is exactly the sequential sum.
 """
 
 from __future__ import annotations
@@ -72,8 +94,8 @@ __all__ = [
     "fnv1a64",
 ]
 
-#: The newest format version this reader implements (it reads versions 1 and 2).
-FORMAT_VERSION = 2
+#: The newest format version this reader implements (it reads versions 1, 2 and 3).
+FORMAT_VERSION = 3
 MAGIC = b"EMBSTORE"
 SEGMENT_MAGIC = b"ESEG"
 FNV_OFFSET_BASIS = 0xCBF29CE484222325
@@ -86,9 +108,21 @@ GROUP_ROWS = 16
 REDUCED_MEAN_FIRST = True
 
 TAG_FP32, TAG_FP16, TAG_INT8, TAG_INT4, TAG_REDUCED, TAG_BUCKET, TAG_BUCKET_SCALE = range(1, 8)
-#: A delta value of exactly this one byte is a tombstone: the id is deleted (version 2 only).
+#: A delta value of exactly this one byte is a tombstone: the id is deleted (version 2 on).
 TAG_TOMBSTONE = 8
 TOMBSTONE = bytes([TAG_TOMBSTONE])
+#: Transform-coded rows (version 3): varint model id, rANS state, words, escapes, padding.
+TAG_TC = 9
+#: Typed parameter records in ``t<T>/bases`` (version 3): first u32 0, then the kind.
+PARAM_TC_BASIS, PARAM_TC_MODEL = 1, 2
+#: rANS of the tc codec: frequencies sum to 2**12, words are 16 bits, the final state is 2**16.
+TC_PROB_BITS = 12
+TC_PROB_SCALE = 1 << TC_PROB_BITS
+TC_FINAL_STATE = 1 << 16
+#: Rows per block of the batched tc synthesis (keeps a block and one product in cache).
+TC_SYNTH_BLOCK = 256
+#: Rows of one model decoded together (rANS and dequantisation arrays are [rows, K]).
+TC_DECODE_ROWS = 16384
 SEGMENT_KINDS = {1: "dense fixed", 2: "dense sized", 3: "sparse fixed", 4: "sparse sized"}
 TAG_NAMES = {
     TAG_FP32: "fp32",
@@ -98,6 +132,7 @@ TAG_NAMES = {
     TAG_REDUCED: "reduced",
     TAG_BUCKET: "bucket",
     TAG_BUCKET_SCALE: "bucket+scale",
+    TAG_TC: "tc",
 }
 _PLAIN_TAGS = (TAG_FP32, TAG_FP16, TAG_INT8, TAG_INT4)
 _TABLE_PREFIX = b"table/"
@@ -172,6 +207,40 @@ class _Basis:
         return self.components.shape[0]
 
 
+@dataclass(frozen=True)
+class _TcBasis:
+    """A tc basis record (typed parameter record, kind 1)."""
+    basis_id: int
+    mean: np.ndarray          # float32 [d]
+    rows: np.ndarray          # float32 [K, d] (f16 rows widened exactly)
+    precision: int            # 1 f32, 2 f16 (as stored)
+
+    @property
+    def k(self) -> int:
+        return self.rows.shape[0]
+
+
+@dataclass(frozen=True)
+class _TcModel:
+    """A tc model record (typed parameter record, kind 2), with its basis and the decoding
+    tables of its frequency tables, padded to 256 value symbols + escape."""
+    model_id: int
+    basis: _TcBasis
+    target_bits: float
+    steps: np.ndarray         # float32 [K]
+    table_of: np.ndarray      # int64 [K]: frequency table of coefficient j
+    lo: np.ndarray            # int64 [T]
+    n: np.ndarray             # int64 [T]: value symbols; symbol n is the escape
+    theta: np.ndarray         # float32 [T]
+    freq: np.ndarray          # int64 [T, 257]: freq[t][s] (0 past n)
+    cum: np.ndarray           # int64 [T, 257]: cum[t][s]
+    symbol: np.ndarray        # int64 [T, 4096]: the symbol s with cum <= slot < cum + freq
+
+    @property
+    def k(self) -> int:
+        return self.steps.size
+
+
 def _u64_key(n: int) -> bytes:
     return struct.pack("<Q", n)
 
@@ -238,8 +307,165 @@ def _stack(values: list[bytes], length: int) -> np.ndarray:
     return np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(values), length)
 
 
+def _u16_at(buf: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Little-endian u16 at byte positions ``at`` of ``buf``, as int64."""
+    return buf[at].astype(np.int64) | (buf[at + 1].astype(np.int64) << 8)
+
+
+def _tc_headers(recs: "_Records", sel: np.ndarray, where):
+    """Model id (unsigned LEB128 varint after the tag: at most 5 bytes, < 2**32), the offset of
+    the first rANS word within the record, and the initial rANS state (u32 after the varint) of
+    tc records ``sel``.  ``where(i)`` names record i in errors.  The varint must be in its
+    shortest form: a last byte of 0 after other bytes (``81 00`` for 1) is refused."""
+    buf, off, size = recs.buf, recs.off[sel], recs.size[sel]
+    n = sel.size
+    model = np.zeros(n, np.int64)
+    length = np.zeros(n, np.int64)                 # varint bytes; 0 while not ended
+    for k in range(5):
+        need = length == 0
+        short = need & (size <= 1 + k)
+        if short.any():
+            i = int(sel[np.argmax(short)])
+            raise CorruptRecordError(f"{where(i)}: tc record of {int(recs.size[i])} bytes ends "
+                                     f"inside its varint model id (truncated)")
+        b = buf[np.where(need, off + 1 + k, 0)].astype(np.int64)
+        model[need] |= (b[need] & 0x7F) << (7 * k)
+        length[need & (b < 0x80)] = k + 1
+    if (length == 0).any():
+        i = int(sel[np.argmax(length == 0)])
+        raise CorruptRecordError(f"{where(i)}: tc record's varint model id is longer than 5 "
+                                 f"bytes")
+    last = buf[off + length].astype(np.int64)
+    overlong = (length > 1) & (last == 0)
+    if overlong.any():
+        i = int(sel[np.argmax(overlong)])
+        raise CorruptRecordError(f"{where(i)}: tc record's varint model id is not in its "
+                                 f"shortest form")
+    if (model >= 2**32).any():
+        i = int(np.argmax(model >= 2**32))
+        raise CorruptRecordError(f"{where(int(sel[i]))}: tc record's varint model id "
+                                 f"{int(model[i])} is not below 2**32")
+    word_start = 5 + length
+    short = size < word_start
+    if short.any():
+        i = int(sel[np.argmax(short)])
+        raise CorruptRecordError(f"{where(i)}: tc record of {int(recs.size[i])} bytes ends "
+                                 f"inside its rANS state (truncated)")
+    at = off + 1 + length
+    state = (_u16_at(buf, at) | (_u16_at(buf, at + 2) << 16))
+    return model, word_start, state
+
+
+def _decode_tc(model: _TcModel, recs: "_Records", sel: np.ndarray, word_start: np.ndarray,
+               state: np.ndarray, where) -> np.ndarray:
+    """Decode tc records ``sel`` (all of model ``model``) into float32 [len(sel), d].
+
+    rANS runs for all rows at once, one step per coefficient j = 0...K-1 (states and word
+    positions are arrays); escapes are read after all K symbols, then the padding is checked.
+    The synthesis adds ``c[j] * v[j]`` for j ascending, masked to the rows with q[j] != 0, so
+    every element sees exactly the sequential float32 sum of the tc section."""
+    buf, off, size = recs.buf, recs.off[sel], recs.size[sel]
+    n, k = sel.size, model.k
+    x = state.astype(np.int64)
+    words = np.zeros(n, np.int64)                  # words read so far, per row
+    q = np.empty((n, k), np.float32)
+    escape = np.zeros((n, k), dtype=bool)
+    mask12 = TC_PROB_SCALE - 1
+
+    def fail(bad: np.ndarray, message: str):
+        i = int(np.argmax(bad))
+        raise CorruptRecordError(f"{where(int(sel[i]))}: tc record (model {model.model_id}, "
+                                 f"{int(size[i])} bytes) " + message)
+
+    for j in range(k):
+        t = int(model.table_of[j])
+        slot = x & mask12
+        s = model.symbol[t][slot]
+        x = model.freq[t][s] * (x >> TC_PROB_BITS) + slot - model.cum[t][s]
+        low = x < TC_FINAL_STATE
+        if low.any():
+            at = word_start + 2 * words            # the next word, within the record
+            past = low & (at + 2 > size)
+            if past.any():
+                fail(past, f"needs rANS word {int(words[np.argmax(past)])} at coefficient {j}, "
+                           f"past its end (truncated)")
+            w = _u16_at(buf, np.where(low, off + at, 0))
+            x = np.where(low, (x << 16) | w, x)
+            words += low
+        esc = s == model.n[t]
+        escape[:, j] = esc
+        q[:, j] = model.lo[t] + s                   # escapes are overwritten below
+    wrong = x != TC_FINAL_STATE
+    if wrong.any():
+        fail(wrong, f"ends in rANS state {int(x[np.argmax(wrong)])}, not {TC_FINAL_STATE}")
+
+    escapes = escape.sum(axis=1)
+    escape_start = word_start + 2 * words
+    end = escape_start + 2 * escapes
+    past = end > size
+    if past.any():
+        fail(past, f"has {int(escapes[np.argmax(past)])} escaped values that run past its end "
+                   f"(truncated)")
+    if escapes.any():
+        rows, cols = np.nonzero(escape)            # row-major: coefficient order in each row
+        before = np.cumsum(escapes) - escapes
+        rank = np.arange(rows.size) - before[rows]
+        raw = _u16_at(buf, off[rows] + escape_start[rows] + 2 * rank)
+        q[rows, cols] = raw.astype(np.uint16).view(np.int16).astype(np.float32)
+
+    pad = size - end
+    total = int(pad.sum())
+    if total:
+        first = np.cumsum(pad) - pad
+        at = np.repeat(off + end - first, pad) + np.arange(total)
+        nonzero = buf[at] != 0
+        if nonzero.any():
+            byte = int(np.argmax(nonzero))
+            row = int(np.searchsorted(first, byte, side="right")) - 1
+            bad = np.zeros(n, dtype=bool)
+            bad[row] = True
+            at_byte = int(end[row]) + byte - int(first[row])
+            fail(bad, f"has a non-zero padding byte at offset {at_byte}")
+
+    # Dequantise in binary32: r = q - theta (q > 0), q + theta (q < 0), then c = step * r.
+    nonzero = q != 0
+    theta = model.theta[model.table_of]            # float32 [K]
+    c = q.copy()
+    out = np.empty((n, model.basis.mean.size), np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):   # non-finite rows are refused later
+        np.subtract(q, theta, out=c, where=q > 0)
+        np.add(q, theta, out=c, where=q < 0)
+        c *= model.steps
+        del q
+        # Synthesis: x = mu; x = x + c[j] * v[j], j ascending with q[j] != 0 (float32, no FMA).
+        _tc_synthesise(out, model.basis.mean, model.basis.rows, c, nonzero)
+    return out
+
+
+def _tc_synthesise(out: np.ndarray, mu: np.ndarray, v: np.ndarray, c: np.ndarray,
+                   nonzero: np.ndarray) -> None:
+    """out[i] = mu, then out[i] = out[i] + c[i, j] * v[j] for j ascending where nonzero[i, j],
+    in float32, a block of rows at a time (one coefficient over the whole block per step: the
+    order per element is still ascending j, so the result is the sequential sum exactly)."""
+    n, d = out.shape
+    for a in range(0, n, TC_SYNTH_BLOCK):
+        b = min(a + TC_SYNTH_BLOCK, n)
+        xb = out[a:b]
+        xb[:] = mu
+        cb, nzb = c[a:b], nonzero[a:b]
+        prod = np.empty((b - a, d), np.float32)
+        counts = nzb.sum(axis=0)
+        for j in np.flatnonzero(counts).tolist():
+            if counts[j] == b - a:
+                np.multiply(cb[:, j:j + 1], v[j], out=prod)
+                np.add(xb, prod, out=xb)
+            else:
+                r = np.flatnonzero(nzb[:, j])
+                xb[r] = xb[r] + cb[r, j:j + 1] * v[j]
+
+
 class Store:
-    """A read-only view of an embstore store directory (format version 1 or 2)."""
+    """A read-only view of an embstore store directory (format version 1, 2 or 3)."""
 
     def __init__(self, path: str | os.PathLike, *, lock: bool = True,
                  verify_checksums: bool = True):
@@ -257,7 +483,8 @@ class Store:
             probe.close()
         self._env = self._open_env(path, lock, named + 2)
         self._dbs: dict[bytes, object] = {}
-        self._bases: dict[tuple[int, int], _Basis] = {}
+        #: Parsed parameter records of ``t<T>/bases`` by (table id, id): they never change.
+        self._params: dict[tuple[int, int], object] = {}
         self._buckets: dict[tuple[int, int], np.ndarray] = {}
         self.verify_checksums = verify_checksums
         #: (table id, segment id, checksum) of segments whose checksum was verified; segments
@@ -351,7 +578,7 @@ class Store:
             raise FormatError(f"table {name!r}: dimension {d} (must be >= 1)")
         if flags != 0:
             raise FormatError(f"table {name!r}: schema flags {flags:#x} not defined in versions 1 "
-                              f"and 2")
+                              f"to 3")
         return TableSchema(name, tid, d, flags, cur_basis, next_basis, next_bucket)
 
     def _table_dbs(self, schema: TableSchema):
@@ -421,35 +648,187 @@ class Store:
 
     # -- bases and buckets ------------------------------------------------------------------
 
-    def _basis(self, txn, schema: TableSchema, basis_id: int, where: str) -> _Basis:
-        cache_key = (schema.table_id, basis_id)
-        basis = self._bases.get(cache_key)
-        if basis is not None:
-            return basis
-        _, _, bases = self._table_dbs(schema)
-        raw = txn.get(_u64_key(basis_id), db=bases) if basis_id < 2**32 else None
-        if raw is None:
-            raise CorruptRecordError(f"{where}: basis {basis_id} is missing")
-        if len(raw) < 8:
-            raise CorruptRecordError(
-                f"table {schema.name!r} basis {basis_id}: record is {len(raw)} bytes (truncated)")
+    _PARAM_NOUNS = {_Basis: "PCA basis", _TcBasis: "tc basis", _TcModel: "tc model"}
+
+    def _param(self, txn, schema: TableSchema, param_id: int, where: str, version: int,
+               expect: type):
+        """Parameter record ``param_id`` of ``t<T>/bases``, parsed, checked and cached: a PCA
+        basis (``_Basis``), or in version 3 a typed record (first u32 0): a tc basis (kind 1)
+        or a tc model (kind 2).  ``expect`` is the class the caller needs; a record of another
+        kind is refused (before it is parsed, so a model never recurses into a model).  A missing
+        record is refused naming ``where`` (the row that needs it)."""
+        noun = self._PARAM_NOUNS[expect]
+        cache_key = (schema.table_id, param_id)
+        record = self._params.get(cache_key)
+        if record is None:
+            _, _, bases = self._table_dbs(schema)
+            raw = txn.get(_u64_key(param_id), db=bases) if 1 <= param_id < 2**32 else None
+            if raw is None:
+                raise CorruptRecordError(f"{where}: {noun} {param_id} is missing")
+            pwhere = f"table {schema.name!r} parameter record {param_id}"
+            if len(raw) < 8:
+                raise CorruptRecordError(f"{pwhere}: record is {len(raw)} bytes (truncated)")
+            first, kind = struct.unpack_from("<2I", raw, 0)
+            if first != 0:
+                cls = _Basis
+            elif version < 3:
+                raise CorruptRecordError(
+                    f"{pwhere}: first u32 is 0 (a typed parameter record, which needs format "
+                    f"version 3; this store is version {version})")
+            elif kind == PARAM_TC_BASIS:
+                cls = _TcBasis
+            elif kind == PARAM_TC_MODEL:
+                cls = _TcModel
+            else:
+                raise CorruptRecordError(f"{pwhere}: typed parameter record of unknown kind "
+                                         f"{kind} (1 tc basis, 2 tc model)")
+            if cls is not expect:
+                raise CorruptRecordError(f"{where}: parameter record {param_id} of table "
+                                         f"{schema.name!r} is a {self._PARAM_NOUNS[cls]}, "
+                                         f"not a {noun}")
+            pwhere = f"table {schema.name!r} {noun} {param_id}"
+            if cls is _Basis:
+                record = self._parse_pca_basis(schema, param_id, raw, pwhere)
+            elif cls is _TcBasis:
+                record = self._parse_tc_basis(schema, param_id, raw, pwhere)
+            else:
+                record = self._parse_tc_model(txn, schema, param_id, raw, pwhere, version)
+            self._params[cache_key] = record
+        elif not isinstance(record, expect):
+            raise CorruptRecordError(f"{where}: parameter record {param_id} of table "
+                                     f"{schema.name!r} is a {self._PARAM_NOUNS[type(record)]}, "
+                                     f"not a {noun}")
+        return record
+
+    def _param_for_row(self, txn, schema: TableSchema, param_id: int, where: str,
+                       version: int, expect: type):
+        """``_param`` for a row named by ``where``; an error in the parameter record itself
+        (which names the table and the record) also says which row needed it."""
+        try:
+            return self._param(txn, schema, param_id, where, version, expect)
+        except CorruptRecordError as exc:
+            if str(exc).startswith(where + ":"):
+                raise
+            raise CorruptRecordError(f"{exc} (needed by id {where.rsplit(' id ', 1)[-1]})") \
+                from exc
+
+    @staticmethod
+    def _parse_pca_basis(schema: TableSchema, basis_id: int, raw: bytes, pwhere: str) -> _Basis:
         d, r = struct.unpack_from("<2I", raw, 0)
         if d != schema.dimension:
-            raise CorruptRecordError(f"table {schema.name!r} basis {basis_id}: dimension {d}, "
-                                     f"table has {schema.dimension}")
+            raise CorruptRecordError(f"{pwhere}: dimension {d}, table has {schema.dimension}")
         if not 1 <= r <= d:
-            raise CorruptRecordError(f"table {schema.name!r} basis {basis_id}: rank {r} "
-                                     f"not in 1...{d}")
+            raise CorruptRecordError(f"{pwhere}: rank {r} not in 1...{d}")
         expected = 8 + 4 * d + 4 * r * d + 4 * r
         if len(raw) != expected:
             problem = "truncated" if len(raw) < expected else "too long"
-            raise CorruptRecordError(f"table {schema.name!r} basis {basis_id}: record is "
-                                     f"{len(raw)} bytes, expected {expected} ({problem})")
+            raise CorruptRecordError(f"{pwhere}: record is {len(raw)} bytes, expected {expected} "
+                                     f"({problem})")
         floats = np.frombuffer(raw, dtype="<f4", offset=8).astype(np.float32)
-        basis = _Basis(basis_id, floats[:d], floats[d:d + r * d].reshape(r, d),
-                       floats[d + r * d:])
-        self._bases[cache_key] = basis
-        return basis
+        return _Basis(basis_id, floats[:d], floats[d:d + r * d].reshape(r, d), floats[d + r * d:])
+
+    @staticmethod
+    def _parse_tc_basis(schema: TableSchema, basis_id: int, raw: bytes,
+                        pwhere: str) -> _TcBasis:
+        """A tc basis: 0, 1, d, K, precision, mean f32 x d, then K rows stored as f32 (1), f16 (2)
+        or int8 rowwise (3: d u8 codes, f32 scale, f32 bias, decoded q * scale + bias)."""
+        if len(raw) < 20:
+            raise CorruptRecordError(f"{pwhere}: record is {len(raw)} bytes, less than the "
+                                     f"20-byte header (truncated)")
+        d, k, precision = struct.unpack_from("<3I", raw, 8)
+        if d != schema.dimension:
+            raise CorruptRecordError(f"{pwhere}: dimension {d}, table has {schema.dimension}")
+        if not 1 <= k <= d:
+            raise CorruptRecordError(f"{pwhere}: K = {k} basis rows, not in 1...{d}")
+        if precision not in (1, 2, 3):
+            raise CorruptRecordError(f"{pwhere}: precision {precision} (1 f32, 2 f16, 3 int8 rowwise)")
+        row_bytes = {1: 4 * d, 2: 2 * d, 3: d + 8}[precision]
+        expected = 20 + 4 * d + row_bytes * k
+        if len(raw) != expected:
+            problem = "truncated" if len(raw) < expected else "too long"
+            raise CorruptRecordError(f"{pwhere}: record is {len(raw)} bytes, expected {expected} "
+                                     f"({problem})")
+        mean = np.frombuffer(raw, "<f4", d, 20).astype(np.float32)
+        if precision == 3:
+            packed = np.frombuffer(raw, np.uint8, k * (d + 8), 20 + 4 * d).reshape(k, d + 8)
+            scale = packed[:, d:d + 4].copy().view("<f4").astype(np.float32)   # [k, 1]
+            bias = packed[:, d + 4:d + 8].copy().view("<f4").astype(np.float32)
+            rows = packed[:, :d].astype(np.float32) * scale + bias      # one rounding each, as int8 rows
+        else:
+            rows = np.frombuffer(raw, "<f4" if precision == 1 else "<f2", k * d, 20 + 4 * d)
+            rows = rows.astype(np.float32).reshape(k, d)           # f16 widens exactly
+        if not np.isfinite(rows).all() or not np.isfinite(mean).all():
+            raise CorruptRecordError(f"{pwhere}: a mean or basis value is not finite")
+        return _TcBasis(basis_id, mean, rows, precision)
+
+    def _parse_tc_model(self, txn, schema: TableSchema, model_id: int, raw: bytes, pwhere: str,
+                        version: int) -> _TcModel:
+        """A tc model: 0, 2, basis id, K, target bits, K steps, K table indices, T, T tables."""
+        if len(raw) < 20:
+            raise CorruptRecordError(f"{pwhere}: record is {len(raw)} bytes, less than the "
+                                     f"20-byte header (truncated)")
+        basis_id, k, target_bits = struct.unpack_from("<2If", raw, 8)
+        basis = self._param(txn, schema, basis_id, pwhere, version, _TcBasis)
+        if not 1 <= k <= basis.k:
+            raise CorruptRecordError(f"{pwhere}: K = {k} coefficients, not in 1...{basis.k} "
+                                     f"(the K of tc basis {basis_id})")
+        if len(raw) < 24 + 5 * k:
+            raise CorruptRecordError(f"{pwhere}: record is {len(raw)} bytes, less than the "
+                                     f"{24 + 5 * k} its K = {k} needs before the tables "
+                                     f"(truncated)")
+        steps = np.frombuffer(raw, "<f4", k, 20).astype(np.float32)
+        bad = ~(np.isfinite(steps) & (steps > 0))
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise CorruptRecordError(f"{pwhere}: step[{j}] = {float(steps[j])!r} is not finite "
+                                     f"and > 0")
+        table_of = np.frombuffer(raw, np.uint8, k, 20 + 4 * k).astype(np.int64)
+        (t_count,) = struct.unpack_from("<I", raw, 20 + 5 * k)
+        if not 1 <= t_count <= 255:
+            raise CorruptRecordError(f"{pwhere}: T = {t_count} frequency tables, not in 1...255")
+        if (table_of >= t_count).any():
+            j = int(np.argmax(table_of >= t_count))
+            raise CorruptRecordError(f"{pwhere}: table[{j}] = {int(table_of[j])} is not below "
+                                     f"T = {t_count}")
+        lo = np.zeros(t_count, np.int64)
+        n = np.zeros(t_count, np.int64)
+        theta = np.zeros(t_count, np.float32)
+        freq = np.zeros((t_count, 257), np.int64)
+        cum = np.zeros((t_count, 257), np.int64)
+        symbol = np.zeros((t_count, TC_PROB_SCALE), np.int64)
+        at = 24 + 5 * k
+        for t in range(t_count):
+            if len(raw) < at + 12:
+                raise CorruptRecordError(f"{pwhere}: record is {len(raw)} bytes, frequency table "
+                                         f"{t} starts at byte {at} (truncated)")
+            lo_t, n_t = struct.unpack_from("<iI", raw, at)
+            theta_t = np.frombuffer(raw, "<f4", 1, at + 8).astype(np.float32)[0]
+            if n_t > 255:
+                raise CorruptRecordError(f"{pwhere}: frequency table {t} has n = {n_t} value "
+                                         f"symbols (at most 255)")
+            if not 0 <= theta_t < 1:
+                raise CorruptRecordError(f"{pwhere}: frequency table {t} has theta = "
+                                         f"{float(theta_t)!r}, not in [0, 1)")
+            end = at + 12 + 2 * (n_t + 1)
+            if len(raw) < end:
+                raise CorruptRecordError(f"{pwhere}: record is {len(raw)} bytes, frequency table "
+                                         f"{t} ends at byte {end} (truncated)")
+            f = np.frombuffer(raw, "<u2", n_t + 1, at + 12).astype(np.int64)
+            total = int(f.sum())
+            if total != TC_PROB_SCALE:
+                raise CorruptRecordError(f"{pwhere}: frequencies of table {t} sum to {total}, "
+                                         f"not {TC_PROB_SCALE}")
+            lo[t], n[t], theta[t] = lo_t, n_t, theta_t
+            freq[t, :n_t + 1] = f
+            cum[t, 1:n_t + 2] = np.cumsum(f)
+            cum[t, n_t + 2:] = TC_PROB_SCALE
+            symbol[t] = np.repeat(np.arange(n_t + 1, dtype=np.int64), f)
+            at = end
+        if len(raw) != at:
+            raise CorruptRecordError(f"{pwhere}: record is {len(raw)} bytes, its {t_count} "
+                                     f"tables end at byte {at} (too long)")
+        return _TcModel(model_id, basis, float(target_bits), steps, table_of, lo, n, theta,
+                        freq, cum, symbol)
 
     def _bucket(self, txn, schema: TableSchema, bucket_id: int, where: str) -> np.ndarray:
         cache_key = (schema.table_id, bucket_id)
@@ -480,8 +859,11 @@ class Store:
 
     # -- rows -------------------------------------------------------------------------------
 
-    def _decode(self, txn, schema: TableSchema, ids: np.ndarray, recs: "_Records"):
-        """Decode row records ``recs`` (of ids ``ids``) into float32 [n, d]."""
+    def _decode(self, txn, schema: TableSchema, ids: np.ndarray, recs: "_Records",
+                version: int):
+        """Decode row records ``recs`` (of ids ``ids``) into float32 [n, d], in a store of format
+        ``version``.  Records are decoded in groups of one tag (tc: of one model) and placed at
+        their rows, so the output keeps the order of ``recs``."""
         d = schema.dimension
         n = len(recs)
         out = np.empty((n, d), dtype=np.float32)
@@ -538,7 +920,8 @@ class Store:
                 for basis_id, k in sorted(set(zip(basis_ids.tolist(),
                                                   ((sizes - 5) // 4).tolist()))):
                     part = sel[(basis_ids == basis_id) & ((sizes - 5) // 4 == k)]
-                    basis = self._basis(txn, schema, basis_id, where(int(part[0])))
+                    basis = self._param_for_row(txn, schema, basis_id, where(int(part[0])),
+                                                version, _Basis)
                     if k > basis.rank:
                         raise CorruptRecordError(f"{where(int(part[0]))}: reduced record has "
                                                  f"k = {k} coefficients, basis {basis_id} has "
@@ -554,11 +937,27 @@ class Store:
                             acc = acc + coeffs[:, c:c + 1] * basis.components[c]
                         acc = basis.mean + acc
                     out[part] = acc
+            elif tag == TAG_TC and version >= 3:
+                model_ids, word_start, state = _tc_headers(recs, sel, where)
+                for model_id in np.unique(model_ids).tolist():
+                    in_model = model_ids == model_id
+                    part = sel[in_model]
+                    model = self._param_for_row(txn, schema, model_id, where(int(part[0])),
+                                                version, _TcModel)
+                    starts, states = word_start[in_model], state[in_model]
+                    for a in range(0, part.size, TC_DECODE_ROWS):   # bounds the q arrays
+                        b = a + TC_DECODE_ROWS
+                        out[part[a:b]] = _decode_tc(model, recs, part[a:b], starts[a:b],
+                                                    states[a:b], where)
+            elif tag == TAG_TC:
+                raise CorruptRecordError(f"{where(int(sel[0]))}: tag 9 (tc) needs format "
+                                         f"version 3; this store is version {version}")
             elif tag == TAG_TOMBSTONE:
                 i = int(sel[0])
                 raise CorruptRecordError(
                     f"{where(i)}: tag 8 (tombstone) in a record of {int(recs.size[i])} bytes; a "
-                    f"tombstone is exactly one byte, and only in a version-2 delta")
+                    f"tombstone is exactly one byte, and only in the delta of a version-2 or "
+                    f"later store")
             else:
                 raise CorruptRecordError(f"{where(int(sel[0]))}: unknown tag {tag}"
                                          + (" (tag 0 is never written)" if tag == 0 else ""))
@@ -650,7 +1049,7 @@ class Store:
         """Every live row of table ``name``: (ids uint64 [N] ascending, float32 [N, d])."""
         with self._begin_table(name) as ctx:
             ids, recs = self._live(ctx)
-            x = self._decode(ctx.txn, ctx.schema, ids, recs)
+            x = self._decode(ctx.txn, ctx.schema, ids, recs, ctx.version)
         return ids, x
 
     def get(self, name: str, ids) -> tuple[np.ndarray, np.ndarray]:
@@ -684,7 +1083,7 @@ class Store:
             out = np.zeros((ids.size, ctx.schema.dimension), dtype=np.float32)
             if values:
                 out[found] = self._decode(ctx.txn, ctx.schema, np.asarray(present_ids, np.uint64),
-                                          _Records.from_values(values))
+                                          _Records.from_values(values), ctx.version)
         return out, found
 
 
@@ -896,7 +1295,7 @@ class _Segment:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="embstore_reader.py",
-        description="Read an embstore store (FORMAT.md versions 1 and 2) with py-lmdb and NumPy.")
+        description="Read an embstore store (FORMAT.md versions 1 to 3) with py-lmdb and NumPy.")
     parser.add_argument("store", help="store directory")
     parser.add_argument("--list", action="store_true", help="list tables")
     parser.add_argument("--table", help="table to export or read from")

@@ -60,8 +60,9 @@ public final class InMemoryCodecTable: CodecTableState {
 
     /// Stores what `plan` asks for and returns its encoder.
     public func apply(_ plan: LoadPlan) throws -> any RowEncoder {
-        let ids = plan.parameterRecords.enumerated().map { index, record in
-            addParameterRecord(record, makeCurrentBasis: plan.makesCurrentBasis && index == plan.parameterRecords.count - 1)
+        var ids: [UInt32] = []
+        for (index, record) in plan.parameterRecords.enumerated() {
+            ids.append(addParameterRecord(try record(ids), makeCurrentBasis: plan.makesCurrentBasis && index == plan.parameterRecords.count - 1))
         }
         var bucketIDs: Range<UInt32>?
         var stored: [Float] = []

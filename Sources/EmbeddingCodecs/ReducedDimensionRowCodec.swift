@@ -47,7 +47,7 @@ struct ReducedRowCodec: RowCodec {
             try PCABasis.fit(rows: sample, count: sampleCount, dimension: dimension, rank: k)
         }
         var plan = LoadPlan { ids, _, _ in ReducedEncoder(k: min(k, basis.rank), basisID: ids[0], basis: basis) }
-        plan.parameterRecords = [basis.record]
+        plan.parameterRecords = [{ _ in basis.record }]
         plan.makesCurrentBasis = true
         return plan
     }

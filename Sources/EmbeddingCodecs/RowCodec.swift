@@ -91,8 +91,9 @@ public struct FitOptions: Sendable {
 
 /// What a bulk load stores before its rows, and how it then encodes them.
 public struct LoadPlan {
-    /// Parameter records (`t<T>/bases`) to add, in order; each gets a new id.
-    public var parameterRecords: [[UInt8]] = []
+    /// Parameter records (`t<T>/bases`) to add, in order; each gets a new id. Each is made once
+    /// the records before it have their ids (a tc model names its basis), which it is given.
+    public var parameterRecords: [(_ earlierIDs: [UInt32]) throws -> [UInt8]] = []
     /// True when the last parameter record becomes the table's current basis.
     public var makesCurrentBasis = false
     /// Bucket rows to add (row-major, `dimension` floats each), stored with `bucketCodec`.
@@ -121,6 +122,9 @@ public struct LoadPlan {
 public protocol RowEncoder: AnyObject {
     /// The largest record it writes, tag included.
     var maximumRecordSize: Int { get }
+    /// True when its records may be followed by zero bytes (FORMAT.md says so of the codec), so
+    /// that a segment can pad a record to a size it already has (at most 255 sizes a segment).
+    var acceptsZeroPadding: Bool { get }
     /// Refuses a row this codec cannot store (fp16 beyond ±65504), so that a load checks every
     /// row before it writes anything. Rows are already known to be finite and of the right width.
     func check(_ row: UnsafeBufferPointer<Float>) throws(CodecError)
@@ -131,6 +135,7 @@ public protocol RowEncoder: AnyObject {
 
 extension RowEncoder {
     public func check(_ row: UnsafeBufferPointer<Float>) throws(CodecError) {}
+    public var acceptsZeroPadding: Bool { false }
 }
 
 /// Where a decoder finds what a record points at, in the reader's snapshot. Buffers stay valid
@@ -189,7 +194,7 @@ public enum RowCodecs {
     /// Every codec the store reads and writes, in tag order.
     public static let all: [any RowCodec] = [
         Float32Codec.descriptor, Float16Codec.descriptor, Int8RowwiseCodec.descriptor, Int4RowwiseCodec.descriptor,
-        ReducedDimensionCodec.descriptor, BucketCodec.descriptor, BucketCodec.scaledDescriptor,
+        ReducedDimensionCodec.descriptor, BucketCodec.descriptor, BucketCodec.scaledDescriptor, TransformCodedRowCodec.descriptor,
     ]
 
     private static let byTag: [(any RowCodec)?] = {

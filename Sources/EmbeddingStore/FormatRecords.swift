@@ -3,7 +3,11 @@ import EmbeddingCodecs
 /// The store's metadata records, byte for byte as FORMAT.md describes them.
 enum StoreFormat {
     /// The format this code writes and the newest it reads.
-    static let version: UInt32 = 2
+    static let version: UInt32 = 3
+    /// The first version with segments and tombstones.
+    static let segmentsVersion: UInt32 = 2
+    /// The first version with typed parameter records (tc bases and models) and tc rows.
+    static let typedParametersVersion: UInt32 = 3
     static let magic = "EMBSTORE"
     static let metaDatabase = "meta"
     static let formatKey = "format"
@@ -15,7 +19,7 @@ enum StoreFormat {
     static func basesDatabase(_ tableID: UInt32) -> String { "t\(tableID)/bases" }
 
     /// `format`: 8 ASCII bytes "EMBSTORE", u32 version, u32 reserved (0).
-    static func encodeHeader() -> [UInt8] {
+    static func encodeHeader(version: UInt32 = version) -> [UInt8] {
         var writer = ByteWriter(capacity: 16)
         writer.append(ascii: magic)
         writer.append(version)

@@ -102,9 +102,10 @@ extension Store {
 
         // Store what the rows point at, then make the encoder.
         let (parameterIDs, bucketIDs, storedBucketRows) = try write { batch in
-            let parameterIDs = try plan.parameterRecords.enumerated().map { index, record in
-                try batch.addParameterRecord(record, to: table,
-                                             makeCurrentBasis: plan.makesCurrentBasis && index == plan.parameterRecords.count - 1)
+            var parameterIDs: [UInt32] = []
+            for (index, record) in plan.parameterRecords.enumerated() {
+                parameterIDs.append(try batch.addParameterRecord(try record(parameterIDs), to: table,
+                                                                 makeCurrentBasis: plan.makesCurrentBasis && index == plan.parameterRecords.count - 1))
             }
             guard let bucketCodec = plan.bucketCodec, !plan.bucketRows.isEmpty else {
                 return (parameterIDs, Range<UInt32>?.none, [Float]())
@@ -154,6 +155,7 @@ extension Store {
         let capacity = encoder.maximumRecordSize
         let rowsPerPart = SegmentWriter.rowsPerPart(recordSize: capacity, partBytes: partBytes)
         var record = [UInt8](repeating: 0, count: capacity)
+        var sizes = RecordSizes(capacity: capacity, padding: encoder.acceptsZeroPadding)
         try writeSegment(table, rowsPerPart: rowsPerPart, expectedPartBytes: min(rowsPerPart, order.count) * capacity) { emit in
             for i in order {
                 try record.withUnsafeMutableBytes { buffer in
@@ -164,7 +166,9 @@ extension Store {
                     } catch let error as CodecError {
                         throw StoreError.encoding(table: table.name, id: ids[i], codec: codec.description, underlying: error)
                     }
-                    try emit(ids[i], UnsafeRawBufferPointer(rebasing: buffer[0..<size]))
+                    let stored = sizes.size(for: size)
+                    if stored > size { buffer[size..<stored].initializeMemory(as: UInt8.self, repeating: 0) }
+                    try emit(ids[i], UnsafeRawBufferPointer(rebasing: buffer[0..<stored]))
                 }
             }
         }
@@ -204,5 +208,36 @@ extension WriteBatch {
             }
         }
         return rows
+    }
+}
+
+/// The record sizes of a segment being written. A segment holds at most 255 sizes; records of a
+/// codec that accepts zero padding are padded, once 254 sizes are in use, to the smallest size
+/// already used that fits them, or to the codec's largest record (the 255th size, kept for
+/// that), so every load fits in one segment whatever its rows.
+struct RecordSizes {
+    let capacity: Int
+    let padding: Bool
+    private var used: [Int] = []   // ascending
+
+    init(capacity: Int, padding: Bool) {
+        self.capacity = capacity
+        self.padding = padding
+    }
+
+    mutating func size(for size: Int) -> Int {
+        var low = 0, high = used.count
+        while low < high {
+            let middle = (low + high) / 2
+            if used[middle] < size { low = middle + 1 } else { high = middle }
+        }
+        if low < used.count && used[low] == size { return size }
+        guard padding && used.count >= 254 else {
+            used.insert(size, at: low)
+            return size
+        }
+        if low < used.count { return used[low] }
+        used.append(capacity)
+        return capacity
     }
 }

@@ -103,7 +103,7 @@ extension Store {
                         appendLE(UInt32(live.count + 1), to: &manifest)
                         for live in [id] + live { appendLE(live, to: &manifest) }
                         try manifest.withUnsafeBytes { try txn.put($0, forKey: 0, in: database) }
-                        try upgradeFormat(in: txn)
+                        try upgradeFormat(to: StoreFormat.segmentsVersion, in: txn)
                         return id
                     }
                 }
@@ -157,13 +157,15 @@ extension Store {
     }
 
     /// Marks the store as version 2 (it now holds segments) if it was version 1.
-    private func upgradeFormat(in txn: borrowing Transaction) throws {
+    /// Raises the store's format version to `minimum` when it is lower (never lowers it): the
+    /// commit that writes the first byte a version needs also says that version.
+    func upgradeFormat(to minimum: UInt32, in txn: borrowing Transaction) throws {
         let version = try txn.withValue(forKey: StoreFormat.formatKey, in: meta) { bytes -> UInt32 in
             guard let bytes else { throw StoreError.notAStore(path: path, reason: "'meta' has no 'format' record") }
             return try StoreFormat.decodeHeader(bytes, path: path)
         }
-        if version < StoreFormat.version {
-            try StoreFormat.encodeHeader().withUnsafeBytes { try txn.put($0, forKey: StoreFormat.formatKey, in: meta) }
+        if version < minimum {
+            try StoreFormat.encodeHeader(version: minimum).withUnsafeBytes { try txn.put($0, forKey: StoreFormat.formatKey, in: meta) }
         }
     }
 

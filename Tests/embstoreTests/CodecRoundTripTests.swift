@@ -206,8 +206,8 @@ struct PythonReaderTests {
                 meta = env.open_db(b"meta")
                 with env.begin(write=True) as txn:
                     header = txn.get(b"format", db=meta)
-                    assert header[:8] == b"EMBSTORE" and struct.unpack_from("<I", header, 8)[0] == 2, header
-                    txn.put(b"format", header[:8] + struct.pack("<I", 3) + header[12:], db=meta)
+                    assert header[:8] == b"EMBSTORE" and struct.unpack_from("<I", header, 8)[0] == 3, header
+                    txn.put(b"format", header[:8] + struct.pack("<I", 4) + header[12:], db=meta)
                 env.close()
                 try:
                     embstore_reader.Store(sys.argv[1])
@@ -215,10 +215,10 @@ struct PythonReaderTests {
                 except embstore_reader.UnsupportedVersionError as e:
                     print("refused:", e)
                 """, [store.path])
-            #expect(out.contains("refused:") && out.contains("3") && out.contains("2"), "\(out)")
+            #expect(out.contains("refused:") && out.contains("4") && out.contains("3"), "\(out)")
             let info = try embstore("info", store.path)
-            #expect(info.status != 0, "embstore info opened a version-3 store: \(info)")
-            #expect(info.stderr.contains("3"), "the error should name version 3: \(info)")
+            #expect(info.status != 0, "embstore info opened a version-4 store: \(info)")
+            #expect(info.stderr.contains("4"), "the error should name version 4: \(info)")
         }
     }
 }

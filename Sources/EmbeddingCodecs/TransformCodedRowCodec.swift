@@ -1,0 +1,277 @@
+import CEmbeddingKernels
+import Foundation
+
+// `tc:B` as a registered codec (FORMAT.md, "Transform-coded rows", tag 9): the row rotated onto
+// the table's PCA basis, its coefficients quantised with tilted steps and rANS-coded, about B
+// bits a value plus 6 bytes of framing a row. Low-variance coefficients quantise to nothing and past the model's K are
+// not stored, so it is also the mixed-dimension codec.
+
+extension Codec {
+    /// Transform-coded rows of about `bitsPerValue` bits a value (record bytes ≈ 6 + B·d/8), a model
+    /// fitted on the table's rows by a load.
+    public static func transformCoded(bitsPerValue: Double) -> Codec {
+        Codec(tag: TransformCodedRowCodec.tag, description: "tc:" + TransformCodedRowCodec.spell(bitsPerValue),
+              arguments: [bitsPerValue])
+    }
+}
+
+public struct TransformCodedRowCodec: RowCodec {
+    static let tag: UInt8 = 9
+    /// The registered codec.
+    public static let descriptor: any RowCodec = TransformCodedRowCodec()
+    /// The rates `embstore codecs` lists (any B in `bitRange` is accepted).
+    static let ladder: [Double] = [1, 1.125, 1.25, 1.375, 1.5, 1.625, 1.75, 1.875, 2, 2.25, 2.5, 2.75, 3, 3.25, 3.5, 3.75, 4, 5, 6, 8]
+    /// The framing of every record: tag, a one-byte model id, the 4-byte rANS state.
+    static let framingBytes = 6.0
+
+    /// The mean record bytes `tc:bits` aims at for rows of `dimension` values: B bits a value
+    /// for the coded coefficients, plus the framing (as int4 is 4 bits a value plus its scale
+    /// and bias).
+    static func targetRecordBytes(bits: Double, dimension: Int) -> Double {
+        framingBytes + bits * Double(dimension) / 8
+    }
+    static let bitRange = 0.25...16.0
+
+    public var tag: UInt8 { Self.tag }
+    public var name: String { "tc" }
+    public var spelling: String { "tc:B" }
+    public var canStoreBucketRows: Bool { false }
+
+    static func spell(_ bits: Double) -> String {
+        bits == bits.rounded() ? String(Int(bits)) : String(bits)
+    }
+
+    public func forms(dimension: Int) -> [CodecForm] {
+        Self.ladder.map { bits in
+            CodecForm(codec: "tc:" + Self.spell(bits), bytesPerRow: Self.targetRecordBytes(bits: bits, dimension: dimension),
+                      summary: "PCA-rotated, rANS-coded coefficients: about \(Self.spell(bits)) bits a value and 6 bytes a row (model fitted per table)")
+        }
+    }
+
+    public func parse(_ parts: [Substring]) throws(CodecError) -> Codec? {
+        guard parts.first == "tc" else { return nil }
+        let text = parts.joined(separator: ":")
+        guard parts.count == 2, let bits = Double(parts[1]), bits.isFinite, Self.bitRange.contains(bits) else {
+            throw .invalidParameter("codec '\(text)': expected tc:B with B, the bits a value, in \(Self.bitRange.lowerBound)...\(Self.bitRange.upperBound)")
+        }
+        return .transformCoded(bitsPerValue: bits)
+    }
+
+    public func makeDecoder(dimension: Int) -> any RowDecoder { TransformCodedDecoder(dimension: dimension) }
+
+    public func planLoad(_ codec: Codec, rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int,
+                         options: FitOptions) throws -> LoadPlan {
+        let bits = codec.arguments[0]
+        let fit = try TransformCodedFit(rows: rows, count: count, dimension: dimension, options: options, codec: codec.description)
+        let draft = fit.draft(meanRecordBytes: Self.targetRecordBytes(bits: bits, dimension: dimension))
+        // The basis keeps the rows the model codes, and no more.
+        let basis = TransformBasis(fit.basis, keeping: draft.k)
+        func model(basisID: UInt32) throws -> TransformModel {
+            try TransformModel(basisID: basisID, basis: basis, k: draft.k, targetBits: Float(bits), steps: draft.steps,
+                               tableOf: draft.tableOf, tables: draft.tables)
+        }
+        var plan = LoadPlan { ids, _, _ in TransformCodedEncoder(model: try model(basisID: ids[0]), modelID: ids[1]) }
+        plan.parameterRecords = [{ _ in basis.record }, { ids in try model(basisID: ids[0]).record }]
+        return plan
+    }
+
+    public func putEncoder(_ codec: Codec, table: any CodecTableState) throws -> any RowEncoder {
+        let bits = Float(codec.arguments[0])
+        for id in try table.parameterIDs().reversed() {
+            guard let record = try table.parameterRecord(id), TypedParameterKind.of(record) == TypedParameterKind.transformModel.rawValue,
+                  record.count >= 20, Float(bitPattern: UInt32(littleEndian: record.loadUnaligned(fromByteOffset: 16, as: UInt32.self))) == bits
+            else { continue }
+            let model = try TransformModel(record: record) { basisID in
+                guard let stored = try table.parameterRecord(basisID) else {
+                    throw CodecError.invalidParameter("tc model \(id) points at basis \(basisID), which does not exist")
+                }
+                return try TransformBasis(record: stored)
+            }
+            guard model.basis.dimension == table.dimension else {
+                throw CodecError.invalidParameter("tc model \(id) has dimension \(model.basis.dimension), not \(table.dimension)")
+            }
+            return TransformCodedEncoder(model: model, modelID: id)
+        }
+        throw CodecError.missingParameters("\(codec) rows need a tc model fitted for \(TransformCodedRowCodec.spell(Double(bits))) bits a value; load the table with codec \(codec) first")
+    }
+}
+
+/// Unsigned LEB128 of the model id (FORMAT.md): 7 bits a byte, low first, shortest form.
+enum ModelIDVarint {
+    static func encode(_ value: UInt32) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var rest = value
+        repeat {
+            let low = UInt8(rest & 0x7F)
+            rest >>= 7
+            bytes.append(rest == 0 ? low : low | 0x80)
+        } while rest != 0
+        return bytes
+    }
+
+    /// The id and the bytes it took after the tag, nil when malformed (longer than 5 bytes,
+    /// beyond 2³² − 1, not the shortest form, or running off the record).
+    @inline(__always)
+    static func decode(_ record: UnsafeRawBufferPointer) -> (id: UInt32, end: Int)? {
+        var value: UInt64 = 0
+        var offset = 1
+        while offset < record.count, offset <= 5 {
+            let byte = record[offset]
+            value |= UInt64(byte & 0x7F) << (7 * UInt64(offset - 1))
+            offset += 1
+            if byte & 0x80 == 0 {
+                guard value <= UInt64(UInt32.max), byte != 0 || offset == 2 else { return nil }
+                return (UInt32(value), offset)
+            }
+        }
+        return nil
+    }
+}
+
+final class TransformCodedEncoder: RowEncoder {
+    let model: TransformModel
+    let idBytes: [UInt8]
+    let maximumRecordSize: Int
+    var acceptsZeroPadding: Bool { true }
+    private var coefficients: [Float]
+    private var symbols: [Int32]
+
+    init(model: TransformModel, modelID: UInt32) {
+        self.model = model
+        idBytes = ModelIDVarint.encode(modelID)
+        var kernel = model.kernelModel
+        maximumRecordSize = 1 + idBytes.count + emb_tc_max_stream_bytes(&kernel)
+        coefficients = [Float](repeating: 0, count: model.k)
+        symbols = [Int32](repeating: 0, count: model.k)
+    }
+
+    func encode(_ row: UnsafeBufferPointer<Float>, index: Int?, into record: UnsafeMutableRawBufferPointer) throws(CodecError) -> Int {
+        let k = model.k
+        coefficients.withUnsafeMutableBufferPointer { TransformCodedFit.project(row.baseAddress!, basis: model.basis, k: k, into: $0.baseAddress!) }
+        for j in 0..<k { symbols[j] = TransformCodedFit.quantize(coefficients[j], step: model.steps[j]) }
+        record[0] = TransformCodedRowCodec.tag
+        for (i, byte) in idBytes.enumerated() { record[1 + i] = byte }
+        let start = 1 + idBytes.count
+        var kernel = model.kernelModel
+        let length = symbols.withUnsafeBufferPointer { symbols in
+            emb_tc_encode(&kernel, symbols.baseAddress!, record.baseAddress! + start, maximumRecordSize - start)
+        }
+        guard length > 0 else { throw .invalidParameter("tc encoder could not code the row with its model") }
+        return start + length
+    }
+}
+
+/// Decodes tc records: runs of records of one model go to the kernel together (four rANS
+/// chains in lockstep). Models and bases are immutable once written, so each is read once.
+final class TransformCodedDecoder: RowDecoder {
+    let dimension: Int
+    private var models: [UInt32: TransformModel] = [:]
+    private var bases: [UInt32: TransformBasis] = [:]
+    private var streams = UnsafeMutablePointer<UnsafeRawPointer?>.allocate(capacity: 8)
+    private var lengths = UnsafeMutablePointer<Int>.allocate(capacity: 8)
+    private var capacity = 8
+    private var scratch = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    private var scratchCount = 1
+
+    init(dimension: Int) { self.dimension = dimension }
+
+    deinit {
+        streams.deallocate()
+        lengths.deallocate()
+        scratch.deallocate()
+    }
+
+    /// Model `id` of this table, nil when it is missing or damaged (`problem` says which).
+    private func model<P: CodecParameterSource>(_ id: UInt32, _ parameters: P) throws -> TransformModel? {
+        if let model = models[id] { return model }
+        guard let record = try parameters.parameterRecord(id) else { return nil }
+        guard let model = try? loadModel(record, parameters), model.basis.dimension == dimension else { return nil }
+        models[id] = model
+        let needed = max(4 * model.k, model.k + dimension)
+        if scratchCount < needed {
+            scratch.deallocate()
+            scratch = .allocate(capacity: needed)
+            scratchCount = needed
+        }
+        return model
+    }
+
+    private func loadModel<P: CodecParameterSource>(_ record: UnsafeRawBufferPointer, _ parameters: P) throws -> TransformModel {
+        try TransformModel(record: record) { basisID in
+            if let basis = bases[basisID] { return basis }
+            guard let stored = try parameters.parameterRecord(basisID) else {
+                throw CodecError.invalidParameter("its basis \(basisID) does not exist")
+            }
+            let basis = try TransformBasis(record: stored)
+            bases[basisID] = basis
+            return basis
+        }
+    }
+
+    func decode<P: CodecParameterSource>(_ records: UnsafePointer<UnsafeRawBufferPointer>, count: Int,
+                                         into out: UnsafeMutablePointer<Float>, parameters: P) throws -> Int {
+        if capacity < count {
+            streams.deallocate()
+            lengths.deallocate()
+            capacity = max(count, 2 * capacity)
+            streams = .allocate(capacity: capacity)
+            lengths = .allocate(capacity: capacity)
+        }
+        var i = 0
+        while i < count {
+            guard let (id, _) = ModelIDVarint.decode(records[i]), let model = try model(id, parameters) else { return i }
+            var j = i
+            while j < count, let (other, start) = ModelIDVarint.decode(records[j]), other == id {
+                streams[j - i] = UnsafeRawPointer(records[j].baseAddress! + start)
+                lengths[j - i] = records[j].count - start
+                j += 1
+            }
+            var kernel = model.kernelModel
+            let decoded = emb_tc_decode_rows(&kernel, streams, lengths, j - i, out + i * dimension, scratch)
+            if decoded < j - i { return i + decoded }
+            for r in i..<j where !RowDecoding.allFinite(out + r * dimension, count: dimension) { return r }
+            i = j
+        }
+        return count
+    }
+
+    func accumulate<P: CodecParameterSource>(_ records: UnsafePointer<UnsafeRawBufferPointer>, weights: UnsafePointer<Float>?,
+                                             count: Int, into acc: UnsafeMutablePointer<Float>, parameters: P) throws -> Int {
+        for r in 0..<count {
+            guard let (id, start) = ModelIDVarint.decode(records[r]), let model = try model(id, parameters) else { return r }
+            var kernel = model.kernelModel
+            guard emb_tc_accumulate(&kernel, records[r].baseAddress! + start, records[r].count - start, acc, weights?[r] ?? 1,
+                                    scratch) != 0,
+                  RowDecoding.allFinite(acc, count: dimension) else { return r }
+        }
+        return count
+    }
+
+    func problem<P: CodecParameterSource>(with record: UnsafeRawBufferPointer, parameters: P) -> String {
+        guard let (id, start) = ModelIDVarint.decode(record) else {
+            return "tc record's model id is not a shortest-form LEB128 of at most 5 bytes below 2³²"
+        }
+        let stored: UnsafeRawBufferPointer?
+        do {
+            stored = try parameters.parameterRecord(id)
+        } catch {
+            return "its tc model \(id) cannot be read: \(error)"
+        }
+        guard let stored else { return "points at tc model \(id), which does not exist" }
+        let model: TransformModel
+        do {
+            model = try loadModel(stored, parameters)
+        } catch {
+            return "its tc model \(id) is damaged: \(error)"
+        }
+        guard model.basis.dimension == dimension else { return "its tc model \(id) has dimension \(model.basis.dimension), not \(dimension)" }
+        var kernel = model.kernelModel
+        var row = [Float](repeating: 0, count: dimension)
+        var coefficients = [Float](repeating: 0, count: model.k)
+        guard emb_tc_decode_coefficients(&kernel, record.baseAddress! + start, record.count - start, &coefficients) != 0 else {
+            return "tc stream of \(record.count - start) bytes does not decode with model \(id) (truncated, damaged, or non-zero padding)"
+        }
+        emb_tc_synthesize(&kernel, coefficients, &row)
+        return RowDecoding.nonFiniteProblem(row) ?? "tc record cannot be decoded"
+    }
+}

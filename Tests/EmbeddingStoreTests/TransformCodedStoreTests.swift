@@ -1,0 +1,162 @@
+import EmbeddingCodecs
+import Foundation
+import LMDB
+import Testing
+@testable import EmbeddingStore
+
+/// tc rows in a store: every read path agrees with the others and with the codec, puts use the
+/// loaded model, damage is named, the format becomes version 3, and the Python reader (written
+/// from FORMAT.md) decodes the same floats.
+@Suite struct TransformCodedStoreTests {
+    static let d = 24
+    static let count = 500
+
+    /// A store with table "tc" (a tc:3 segment) and table "keyed" (the same rows, per key).
+    static func loaded(_ dir: TemporaryDirectory) throws -> (Store, Table, Table, [Float], [UInt64]) {
+        let store = try makeStore(dir)
+        let rows = embeddingRows(count: count, dimension: d, seed: 11)
+        let ids = (0..<UInt64(count)).map { $0 * 7 + 3 }   // sparse ids: a sized, sparse segment
+        var perKey = LoadOptions()
+        perKey.layout = .perKey
+        try rows.withUnsafeBufferPointer { rows in
+            try store.load(table: "tc", ids: ids, rows: rows, count: count, dimension: d, codec: .transformCoded(bitsPerValue: 3))
+            try store.load(table: "keyed", ids: ids, rows: rows, count: count, dimension: d, codec: .transformCoded(bitsPerValue: 3),
+                           options: perKey)
+        }
+        return (store, try store.table("tc"), try store.table("keyed"), rows, ids)
+    }
+
+    @Test func everyReadPathAgrees() throws {
+        let dir = TemporaryDirectory()
+        let (store, table, keyed, rows, ids) = try Self.loaded(dir)
+        let d = Self.d
+        let exported = try store.export(table)
+        #expect(exported.ids == ids)
+        #expect(try store.export(keyed).values == exported.values, "the segment and per-key layouts decode alike")
+        // Loss: tc:3 on clustered rows keeps them close.
+        var error = 0.0, norm = 0.0
+        for i in 0..<rows.count {
+            error += Double(rows[i] - exported.values[i]) * Double(rows[i] - exported.values[i])
+            norm += Double(rows[i]) * Double(rows[i])
+        }
+        #expect((error / norm).squareRoot() < 0.15, "relative error \((error / norm).squareRoot())")
+
+        // Batched lookups (shuffled, with a missing id), one at a time, and pooled sums.
+        let reader = try store.makeReader()
+        var generator = SeededGenerator(state: 42)
+        let probe = ids.shuffled(using: &generator) + [1]
+        var found = [Bool](repeating: false, count: probe.count)
+        var out = [Float](repeating: .nan, count: probe.count * d)
+        try probe.withUnsafeBufferPointer { probe in
+            try out.withUnsafeMutableBufferPointer { out in
+                try found.withUnsafeMutableBufferPointer { _ = try reader.lookup(table, ids: probe, into: out, found: $0) }
+            }
+        }
+        #expect(found == probe.map { $0 != 1 })
+        for (i, id) in probe.enumerated() where id != 1 {
+            let row = Int(ids.firstIndex(of: id)!)
+            #expect(Array(out[i * d..<(i + 1) * d]) == Array(exported.values[row * d..<(row + 1) * d]), "id \(id)")
+            #expect(try store.get(table, id: id) == Array(exported.values[row * d..<(row + 1) * d]))
+        }
+        let bag = Array(ids[10..<30])
+        var pooled = [Float](repeating: 0, count: d)
+        try bag.withUnsafeBufferPointer { bag in
+            try [0, bag.count].withUnsafeBufferPointer { offsets in
+                try pooled.withUnsafeMutableBufferPointer { _ = try reader.lookupPooled(table, ids: bag, offsets: offsets, into: $0) }
+            }
+        }
+        var sum = [Float](repeating: 0, count: d)
+        for row in 10..<30 { for j in 0..<d { sum[j] = sum[j] + 1 * exported.values[row * d + j] } }
+        #expect(pooled == sum)
+
+        let statistics = try store.statistics(table)
+        #expect(statistics.codecs.map(\.codec) == ["tc"] && statistics.bases == 2)
+        #expect(try store.verify().problems.isEmpty)
+        let version = try store.environment.read { txn in
+            try txn.withValue(forKey: StoreFormat.formatKey, in: store.meta) { try StoreFormat.decodeHeader($0!, path: "") }
+        }
+        #expect(version == 3)
+    }
+
+    @Test func putsUseTheLoadedModelAndDamageIsNamed() throws {
+        let dir = TemporaryDirectory()
+        let (store, table, _, rows, ids) = try Self.loaded(dir)
+        let d = Self.d
+        let row = Array(rows[0..<d])
+        let before = try #require(try store.get(table, id: ids[0]))
+        try store.put(table, id: 1, vector: row, codec: .transformCoded(bitsPerValue: 3))
+        #expect(try store.get(table, id: 1) == before, "a put encodes with the same model as the load")
+        #expect { try store.put(table, id: 2, vector: row, codec: .transformCoded(bitsPerValue: 5)) } throws: { error in
+            "\(error)".contains("tc:5") && "\(error)".contains("'tc'")
+        }
+        // A damaged record in the delta: truncated, and pointing at a model that is missing.
+        let record = try store.environment.read { txn in
+            Array(try #require(try txn.unsafeValue(forKey: 1, in: table.rows)))
+        }
+        try store.environment.write { txn in
+            try Array(record.dropLast(3)).withUnsafeBytes { try txn.put($0, forKey: 5, in: table.rows) }
+            try ([9, 77] + Array(record[2...])).withUnsafeBytes { try txn.put($0, forKey: 6, in: table.rows) }
+        }
+        #expect { _ = try store.get(table, id: 5) } throws: { "\($0)".contains("id 5") && "\($0)".contains("does not decode") }
+        #expect { _ = try store.get(table, id: 6) } throws: { "\($0)".contains("id 6") && "\($0)".contains("tc model 77") }
+        #expect(try store.verify().problems.count == 1)
+    }
+
+    @Test(.enabled(if: PythonReader.available, "python3 with numpy and py-lmdb is not installed; skipping"))
+    func pythonReaderDecodesTheSameFloats() throws {
+        let dir = TemporaryDirectory()
+        let (store, table, keyed, _, _) = try Self.loaded(dir)
+        let script = """
+            import numpy as np
+            from embstore_reader import Store
+            with Store(sys.argv[2]) as s:
+                out = {}
+                for name in ("tc", "keyed"):
+                    ids, x = s.export(name)
+                    out[name] = {"ids": ids.tolist(), "bits": x.view(np.uint32).ravel().tolist()}
+                json.dump(out, open(sys.argv[1], "w"))
+            """
+        let result = try PythonReader.run(script, [dir.file("store")])
+        for handle in [table, keyed] {
+            let exported = try store.export(handle)
+            let python = try #require(result[handle.name] as? [String: Any])
+            #expect((python["ids"] as? [NSNumber])?.map(\.uint64Value) == exported.ids)
+            #expect((python["bits"] as? [NSNumber])?.map(\.uint32Value) == exported.values.map(\.bitPattern),
+                    "the reader's float32 synthesis in ascending order is the kernel's, bit for bit")
+        }
+    }
+}
+
+/// A seeded generator for shuffles.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        return z ^ (z >> 27)
+    }
+}
+
+/// A segment holds at most 255 record sizes: a codec whose records accept zero padding is
+/// padded into the sizes already used once 254 are taken, and the 255th is its largest record.
+@Suite struct RecordSizesTests {
+    @Test func paddingKeepsEveryLoadWithin255Sizes() {
+        var sizes = RecordSizes(capacity: 1000, padding: true)
+        var used = Set<Int>()
+        for size in (1...600).reversed() where size % 2 == 0 {   // 300 sizes, largest first
+            let stored = sizes.size(for: size)
+            #expect(stored >= size)
+            used.insert(stored)
+        }
+        for size in [999, 3, 1000, 601] {
+            let stored = sizes.size(for: size)
+            #expect(stored >= size && stored <= 1000)
+            used.insert(stored)
+        }
+        #expect(used.count <= 255, "\(used.count) sizes")
+        #expect(used.contains(1000))
+        var fixed = RecordSizes(capacity: 1000, padding: false)
+        for size in 1...300 { #expect(fixed.size(for: size) == size, "without padding every size is its own") }
+    }
+}
