@@ -63,8 +63,8 @@ say "generating a $n x $d table in $dir"
 python3 tools/make_table.py --out "$dir" --n "$n" --d "$d" --seed 7
 
 # table name -> codec, in the order they are shown
-tables=(fp32 fp16 int8 int4 reduced16 bucket1024 bucket1024s)
-codecs=(fp32 fp16 int8 int4 reduced:16 bucket:1024 bucket:1024:scaled)
+tables=(fp32 fp16 int8 int4 reduced16 bucket1024 bucket1024s tc2 tc4)
+codecs=(fp32 fp16 int8 int4 reduced:16 bucket:1024 bucket:1024:scaled tc:2 tc:4)
 
 say "ingesting into $store, one table per codec"
 for i in "${!tables[@]}"; do
