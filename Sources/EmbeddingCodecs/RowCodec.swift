@@ -86,6 +86,9 @@ public struct FitOptions: Sendable {
     public var kMeansIterations = 20
     /// Codec of the bucket rows that `bucket:B` creates.
     public var bucketCodec = Codec(tag: 1, description: "fp32")
+    /// Bytes on disk a row costs beyond its record (the store's index and page overhead for the
+    /// layout the load writes), for codecs that fit a byte budget (`tc:P%`).
+    public var overheadBytesPerRow = 10.5
     public init() {}
 }
 

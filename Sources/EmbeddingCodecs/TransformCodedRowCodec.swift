@@ -13,6 +13,14 @@ extension Codec {
         Codec(tag: TransformCodedRowCodec.tag, description: "tc:" + TransformCodedRowCodec.spell(bitsPerValue),
               arguments: [bitsPerValue])
     }
+
+    /// Transform-coded rows at the rate that makes the table's bytes on disk (records, index,
+    /// model) about `fraction` of its float32 bytes, fitted by a load. Puts use the table's
+    /// newest tc model.
+    public static func transformCoded(budget fraction: Double) -> Codec {
+        Codec(tag: TransformCodedRowCodec.tag, description: "tc:" + TransformCodedRowCodec.spell(fraction * 100) + "%",
+              arguments: [0, fraction])
+    }
 }
 
 public struct TransformCodedRowCodec: RowCodec {
@@ -35,14 +43,24 @@ public struct TransformCodedRowCodec: RowCodec {
     public var tag: UInt8 { Self.tag }
     public var name: String { "tc" }
     public var spelling: String { "tc:B" }
+    /// The smallest budget `tc:P%` takes, as a fraction of float32 bytes.
+    static let budgetRange = 0.0001...1.0
     public var canStoreBucketRows: Bool { false }
 
     static func spell(_ bits: Double) -> String {
         bits == bits.rounded() ? String(Int(bits)) : String(bits)
     }
 
+    /// The budgets `embstore codecs` lists (any percentage in `budgetRange` is accepted).
+    static let budgets: [Double] = [0.25, 0.125, 0.0625]
+
     public func forms(dimension: Int) -> [CodecForm] {
-        Self.ladder.map { bits in
+        // Listed where the budget leaves a tc row more than its framing and a sparse index entry.
+        let budgets = Self.budgets.filter { $0 * 4 * Double(dimension) >= 24 }.map { fraction in
+            CodecForm(codec: Codec.transformCoded(budget: fraction).description, bytesPerRow: fraction * 4 * Double(dimension),
+                      summary: "tc at the rate that keeps the table within \(Self.spell(fraction * 100))% of float32 on disk (records, index, model)")
+        }
+        return budgets + Self.ladder.map { bits in
             CodecForm(codec: "tc:" + Self.spell(bits), bytesPerRow: Self.targetRecordBytes(bits: bits, dimension: dimension),
                       summary: "PCA-rotated, rANS-coded coefficients: about \(Self.spell(bits)) bits a value and 6 bytes a row (model fitted per table)")
         }
@@ -51,6 +69,12 @@ public struct TransformCodedRowCodec: RowCodec {
     public func parse(_ parts: [Substring]) throws(CodecError) -> Codec? {
         guard parts.first == "tc" else { return nil }
         let text = parts.joined(separator: ":")
+        if parts.count == 2, parts[1].hasSuffix("%") {
+            guard let percent = Double(parts[1].dropLast()), percent.isFinite, Self.budgetRange.contains(percent / 100) else {
+                throw .invalidParameter("codec '\(text)': expected tc:P% with P, the bytes on disk as a percentage of float32, in 0.01...100")
+            }
+            return .transformCoded(budget: percent / 100)
+        }
         guard parts.count == 2, let bits = Double(parts[1]), bits.isFinite, Self.bitRange.contains(bits) else {
             throw .invalidParameter("codec '\(text)': expected tc:B with B, the bits a value, in \(Self.bitRange.lowerBound)...\(Self.bitRange.upperBound)")
         }
@@ -61,9 +85,15 @@ public struct TransformCodedRowCodec: RowCodec {
 
     public func planLoad(_ codec: Codec, rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int,
                          options: FitOptions) throws -> LoadPlan {
-        let bits = codec.arguments[0]
         let fit = try TransformCodedFit(rows: rows, count: count, dimension: dimension, options: options, codec: codec.description)
-        let draft = fit.draft(meanRecordBytes: Self.targetRecordBytes(bits: bits, dimension: dimension))
+        let draft: TransformCodedFit.Draft
+        if codec.arguments.count == 2 {
+            draft = try Self.draft(fit, budget: codec.arguments[1], rows: count, options: options, codec: codec)
+        } else {
+            draft = fit.draft(meanRecordBytes: Self.targetRecordBytes(bits: codec.arguments[0], dimension: dimension))
+        }
+        // The model records the rate asked for (puts of tc:B find it by it), or the one a budget gave.
+        let bits = codec.arguments.count == 2 ? (draft.meanRecordBytes - Self.framingBytes) * 8 / Double(dimension) : codec.arguments[0]
         // The basis keeps the rows the model codes, and no more.
         let basis = TransformBasis(fit.basis, keeping: draft.k)
         func model(basisID: UInt32) throws -> TransformModel {
@@ -75,11 +105,43 @@ public struct TransformCodedRowCodec: RowCodec {
         return plan
     }
 
+    /// The draft whose table fits `budget` × the float32 bytes of `rows` rows: the records, the
+    /// store's overhead per row, the basis and model records in whole pages, and the pages every
+    /// store has (meta, free list, database roots and leaves; measured 12 for one table).
+    static func draft(_ fit: TransformCodedFit, budget: Double, rows: Int, options: FitOptions, codec: Codec) throws -> TransformCodedFit.Draft {
+        let page = 4096.0
+        func pages(_ bytes: Double) -> Double { (bytes / page).rounded(.up) * page }
+        let d = Double(fit.dimension)
+        let total = budget * 4 * d * Double(rows)
+        // Part 0 and the last data part end on a page boundary (a page between them), the free
+        // list holds a few pages, and a sample's mean record size is off by a fraction of a
+        // percent: two pages and 0.2% of the budget are kept in hand.
+        let fixed = 15 * page + 0.002 * total
+        var modelBytes = pages(20 + 4 * d + Double(fit.basis.rank) * (d + 8)) + pages(28 + 5 * Double(fit.basis.rank) + 32 * 100)
+        var best: TransformCodedFit.Draft?
+        for _ in 0..<4 {
+            let perRow = (total - fixed - modelBytes) / Double(rows) - options.overheadBytesPerRow
+            guard perRow >= framingBytes else {
+                throw CodecError.invalidParameter("\(codec): a budget of \(String(format: "%.4g", budget * 100))% of float32 leaves \(String(format: "%.1f", perRow)) bytes a row for records of \(rows) rows; tc needs at least \(Int(framingBytes)) (a larger budget, or more rows to share the model)")
+            }
+            let draft = fit.draft(meanRecordBytes: perRow)
+            let k = Double(draft.k)
+            let tables = draft.tables.reduce(0.0) { $0 + 12 + 2 * Double($1.frequencies.count) }
+            let exact = pages(20 + 4 * d + k * (d + 8)) + pages(28 + 5 * k + tables)
+            if exact <= modelBytes { best = draft }
+            if exact == modelBytes { break }
+            modelBytes = exact
+        }
+        return try best ?? draft(fit, budget: budget * 0.98, rows: rows, options: options, codec: codec)
+    }
+
     public func putEncoder(_ codec: Codec, table: any CodecTableState) throws -> any RowEncoder {
         let bits = Float(codec.arguments[0])
+        let anyRate = codec.arguments.count == 2
         for id in try table.parameterIDs().reversed() {
             guard let record = try table.parameterRecord(id), TypedParameterKind.of(record) == TypedParameterKind.transformModel.rawValue,
-                  record.count >= 20, Float(bitPattern: UInt32(littleEndian: record.loadUnaligned(fromByteOffset: 16, as: UInt32.self))) == bits
+                  record.count >= 20,
+                  anyRate || Float(bitPattern: UInt32(littleEndian: record.loadUnaligned(fromByteOffset: 16, as: UInt32.self))) == bits
             else { continue }
             let model = try TransformModel(record: record) { basisID in
                 guard let stored = try table.parameterRecord(basisID) else {
@@ -92,7 +154,9 @@ public struct TransformCodedRowCodec: RowCodec {
             }
             return TransformCodedEncoder(model: model, modelID: id)
         }
-        throw CodecError.missingParameters("\(codec) rows need a tc model fitted for \(TransformCodedRowCodec.spell(Double(bits))) bits a value; load the table with codec \(codec) first")
+        throw CodecError.missingParameters(anyRate
+            ? "\(codec) rows need a tc model; load the table with codec \(codec) first"
+            : "\(codec) rows need a tc model fitted for \(TransformCodedRowCodec.spell(Double(bits))) bits a value; load the table with codec \(codec) first")
     }
 }
 

@@ -85,7 +85,9 @@ extension Store {
         // codec, all before the table is created or anything is written.
         let plan: LoadPlan
         do {
-            plan = try codec.rowCodec.planLoad(codec, rows: rows, count: count, dimension: dimension, options: options.fit)
+            var fit = options.fit
+            fit.overheadBytesPerRow = Self.overheadBytesPerRow(ids: ids, order: order, layout: options.layout)
+            plan = try codec.rowCodec.planLoad(codec, rows: rows, count: count, dimension: dimension, options: fit)
             if let check = plan.checkRow {
                 for i in 0..<count {
                     do {
@@ -172,6 +174,15 @@ extension Store {
                 }
             }
         }
+    }
+
+    /// Bytes on disk a row of this load costs beyond its record, as measured from LMDB page
+    /// counts for records of several sizes (`SegmentSizeTests`): one LMDB key a row; a dense
+    /// segment (a size class and an offset share a row); a sparse one (its id, directory, class).
+    static func overheadBytesPerRow(ids: [UInt64], order: [Int], layout: LoadLayout) -> Double {
+        guard layout == .segment else { return 21 }
+        guard let first = order.first.map({ ids[$0] }), let last = order.last.map({ ids[$0] }) else { return 0 }
+        return last - first == UInt64(order.count - 1) ? 1.4 : 10.5
     }
 
     /// Positions of `ids` in ascending id order; throws on a duplicate, naming both rows.

@@ -167,7 +167,9 @@ import Testing
     @Test func spellings() throws {
         #expect(try Codec(parsing: "tc:3.5") == .transformCoded(bitsPerValue: 3.5))
         #expect(try Codec(parsing: "TC:4").description == "tc:4")
-        for bad in ["tc", "tc:0", "tc:-1", "tc:17", "tc:nan", "tc:3:4", "tc:x"] {
+        #expect(try Codec(parsing: "tc:6.25%") == .transformCoded(budget: 0.0625))
+        #expect(try Codec(parsing: "tc:12.5%").description == "tc:12.5%")
+        for bad in ["tc", "tc:0", "tc:-1", "tc:17", "tc:nan", "tc:3:4", "tc:x", "tc:0%", "tc:101%", "tc:x%", "tc:%"] {
             #expect(throws: CodecError.self, "\(bad)") { try Codec(parsing: bad) }
         }
         let forms = TransformCodedRowCodec.descriptor.forms(dimension: 384)

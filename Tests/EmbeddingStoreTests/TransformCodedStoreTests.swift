@@ -102,6 +102,35 @@ import Testing
         #expect(try store.verify().problems.count == 1)
     }
 
+    /// `tc:P%` fits the rate to a budget of bytes on disk: the data file stays within it, for
+    /// sparse and dense ids, and a budget too small for the model is refused by name.
+    @Test func budgetsHoldOnDisk() throws {
+        let d = 64, count = 4000
+        let rows = embeddingRows(count: count, dimension: d, seed: 3)
+        for (sparse, budget) in [(true, 0.25), (false, 0.25), (false, 0.125)] {
+            let dir = TemporaryDirectory()
+            let store = try makeStore(dir)
+            let ids = (0..<UInt64(count)).map { sparse ? $0 &* 0x9E37_79B9_7F4A_7C15 : $0 }
+            try rows.withUnsafeBufferPointer {
+                _ = try store.load(table: "t", ids: ids, rows: $0, count: count, dimension: d, codec: .transformCoded(budget: budget))
+            }
+            let limit = Int(budget * Double(count * d * 4))
+            print("[budget] sparse \(sparse), \(budget): \(store.fileSize) of \(limit) bytes")
+            #expect(store.fileSize <= limit, "sparse \(sparse), \(budget): \(store.fileSize) bytes > \(limit)")
+            #expect(store.fileSize >= limit * 3 / 4, "sparse \(sparse), \(budget): \(store.fileSize) bytes wastes the budget of \(limit)")
+            #expect(try store.verify().problems.isEmpty)
+            try store.put(try store.table("t"), id: 1, vector: Array(rows[0..<d]), codec: .transformCoded(budget: budget))
+        }
+        let dir = TemporaryDirectory()
+        let store = try makeStore(dir)
+        #expect {
+            try rows.withUnsafeBufferPointer {
+                _ = try store.load(table: "t", rows: UnsafeBufferPointer(rebasing: $0[0..<(10 * d)]), count: 10, dimension: d,
+                                   codec: .transformCoded(budget: 0.05))
+            }
+        } throws: { "\($0)".contains("tc:5%") && "\($0)".contains("budget") }
+    }
+
     @Test(.enabled(if: PythonReader.available, "python3 with numpy and py-lmdb is not installed; skipping"))
     func pythonReaderDecodesTheSameFloats() throws {
         let dir = TemporaryDirectory()
