@@ -19,8 +19,11 @@ struct TransformCodedFit {
     static let tilt = 0.75
     /// Frequency tables per model, at most.
     static let tableGroups = 32
-    /// Sample rows for the steps and tables (10,000 measured as good as all 30,000 on npm).
-    static let modelSampleRows = 20_000
+    /// Sample rows for the steps and tables: 10,000 measured as good as all 30,000 on npm; at
+    /// most 20,000, and fewer for wide rows, whose projection costs d² a row (2,048 at d = 2048).
+    static func modelSampleRows(dimension d: Int) -> Int {
+        max(1_000, min(20_000, (1 << 33) / max(d * d, 1)))
+    }
     /// Largest value symbol magnitude a table codes; larger values are escaped.
     static let largestSymbol = 127
 
@@ -47,7 +50,7 @@ struct TransformCodedFit {
         self.basis = basis
         let rank = basis.rank
         let (coefficients, sampleCount) = try RowSampling.withSample(rows, count: count, dimension: d,
-                                                                      limit: Self.modelSampleRows) { sample, sampleCount in
+                                                                      limit: Self.modelSampleRows(dimension: d)) { sample, sampleCount in
             var out = [Float](repeating: 0, count: sampleCount * rank)
             out.withUnsafeMutableBufferPointer { out in
                 for r in 0..<sampleCount {

@@ -19,6 +19,7 @@ public struct TableStatistics: Sendable, Equatable, Codable {
     public let codecs: [CodecUsage]
     public let bucketRows: Int
     public let bucketBytes: Int
+    /// Parameter records (`t<T>/bases`): PCA bases, and tc bases and models.
     public let bases: Int
     /// Live segments, and the rows they hold (rows shadowed by newer layers included).
     public let segments: Int

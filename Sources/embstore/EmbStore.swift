@@ -180,7 +180,7 @@ struct Info: ParsableCommand {
                 print("  \(name) " + String(format: "%10d rows %14d bytes (%.1f bytes/row)", usage.rows, usage.bytes, perRow))
             }
             if table.bucketRows > 0 { print("  bucket rows    \(table.bucketRows) rows, \(table.bucketBytes) bytes") }
-            if table.bases > 0 { print("  PCA bases      \(table.bases)") }
+            if table.bases > 0 { print("  parameters     \(table.bases) record(s) (PCA bases, tc bases and models)") }
             print("  layers         \(table.segments) segment(s) with \(table.segmentRows) rows; delta \(table.deltaRows) rows"
                   + " (\(table.tombstones) tombstones)")
         }
