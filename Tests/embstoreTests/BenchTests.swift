@@ -21,17 +21,18 @@ import Testing
                                      "--batch", "64", "--bag-batch", "8", "--reps", "3", "--rep-seconds", "0.01",
                                      "--table-npy", vectors.path, "--threads", "2", "--decode-only", "--json")
             let lines = run.stdout.split(separator: "\n").map { String($0) }
-            #expect(lines.count == 7)
+            #expect(lines.count == 9)
             let all = try lines.map { try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
-            #expect(all.map { $0["workload"] as? String } == ["open_first_batch", "lookup", "decode", "decode", "decode", "decode", "pooled"])
+            #expect(all.map { $0["workload"] as? String } == ["open_first_batch", "lookup"] + Array(repeating: "decode", count: 6) + ["pooled"])
             // Start-up: open, table, reader and one batch of 64 ids, timed in the process.
             #expect((all[0]["seconds"] as? Double ?? 0) > 0 && all[0]["batch"] as? Int == 64)
-            // Decode-only: one line per codec of shared/bench, over the first batch's rows.
-            #expect(all[2...5].map { $0["codec"] as? String } == ["fp32", "fp16", "int8", "int4"])
-            for record in all[2...5] {
+            // Decode-only: one line per codec of shared/bench and two tc rates, over the first
+            // batch's rows (tc fitted on the table's rows).
+            #expect(all[2...7].map { $0["codec"] as? String } == ["fp32", "fp16", "int8", "int4", "tc:2", "tc:4"])
+            for record in all[2...7] {
                 #expect((record["rows_per_s"] as? Double ?? 0) > 0 && record["batch"] as? Int == 64 && record["reps"] as? Int == 3)
             }
-            let records = [all[1], all[6]]
+            let records = [all[1], all[8]]
             for record in records {
                 #expect(record["system"] as? String == "embstore")
                 #expect(record["codec"] as? String == "int8")
