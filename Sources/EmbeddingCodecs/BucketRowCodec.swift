@@ -62,7 +62,9 @@ struct BucketRowCodec: RowCodec {
             throw CodecError.invalidParameter("bucket rows must use a codec without table parameters (fp32, fp16, int8 or int4), not \(options.bucketCodec)")
         }
         let bucketCount = max(1, min(requested, count))
-        let codebook = try RowSampling.withSample(rows, count: count, dimension: dimension, limit: options.sampleLimit) { sample, sampleCount in
+        // At least one sample row a bucket (the bucket rows themselves take as much).
+        let limit = max(RowSampling.limit(options.sampleLimit, dimension: dimension), bucketCount)
+        let codebook = try RowSampling.withSample(rows, count: count, dimension: dimension, limit: limit) { sample, sampleCount in
             try KMeansCodebook.fit(rows: sample, count: sampleCount, dimension: dimension, buckets: bucketCount,
                                    iterations: options.kMeansIterations)
         }

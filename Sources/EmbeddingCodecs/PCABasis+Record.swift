@@ -54,6 +54,14 @@ extension PCABasis {
 
 /// Fits on a sample: at most `limit` rows taken at an even stride (all rows when fewer).
 public enum RowSampling {
+    /// Floats a fit's sample may copy at most: 256 MiB (32,768 rows at d = 2048).
+    public static let maximumSampleFloats = 1 << 26
+
+    /// `requested` rows, bounded so the sample stays within `maximumSampleFloats`.
+    public static func limit(_ requested: Int, dimension: Int) -> Int {
+        max(1, min(requested, maximumSampleFloats / max(dimension, 1)))
+    }
+
     public static func withSample<R>(_ rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int, limit: Int,
                                      _ fit: (UnsafeBufferPointer<Float>, Int) throws -> R) throws -> R {
         guard count > limit, limit > 0 else { return try fit(rows, count) }

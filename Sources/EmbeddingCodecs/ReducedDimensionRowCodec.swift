@@ -41,9 +41,10 @@ struct ReducedRowCodec: RowCodec {
         let k = Int(codec.arguments[0])
         guard k < dimension else { throw CodecError.invalidParameter("reduced:\(k) needs k < dimension \(dimension)") }
         try PCABasis.checkFitDimension(dimension, codec: "reduced:\(k)")
-        // PCA on a sample stays within a few percent of the optimum only with ~100·d rows or more.
-        let basis = try RowSampling.withSample(rows, count: count, dimension: dimension,
-                                               limit: max(options.sampleLimit, 100 * dimension)) { sample, sampleCount in
+        // PCA on a sample stays within a few percent of the optimum only with ~100·d rows or more
+        // (within the sample's memory bound: 16·d rows at d = 2048).
+        let limit = RowSampling.limit(max(options.sampleLimit, 100 * dimension), dimension: dimension)
+        let basis = try RowSampling.withSample(rows, count: count, dimension: dimension, limit: limit) { sample, sampleCount in
             try PCABasis.fit(rows: sample, count: sampleCount, dimension: dimension, rank: k)
         }
         var plan = LoadPlan { ids, _, _ in ReducedEncoder(k: min(k, basis.rank), basisID: ids[0], basis: basis) }

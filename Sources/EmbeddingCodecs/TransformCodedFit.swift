@@ -41,8 +41,8 @@ struct TransformCodedFit {
         try PCABasis.checkFitDimension(d, codec: codec)
         guard count >= 1 else { throw CodecError.invalidParameter("\(codec) needs at least one row to fit on") }
         dimension = d
-        // Enough rows for the trailing directions (about 30·d), within 128 MiB of floats.
-        let pcaLimit = max(1, min(options.sampleLimit, max(10_000, 30 * d), (1 << 25) / d))
+        // Enough rows for the trailing directions (about 30·d), within the sample's memory bound.
+        let pcaLimit = RowSampling.limit(min(options.sampleLimit, max(10_000, 30 * d)), dimension: d)
         let pca = try RowSampling.withSample(rows, count: count, dimension: d, limit: pcaLimit) { sample, sampleCount in
             try PCABasis.fit(rows: sample, count: sampleCount, dimension: d, rank: d)
         }
