@@ -398,8 +398,8 @@ void emb_tc_synthesize_portable(const emb_tc_model *m, const float *coef, float 
  * stored once per tile instead of once per coefficient, and each basis float is loaded once.
  * Every element still sees out = out + c_j * basis[j][i] for ascending j: the same operations
  * in the same order as the portable loop. Eight independent accumulators cover the add latency
- * (3-4 cycles at two adds a cycle). The non-zero coefficients are first compacted, in chunks of
- * TC_CHUNK, into (basis row, value) lists, so the tile loops have no zero tests. */
+ * (3-4 cycles at two adds a cycle). The non-zero coefficients are first compacted, TC_CHUNK
+ * j at a time, into (basis row, value) lists, so the tile loops have no zero tests. */
 
 #if EMB_X86
 #define TC_CHUNK 256
@@ -469,8 +469,52 @@ static void tc_tiles_avx2(size_t d, const float *src, float *dst, float *acc, fl
 #undef TC_TAIL
 }
 
+/* Left-packing 4 lanes by a 4-bit mask: the lanes whose bit is set, in order, then don't-cares.
+ * tc_pack_lanes32: vpermilps indices for 4 floats; tc_pack_lanes64: vpermd indices for 4
+ * pointers (pairs of 32-bit lanes); tc_popcount4: the number of lanes kept. */
+static const uint32_t tc_pack_lanes32[16][4] = {
+    {0, 0, 0, 0}, {0, 0, 0, 0}, {1, 0, 0, 0}, {0, 1, 0, 0}, {2, 0, 0, 0}, {0, 2, 0, 0}, {1, 2, 0, 0}, {0, 1, 2, 0},
+    {3, 0, 0, 0}, {0, 3, 0, 0}, {1, 3, 0, 0}, {0, 1, 3, 0}, {2, 3, 0, 0}, {0, 2, 3, 0}, {1, 2, 3, 0}, {0, 1, 2, 3}};
+static const uint32_t tc_pack_lanes64[16][8] = {
+    {0, 0, 0, 0, 0, 0, 0, 0}, {0, 1, 0, 0, 0, 0, 0, 0}, {2, 3, 0, 0, 0, 0, 0, 0}, {0, 1, 2, 3, 0, 0, 0, 0},
+    {4, 5, 0, 0, 0, 0, 0, 0}, {0, 1, 4, 5, 0, 0, 0, 0}, {2, 3, 4, 5, 0, 0, 0, 0}, {0, 1, 2, 3, 4, 5, 0, 0},
+    {6, 7, 0, 0, 0, 0, 0, 0}, {0, 1, 6, 7, 0, 0, 0, 0}, {2, 3, 6, 7, 0, 0, 0, 0}, {0, 1, 2, 3, 6, 7, 0, 0},
+    {4, 5, 6, 7, 0, 0, 0, 0}, {0, 1, 4, 5, 6, 7, 0, 0}, {2, 3, 4, 5, 6, 7, 0, 0}, {0, 1, 2, 3, 4, 5, 6, 7}};
+static const uint8_t tc_popcount4[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
+
+/* The (basis row, value) list of the non-zero c[j] (c != 0: +0 and -0 are left out),
+ * j0 <= j < j1, in ascending j; returns its length. Four j at a time, left-packed by the mask
+ * of non-zeros: the scalar loop (always write, advance past a non-zero) is a chain through the
+ * count, 285 of ~3300 ns per row in emb_tc_decode_rows at d = 384 and 2 bits, this 120. A
+ * store writes 4 entries from the current length, which is at most j - j0, so nothing lands
+ * past entry j1 - j0 - 1. */
+EMB_TARGET_AVX2_F16C
+static size_t tc_compact_avx2(const float *c, size_t j0, size_t j1, const float *basis, size_t d, const float **rows,
+                              float *values) {
+    size_t n = 0, j = j0;
+    const long long stride = (long long)(d * sizeof(float));
+    __m256i row = _mm256_add_epi64(_mm256_set1_epi64x((long long)(uintptr_t)(basis + j0 * d)),
+                                   _mm256_mul_epu32(_mm256_set1_epi64x(stride), _mm256_setr_epi64x(0, 1, 2, 3)));
+    const __m256i step = _mm256_set1_epi64x(4 * stride);
+    for (; j + 4 <= j1; j += 4) {
+        const __m128 v = _mm_loadu_ps(c + j);
+        const int mask = _mm_movemask_ps(_mm_cmp_ps(v, _mm_setzero_ps(), _CMP_NEQ_UQ)); /* as c != 0.0f */
+        _mm_storeu_ps(values + n, _mm_permutevar_ps(v, _mm_loadu_si128((const __m128i *)tc_pack_lanes32[mask])));
+        _mm256_storeu_si256((__m256i *)(rows + n),
+                            _mm256_permutevar8x32_epi32(row, _mm256_loadu_si256((const __m256i *)tc_pack_lanes64[mask])));
+        n += tc_popcount4[mask];
+        row = _mm256_add_epi64(row, step);
+    }
+    for (; j < j1; j++) {
+        rows[n] = basis + j * d;
+        values[n] = c[j];
+        n += c[j] != 0.0f;
+    }
+    return n;
+}
+
 /* out = synthesis; or, when acc is not NULL, acc = acc + weight * synthesis with `out` as the
- * intermediate row between chunks (only touched when more than TC_CHUNK are non-zero). */
+ * intermediate row between chunks of TC_CHUNK j (only touched when k > TC_CHUNK). */
 EMB_TARGET_AVX2_F16C
 static void tc_synthesize_avx2(const emb_tc_model *m, const float *coef, float *out, float *acc, float weight) {
     const size_t d = m->d, k = m->k;
@@ -479,13 +523,9 @@ static void tc_synthesize_avx2(const emb_tc_model *m, const float *coef, float *
     const float *src = m->mean;
     size_t j = 0;
     for (;;) {
-        size_t n = 0;
-        /* Branchless compaction: always write, advance only past a non-zero. */
-        for (; j < k && n < TC_CHUNK; j++) {
-            rows[n] = m->basis + j * d;
-            values[n] = coef[j];
-            n += coef[j] != 0.0f;
-        }
+        const size_t end = k - j < TC_CHUNK ? k : j + TC_CHUNK;
+        const size_t n = tc_compact_avx2(coef, j, end, m->basis, d, rows, values);
+        j = end;
         const int last = j == k;
         tc_tiles_avx2(d, src, out, last ? acc : NULL, weight, rows, values, n);
         if (last) return;
@@ -564,49 +604,6 @@ static inline __attribute__((always_inline)) void tc_tile_width_avx2(size_t widt
     default: TC_ROWS_TILE(7, 1); break; /* 57 ... 63 */
     }
 #undef TC_ROWS_TILE
-}
-
-/* Left-packing 4 lanes by a 4-bit mask: the lanes whose bit is set, in order, then don't-cares.
- * tc_pack_lanes32: vpermilps indices for 4 floats; tc_pack_lanes64: vpermd indices for 4
- * pointers (pairs of 32-bit lanes); tc_popcount4: the number of lanes kept. */
-static const uint32_t tc_pack_lanes32[16][4] = {
-    {0, 0, 0, 0}, {0, 0, 0, 0}, {1, 0, 0, 0}, {0, 1, 0, 0}, {2, 0, 0, 0}, {0, 2, 0, 0}, {1, 2, 0, 0}, {0, 1, 2, 0},
-    {3, 0, 0, 0}, {0, 3, 0, 0}, {1, 3, 0, 0}, {0, 1, 3, 0}, {2, 3, 0, 0}, {0, 2, 3, 0}, {1, 2, 3, 0}, {0, 1, 2, 3}};
-static const uint32_t tc_pack_lanes64[16][8] = {
-    {0, 0, 0, 0, 0, 0, 0, 0}, {0, 1, 0, 0, 0, 0, 0, 0}, {2, 3, 0, 0, 0, 0, 0, 0}, {0, 1, 2, 3, 0, 0, 0, 0},
-    {4, 5, 0, 0, 0, 0, 0, 0}, {0, 1, 4, 5, 0, 0, 0, 0}, {2, 3, 4, 5, 0, 0, 0, 0}, {0, 1, 2, 3, 4, 5, 0, 0},
-    {6, 7, 0, 0, 0, 0, 0, 0}, {0, 1, 6, 7, 0, 0, 0, 0}, {2, 3, 6, 7, 0, 0, 0, 0}, {0, 1, 2, 3, 6, 7, 0, 0},
-    {4, 5, 6, 7, 0, 0, 0, 0}, {0, 1, 4, 5, 6, 7, 0, 0}, {2, 3, 4, 5, 6, 7, 0, 0}, {0, 1, 2, 3, 4, 5, 6, 7}};
-static const uint8_t tc_popcount4[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
-
-/* The (basis row, value) list of the non-zero c[j], j0 <= j < j1, in ascending j, as the
- * one-row compaction writes it; returns its length. Four j at a time, left-packed by the mask
- * of non-zeros (the scalar loop's chain through the count cost 285 of ~3300 ns per row at
- * d = 384, this 120). A store writes 4 entries from the current length, which is at most
- * j - j0, so nothing lands past entry j1 - j0 - 1. */
-EMB_TARGET_AVX2_F16C
-static size_t tc_compact_avx2(const float *c, size_t j0, size_t j1, const float *basis, size_t d, const float **rows,
-                              float *values) {
-    size_t n = 0, j = j0;
-    const long long stride = (long long)(d * sizeof(float));
-    __m256i row = _mm256_add_epi64(_mm256_set1_epi64x((long long)(uintptr_t)(basis + j0 * d)),
-                                   _mm256_mul_epu32(_mm256_set1_epi64x(stride), _mm256_setr_epi64x(0, 1, 2, 3)));
-    const __m256i step = _mm256_set1_epi64x(4 * stride);
-    for (; j + 4 <= j1; j += 4) {
-        const __m128 v = _mm_loadu_ps(c + j);
-        const int mask = _mm_movemask_ps(_mm_cmp_ps(v, _mm_setzero_ps(), _CMP_NEQ_UQ)); /* as c != 0.0f */
-        _mm_storeu_ps(values + n, _mm_permutevar_ps(v, _mm_loadu_si128((const __m128i *)tc_pack_lanes32[mask])));
-        _mm256_storeu_si256((__m256i *)(rows + n),
-                            _mm256_permutevar8x32_epi32(row, _mm256_loadu_si256((const __m256i *)tc_pack_lanes64[mask])));
-        n += tc_popcount4[mask];
-        row = _mm256_add_epi64(row, step);
-    }
-    for (; j < j1; j++) {
-        rows[n] = basis + j * d;
-        values[n] = c[j];
-        n += c[j] != 0.0f;
-    }
-    return n;
 }
 
 /* out + r * d = synthesis of coef + r * k, for r < R (at most 4); span from tc_rows_span. */
