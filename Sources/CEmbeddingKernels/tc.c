@@ -398,8 +398,8 @@ void emb_tc_synthesize_portable(const emb_tc_model *m, const float *coef, float 
  * stored once per tile instead of once per coefficient, and each basis float is loaded once.
  * Every element still sees out = out + c_j * basis[j][i] for ascending j: the same operations
  * in the same order as the portable loop. Eight independent accumulators cover the add latency
- * (3-4 cycles at two adds a cycle). The non-zero coefficients are first compacted, in chunks of
- * TC_CHUNK, into (basis row, value) lists, so the tile loops have no zero tests. */
+ * (3-4 cycles at two adds a cycle). The non-zero coefficients are first compacted, TC_CHUNK
+ * j at a time, into (basis row, value) lists, so the tile loops have no zero tests. */
 
 #if EMB_X86
 #define TC_CHUNK 256
@@ -469,8 +469,52 @@ static void tc_tiles_avx2(size_t d, const float *src, float *dst, float *acc, fl
 #undef TC_TAIL
 }
 
+/* Left-packing 4 lanes by a 4-bit mask: the lanes whose bit is set, in order, then don't-cares.
+ * tc_pack_lanes32: vpermilps indices for 4 floats; tc_pack_lanes64: vpermd indices for 4
+ * pointers (pairs of 32-bit lanes); tc_popcount4: the number of lanes kept. */
+static const uint32_t tc_pack_lanes32[16][4] = {
+    {0, 0, 0, 0}, {0, 0, 0, 0}, {1, 0, 0, 0}, {0, 1, 0, 0}, {2, 0, 0, 0}, {0, 2, 0, 0}, {1, 2, 0, 0}, {0, 1, 2, 0},
+    {3, 0, 0, 0}, {0, 3, 0, 0}, {1, 3, 0, 0}, {0, 1, 3, 0}, {2, 3, 0, 0}, {0, 2, 3, 0}, {1, 2, 3, 0}, {0, 1, 2, 3}};
+static const uint32_t tc_pack_lanes64[16][8] = {
+    {0, 0, 0, 0, 0, 0, 0, 0}, {0, 1, 0, 0, 0, 0, 0, 0}, {2, 3, 0, 0, 0, 0, 0, 0}, {0, 1, 2, 3, 0, 0, 0, 0},
+    {4, 5, 0, 0, 0, 0, 0, 0}, {0, 1, 4, 5, 0, 0, 0, 0}, {2, 3, 4, 5, 0, 0, 0, 0}, {0, 1, 2, 3, 4, 5, 0, 0},
+    {6, 7, 0, 0, 0, 0, 0, 0}, {0, 1, 6, 7, 0, 0, 0, 0}, {2, 3, 6, 7, 0, 0, 0, 0}, {0, 1, 2, 3, 6, 7, 0, 0},
+    {4, 5, 6, 7, 0, 0, 0, 0}, {0, 1, 4, 5, 6, 7, 0, 0}, {2, 3, 4, 5, 6, 7, 0, 0}, {0, 1, 2, 3, 4, 5, 6, 7}};
+static const uint8_t tc_popcount4[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
+
+/* The (basis row, value) list of the non-zero c[j] (c != 0: +0 and -0 are left out),
+ * j0 <= j < j1, in ascending j; returns its length. Four j at a time, left-packed by the mask
+ * of non-zeros: the scalar loop (always write, advance past a non-zero) is a chain through the
+ * count, 285 of ~3300 ns per row in emb_tc_decode_rows at d = 384 and 2 bits, this 120. A
+ * store writes 4 entries from the current length, which is at most j - j0, so nothing lands
+ * past entry j1 - j0 - 1. */
+EMB_TARGET_AVX2_F16C
+static size_t tc_compact_avx2(const float *c, size_t j0, size_t j1, const float *basis, size_t d, const float **rows,
+                              float *values) {
+    size_t n = 0, j = j0;
+    const long long stride = (long long)(d * sizeof(float));
+    __m256i row = _mm256_add_epi64(_mm256_set1_epi64x((long long)(uintptr_t)(basis + j0 * d)),
+                                   _mm256_mul_epu32(_mm256_set1_epi64x(stride), _mm256_setr_epi64x(0, 1, 2, 3)));
+    const __m256i step = _mm256_set1_epi64x(4 * stride);
+    for (; j + 4 <= j1; j += 4) {
+        const __m128 v = _mm_loadu_ps(c + j);
+        const int mask = _mm_movemask_ps(_mm_cmp_ps(v, _mm_setzero_ps(), _CMP_NEQ_UQ)); /* as c != 0.0f */
+        _mm_storeu_ps(values + n, _mm_permutevar_ps(v, _mm_loadu_si128((const __m128i *)tc_pack_lanes32[mask])));
+        _mm256_storeu_si256((__m256i *)(rows + n),
+                            _mm256_permutevar8x32_epi32(row, _mm256_loadu_si256((const __m256i *)tc_pack_lanes64[mask])));
+        n += tc_popcount4[mask];
+        row = _mm256_add_epi64(row, step);
+    }
+    for (; j < j1; j++) {
+        rows[n] = basis + j * d;
+        values[n] = c[j];
+        n += c[j] != 0.0f;
+    }
+    return n;
+}
+
 /* out = synthesis; or, when acc is not NULL, acc = acc + weight * synthesis with `out` as the
- * intermediate row between chunks (only touched when more than TC_CHUNK are non-zero). */
+ * intermediate row between chunks of TC_CHUNK j (only touched when k > TC_CHUNK). */
 EMB_TARGET_AVX2_F16C
 static void tc_synthesize_avx2(const emb_tc_model *m, const float *coef, float *out, float *acc, float weight) {
     const size_t d = m->d, k = m->k;
@@ -479,17 +523,108 @@ static void tc_synthesize_avx2(const emb_tc_model *m, const float *coef, float *
     const float *src = m->mean;
     size_t j = 0;
     for (;;) {
-        size_t n = 0;
-        /* Branchless compaction: always write, advance only past a non-zero. */
-        for (; j < k && n < TC_CHUNK; j++) {
-            rows[n] = m->basis + j * d;
-            values[n] = coef[j];
-            n += coef[j] != 0.0f;
-        }
+        const size_t end = k - j < TC_CHUNK ? k : j + TC_CHUNK;
+        const size_t n = tc_compact_avx2(coef, j, end, m->basis, d, rows, values);
+        j = end;
         const int last = j == k;
         tc_tiles_avx2(d, src, out, last ? acc : NULL, weight, rows, values, n);
         if (last) return;
         src = out;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Synthesis of a run of up to 4 rows, AVX2 (emb_tc_decode_rows)
+ *
+ * One row at a time, every row streams the whole k x d basis from L2 (590 KB at d = k = 384),
+ * and at d = 384 that stream, not the arithmetic, bounds the loop: 1.3 cycles per non-zero
+ * vector of 8 floats against 0.6 with the basis in L1. Here the rows of a run share it: the j
+ * are taken in spans, and for each span and each tile of 64 columns the rows run the one-row
+ * tile loop above one after the other, so the first row brings the span's slice of the tile
+ * (span x 256 bytes) into L1 and the others read it there. Each row keeps its own list of
+ * non-zero coefficients and does exactly the one-row loop's operations, in its order (`out`
+ * holds the row between spans, as between chunks there), so the result is bit-identical and a
+ * zero coefficient still costs nothing. A span also keeps a tile's pass over the basis within
+ * the L1 TLB, which helps a run of one row too.
+ *
+ * Tried and measured slower at d = k = 384 (min of 30+ trials, this file's history):
+ * - one dense loop over the four rows, each basis load serving all four: every zero of one
+ *   row still costs a multiply and an add, so at 2 bits per value (45% non-zero, and some row
+ *   non-zero for ~90% of the j) it was slower than one row at a time, and at 4 bits it lost
+ *   to this; it also needs the -0 care that skipping gives for free ((-0) + (+0) is +0);
+ * - the four rows' lists in lockstep in one loop: a pointer and a broadcast per product row
+ *   make it load-bound (0.75 cycles per vector in L1 against 0.6);
+ * - software prefetch of the next tile's slice: only added load-port pressure. */
+
+#define TC_ROWS_MAX_SPAN 64
+
+/* The span for d, k; 0 when rows gain nothing from going together, and the one-row loop runs.
+ * A slice stays in L1 only if its lines spread over enough sets: basis row j's line at a given
+ * column lands in set (4 d j / 64) mod 64 (+ a constant), so one column of lines occupies as
+ * many of the 64 sets as that sequence reaches: 8 for d = 384, 4 for 768, 2 for 512, 1 for
+ * 1024. With 8 ways (the smallest usual L1D), a span of 4 x sets lines per column uses half of
+ * them. Measured at d = 768, 512 and 1024 (k = 256): spans of 16 help, spans that overflow
+ * the sets are slower than one row at a time, so below 16 there is no span. A basis that fits
+ * in L1 (32 KB) is no stream at all. */
+static size_t tc_rows_span(size_t d, size_t k) {
+    if (k * d * sizeof(float) <= 32768) return 0;
+    uint64_t sets = 0;
+    for (size_t j = 0; j < 64; j++) sets |= UINT64_C(1) << (j * d * sizeof(float) / 64 % 64);
+    const size_t span = 4 * (size_t)__builtin_popcountll(sets);
+    return span < 16 ? 0 : span > TC_ROWS_MAX_SPAN ? TC_ROWS_MAX_SPAN : span;
+}
+
+/* One tile of `width` (1 ... 64) columns of one row: tc_tile_avx2 in the shape it needs. */
+EMB_TARGET_AVX2_F16C
+static inline __attribute__((always_inline)) void tc_tile_width_avx2(size_t width, const float *src, float *dst,
+                                                                      const float *const *rows, const float *values,
+                                                                      size_t n, size_t offset) {
+    const __m256 none = _mm256_setzero_ps();
+    if (__builtin_expect(width == 64, 1)) {
+        tc_tile_avx2(src, dst, NULL, none, rows, values, n, offset, 8, 0, _mm256_setzero_si256());
+        return;
+    }
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(width & 7)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#define TC_ROWS_TILE(NV, MASKED) tc_tile_avx2(src, dst, NULL, none, rows, values, n, offset, NV, MASKED, mask)
+    switch (width) {
+    case 1 ... 7: TC_ROWS_TILE(0, 1); break;
+    case 8: TC_ROWS_TILE(1, 0); break;
+    case 9 ... 15: TC_ROWS_TILE(1, 1); break;
+    case 16: TC_ROWS_TILE(2, 0); break;
+    case 17 ... 23: TC_ROWS_TILE(2, 1); break;
+    case 24: TC_ROWS_TILE(3, 0); break;
+    case 25 ... 31: TC_ROWS_TILE(3, 1); break;
+    case 32: TC_ROWS_TILE(4, 0); break;
+    case 33 ... 39: TC_ROWS_TILE(4, 1); break;
+    case 40: TC_ROWS_TILE(5, 0); break;
+    case 41 ... 47: TC_ROWS_TILE(5, 1); break;
+    case 48: TC_ROWS_TILE(6, 0); break;
+    case 49 ... 55: TC_ROWS_TILE(6, 1); break;
+    case 56: TC_ROWS_TILE(7, 0); break;
+    default: TC_ROWS_TILE(7, 1); break; /* 57 ... 63 */
+    }
+#undef TC_ROWS_TILE
+}
+
+/* out + r * d = synthesis of coef + r * k, for r < R (at most 4); span from tc_rows_span. */
+EMB_TARGET_AVX2_F16C
+static void tc_synthesize_rows_avx2(const emb_tc_model *m, const float *coef, float *out, size_t R, size_t span) {
+    const size_t d = m->d, k = m->k;
+    const float *rows[4][TC_ROWS_MAX_SPAN];
+    float values[4][TC_ROWS_MAX_SPAN];
+    size_t n[4];
+    for (size_t j0 = 0;;) {
+        const size_t j1 = k - j0 < span ? k : j0 + span;
+        for (size_t r = 0; r < R; r++) n[r] = tc_compact_avx2(coef + r * k, j0, j1, m->basis, d, rows[r], values[r]);
+        for (size_t i = 0; i < d; i += 64) {
+            const size_t width = d - i < 64 ? d - i : 64;
+            for (size_t r = 0; r < R; r++) {
+                float *row = out + r * d;
+                tc_tile_width_avx2(width, (j0 == 0 ? m->mean : row) + i, row + i, rows[r], values[r], n[r], i);
+            }
+        }
+        if (j1 == k) return;
+        j0 = j1;
     }
 }
 #endif
@@ -512,18 +647,26 @@ size_t emb_tc_decode_rows(const emb_tc_model *m, const void *const *streams, con
     const size_t d = m->d, k = m->k;
 #if EMB_X86
     const int avx2 = emb_isa() == EMB_ISA_AVX2_F16C;
+    const size_t span = avx2 ? tc_rows_span(d, k) : 0;
 #endif
     for (size_t first = 0; first < count; first += 4) {
         const size_t lanes = count - first < 4 ? count - first : 4;
         const size_t valid = tc_decode_lanes_any(m, streams + first, lengths + first, scratch, lanes);
-        for (size_t r = 0; r < valid; r++) {
 #if EMB_X86
-            if (avx2) {
-                tc_synthesize_avx2(m, scratch + r * k, out + (first + r) * d, NULL, 0.0f);
-                continue;
-            }
+        if (span && valid) {
+            tc_synthesize_rows_avx2(m, scratch, out + first * d, valid, span);
+        } else
 #endif
-            emb_tc_synthesize_portable(m, scratch + r * k, out + (first + r) * d);
+        {
+            for (size_t r = 0; r < valid; r++) {
+#if EMB_X86
+                if (avx2) {
+                    tc_synthesize_avx2(m, scratch + r * k, out + (first + r) * d, NULL, 0.0f);
+                    continue;
+                }
+#endif
+                emb_tc_synthesize_portable(m, scratch + r * k, out + (first + r) * d);
+            }
         }
         if (valid < lanes) return first + valid;
     }

@@ -193,6 +193,47 @@ import Testing
         }
     }
 
+    /// Bases too large for L1, where the AVX2 kernel synthesises the rows of a run together,
+    /// span of j by span (16 ... 64 j, by d), tile of 64 columns by tile: several spans and a
+    /// short last one, partial last tiles of 1, 8, 9 and 36 columns, d < 64, and d = 512,
+    /// where no span fits L1 and the rows go one at a time. Zero patterns a shared pass could
+    /// get wrong: a j zero in every row of the run (whole spans of them), a row zero where the
+    /// others are not, all-zero rows (which must give the mean bit for bit, -0 included: the
+    /// random means hold some).
+    @Test(arguments: [(d: 100, k: 130), (d: 384, k: 100), (d: 136, k: 90), (d: 257, k: 40), (d: 768, k: 48),
+                      (d: 9, k: 1000), (d: 512, k: 20)])
+    func decodeRowsInSpansMatchesRowByRow(size: (d: Int, k: Int)) throws {
+        let (d, k) = size
+        var generator = CodecFixtures.Generator(seed: 0x5BA4 &+ UInt64(d &* 1000 &+ k))
+        let model = Model.random(d: d, k: k, using: &generator)
+        for count in [1, 2, 3, 4, 5, 8] {
+            for pattern in 0..<4 {
+                var streams: [[UInt8]] = []
+                var expected: [Float] = []
+                for row in 0..<count {
+                    var q = model.randomValues(using: &generator)
+                    switch pattern {
+                    case 0: break
+                    case 1:                                             // j in [16, 48) and j >= k / 2 zero in every row
+                        for j in q.indices where (16..<48).contains(j) || j >= k / 2 { q[j] = 0 }
+                    case 2:                                             // every other j zero in every row, odd rows all zero
+                        for j in q.indices where j % 2 == 1 || row % 2 == 1 { q[j] = 0 }
+                    default:                                            // one non-zero per row, at a j of its own
+                        q = q.indices.map { $0 == (row * 37) % k ? 5 : 0 }
+                    }
+                    let stream = try #require(model.encode(q))
+                    let coefficients = try #require(model.decodeCoefficients(stream))
+                    let one = model.synthesize(coefficients, portable: false)
+                    #expect(bits(one) == bits(model.synthesizeReference(coefficients)), "d=\(d) k=\(k) reference")
+                    expected += one
+                    streams.append(stream)
+                }
+                let (result, rows) = model.decodeRows(streams)
+                #expect(result == count && bits(rows) == bits(expected), "d=\(d) k=\(k) count=\(count) pattern=\(pattern)")
+            }
+        }
+    }
+
     // MARK: - Accumulate
 
     @Test(arguments: dimensions)

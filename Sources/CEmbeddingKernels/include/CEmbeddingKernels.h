@@ -219,7 +219,9 @@ void emb_tc_synthesize_portable(const emb_tc_model *m, const float *coef, float 
 
 /** Decodes `count` streams (streams[r] of lengths[r] bytes) into `count` consecutive rows of d
  *  floats at `out`, each exactly as emb_tc_decode_coefficients then emb_tc_synthesize would.
- *  The rANS chains of up to 4 rows run in lockstep so that they overlap. `scratch`: 4k floats.
+ *  The rANS chains of up to 4 rows run in lockstep so that they overlap, and (AVX2, basis
+ *  larger than L1) those rows are synthesised together, span of j by span, so that they share
+ *  each trip of the basis from L2. `scratch`: 4k floats.
  *  Returns `count` when every stream is valid, else the index of the first corrupt one: rows
  *  before it are decoded, it and the rows after it are unspecified. */
 size_t emb_tc_decode_rows(const emb_tc_model *m, const void *const *streams, const size_t *lengths, size_t count,
