@@ -198,6 +198,7 @@ public enum RowCodecs {
     public static let all: [any RowCodec] = [
         Float32Codec.descriptor, Float16Codec.descriptor, Int8RowwiseCodec.descriptor, Int4RowwiseCodec.descriptor,
         ReducedDimensionCodec.descriptor, BucketCodec.descriptor, BucketCodec.scaledDescriptor, TransformCodedRowCodec.descriptor,
+        Int4HalfRowwiseCodec.descriptor, Int2HalfRowwiseCodec.descriptor,
     ]
 
     private static let byTag: [(any RowCodec)?] = {
