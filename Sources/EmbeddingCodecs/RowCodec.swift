@@ -235,6 +235,10 @@ public enum RowCodecs {
     /// The spellings in general form, for error messages and help.
     public static var spellings: String { all.map(\.spelling).joined(separator: ", ") }
 
+    /// The names of the codecs bucket rows may use (`canStoreBucketRows`), for error messages
+    /// and help: "fp32, fp16, int8, int4, int4h, int2h".
+    public static var bucketRowCodecNames: String { all.filter(\.canStoreBucketRows).map(\.name).joined(separator: ", ") }
+
     /// Parses a positive integer argument of `codec`.
     static func positiveInteger(_ part: Substring, of text: String) throws(CodecError) -> Int {
         guard let value = Int(part), value > 0 else {
