@@ -36,6 +36,10 @@ refused anywhere (a word or escape outside the record, a final state other than 
 non-zero padding byte, a bad varint, a missing or malformed model) raises
 ``CorruptRecordError`` naming the table and the id (or the parameter record's id).
 
+Tags 10 and 11 (``int4h``, ``int2h``) are FBGEMM's fused 4-bit and 2-bit rowwise rows with an
+f16 scale and bias after the codes; like tags 1-4 they need nothing but ``d``, and bucket rows
+may use them.
+
 Checksums.  Each segment's FNV-1a 64 checksum is verified (once per Store object) before rows
 are read from it; a mismatch raises ``SegmentChecksumError`` naming the table and the segment.
 The check is a plain Python loop over every byte of the segment (a few MB/s), so for large
@@ -45,8 +49,9 @@ Precision.  Every decode is done in IEEE binary32 with NumPy float32 arithmetic,
 per multiply and one per add (NumPy never fuses a multiply and an add), exactly as FORMAT.md
 prescribes.  Hence:
 
-- fp32, fp16 (exact widening), int8, int4 (``q * scale`` then ``+ bias``), bucket and
-  bucket+scale (``s * y``) give bit-for-bit the floats the spec defines;
+- fp32, fp16 (exact widening), int8, int4 (``q * scale`` then ``+ bias``), int4h and int2h
+  (the same, with the f16 scale and bias widened exactly first), bucket and bucket+scale
+  (``s * y``) give bit-for-bit the floats the spec defines;
 - reduced rows are summed ``acc = mu[j]; acc = acc + c[i] * v[i][j]`` for i = 0, 1, ... in
   float32, which is bit-for-bit what the spec defines if the writer's reader accumulates the same
   way.  FORMAT.md's formula ``mu[j] + sum_i c[i] v[i][j]`` can also be read as "sum the products
@@ -113,6 +118,8 @@ TAG_TOMBSTONE = 8
 TOMBSTONE = bytes([TAG_TOMBSTONE])
 #: Transform-coded rows (version 3): varint model id, rANS state, words, escapes, padding.
 TAG_TC = 9
+#: Rowwise 4-bit and 2-bit rows with f16 scale and bias (FBGEMM's fused N-bit "SBHalf" rows).
+TAG_INT4H, TAG_INT2H = 10, 11
 #: Typed parameter records in ``t<T>/bases`` (version 3): first u32 0, then the kind.
 PARAM_TC_BASIS, PARAM_TC_MODEL = 1, 2
 #: rANS of the tc codec: frequencies sum to 2**12, words are 16 bits, the final state is 2**16.
@@ -133,8 +140,11 @@ TAG_NAMES = {
     TAG_BUCKET: "bucket",
     TAG_BUCKET_SCALE: "bucket+scale",
     TAG_TC: "tc",
+    TAG_INT4H: "int4h",
+    TAG_INT2H: "int2h",
 }
-_PLAIN_TAGS = (TAG_FP32, TAG_FP16, TAG_INT8, TAG_INT4)
+#: Self-contained codecs, whose length depends only on d; the tags a bucket row may have.
+_PLAIN_TAGS = (TAG_FP32, TAG_FP16, TAG_INT8, TAG_INT4, TAG_INT4H, TAG_INT2H)
 _TABLE_PREFIX = b"table/"
 
 
@@ -264,6 +274,10 @@ def _plain_length(tag: int, d: int) -> int:
         return 1 + d + 8
     if tag == TAG_INT4:
         return 1 + (d + 1) // 2 + 8
+    if tag == TAG_INT4H:
+        return 1 + (d + 1) // 2 + 4
+    if tag == TAG_INT2H:
+        return 1 + (d + 3) // 4 + 4
     if tag == TAG_BUCKET:
         return 1 + 4
     if tag == TAG_BUCKET_SCALE:
@@ -277,8 +291,16 @@ def _f32_columns(recs: np.ndarray, start: int, count: int) -> np.ndarray:
     return raw.view("<f4").astype(np.float32, copy=False).reshape(recs.shape[0], count)
 
 
+def _f16_columns(recs: np.ndarray, start: int, count: int) -> np.ndarray:
+    """Little-endian f16 fields at byte offset ``start`` of every record, widened exactly to
+    float32 [n, count]."""
+    raw = np.ascontiguousarray(recs[:, start:start + 2 * count])
+    return raw.view("<f2").astype(np.float32).reshape(recs.shape[0], count)
+
+
 def _decode_plain(recs: np.ndarray, tag: int, d: int) -> np.ndarray:
-    """Decode records of one plain tag (1-4); ``recs`` is uint8 [n, length] with the tag byte."""
+    """Decode records of one plain tag (1-4, 10, 11); ``recs`` is uint8 [n, length] with the tag
+    byte."""
     n = recs.shape[0]
     if tag == TAG_FP32:
         return _f32_columns(recs, 1, d)
@@ -299,6 +321,26 @@ def _decode_plain(recs: np.ndarray, tag: int, d: int) -> np.ndarray:
         q = q[:, :d].astype(np.float32)     # odd d: last high nibble ignored
         scale = _f32_columns(recs, 1 + h, 1)
         bias = _f32_columns(recs, 5 + h, 1)
+        return q * scale + bias
+    if tag == TAG_INT4H:
+        h = (d + 1) // 2
+        packed = recs[:, 1:1 + h]
+        q = np.empty((n, 2 * h), dtype=np.uint8)
+        q[:, 0::2] = packed & 0x0F          # element 2i: low nibble
+        q[:, 1::2] = packed >> 4            # element 2i+1: high nibble
+        q = q[:, :d].astype(np.float32)     # odd d: last high nibble ignored
+        scale = _f16_columns(recs, 1 + h, 1)
+        bias = _f16_columns(recs, 3 + h, 1)
+        return q * scale + bias                                     # float32 multiply, then add
+    if tag == TAG_INT2H:
+        h = (d + 3) // 4
+        packed = recs[:, 1:1 + h]
+        q = np.empty((n, 4 * h), dtype=np.uint8)
+        for m in range(4):                  # element 4i+m: bits 2m..2m+1 of byte i
+            q[:, m::4] = (packed >> (2 * m)) & 0x03
+        q = q[:, :d].astype(np.float32)     # unused high bits of the last byte ignored
+        scale = _f16_columns(recs, 1 + h, 1)
+        bias = _f16_columns(recs, 3 + h, 1)
         return q * scale + bias
     raise AssertionError(tag)
 
@@ -845,7 +887,8 @@ class Store:
         tag = raw[0]
         if tag not in _PLAIN_TAGS:
             raise CorruptRecordError(f"{bwhere}: tag {tag} is not allowed in a bucket row "
-                                     f"(only 1-4: fp32, fp16, int8, int4)")
+                                     f"(only 1-4, 10, 11: fp32, fp16, int8, int4, int4h, "
+                                     f"int2h)")
         expected = _plain_length(tag, schema.dimension)
         if len(raw) != expected:
             problem = "truncated" if len(raw) < expected else "too long"

@@ -6,27 +6,6 @@
 /* ------------------------------------------------------------------------------------------
  * Portable scalar conversions */
 
-static inline float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exponent = (h >> 10) & 0x1Fu;
-    uint32_t mantissa = h & 0x3FFu;
-    uint32_t bits;
-    if (exponent == 0x1Fu) {
-        /* Infinity, or NaN made quiet as VCVTPH2PS does, so both paths agree bit for bit. */
-        bits = sign | 0x7F800000u | (mantissa << 13) | (mantissa ? 0x00400000u : 0u);
-    } else if (exponent != 0) {
-        bits = sign | ((exponent + (127 - 15)) << 23) | (mantissa << 13);
-    } else {
-        /* Zero or subnormal: mantissa * 2^-24 is exact in float32 (at most 10 significant bits). */
-        float magnitude = (float)mantissa * 0x1p-24f;
-        memcpy(&bits, &magnitude, sizeof bits);
-        bits |= sign;
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 static inline uint16_t float_to_half(float f) {
     uint32_t bits;
     memcpy(&bits, &f, sizeof bits);
@@ -56,7 +35,7 @@ void emb_f16_decode_portable(const void *src, float *dst, size_t n) {
     for (size_t i = 0; i < n; i++) {
         uint16_t h;
         memcpy(&h, s + 2 * i, sizeof h);
-        dst[i] = half_to_float(h);
+        dst[i] = emb_half_to_float(h);
     }
 }
 
@@ -75,7 +54,7 @@ int emb_f16_decode_checked_portable(const void *src, float *dst, size_t n) {
         uint16_t h;
         memcpy(&h, s + 2 * i, sizeof h);
         special |= (h & 0x7C00u) == 0x7C00u;
-        dst[i] = half_to_float(h);
+        dst[i] = emb_half_to_float(h);
     }
     return !special;
 }
@@ -87,7 +66,7 @@ int emb_f16_accumulate_portable(const void *src, float *acc, size_t n, float wei
         uint16_t h;
         memcpy(&h, s + 2 * i, sizeof h);
         special |= (h & 0x7C00u) == 0x7C00u;
-        acc[i] = acc[i] + weight * half_to_float(h);
+        acc[i] = acc[i] + weight * emb_half_to_float(h);
     }
     return !special;
 }

@@ -40,4 +40,27 @@ static inline float emb_load_f32(const unsigned char *p) {
     return v;
 }
 
+/* IEEE binary16 to float32, exactly (every half is a float). Shared by the fp16 kernels and the
+ * half-parameter rowwise kernels, whose portable paths must agree bit for bit with F16C. */
+static inline float emb_half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exponent = (h >> 10) & 0x1Fu;
+    uint32_t mantissa = h & 0x3FFu;
+    uint32_t bits;
+    if (exponent == 0x1Fu) {
+        /* Infinity, or NaN made quiet as VCVTPH2PS does, so both paths agree bit for bit. */
+        bits = sign | 0x7F800000u | (mantissa << 13) | (mantissa ? 0x00400000u : 0u);
+    } else if (exponent != 0) {
+        bits = sign | ((exponent + (127 - 15)) << 23) | (mantissa << 13);
+    } else {
+        /* Zero or subnormal: mantissa * 2^-24 is exact in float32 (at most 10 significant bits). */
+        float magnitude = (float)mantissa * 0x1p-24f;
+        memcpy(&bits, &magnitude, sizeof bits);
+        bits |= sign;
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
 #endif /* CEMBEDDINGKERNELS_INTERNAL_H */

@@ -59,7 +59,7 @@ struct BucketRowCodec: RowCodec {
             throw CodecError.invalidParameter("a load with bucket rows needs their count: bucket:B or bucket:B:scaled")
         }
         guard options.bucketCodec.rowCodec.canStoreBucketRows else {
-            throw CodecError.invalidParameter("bucket rows must use a codec without table parameters (fp32, fp16, int8 or int4), not \(options.bucketCodec)")
+            throw CodecError.invalidParameter("bucket rows must use a codec without table parameters (\(RowCodecs.bucketRowCodecNames)), not \(options.bucketCodec)")
         }
         let bucketCount = max(1, min(requested, count))
         // At least one sample row a bucket (the bucket rows themselves take as much).

@@ -1,5 +1,5 @@
 // The descriptor shared by the self-contained codecs whose records have one size per dimension
-// (fp32, fp16, int8, int4): each supplies its kernels through `FixedSizeKernels`, and
+// (fp32, fp16, int8, int4, int4h, int2h): each supplies its kernels through `FixedSizeKernels`, and
 // `FixedSizeRowCodec` turns them into a registered codec.
 
 /// The kernels of a self-contained, fixed-size codec, as plain function values made in the

@@ -198,6 +198,7 @@ public enum RowCodecs {
     public static let all: [any RowCodec] = [
         Float32Codec.descriptor, Float16Codec.descriptor, Int8RowwiseCodec.descriptor, Int4RowwiseCodec.descriptor,
         ReducedDimensionCodec.descriptor, BucketCodec.descriptor, BucketCodec.scaledDescriptor, TransformCodedRowCodec.descriptor,
+        Int4HalfRowwiseCodec.descriptor, Int2HalfRowwiseCodec.descriptor,
     ]
 
     private static let byTag: [(any RowCodec)?] = {
@@ -233,6 +234,10 @@ public enum RowCodecs {
 
     /// The spellings in general form, for error messages and help.
     public static var spellings: String { all.map(\.spelling).joined(separator: ", ") }
+
+    /// The names of the codecs bucket rows may use (`canStoreBucketRows`), for error messages
+    /// and help: "fp32, fp16, int8, int4, int4h, int2h".
+    public static var bucketRowCodecNames: String { all.filter(\.canStoreBucketRows).map(\.name).joined(separator: ", ") }
 
     /// Parses a positive integer argument of `codec`.
     static func positiveInteger(_ part: Substring, of text: String) throws(CodecError) -> Int {

@@ -164,7 +164,7 @@ public struct WriteBatch: ~Copyable {
     }
 
     /// Appends bucket rows (`count` rows of `table.dimension` values, row-major) stored with
-    /// `codec` (one that needs no table parameters: fp32, fp16, int8 or int4) and returns their ids.
+    /// `codec` (one that needs no table parameters: `RowCodecs.bucketRowCodecNames`) and returns their ids.
     public mutating func addBucketRows(_ table: Table, rows: UnsafeBufferPointer<Float>, codec: Codec) throws -> Range<UInt32> {
         try table.requireLive()
         let d = table.dimension
@@ -172,7 +172,7 @@ public struct WriteBatch: ~Copyable {
             throw StoreError.dimensionMismatch(table: table.name, expected: d, actual: rows.count % d)
         }
         guard codec.rowCodec.canStoreBucketRows else {
-            throw StoreError.invalidArgument("bucket rows must use a codec without table parameters (fp32, fp16, int8 or int4), not \(codec)")
+            throw StoreError.invalidArgument("bucket rows must use a codec without table parameters (\(RowCodecs.bucketRowCodecNames)), not \(codec)")
         }
         let encoder = try self.encoder(codec, for: table)
         var schema = try store.readSchema(table.name, in: txn)

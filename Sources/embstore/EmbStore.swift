@@ -30,7 +30,7 @@ struct Ingest: ParsableCommand {
     @Option(help: "The codec of every row; `embstore codecs` lists every spelling (\(RowCodecs.spellings)).",
             transform: parseCodec)
     var codec: Codec
-    @Option(help: "Codec of the bucket rows made by bucket:B (fp32, fp16, int8, int4; default fp32).", transform: parseCodec)
+    @Option(help: "Codec of the bucket rows made by bucket:B (\(RowCodecs.bucketRowCodecNames); default fp32).", transform: parseCodec)
     var bucketCodec: Codec = .fp32
     @Option(help: "Where the rows go.") var layout: Layout = .segment
 
@@ -47,7 +47,7 @@ struct Ingest: ParsableCommand {
         let loadCodec = codec
         var options = LoadOptions()
         guard bucketCodec.rowCodec.canStoreBucketRows else {
-            throw InputError("--bucket-codec must be a codec without table parameters (fp32, fp16, int8, int4), not '\(bucketCodec)'")
+            throw InputError("--bucket-codec must be a codec without table parameters (\(RowCodecs.bucketRowCodecNames)), not '\(bucketCodec)'")
         }
         options.bucketCodec = bucketCodec
         options.layout = layout == .segment ? .segment : .perKey

@@ -4,7 +4,7 @@ import Foundation
 /// A row's codec with its parameters spelled out (basis id, bucket id, scale): tests write
 /// records with exactly the bytes they mean, through the codecs' own encoders.
 enum RowEncoding {
-    case fp32, fp16, int8, int4
+    case fp32, fp16, int8, int4, int4h, int2h
     case reduced(k: Int, basisID: UInt32, basis: PCABasis)
     case bucket(id: UInt32)
     case scaledBucket(id: UInt32, scale: Float)
@@ -15,6 +15,8 @@ enum RowEncoding {
         case .fp16: Codec.fp16.tag
         case .int8: Codec.int8.tag
         case .int4: Codec.int4.tag
+        case .int4h: Codec.int4h.tag
+        case .int2h: Codec.int2h.tag
         case .reduced: Codec.reduced(k: 1).tag
         case .bucket: Codec.bucket.tag
         case .scaledBucket: Codec.scaledBucket.tag
@@ -24,8 +26,8 @@ enum RowEncoding {
     /// The record of `row`.
     func record(_ row: [Float]) throws -> [UInt8] {
         switch self {
-        case .fp32, .fp16, .int8, .int4:
-            let codec = [Codec.fp32, .fp16, .int8, .int4].first { $0.tag == tag }!
+        case .fp32, .fp16, .int8, .int4, .int4h, .int2h:
+            let codec = [Codec.fp32, .fp16, .int8, .int4, .int4h, .int2h].first { $0.tag == tag }!
             let encoder = try codec.rowCodec.putEncoder(codec, table: InMemoryCodecTable(dimension: row.count))
             var record = [UInt8](repeating: 0, count: encoder.maximumRecordSize)
             let size = try row.withUnsafeBufferPointer { row in

@@ -56,7 +56,7 @@ extension FormatDocTests {
         let buckets = try Array(sample[0..<4 * d]).withUnsafeBufferPointer { rows in
             try store.write { batch in try batch.addBucketRows(table, rows: rows, codec: .fp16) }
         }
-        let plain: [RowEncoding] = [.int8, .int4, .fp32, .fp16]
+        let plain: [RowEncoding] = [.int8, .int4, .fp32, .fp16, .int4h, .int2h]
         let every: [RowEncoding] = plain + [.reduced(k: 2, basisID: basisID, basis: basis), .bucket(id: buckets.lowerBound + 1),
                                             .scaledBucket(id: buckets.lowerBound + 2, scale: 0.5)]
         func segment(_ ids: [UInt64], _ encoding: (Int) -> RowEncoding) throws {

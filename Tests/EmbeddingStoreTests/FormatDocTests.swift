@@ -48,6 +48,9 @@ import LMDB
         text += try example("fp16, d = 3", [1.0, -2.0, 0.33333334], .fp16)
         text += try example("int8, d = 4", [-1.0, 0.0, 0.5, 1.0], .int8)
         text += try example("int4, d = 3 (odd: the last high nibble is 0)", [0.0, 0.5, 1.0], .int4)
+        text += try example("int4h, d = 3 (f16 scale and bias; odd: the last high nibble is 0)", [0.0, 0.5, 1.0], .int4h)
+        text += try example("int2h, d = 5 (f16 scale and bias; the last code byte holds one code, its bits 2–7 are 0)",
+                            [-1.0, -0.5, 0.0, 0.5, 1.0], .int2h)
         let basis = try PCABasis(dimension: 3, rank: 1, mean: [0.1, 0.2, 0.3], components: [0.6, 0.8, 0.0], variances: [1.0])
         text += try example("reduced, d = 3, k = 1, basis id 1 (mean [0.1, 0.2, 0.3], component 0 = [0.6, 0.8, 0.0])",
                             [0.7, 1.0, 0.3], .reduced(k: 1, basisID: 1, basis: basis), basis: basis)

@@ -10,7 +10,7 @@ struct CodecsCommandTests {
         let listing = try embstoreOK("codecs", "--dimension", "24", "--json")
         let forms = try #require(try JSONSerialization.jsonObject(with: Data(listing.stdout.utf8)) as? [[String: Any]])
         let codecs = forms.compactMap { $0["codec"] as? String }
-        for family in ["fp32", "fp16", "int8", "int4", "reduced:6", "bucket:256", "bucket:256:scaled", "tc:2", "tc:8", "tc:25%"] {
+        for family in ["fp32", "fp16", "int8", "int4", "int4h", "int2h", "reduced:6", "bucket:256", "bucket:256:scaled", "tc:2", "tc:8", "tc:25%"] {
             #expect(codecs.contains(family), "\(family) is not listed: \(codecs)")
         }
         #expect(forms.allSatisfy { ($0["bytes_per_row"] as? Double ?? 0) > 0 })

@@ -127,6 +127,49 @@ int emb_f32_accumulate(const void *src, float *acc, size_t n, float weight);
 int emb_f32_accumulate_portable(const void *src, float *acc, size_t n, float weight);
 
 /* ------------------------------------------------------------------------------------------
+ * Rowwise int4 / int2 with binary16 scale and bias, FBGEMM's fused N-bit rowwise layout
+ * ("FusedNBitRowwiseQuantizedSBHalf"): `payload` holds the code bytes, then the f16 scale, then
+ * the f16 bias (little-endian, any alignment). x[i] = (float)q[i] * scale + bias, with scale and
+ * bias widened exactly to float32, then a float32 multiply and a float32 add, never fused.
+ *   int4 ("int4h"): ceil(d/2) code bytes, element 2k in the low nibble of byte k, element 2k+1 in
+ *     the high nibble (for odd d the last high nibble is ignored): ceil(d/2) + 4 bytes in all.
+ *   int2 ("int2h"): ceil(d/4) code bytes, element 4k+m in bits 2m..2m+1 of byte k, low bits
+ *     first (the unused high bits of the last byte are ignored): ceil(d/4) + 4 bytes in all.
+ * The decoders do not check the parameters: a payload whose scale or bias is infinite or NaN
+ * decodes to non-finite values. Every finite pair decodes finitely (|x| <= 16 * 65504), so
+ * emb_rowwise_sbhalf_params_finite on the two f16 fields is the whole check. */
+
+/** 1 when the f16 scale and f16 bias at `scale_and_bias` (4 bytes, any alignment) are both
+ *  finite, else 0: exactly when every value of the row decodes finite. */
+static inline int emb_rowwise_sbhalf_params_finite(const void *scale_and_bias) {
+    const unsigned char *p = (const unsigned char *)scale_and_bias;
+    const unsigned scale = (unsigned)p[0] | (unsigned)p[1] << 8, bias = (unsigned)p[2] | (unsigned)p[3] << 8;
+    return ((scale & 0x7C00u) != 0x7C00u) & ((bias & 0x7C00u) != 0x7C00u);
+}
+
+/** Decodes one int4h payload (ceil(d/2) + 4 bytes) into `dst` (d floats). */
+void emb_i4_rowwise_sbhalf_decode(const void *payload, float *dst, size_t d);
+void emb_i4_rowwise_sbhalf_decode_portable(const void *payload, float *dst, size_t d);
+
+/** Decodes one int2h payload (ceil(d/4) + 4 bytes) into `dst` (d floats). */
+void emb_i2_rowwise_sbhalf_decode(const void *payload, float *dst, size_t d);
+void emb_i2_rowwise_sbhalf_decode_portable(const void *payload, float *dst, size_t d);
+
+/** Runs of rows, as emb_i4_rowwise_decode_rows: `count` payloads into `count` consecutive rows of
+ *  d floats at `out`, the values of the single-row decoders. */
+void emb_i4_rowwise_sbhalf_decode_rows(const void *const *payloads, float *out, size_t count, size_t d);
+void emb_i4_rowwise_sbhalf_decode_rows_portable(const void *const *payloads, float *out, size_t count, size_t d);
+void emb_i2_rowwise_sbhalf_decode_rows(const void *const *payloads, float *out, size_t count, size_t d);
+void emb_i2_rowwise_sbhalf_decode_rows_portable(const void *const *payloads, float *out, size_t count, size_t d);
+
+/** acc[i] = acc[i] + weight * x[i] (d floats), x what the matching decoder writes: bit-identical
+ *  to decoding into a scratch row and then adding. */
+void emb_i4_rowwise_sbhalf_accumulate(const void *payload, float *acc, size_t d, float weight);
+void emb_i4_rowwise_sbhalf_accumulate_portable(const void *payload, float *acc, size_t d, float weight);
+void emb_i2_rowwise_sbhalf_accumulate(const void *payload, float *acc, size_t d, float weight);
+void emb_i2_rowwise_sbhalf_accumulate_portable(const void *payload, float *acc, size_t d, float weight);
+
+/* ------------------------------------------------------------------------------------------
  * Transform-coded rows ("tc"): k integer coefficients q_0 ... q_{k-1}, rANS-coded with one
  * static frequency table per coefficient, dequantised to c_j, and synthesised as
  *     out = mean;  for j = 0, 1, ..., k-1 with c_j != 0:  out[i] = out[i] + c_j * basis[j][i]

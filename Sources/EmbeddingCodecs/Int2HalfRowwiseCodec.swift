@@ -1,0 +1,129 @@
+import CEmbeddingKernels
+
+/// Rowwise 2-bit rows with f16 scale and bias, FBGEMM's fused 2-bit rowwise layout
+/// ("FusedNBitRowwiseQuantizedSBHalf", bit rate 2): ceil(d/4) code bytes (element 4k+m in bits
+/// 2m…2m+1 of byte k, low bits first; the unused high bits of the last byte 0), then f16 scale,
+/// then f16 bias (ceil(d/4) + 4 bytes, little-endian). Decode: scale and bias widened exactly to
+/// Float, then x = Float(q)·scale + bias with q in 0…3.
+///
+/// The encoder searches among parameters a half can hold, so its error is the stored row's (see
+/// HalfRowwiseQuantizer.swift); with four levels, clipping the tails pays off on most rows.
+public enum Int2HalfRowwiseCodec {
+    /// Codec name used in errors.
+    static let name = "int2h"
+    /// Highest code: codes are 0...3.
+    static let levels = 3
+
+    /// Payload bytes for a row of `dimension` values: ceil(dimension/4) + 4.
+    @inlinable
+    public static func payloadSize(dimension: Int) -> Int { (dimension + 3) / 4 + 4 }
+
+    /// True when every value the payload at `payload` (a row of `dimension` values, any
+    /// alignment) can decode to is finite, reading only its scale and bias: finite halves always
+    /// decode finitely, so this is a test of their exponent bits.
+    @inlinable
+    public static func decodesFinite(_ payload: UnsafeRawPointer, dimension: Int) -> Bool {
+        emb_rowwise_sbhalf_params_finite(payload + (dimension + 3) / 4) != 0
+    }
+
+    /// Quantises `row` into `payload` with a per-row range search over f16 scales and biases: the
+    /// decoded row's squared error is never above the plain min/max rule's with rounded
+    /// parameters (`encodeMinMax`).
+    ///
+    /// A constant row is stored exactly (scale 0, codes 0) when its value is a half. Rows with
+    /// values beyond ±65504 are clipped (bias and scale saturate at 65504), never refused: every
+    /// decoded value is finite.
+    ///
+    /// - Parameter payload: exactly `payloadSize(dimension: row.count)` bytes, any alignment.
+    /// - Throws: `badPayloadSize`, `nonFinite` (naming the index), or `invalidParameter` for an
+    ///   empty row. On a throw the payload's contents are unspecified.
+    public static func encode(
+        _ row: UnsafeBufferPointer<Float>, into payload: UnsafeMutableRawBufferPointer
+    ) throws(CodecError) {
+        try CodecChecks.requireNonEmpty(row)
+        try CodecChecks.requirePayloadSize(payload, expected: payloadSize(dimension: row.count), codec: name)
+        write(row, try HalfRowwiseQuantizer.search(row, levels: levels), into: payload)
+    }
+
+    /// Quantises `row` with the plain min/max rule on rounded parameters: bias = half(min),
+    /// scale = half((max − bias)/3), q = clamp(round((x − bias)/scale), 0, 3) against those
+    /// halves. The baseline for tests.
+    ///
+    /// - Throws: as `encode`.
+    public static func encodeMinMax(
+        _ row: UnsafeBufferPointer<Float>, into payload: UnsafeMutableRawBufferPointer
+    ) throws(CodecError) {
+        try CodecChecks.requireNonEmpty(row)
+        try CodecChecks.requirePayloadSize(payload, expected: payloadSize(dimension: row.count), codec: name)
+        write(row, try HalfRowwiseQuantizer.minMax(row, levels: levels), into: payload)
+    }
+
+    private static func write(
+        _ row: UnsafeBufferPointer<Float>, _ parameters: HalfRowwiseParameters, into payload: UnsafeMutableRawBufferPointer
+    ) {
+        let d = row.count
+        let coder = RowwiseCoder(parameters.affine, levels: levels)
+        let codeBytes = (d + 3) / 4
+        for byteIndex in 0..<codeBytes {
+            var byte: UInt8 = 0
+            for m in 0..<Swift.min(4, d - 4 * byteIndex) {
+                byte |= UInt8(coder.code(for: row[4 * byteIndex + m])) << (2 * m)
+            }
+            payload.storeBytes(of: byte, toByteOffset: byteIndex, as: UInt8.self)
+        }
+        payload.storeBytes(of: parameters.scale.bits.littleEndian, toByteOffset: codeBytes, as: UInt16.self)
+        payload.storeBytes(of: parameters.bias.bits.littleEndian, toByteOffset: codeBytes + 2, as: UInt16.self)
+    }
+
+    /// Decodes `payload` into `row` (the hot path): AVX2 + F16C C kernel when the CPU has them.
+    ///
+    /// - Precondition: `payload.count == payloadSize(dimension: row.count)`, checked by a debug
+    ///   `assert` only; the store validates sizes before decoding.
+    @inlinable
+    public static func decode(_ payload: UnsafeRawBufferPointer, into row: UnsafeMutableBufferPointer<Float>) {
+        assert(payload.count == payloadSize(dimension: row.count), "int2h payload size does not match the row")
+        guard let source = payload.baseAddress, let destination = row.baseAddress else { return }
+        emb_i2_rowwise_sbhalf_decode(source, destination, row.count)
+    }
+
+    /// Scalar reference twin of `decode`; tests compare every fast path against it bit for bit.
+    public static func decodeReference(_ payload: UnsafeRawBufferPointer, into row: UnsafeMutableBufferPointer<Float>) {
+        assert(payload.count == payloadSize(dimension: row.count), "int2h payload size does not match the row")
+        let codeBytes = (row.count + 3) / 4
+        let scale = HalfBits.widen(UInt16(littleEndian: payload.loadUnaligned(fromByteOffset: codeBytes, as: UInt16.self)))
+        let bias = HalfBits.widen(UInt16(littleEndian: payload.loadUnaligned(fromByteOffset: codeBytes + 2, as: UInt16.self)))
+        for index in row.indices {
+            let q = payload[index / 4] >> (2 * (index & 3)) & 0x03
+            row[index] = Float(q) * scale + bias
+        }
+    }
+}
+
+extension Int2HalfRowwiseCodec {
+    /// The codec's kernels for the descriptor (FORMAT.md, tag 11).
+    static let kernels: FixedSizeKernels = {
+        var kernels = FixedSizeKernels(
+            tag: 11, name: name, summary: "a quarter byte a value, f16 scale and bias per row (FBGEMM's fused 2-bit rowwise)",
+            payloadSize: { payloadSize(dimension: $0) },
+            encode: { row, payload throws(CodecError) in try encode(row, into: payload) },
+            decodeRows: { payloads, count, dimension, out in
+                for i in 0..<count where !decodesFinite(payloads[i]!, dimension: dimension) { return false }
+                emb_i2_rowwise_sbhalf_decode_rows(payloads, out, count, dimension)
+                return true
+            },
+            accumulate: { payload, dimension, weight, acc in
+                guard decodesFinite(payload, dimension: dimension) else { return false }
+                emb_i2_rowwise_sbhalf_accumulate(payload, acc, dimension, weight)
+                return true
+            },
+            decode: { decode($0, into: $1) })
+        return kernels
+    }()
+    /// The registered codec.
+    public static let descriptor: any RowCodec = FixedSizeRowCodec(kernels: kernels)
+}
+
+extension Codec {
+    /// A quarter byte a value with a per-row f16 scale and bias.
+    public static let int2h = FixedSizeRowCodec(kernels: Int2HalfRowwiseCodec.kernels).codec
+}
