@@ -885,6 +885,9 @@ class Store:
         if len(raw) == 0:
             raise CorruptRecordError(f"{bwhere}: empty record")
         tag = raw[0]
+        if tag in (TAG_INT4H, TAG_INT2H) and self.format_version < 3:
+            raise CorruptRecordError(f"{bwhere}: tag {tag} ({TAG_NAMES[tag]}) needs format version 3; "
+                                     f"this store is version {self.format_version}")
         if tag not in _PLAIN_TAGS:
             raise CorruptRecordError(f"{bwhere}: tag {tag} is not allowed in a bucket row "
                                      f"(only 1-4, 10, 11: fp32, fp16, int8, int4, int4h, "
@@ -932,6 +935,9 @@ class Store:
                     problem = "truncated" if length < expected else "too long"
                     raise CorruptRecordError(f"{where(i)}: {TAG_NAMES[tag]} record is {length} "
                                              f"bytes, expected {expected} ({problem})")
+                if tag in (TAG_INT4H, TAG_INT2H) and version < 3:
+                    raise CorruptRecordError(f"{where(int(sel[0]))}: tag {tag} ({TAG_NAMES[tag]}) needs "
+                                             f"format version 3; this store is version {version}")
                 mat = recs.matrix(sel, expected)
                 if tag in _PLAIN_TAGS:
                     out[sel] = _decode_plain(mat, tag, d)

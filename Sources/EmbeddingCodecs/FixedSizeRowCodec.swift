@@ -9,6 +9,8 @@ struct FixedSizeKernels: Sendable {
     let tag: UInt8
     let name: String
     let summary: String
+    /// The first format version with this tag (FORMAT.md).
+    var formatVersion: UInt32 = 1
     let payloadSize: @Sendable (_ dimension: Int) -> Int
     let encode: @Sendable (_ row: UnsafeBufferPointer<Float>, _ payload: UnsafeMutableRawBufferPointer) throws(CodecError) -> Void
     /// Refuses a row the codec cannot hold; most codecs hold every finite row.
@@ -30,6 +32,7 @@ struct FixedSizeRowCodec: RowCodec {
     var name: String { kernels.name }
     var spelling: String { kernels.name }
     var canStoreBucketRows: Bool { true }
+    var formatVersion: UInt32 { kernels.formatVersion }
 
     /// The codec value of this codec (it takes no arguments).
     var codec: Codec { Codec(tag: kernels.tag, description: kernels.name) }

@@ -116,6 +116,7 @@ extension Int4HalfRowwiseCodec {
                 return true
             },
             decode: { decode($0, into: $1) })
+        kernels.formatVersion = 3   // tags 10 and 11 came with version 3
         return kernels
     }()
     /// The registered codec.

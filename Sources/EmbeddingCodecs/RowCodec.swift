@@ -17,6 +17,9 @@ public protocol RowCodec: Sendable {
     var spelling: String { get }
     /// True when bucket rows may be stored with it (a self-contained codec: no table parameters).
     var canStoreBucketRows: Bool { get }
+    /// The first format version whose readers know its records (FORMAT.md, "Format versions"):
+    /// a store is raised to it by the commit that writes its first such record.
+    var formatVersion: UInt32 { get }
     /// The `--codec` spellings it accepts and what a row costs with each at `dimension`.
     func forms(dimension: Int) -> [CodecForm]
     /// The codec that `parts` (a `--codec` text split at `:`, lower-cased) spells, or nil when
@@ -134,6 +137,10 @@ public protocol RowEncoder: AnyObject {
     /// Writes the record of `row` (row `index` of the load, nil for a put) into `record`, which
     /// holds `maximumRecordSize` bytes, and returns its length.
     func encode(_ row: UnsafeBufferPointer<Float>, index: Int?, into record: UnsafeMutableRawBufferPointer) throws(CodecError) -> Int
+}
+
+extension RowCodec {
+    public var formatVersion: UInt32 { 1 }
 }
 
 extension RowEncoder {

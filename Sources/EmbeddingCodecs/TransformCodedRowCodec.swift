@@ -46,6 +46,7 @@ public struct TransformCodedRowCodec: RowCodec {
     /// The smallest budget `tc:P%` takes, as a fraction of float32 bytes.
     static let budgetRange = 0.0001...1.0
     public var canStoreBucketRows: Bool { false }
+    public var formatVersion: UInt32 { 3 }
 
     static func spell(_ bits: Double) -> String {
         bits == bits.rounded() ? String(Int(bits)) : String(bits)

@@ -158,7 +158,8 @@ extension Store {
         let rowsPerPart = SegmentWriter.rowsPerPart(recordSize: capacity, partBytes: partBytes)
         var record = [UInt8](repeating: 0, count: capacity)
         var sizes = RecordSizes(capacity: capacity, padding: encoder.acceptsZeroPadding)
-        try writeSegment(table, rowsPerPart: rowsPerPart, expectedPartBytes: min(rowsPerPart, order.count) * capacity) { emit in
+        try writeSegment(table, rowsPerPart: rowsPerPart, expectedPartBytes: min(rowsPerPart, order.count) * capacity,
+                         formatVersion: codec.rowCodec.formatVersion) { emit in
             for i in order {
                 try record.withUnsafeMutableBytes { buffer in
                     let size: Int

@@ -41,7 +41,7 @@ extension Store {
     /// unreferenced; after an error here they are removed, after a crash they stay (wasted
     /// space, never read) until the table is dropped.
     @discardableResult
-    func writeSegment(_ table: Table, rowsPerPart: Int, expectedPartBytes: Int = 0,
+    func writeSegment(_ table: Table, rowsPerPart: Int, expectedPartBytes: Int = 0, formatVersion: UInt32 = 1,
                       _ produce: (_ emit: (UInt64, UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> UInt32? {
         try requireWritable()
         try table.requireLive()
@@ -103,7 +103,7 @@ extension Store {
                         appendLE(UInt32(live.count + 1), to: &manifest)
                         for live in [id] + live { appendLE(live, to: &manifest) }
                         try manifest.withUnsafeBytes { try txn.put($0, forKey: 0, in: database) }
-                        try upgradeFormat(to: StoreFormat.segmentsVersion, in: txn)
+                        try upgradeFormat(to: max(StoreFormat.segmentsVersion, formatVersion), in: txn)
                         return id
                     }
                 }

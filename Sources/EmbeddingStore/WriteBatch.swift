@@ -13,6 +13,8 @@ public struct WriteBatch: ~Copyable {
     private var scratch: [UInt8] = []
     /// Encoders resolved in this batch by table and codec; cleared when the batch adds parameters.
     private var encoders: [EncoderKey: any RowEncoder] = [:]
+    /// The format version this batch has made sure the store has (FORMAT.md, "Format versions").
+    private var formatEnsured: UInt32 = 1
 
     private struct EncoderKey: Hashable {
         let table: UInt32
@@ -72,6 +74,7 @@ public struct WriteBatch: ~Copyable {
     /// Encodes `vector` (row `index` of a load, nil for a put) and stores it under `id`.
     mutating func putEncoded(_ table: Table, id: UInt64, vector: UnsafeBufferPointer<Float>, index: Int?, encoder: any RowEncoder,
                              codec: Codec, flags: PutFlags) throws {
+        try ensureFormat(codec.rowCodec.formatVersion)
         let capacity = encoder.maximumRecordSize
         if scratch.count < capacity { scratch = [UInt8](repeating: 0, count: capacity) }
         try scratch.withUnsafeMutableBytes { buffer in
@@ -83,6 +86,13 @@ public struct WriteBatch: ~Copyable {
             }
             try txn.put(UnsafeRawBufferPointer(rebasing: buffer[0..<size]), forKey: id, in: table.rows, flags: flags)
         }
+    }
+
+    /// Raises the store to `version` in this batch's commit when it is older (once per batch).
+    mutating func ensureFormat(_ version: UInt32) throws {
+        guard version > formatEnsured else { return }
+        try store.upgradeFormat(to: version, in: txn)
+        formatEnsured = version
     }
 
     /// Refuses rows of the wrong width or with NaN/infinity.
@@ -154,7 +164,7 @@ public struct WriteBatch: ~Copyable {
         try record.withUnsafeBytes { try txn.put($0, forKey: UInt64(id), in: table.bases) }
         // FORMAT.md: a record whose first u32 is 0 is a typed parameter record (version 3).
         if record.count >= 4, record[0..<4].allSatisfy({ $0 == 0 }) {
-            try store.upgradeFormat(to: StoreFormat.typedParametersVersion, in: txn)
+            try ensureFormat(StoreFormat.typedParametersVersion)
         }
         if makeCurrentBasis { schema.currentBasisID = id }
         schema.nextBasisID += 1
@@ -175,6 +185,7 @@ public struct WriteBatch: ~Copyable {
             throw StoreError.invalidArgument("bucket rows must use a codec without table parameters (\(RowCodecs.bucketRowCodecNames)), not \(codec)")
         }
         let encoder = try self.encoder(codec, for: table)
+        try ensureFormat(codec.rowCodec.formatVersion)
         var schema = try store.readSchema(table.name, in: txn)
         let count = rows.count / d
         guard UInt64(schema.nextBucketID) + UInt64(count) <= UInt64(UInt32.max) else {

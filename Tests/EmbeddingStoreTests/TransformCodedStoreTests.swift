@@ -189,3 +189,42 @@ struct SeededGenerator: RandomNumberGenerator {
         for size in 1...300 { #expect(fixed.size(for: size) == size, "without padding every size is its own") }
     }
 }
+
+/// A version-2 store stays version 2 until a write needs version 3: an int4h put, an int4h
+/// segment, a tc load (its typed parameter records) each raise it in their own commit.
+@Suite struct FormatVersionUpgradeTests {
+    static func version(_ store: Store) throws -> UInt32 {
+        try store.environment.read { txn in
+            try txn.withValue(forKey: StoreFormat.formatKey, in: store.meta) { try StoreFormat.decodeHeader($0!, path: "") }
+        }
+    }
+
+    /// A store whose header says version 2 (what a version-2 writer made).
+    static func versionTwoStore(_ dir: TemporaryDirectory) throws -> Store {
+        let store = try makeStore(dir)
+        let header = StoreFormat.encodeHeader(version: 2)
+        try store.environment.write { txn in
+            try header.withUnsafeBytes { try txn.put($0, forKey: StoreFormat.formatKey, in: store.meta) }
+        }
+        return store
+    }
+
+    @Test func writesRaiseTheVersionTheyNeed() throws {
+        let d = 16
+        let rows = embeddingRows(count: 300, dimension: d, seed: 2)
+        let writes: [(String, (Store) throws -> Void, UInt32)] = [
+            ("int8 put", { try $0.put(try $0.createTable("t", dimension: d), id: 1, vector: Array(rows[0..<d]), codec: .int8) }, 2),
+            ("int8 segment", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .int8) } }, 2),
+            ("int4h put", { try $0.put(try $0.createTable("t", dimension: d), id: 1, vector: Array(rows[0..<d]), codec: .int4h) }, 3),
+            ("int2h segment", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .int2h) } }, 3),
+            ("tc load", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .transformCoded(bitsPerValue: 3)) } }, 3),
+        ]
+        for (name, write, expected) in writes {
+            let dir = TemporaryDirectory()
+            let store = try Self.versionTwoStore(dir)
+            #expect(try Self.version(store) == 2)
+            try write(store)
+            #expect(try Self.version(store) == expected, "\(name)")
+        }
+    }
+}
