@@ -256,8 +256,9 @@ public enum RowCodecs {
 }
 
 /// Hints the CPU to pull the cache line at `address` into every cache level for reading (never
-/// faults): lookups prefetch index entries and records ahead of decoding them.
-@inline(__always)
+/// faults): lookups prefetch index entries and records ahead of decoding them. Inlinable, so
+/// that it is one instruction in the lookup loop of another module, not a call.
+@inlinable @inline(__always)
 public func prefetchForReading(_ address: UnsafeRawPointer) {
     emb_prefetch(address)
 }
