@@ -47,6 +47,9 @@ public final class TransformBasis: @unchecked Sendable {
 
     /// A basis from a fit: the first `rank` components of `pca`, as `precision` stores them.
     public init(_ pca: PCABasis, rank: Int, precision: Precision) throws(CodecError) {
+        guard rank >= 1, rank <= pca.rank else {
+            throw .invalidParameter("a tc basis of \(rank) rows from a PCA basis of rank \(pca.rank)")
+        }
         dimension = pca.dimension
         self.rank = rank
         self.precision = precision
@@ -141,8 +144,7 @@ public final class TransformBasis: @unchecked Sendable {
         rows.deallocate()
     }
 
-    /// The record (FORMAT.md, tc basis): the rows re-encoded from their stored values, which
-    /// every precision reproduces exactly (int8 rows from the range search of their own values).
+    /// The record (FORMAT.md, tc basis), with the rows' bytes as they were first stored.
     public var record: [UInt8] {
         var writer = ByteWriter(capacity: 20 + 4 * dimension + precision.bytes(dimension: dimension) * rank)
         for field in [0, TypedParameterKind.transformBasis.rawValue, UInt32(dimension), UInt32(rank), precision.rawValue] {
@@ -246,7 +248,7 @@ public final class TransformModel: @unchecked Sendable {
         for allocation in allocations { allocation.deallocate() }
     }
 
-    /// Reads a tc model record whose basis is `basis` (the record's basis id must be `basisID`).
+    /// Reads a tc model record; `basis` gives the tc basis of the id the record names.
     public convenience init(record bytes: UnsafeRawBufferPointer, basis: (UInt32) throws -> TransformBasis) throws {
         guard TypedParameterKind.of(bytes) == TypedParameterKind.transformModel.rawValue else {
             throw CodecError.invalidParameter("not a tc model record")
