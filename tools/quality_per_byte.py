@@ -6,9 +6,10 @@
 
 For each codec: `embstore ingest` of ../shared/data/npm (30,000 × 384, real download counts),
 then `../shared/data/score_npm.py` (bytes on disk as LMDB pages in use, recall@10 for hot and
-uniform queries, mean cosine), then `embstore bench` on a stream of 65,536 of the table's ids
-drawn uniformly (batched lookups, decode included: the rows/s a service would see for that
-codec). Prints one Markdown table row per codec as it goes, and JSON lines with --json.
+uniform queries, mean cosine), then `embstore bench`: lookups of 65,536 of the table's ids
+drawn uniformly (batches of 512, the rows/s a service would see for that codec), and its
+decode-only workload for the codec (512 rows already in cache, decoded in runs of 8 by the
+decoder lookups use; codecs with parameters fitted on the first 20,000 rows). Prints one Markdown table row per codec as it goes, and JSON lines with --json.
 The default codec list is every form `embstore codecs --dimension 384` prints, except the
 bucket forms with more than 1024 buckets (slow k-means fits that lose on this table anyway).
 """
@@ -53,10 +54,12 @@ def main():
     ids = np.load(os.path.join(npm, 'ids.npy'))
     stream = os.path.join(work, 'stream.npy')
     np.save(stream, np.random.default_rng(7).choice(ids, 65536).astype(np.uint64))
+    rows_stream = os.path.join(work, 'rows.npy')   # row numbers of emb.npy, for decode-only
+    np.save(rows_stream, np.random.default_rng(8).integers(0, ids.size, 512).astype(np.uint64))
     out = open(a.json, 'w') if a.json else None
     n, d = ids.size, 384
-    print('| codec | bytes/row on disk | % of fp32 | recall@10 hot | recall@10 uniform | mean cosine | lookup rows/s | ingest s |')
-    print('|---|---:|---:|---:|---:|---:|---:|---:|')
+    print('| codec | bytes/row on disk | % of fp32 | recall@10 hot | recall@10 uniform | mean cosine | lookup rows/s | decode rows/s | ingest s |')
+    print('|---|---:|---:|---:|---:|---:|---:|---:|---:|')
     for codec in codecs:
         store = os.path.join(work, 'store')
         shutil.rmtree(store, ignore_errors=True)
@@ -75,11 +78,20 @@ def main():
             j = json.loads(line)
             if j.get('workload') == 'lookup':
                 rows_per_s = j['rows_per_s']
+        decode_per_s = None
+        for line in run([binary, 'bench', store, '--table', 'npm', '--ids', rows_stream, '--json', '--reps', str(a.bench_reps),
+                         '--rep-seconds', '0.2', '--table-npy', os.path.join(npm, 'emb.npy'), '--decode-only',
+                         '--decode-codecs', codec]).stdout.splitlines():
+            j = json.loads(line)
+            if j.get('workload') == 'decode':
+                decode_per_s = j['rows_per_s']
         line = dict(codec=codec, bytes_per_row=s['bytes_fraction'] * 4 * d, bytes_fraction=s['bytes_fraction'],
                     recall10_hot=s['recall10_hot'], recall10_uniform=s['recall10_uniform'],
-                    mean_cosine=s['mean_cosine'], lookup_rows_per_s=rows_per_s, ingest_s=ingest, N=int(n), d=d)
+                    mean_cosine=s['mean_cosine'], lookup_rows_per_s=rows_per_s, decode_rows_per_s=decode_per_s,
+                    ingest_s=ingest, N=int(n), d=d)
         print(f"| {codec} | {line['bytes_per_row']:.1f} | {100 * s['bytes_fraction']:.2f} | {s['recall10_hot']:.4f} | "
-              f"{s['recall10_uniform']:.4f} | {s['mean_cosine']:.5f} | {rows_per_s / 1e6:.2f} M | {ingest:.1f} |", flush=True)
+              f"{s['recall10_uniform']:.4f} | {s['mean_cosine']:.5f} | {rows_per_s / 1e6:.2f} M | "
+              f"{decode_per_s / 1e6:.2f} M | {ingest:.1f} |", flush=True)
         if out:
             out.write(json.dumps(line) + '\n')
             out.flush()
