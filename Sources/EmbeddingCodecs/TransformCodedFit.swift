@@ -1,3 +1,4 @@
+import CEmbeddingKernels
 import Foundation
 
 // Fitting a tc model on a sample of a table's rows. The choices were measured on the npm table
@@ -70,29 +71,11 @@ struct TransformCodedFit {
         sigmaBar = (sigma.reduce(0) { $0 + $1 * $1 } / Double(max(rank, 1))).squareRoot()
     }
 
-    /// c_j = v_j · (x − μ) for j < k, in float32 (four partial sums per product).
+    /// c_j = v_j · (x − μ) for j < k, in float32 (AVX2 and FMA where the CPU has them: the
+    /// encoder's arithmetic is the writer's choice).
     static func project(_ row: UnsafePointer<Float>, basis: TransformBasis, k: Int, into out: UnsafeMutablePointer<Float>) {
-        let d = basis.dimension
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: d) { centred in
-            for i in 0..<d { centred[i] = row[i] - basis.mean[i] }
-            let x = centred.baseAddress!
-            for j in 0..<k {
-                let v = basis.rows + j * d
-                var s0: Float = 0, s1: Float = 0, s2: Float = 0, s3: Float = 0
-                var i = 0
-                while i + 4 <= d {
-                    s0 += v[i] * x[i]
-                    s1 += v[i + 1] * x[i + 1]
-                    s2 += v[i + 2] * x[i + 2]
-                    s3 += v[i + 3] * x[i + 3]
-                    i += 4
-                }
-                while i < d {
-                    s0 += v[i] * x[i]
-                    i += 1
-                }
-                out[j] = (s0 + s1) + (s2 + s3)
-            }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: basis.dimension) { centred in
+            emb_tc_project(basis.mean, basis.rows, k, basis.dimension, row, centred.baseAddress!, out)
         }
     }
 

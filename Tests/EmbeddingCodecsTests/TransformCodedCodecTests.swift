@@ -1,3 +1,4 @@
+import CEmbeddingKernels
 import Foundation
 import Testing
 @testable import EmbeddingCodecs
@@ -162,6 +163,24 @@ import Testing
             }
         }
         #expect(Date().timeIntervalSince(started) < 5)
+    }
+
+    /// The encoder's projection: the dispatched path (AVX2 + FMA here) agrees with the portable
+    /// one to float32 rounding of the summed terms (|error| ≤ 1e-5 × Σ|v_i·x_i|), at awkward widths.
+    @Test(arguments: [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 384])
+    func projectionPathsAgree(dimension d: Int) {
+        var generator = CodecFixtures.Generator(seed: UInt64(d))
+        let k = max(1, d - 1)
+        let basis = (0..<k * d).map { _ in Float(CodecFixtures.gaussian(using: &generator)) }
+        let mean = (0..<d).map { _ in Float(CodecFixtures.gaussian(using: &generator)) }
+        let x = (0..<d).map { _ in Float(CodecFixtures.gaussian(using: &generator)) }
+        var fast = [Float](repeating: .nan, count: k), portable = fast, centred = [Float](repeating: 0, count: d)
+        emb_tc_project(mean, basis, k, d, x, &centred, &fast)
+        emb_tc_project_portable(mean, basis, k, d, x, &centred, &portable)
+        for j in 0..<k {
+            let magnitude = (0..<d).reduce(Float(0)) { $0 + abs(basis[j * d + $1] * (x[$1] - mean[$1])) }
+            #expect(abs(fast[j] - portable[j]) <= 1e-5 * max(magnitude, 1e-30), "d \(d) j \(j): \(fast[j]) vs \(portable[j])")
+        }
     }
 
     @Test func spellings() throws {

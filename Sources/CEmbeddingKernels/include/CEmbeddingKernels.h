@@ -278,6 +278,14 @@ int emb_tc_accumulate(const emb_tc_model *m, const void *stream, size_t length, 
 int emb_tc_accumulate_portable(const emb_tc_model *m, const void *stream, size_t length, float *acc, float weight,
                                float *scratch);
 
+/** The encoder's projection: out[j] = basis[j] . (x - mean) for j < k (basis k x d row-major,
+ *  mean and x d floats; `centred`: d floats of scratch). Offline, so not bit-exact across
+ *  paths: the AVX2 path fuses multiply-adds (the encoder's arithmetic is the writer's choice). */
+void emb_tc_project(const float *mean, const float *basis, size_t k, size_t d, const float *x, float *centred,
+                    float *out);
+void emb_tc_project_portable(const float *mean, const float *basis, size_t k, size_t d, const float *x,
+                             float *centred, float *out);
+
 #ifdef __cplusplus
 }
 #endif
