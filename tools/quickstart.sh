@@ -114,7 +114,7 @@ with Store(store_path) as store:
         same = "identical" if diff == 0 else f"max|d|={diff:.1e}"
         print(f"{codec:<20} {record:>9.1f} {shared:>8.1f} {err:>13.2e} {same:>16}")
 print("\nbytes/row: row records only (tag + payload); +shared adds the table's bucket rows.")
-print("PCA bases are not counted (one basis of (2 + d + r*d + r) * 4 bytes per reduced table).")
+print("Parameter records are not counted (a reduced table's PCA basis, a tc table's basis and model: shared by all rows).")
 if worst > 1e-6 * float(np.abs(x).max()):
     sys.exit(f"quickstart: the Python reader disagrees with embstore export (max diff {worst})")
 PY
