@@ -298,15 +298,25 @@ def _f16_columns(recs: np.ndarray, start: int, count: int) -> np.ndarray:
     return raw.view("<f2").astype(np.float32).reshape(recs.shape[0], count)
 
 
+def _nibbles(recs: np.ndarray, h: int, d: int) -> np.ndarray:
+    """The 4-bit codes of int4 and int4h records (``h`` code bytes after the tag) as float32
+    [n, d]: element 2i in the low nibble of byte i, 2i+1 in the high one (odd d: the last high
+    nibble is ignored)."""
+    packed = recs[:, 1:1 + h]
+    q = np.empty((recs.shape[0], 2 * h), dtype=np.uint8)
+    q[:, 0::2] = packed & 0x0F
+    q[:, 1::2] = packed >> 4
+    return q[:, :d].astype(np.float32)
+
+
 def _decode_plain(recs: np.ndarray, tag: int, d: int) -> np.ndarray:
     """Decode records of one plain tag (1-4, 10, 11); ``recs`` is uint8 [n, length] with the tag
-    byte."""
+    byte. Codes times scale, then plus bias: float32 multiply, then add, never fused."""
     n = recs.shape[0]
     if tag == TAG_FP32:
         return _f32_columns(recs, 1, d)
     if tag == TAG_FP16:
-        raw = np.ascontiguousarray(recs[:, 1:1 + 2 * d])
-        return raw.view("<f2").reshape(n, d).astype(np.float32)   # exact widening
+        return _f16_columns(recs, 1, d)                             # exact widening
     if tag == TAG_INT8:
         q = recs[:, 1:1 + d].astype(np.float32)
         scale = _f32_columns(recs, 1 + d, 1)
@@ -314,24 +324,10 @@ def _decode_plain(recs: np.ndarray, tag: int, d: int) -> np.ndarray:
         return q * scale + bias                                     # float32 multiply, then add
     if tag == TAG_INT4:
         h = (d + 1) // 2
-        packed = recs[:, 1:1 + h]
-        q = np.empty((n, 2 * h), dtype=np.uint8)
-        q[:, 0::2] = packed & 0x0F          # element 2i: low nibble
-        q[:, 1::2] = packed >> 4            # element 2i+1: high nibble
-        q = q[:, :d].astype(np.float32)     # odd d: last high nibble ignored
-        scale = _f32_columns(recs, 1 + h, 1)
-        bias = _f32_columns(recs, 5 + h, 1)
-        return q * scale + bias
+        return _nibbles(recs, h, d) * _f32_columns(recs, 1 + h, 1) + _f32_columns(recs, 5 + h, 1)
     if tag == TAG_INT4H:
         h = (d + 1) // 2
-        packed = recs[:, 1:1 + h]
-        q = np.empty((n, 2 * h), dtype=np.uint8)
-        q[:, 0::2] = packed & 0x0F          # element 2i: low nibble
-        q[:, 1::2] = packed >> 4            # element 2i+1: high nibble
-        q = q[:, :d].astype(np.float32)     # odd d: last high nibble ignored
-        scale = _f16_columns(recs, 1 + h, 1)
-        bias = _f16_columns(recs, 3 + h, 1)
-        return q * scale + bias                                     # float32 multiply, then add
+        return _nibbles(recs, h, d) * _f16_columns(recs, 1 + h, 1) + _f16_columns(recs, 3 + h, 1)
     if tag == TAG_INT2H:
         h = (d + 3) // 4
         packed = recs[:, 1:1 + h]

@@ -156,7 +156,7 @@ final class BucketEncoder: RowEncoder {
 
 /// Decodes bucket records: the bucket row (decoded once, then cached: bucket rows are immutable)
 /// times the row's scale.
-final class BucketDecoder: RowDecoder {
+final class BucketDecoder: AccumulatingByDecoding {
     let dimension: Int
     let scaled: Bool
     /// Decoded bucket rows, up to `cacheLimit` floats in all.
@@ -164,7 +164,8 @@ final class BucketDecoder: RowDecoder {
     private var cachedFloats = 0
     static let cacheLimit = 1 << 24
     private var recordSize: Int { 1 + (scaled ? BucketCodec.scaledPayloadSize : BucketCodec.payloadSize) }
-    private var scratch: [Float]
+    /// One decoded row, for embedding bags.
+    var scratch: [Float]
 
     init(dimension: Int, scaled: Bool) {
         self.dimension = dimension
@@ -213,13 +214,6 @@ final class BucketDecoder: RowDecoder {
             }
         }
         return count
-    }
-
-    func accumulate<P: CodecParameterSource>(_ records: UnsafePointer<UnsafeRawBufferPointer>, weights: UnsafePointer<Float>?,
-                                             count: Int, into acc: UnsafeMutablePointer<Float>, parameters: P) throws -> Int {
-        try scratch.withUnsafeMutableBufferPointer {
-            try accumulateByDecoding(records, weights: weights, count: count, into: acc, scratch: $0, parameters: parameters)
-        }
     }
 
     func problem<P: CodecParameterSource>(with record: UnsafeRawBufferPointer, parameters: P) -> String {

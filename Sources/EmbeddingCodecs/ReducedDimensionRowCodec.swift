@@ -89,10 +89,11 @@ final class ReducedEncoder: RowEncoder {
 
 /// Decodes reduced records; bases are immutable once written (ids are never reused), so each
 /// one is read once per decoder.
-final class ReducedDecoder: RowDecoder {
+final class ReducedDecoder: AccumulatingByDecoding {
     let dimension: Int
     private var bases: [UInt32: PCABasis] = [:]
-    private var scratch: [Float]
+    /// One decoded row, for embedding bags.
+    var scratch: [Float]
 
     init(dimension: Int) {
         self.dimension = dimension
@@ -126,13 +127,6 @@ final class ReducedDecoder: RowDecoder {
             guard RowDecoding.allFinite(row.baseAddress!, count: dimension) else { return i }
         }
         return count
-    }
-
-    func accumulate<P: CodecParameterSource>(_ records: UnsafePointer<UnsafeRawBufferPointer>, weights: UnsafePointer<Float>?,
-                                             count: Int, into acc: UnsafeMutablePointer<Float>, parameters: P) throws -> Int {
-        try scratch.withUnsafeMutableBufferPointer {
-            try accumulateByDecoding(records, weights: weights, count: count, into: acc, scratch: $0, parameters: parameters)
-        }
     }
 
     func problem<P: CodecParameterSource>(with record: UnsafeRawBufferPointer, parameters: P) -> String {

@@ -185,17 +185,22 @@ public protocol RowDecoder: AnyObject {
     func problem<P: CodecParameterSource>(with record: UnsafeRawBufferPointer, parameters: P) -> String
 }
 
-extension RowDecoder {
-    /// `accumulate` for decoders without an accumulate kernel: each record decoded into
-    /// `scratch` (the table's dimension), then added.
-    func accumulateByDecoding<P: CodecParameterSource>(_ records: UnsafePointer<UnsafeRawBufferPointer>, weights: UnsafePointer<Float>?,
-                                                       count: Int, into acc: UnsafeMutablePointer<Float>, scratch: UnsafeMutableBufferPointer<Float>,
-                                                       parameters: P) throws -> Int {
-        for r in 0..<count {
-            guard try decode(records + r, count: 1, into: scratch.baseAddress!, parameters: parameters) == 1 else { return r }
-            RowDecoding.add(scratch.baseAddress!, weight: weights?[r] ?? 1, into: acc, count: scratch.count)
+/// A decoder without an accumulate kernel: each record of a bag is decoded into `scratch` (one
+/// row of the table's dimension), then added.
+protocol AccumulatingByDecoding: RowDecoder {
+    var scratch: [Float] { get set }
+}
+
+extension AccumulatingByDecoding {
+    func accumulate<P: CodecParameterSource>(_ records: UnsafePointer<UnsafeRawBufferPointer>, weights: UnsafePointer<Float>?,
+                                             count: Int, into acc: UnsafeMutablePointer<Float>, parameters: P) throws -> Int {
+        try scratch.withUnsafeMutableBufferPointer { scratch in
+            for r in 0..<count {
+                guard try decode(records + r, count: 1, into: scratch.baseAddress!, parameters: parameters) == 1 else { return r }
+                RowDecoding.add(scratch.baseAddress!, weight: weights?[r] ?? 1, into: acc, count: scratch.count)
+            }
+            return count
         }
-        return count
     }
 }
 

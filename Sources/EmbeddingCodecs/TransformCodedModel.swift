@@ -5,9 +5,15 @@ import CEmbeddingKernels
 // the table, and their decoded form that the C kernels read.
 
 /// The kinds of typed parameter records (FORMAT.md): a first u32 of 0, then the kind.
-enum TypedParameterKind: UInt32 {
+public enum TypedParameterKind: UInt32 {
     case transformBasis = 1
     case transformModel = 2
+
+    /// True when `record` is a typed parameter record (its first u32 is 0), which FORMAT.md
+    /// puts in version 3; false for a PCA basis record.
+    public static func isTyped(_ record: [UInt8]) -> Bool {
+        record.count >= 4 && record[0..<4].allSatisfy { $0 == 0 }
+    }
 
     /// The kind of a typed record, nil for a PCA basis record (first u32 ≥ 1) or an unknown kind.
     static func of(_ record: UnsafeRawBufferPointer) -> UInt32? {

@@ -162,8 +162,7 @@ public struct WriteBatch: ~Copyable {
         let id = schema.nextBasisID
         guard id < UInt32.max else { throw StoreError.invalidArgument("table '\(table.name)' has used every parameter id") }
         try record.withUnsafeBytes { try txn.put($0, forKey: UInt64(id), in: table.bases) }
-        // FORMAT.md: a record whose first u32 is 0 is a typed parameter record (version 3).
-        if record.count >= 4, record[0..<4].allSatisfy({ $0 == 0 }) {
+        if TypedParameterKind.isTyped(record) {
             try ensureFormat(StoreFormat.typedParametersVersion)
         }
         if makeCurrentBasis { schema.currentBasisID = id }
