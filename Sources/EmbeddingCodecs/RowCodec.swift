@@ -34,6 +34,13 @@ public protocol RowCodec: Sendable {
                   options: FitOptions) throws -> LoadPlan
     /// An encoder for single puts of `codec`, using the table's current parameters.
     func putEncoder(_ codec: Codec, table: any CodecTableState) throws -> any RowEncoder
+    /// The parameter record a record of this codec is encoded with, when records of one codec
+    /// can differ in it (the model of a `tc` record), so statistics can tell rates apart; nil
+    /// for codecs whose records all share their parameters, and for a malformed record.
+    func parameterID(of record: UnsafeRawBufferPointer) -> UInt32?
+    /// How statistics name this codec's rows encoded with parameter record `parameter` (the
+    /// record's bytes), e.g. `tc:1.5` for a tc model fitted for 1.5 bits a value.
+    func formName(parameter: UnsafeRawBufferPointer) -> String
 }
 
 /// A codec and its arguments, as `--codec` spells it: what a load or a put does to a row.
@@ -141,6 +148,8 @@ public protocol RowEncoder: AnyObject {
 
 extension RowCodec {
     public var formatVersion: UInt32 { 1 }
+    public func parameterID(of record: UnsafeRawBufferPointer) -> UInt32? { nil }
+    public func formName(parameter: UnsafeRawBufferPointer) -> String { name }
 }
 
 extension RowEncoder {

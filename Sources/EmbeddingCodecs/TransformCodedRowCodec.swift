@@ -136,6 +136,15 @@ public struct TransformCodedRowCodec: RowCodec {
         return try best ?? draft(fit, budget: budget * 0.98, rows: rows, options: options, codec: codec)
     }
 
+    public func parameterID(of record: UnsafeRawBufferPointer) -> UInt32? { ModelIDVarint.decode(record)?.id }
+
+    /// `tc:B`, B the bits a value the model was fitted for.
+    public func formName(parameter: UnsafeRawBufferPointer) -> String {
+        guard TypedParameterKind.of(parameter) == TypedParameterKind.transformModel.rawValue, parameter.count >= 20 else { return name }
+        let bits = Float(bitPattern: UInt32(littleEndian: parameter.loadUnaligned(fromByteOffset: 16, as: UInt32.self)))
+        return "tc:" + TransformCodedRowCodec.spell(Double(bits))
+    }
+
     public func putEncoder(_ codec: Codec, table: any CodecTableState) throws -> any RowEncoder {
         let bits = Float(codec.arguments[0])
         let anyRate = codec.arguments.count == 2

@@ -9,6 +9,26 @@ public struct CodecUsage: Sendable, Equatable, Codable {
     public let bytes: Int
 }
 
+/// The codec of every live row of a table (`Store.liveRowCodecs`).
+public struct LiveRowCodecs: Sendable {
+    /// A codec, or a codec with one parameter record (a tc model: one rate).
+    public struct Form: Sendable, Equatable {
+        /// `int8`, `tc:1.5`; two forms may share a name (two tc models fitted for one rate).
+        public let name: String
+        public let tag: UInt8
+        /// The parameter record its records name, for codecs whose records name one.
+        public let parameterID: UInt32?
+    }
+    /// Live ids, ascending.
+    public var ids: [UInt64]
+    /// Per row, its index in `forms`.
+    public var form: [UInt16]
+    /// Per row, its record's bytes (tag + payload).
+    public var recordBytes: [UInt32]
+    /// In order of first appearance.
+    public var forms: [Form]
+}
+
 /// What a table holds.
 public struct TableStatistics: Sendable, Equatable, Codable {
     public let name: String
@@ -73,6 +93,40 @@ extension Store {
                                        bucketRows: bucketRows, bucketBytes: bucketBytes, bases: try txn.statistics(table.bases).entries,
                                        segments: segments.count, segmentRows: segments.reduce(0) { $0 + $1.index.count },
                                        deltaRows: try txn.statistics(table.rows).entries, tombstones: tombstones)
+            }
+        }
+    }
+
+    /// The codec of every live row, in ascending id order: what statistics, eval and the
+    /// policy report per codec. Rows are grouped by form: by codec, and for codecs whose records
+    /// name a parameter record that sets their rate (tc models), by that record (`tc:1.5`).
+    public func liveRowCodecs(_ table: Table) throws -> LiveRowCodecs {
+        try table.requireLive()
+        return try translatingErrors {
+            try environment.read { txn in
+                let parameters = TableParameters(txn, table: table)
+                var census = LiveRowCodecs(ids: [], form: [], recordBytes: [], forms: [])
+                var formIndex: [UInt64: UInt16] = [:]   // tag << 32 | parameter id (+ 1 << 40 when named)
+                try forEachLiveRow(table, in: txn) { id, record in
+                    let tag = record.first ?? 0
+                    let codec = RowCodecs.codec(tag: tag)
+                    let parameter = codec?.parameterID(of: record)
+                    let key = UInt64(tag) << 32 | UInt64(parameter ?? 0) | (parameter == nil ? 0 : 1 << 40)
+                    var index = formIndex[key]
+                    if index == nil {
+                        var name = codec?.name ?? RowCodecs.name(tag: tag)
+                        if let codec, let parameter {
+                            name = try parameters.parameterRecord(parameter).map { codec.formName(parameter: $0) } ?? name
+                        }
+                        index = UInt16(census.forms.count)
+                        formIndex[key] = index
+                        census.forms.append(LiveRowCodecs.Form(name: name, tag: tag, parameterID: parameter))
+                    }
+                    census.ids.append(id)
+                    census.form.append(index!)
+                    census.recordBytes.append(UInt32(record.count))
+                }
+                return census
             }
         }
     }
