@@ -13,6 +13,9 @@ enum StoreFormat {
     static let formatKey = "format"
     static let nextTableIDKey = "next_table_id"
     static let tableKeyPrefix = "table/"
+    /// `load/<table id>/<segment id>`: the note of the load that wrote a segment (JSON).
+    static func loadNoteKey(_ tableID: UInt32, segment: UInt32) -> String { "load/\(tableID)/\(segment)" }
+    static func loadNotePrefix(_ tableID: UInt32) -> String { "load/\(tableID)/" }
 
     static func rowsDatabase(_ tableID: UInt32) -> String { "t\(tableID)/rows" }
     static func bucketsDatabase(_ tableID: UInt32) -> String { "t\(tableID)/buckets" }

@@ -33,8 +33,11 @@ public enum LoadLayout: Sendable {
 public struct LoadReport: Sendable {
     public let table: String
     public let rows: Int
+    /// The codec of every row for a single-codec load; for tiers and budgets, the finest codec used.
     public let codec: Codec
-    /// The parameter records the load stored first (a PCA basis for `reduced:K`).
+    /// The policy and how it spent the bytes (rows, bytes, lookups per codec form).
+    public let summary: PolicySummary
+    /// The parameter records the load stored first (a PCA basis for `reduced:K`, tc bases and models).
     public let parameterIDs: [UInt32]
     /// The bucket rows written for `bucket:B` (fewer than B when there were fewer rows).
     public let bucketIDs: Range<UInt32>?
@@ -42,22 +45,41 @@ public struct LoadReport: Sendable {
     public let basisID: UInt32?
 }
 
+/// What a load stores before its rows, for one or more of the encoders the rows choose from.
+struct LoadGroup {
+    var codec: Codec
+    var plan: LoadPlan
+    /// The encoders, each with the index of the candidate it encodes, once the plan is stored.
+    var makeEncoders: (_ parameterIDs: [UInt32], _ bucketIDs: Range<UInt32>?, _ storedBucketRows: [Float]) throws -> [(Int, any RowEncoder)]
+}
+
 extension Store {
     /// Loads `count` rows (`rows` is `count × dimension` floats, row-major) into the table
     /// `name`, creating it with this dimension when it does not exist, every row with `codec`.
-    ///
-    /// `ids` defaults to `0..<count`. Everything is checked before anything is written: the
-    /// shape, the ids (no duplicates), that every value is finite, and that every row fits the
-    /// codec; the first bad row is named in the error. Codec parameters (PCA basis, k-means
-    /// bucket rows) are fitted on these rows.
-    ///
-    /// Rows become one new segment, which shadows older segments and replaces the table's delta
-    /// rows of the same ids; it becomes visible in one commit, so a crash part-way leaves the
-    /// table's rows as they were. With `options.layout = .perKey` rows go to the delta instead,
-    /// in transactions of `options.rowsPerTransaction` rows, and a crash keeps the ones committed.
     @discardableResult
     public func load(table name: String, ids: [UInt64]? = nil, rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int,
                      codec: Codec, options: LoadOptions = LoadOptions()) throws -> LoadReport {
+        try load(table: name, ids: ids, rows: rows, count: count, dimension: dimension, policy: .single(codec), options: options)
+    }
+
+    /// Loads `count` rows (`rows` is `count × dimension` floats, row-major) into the table
+    /// `name`, creating it with this dimension when it does not exist, each row with the codec
+    /// `policy` gives it. `counts` are the rows' access counts (input order), which tiers rank by
+    /// and budgets weigh by; without them rows count equally.
+    ///
+    /// `ids` defaults to `0..<count`. Everything is checked before anything is written: the
+    /// shape, the ids (no duplicates), the counts (finite, not negative), that every value is
+    /// finite, and that every row fits its codec; the first bad row is named in the error. Codec
+    /// parameters (PCA basis, tc models, k-means bucket rows) are fitted on these rows.
+    ///
+    /// Rows become one new segment, which shadows older segments and replaces the table's delta
+    /// rows of the same ids; it becomes visible in one commit, so a crash part-way leaves the
+    /// table's rows as they were, and an error removes what was written (a table this load
+    /// created included). With `options.layout = .perKey` rows go to the delta instead, in
+    /// transactions of `options.rowsPerTransaction` rows, and a crash keeps the ones committed.
+    @discardableResult
+    public func load(table name: String, ids: [UInt64]? = nil, rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int,
+                     policy: CodecPolicy, counts: [Double]? = nil, options: LoadOptions = LoadOptions()) throws -> LoadReport {
         try requireWritable()
         try Store.validateTableName(name)
         guard dimension >= 1 else {
@@ -70,6 +92,18 @@ extension Store {
         guard ids.count == count else {
             throw StoreError.invalidArgument("\(ids.count) ids for \(count) rows")
         }
+        if let counts {
+            guard counts.count == count else {
+                throw StoreError.invalidArgument("\(counts.count) access counts for \(count) rows")
+            }
+            if let bad = counts.firstIndex(where: { !$0.isFinite || $0 < 0 }) {
+                throw StoreError.invalidArgument("the access count of row \(bad) (id \(ids[bad])) is \(counts[bad]); counts must be finite and not negative")
+            }
+        }
+        switch policy {
+        case .tiers: if counts == nil { throw StoreError.invalidArgument("tiers rank rows by access count: give the counts (--freq)") }
+        case .single, .budget: break
+        }
         let order = try Self.sortedOrder(ids)
         try Self.checkFinite(rows, dimension: dimension, ids: ids, table: name)
 
@@ -77,55 +111,172 @@ extension Store {
         if let existing, existing.dimension != dimension {
             throw StoreError.dimensionMismatch(table: name, expected: existing.dimension, actual: dimension)
         }
+        let firstCodec: Codec
+        switch policy {
+        case .single(let codec): firstCodec = codec
+        case .tiers(let tiers): firstCodec = tiers[0].codec
+        case .budget: firstCodec = .fp32
+        }
         guard count > 0 else {
             _ = try existing ?? createTable(name, dimension: dimension)
-            return LoadReport(table: name, rows: 0, codec: codec, parameterIDs: [], bucketIDs: nil, basisID: nil)
+            return LoadReport(table: name, rows: 0, codec: firstCodec, summary: PolicySummary(policy: policy.description, shares: []),
+                              parameterIDs: [], bucketIDs: nil, basisID: nil)
         }
-        // Fit the codec's parameters on (a sample of) the rows and check every row fits the
-        // codec, all before the table is created or anything is written.
-        let plan: LoadPlan
+        // Decide each row's codec and fit the codecs' parameters on (a sample of) the rows, and
+        // check every row fits its codec, all before the table is created or anything is written.
+        var fit = options.fit
+        fit.overheadBytesPerRow = Self.overheadBytesPerRow(ids: ids, order: order, layout: options.layout)
+        let input = PolicyInput(rows: rows, count: count, dimension: dimension, counts: counts, fit: fit,
+                                overheadBytesPerRow: fit.overheadBytesPerRow)
+        let (groups, candidates, choice, summary) = try plan(policy, input: input, table: name, ids: ids)
+        let createdTable = existing == nil
+        let table = try existing ?? createTable(name, dimension: dimension)
         do {
-            var fit = options.fit
-            fit.overheadBytesPerRow = Self.overheadBytesPerRow(ids: ids, order: order, layout: options.layout)
-            plan = try codec.rowCodec.planLoad(codec, rows: rows, count: count, dimension: dimension, options: fit)
-            if let check = plan.checkRow {
-                for i in 0..<count {
-                    do {
-                        try check(UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension]))
-                    } catch let error as CodecError {
-                        throw StoreError.encoding(table: name, id: ids[i], codec: "\(codec) (row \(i))", underlying: error)
-                    }
+            return try write(into: table, groups: groups, candidates: candidates, choice: choice, summary: summary,
+                             ids: ids, order: order, rows: rows, dimension: dimension, options: options)
+        } catch {
+            if createdTable { try? dropTable(name) }
+            throw error
+        }
+    }
+
+    /// The load groups, the candidates rows choose from, each row's choice (nil: all the first)
+    /// and the summary, for `policy`.
+    private func plan(_ policy: CodecPolicy, input: PolicyInput, table name: String, ids: [UInt64]) throws
+        -> ([LoadGroup], [PolicyCandidate], [UInt8]?, PolicySummary) {
+        let count = input.count, dimension = input.dimension
+        func planned(_ codec: Codec) throws -> LoadPlan {
+            do {
+                return try codec.rowCodec.planLoad(codec, rows: input.rows, count: count, dimension: dimension, options: input.fit)
+            } catch let error as CodecError {
+                throw StoreError(error, table: name, codec: codec)
+            }
+        }
+        func check(_ plan: LoadPlan, _ codec: Codec, rows: some Sequence<Int>) throws {
+            guard let check = plan.checkRow else { return }
+            for i in rows {
+                do {
+                    try check(input.row(i))
+                } catch let error as CodecError {
+                    throw StoreError.encoding(table: name, id: ids[i], codec: "\(codec) (row \(i))", underlying: error)
                 }
             }
-        } catch let error as CodecError {
-            throw StoreError(error, table: name, codec: codec)
         }
-        let table = try existing ?? createTable(name, dimension: dimension)
+        func group(_ codec: Codec, _ plan: LoadPlan, candidate: Int) -> LoadGroup {
+            LoadGroup(codec: codec, plan: plan) { p, b, s in [(candidate, try plan.makeEncoder(p, b, s))] }
+        }
+        switch policy {
+        case .single(let codec):
+            let plan = try planned(codec)
+            try check(plan, codec, rows: 0..<count)
+            let summary = PolicySummary(policy: policy.description, shares: [])
+            return ([group(codec, plan, candidate: 0)], [PolicyCandidate(codec: codec, label: codec.description, fixedBytes: nil)], nil, summary)
 
-        // Store what the rows point at, then make the encoder.
-        let (parameterIDs, bucketIDs, storedBucketRows) = try write { batch in
-            var parameterIDs: [UInt32] = []
-            for (index, record) in plan.parameterRecords.enumerated() {
-                parameterIDs.append(try batch.addParameterRecord(try record(parameterIDs), to: table,
-                                                                 makeCurrentBasis: plan.makesCurrentBasis && index == plan.parameterRecords.count - 1))
+        case .tiers(let tiers):
+            // Rows by access count, hottest first; tier t takes the next ⌈fraction × count⌉ rows.
+            let byRank = input.accessOrder()
+            var choice = [UInt8](repeating: 0, count: count)
+            var start = 0
+            var tierRows: [ArraySlice<Int>] = []
+            for (t, tier) in tiers.enumerated() {
+                let end = t == tiers.count - 1 ? count : min(count, start + Int((tier.fraction! * Double(count)).rounded()))
+                tierRows.append(byRank[start..<end])
+                for i in byRank[start..<end] { choice[i] = UInt8(t) }
+                start = end
             }
-            guard let bucketCodec = plan.bucketCodec, !plan.bucketRows.isEmpty else {
-                return (parameterIDs, Range<UInt32>?.none, [Float]())
+            var groups: [LoadGroup] = []
+            var candidates: [PolicyCandidate] = []
+            for (t, tier) in tiers.enumerated() {
+                candidates.append(PolicyCandidate(codec: tier.codec, label: tier.codec.description, fixedBytes: nil))
+                guard !tierRows[t].isEmpty else { continue }
+                // A tier's parameters are fitted on its own rows.
+                let plan: LoadPlan
+                if tier.codec.rowCodec.canStoreBucketRows {
+                    plan = try planned(tier.codec)
+                } else {
+                    var rows = [Float]()
+                    rows.reserveCapacity(tierRows[t].count * dimension)
+                    for i in tierRows[t] { rows.append(contentsOf: input.row(i)) }
+                    plan = try rows.withUnsafeBufferPointer { rows in
+                        do {
+                            return try tier.codec.rowCodec.planLoad(tier.codec, rows: rows, count: tierRows[t].count, dimension: dimension, options: input.fit)
+                        } catch let error as CodecError {
+                            throw StoreError(error, table: name, codec: tier.codec)
+                        }
+                    }
+                }
+                try check(plan, tier.codec, rows: tierRows[t])
+                groups.append(group(tier.codec, plan, candidate: t))
             }
-            let range = try plan.bucketRows.withUnsafeBufferPointer { try batch.addBucketRows(table, rows: $0, codec: bucketCodec) }
-            return (parameterIDs, range, try batch.decodeBucketRows(table, range))
+            var summary = PolicySummary(policy: policy.description, shares: [])
+            let decision = PolicyDecision(candidates: candidates, choice: choice, summary: summary)
+            summary.shares = BudgetPolicy.shares(decision, input: input) { _, _ in 0 }
+            return (groups, candidates, choice, summary)
+
+        case .budget(let budget, let weighting):
+            let decision: PolicyDecision
+            do {
+                decision = try BudgetPolicy.decide(input, budget: budget, weighting: weighting)
+            } catch let error as CodecError {
+                throw StoreError.invalidArgument("budget policy for table '\(name)': \(error)")
+            }
+            var groups: [LoadGroup] = []
+            let used = Set(decision.choice.map(Int.init))
+            for (k, candidate) in decision.candidates.enumerated() where used.contains(k) && !decision.ladderCandidates.contains(k) {
+                groups.append(group(candidate.codec, try planned(candidate.codec), candidate: k))
+            }
+            if let ladder = decision.ladder {
+                let rates = decision.ladderCandidates.filter(used.contains)
+                var plan = LoadPlan { _, _, _ in preconditionFailure("the ladder makes its encoders itself") }
+                plan.parameterRecords = [{ _ in ladder.basis.record }] + rates.map { k in
+                    { ids in try ladder.models(basisID: ids[0])[k - decision.ladderCandidates[0]].record }
+                }
+                let first = decision.ladderCandidates[0]
+                groups.append(LoadGroup(codec: decision.candidates[first].codec, plan: plan) { ids, _, _ in
+                    let models = try ladder.models(basisID: ids[0])
+                    return rates.enumerated().map { position, k in (k, ladder.encoder(models[k - first], modelID: ids[1 + position])) }
+                })
+            }
+            return (groups, decision.candidates, decision.choice, decision.summary)
         }
-        let encoder: any RowEncoder
-        do {
-            encoder = try plan.makeEncoder(parameterIDs, bucketIDs, storedBucketRows)
-        } catch let error as CodecError {
-            throw StoreError(error, table: name, codec: codec)
+    }
+
+    /// Stores the groups' parameters, then the rows, each with its candidate's encoder.
+    private func write(into table: Table, groups: [LoadGroup], candidates: [PolicyCandidate], choice: [UInt8]?,
+                       summary: PolicySummary, ids: [UInt64], order: [Int], rows: UnsafeBufferPointer<Float>, dimension: Int,
+                       options: LoadOptions) throws -> LoadReport {
+        // Store what the rows point at, then make the encoders.
+        let stored = try write { batch in
+            try groups.map { group -> ([UInt32], Range<UInt32>?, [Float]) in
+                var parameterIDs: [UInt32] = []
+                for (index, record) in group.plan.parameterRecords.enumerated() {
+                    parameterIDs.append(try batch.addParameterRecord(try record(parameterIDs), to: table,
+                                                                     makeCurrentBasis: group.plan.makesCurrentBasis && index == group.plan.parameterRecords.count - 1))
+                }
+                guard let bucketCodec = group.plan.bucketCodec, !group.plan.bucketRows.isEmpty else {
+                    return (parameterIDs, Range<UInt32>?.none, [Float]())
+                }
+                let range = try group.plan.bucketRows.withUnsafeBufferPointer { try batch.addBucketRows(table, rows: $0, codec: bucketCodec) }
+                return (parameterIDs, range, try batch.decodeBucketRows(table, range))
+            }
         }
-        let report = LoadReport(table: name, rows: count, codec: codec, parameterIDs: parameterIDs, bucketIDs: bucketIDs,
-                                basisID: plan.makesCurrentBasis ? parameterIDs.last : nil)
+        var encoders = [(any RowEncoder)?](repeating: nil, count: candidates.count)
+        for (group, (parameterIDs, bucketIDs, bucketRows)) in zip(groups, stored) {
+            do {
+                for (k, encoder) in try group.makeEncoders(parameterIDs, bucketIDs, bucketRows) { encoders[k] = encoder }
+            } catch let error as CodecError {
+                throw StoreError(error, table: table.name, codec: group.codec)
+            }
+        }
+        let allParameterIDs = stored.flatMap(\.0)
+        let report = LoadReport(table: table.name, rows: ids.count, codec: candidates[Int(choice?.min() ?? 0)].codec, summary: summary,
+                                parameterIDs: allParameterIDs, bucketIDs: stored.compactMap(\.1).first,
+                                basisID: Array(zip(groups, stored)).last(where: { $0.0.plan.makesCurrentBasis })?.1.0.last)
+        let formatVersion = zip(candidates, encoders).filter { $0.1 != nil }.map { $0.0.codec.rowCodec.formatVersion }.max() ?? 1
         if options.layout == .segment {
-            try writeSegment(table, ids: ids, order: order, rows: rows, dimension: dimension, encoder: encoder,
-                             codec: codec, partBytes: options.segmentPartBytes)
+            try writeSegment(table, ids: ids, order: order, rows: rows, dimension: dimension, encoders: encoders,
+                             candidates: candidates, choice: choice, formatVersion: formatVersion, summary: summary,
+                             partBytes: options.segmentPartBytes)
             return report
         }
         // Write in id order; MDB_APPEND when every new id sorts after the table's last one.
@@ -136,13 +287,14 @@ extension Store {
             }
         }
         var start = 0
-        while start < count {
-            let end = min(count, start + max(1, options.rowsPerTransaction))
+        while start < ids.count {
+            let end = min(ids.count, start + max(1, options.rowsPerTransaction))
             try write { batch in
                 for position in start..<end {
                     let i = order[position]
+                    let k = Int(choice?[i] ?? 0)
                     let row = UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension])
-                    try batch.putEncoded(table, id: ids[i], vector: row, index: i, encoder: encoder, codec: codec,
+                    try batch.putEncoded(table, id: ids[i], vector: row, index: i, encoder: encoders[k]!, codec: candidates[k].codec,
                                          flags: canAppend ? .append : [])
                 }
             }
@@ -151,25 +303,31 @@ extension Store {
         return report
     }
 
-    /// Encodes the rows in id order into one new segment.
+    /// Encodes the rows in id order into one new segment, each with its candidate's encoder.
     private func writeSegment(_ table: Table, ids: [UInt64], order: [Int], rows: UnsafeBufferPointer<Float>, dimension: Int,
-                              encoder: any RowEncoder, codec: Codec, partBytes: Int) throws {
-        let capacity = encoder.maximumRecordSize
+                              encoders: [(any RowEncoder)?], candidates: [PolicyCandidate], choice: [UInt8]?, formatVersion: UInt32,
+                              summary: PolicySummary, partBytes: Int) throws {
+        let capacity = encoders.compactMap { $0?.maximumRecordSize }.max() ?? 1
         let rowsPerPart = SegmentWriter.rowsPerPart(recordSize: capacity, partBytes: partBytes)
         var record = [UInt8](repeating: 0, count: capacity)
-        var sizes = RecordSizes(capacity: capacity, padding: encoder.acceptsZeroPadding)
+        var sizes = RecordSizes(capacity: capacity)
+        // Sizes of records that cannot be padded come first, so padding never crowds them out.
+        for encoder in encoders.compactMap({ $0 }) where !encoder.acceptsZeroPadding { sizes.reserve(encoder.maximumRecordSize) }
+        let note = try LoadNote(summary: summary).encoded()
         try writeSegment(table, rowsPerPart: rowsPerPart, expectedPartBytes: min(rowsPerPart, order.count) * capacity,
-                         formatVersion: codec.rowCodec.formatVersion) { emit in
+                         formatVersion: formatVersion, note: note) { emit in
             for i in order {
+                let k = Int(choice?[i] ?? 0)
+                let encoder = encoders[k]!
                 try record.withUnsafeMutableBytes { buffer in
                     let size: Int
                     do {
                         size = try encoder.encode(UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension]), index: i,
                                                   into: buffer)
                     } catch let error as CodecError {
-                        throw StoreError.encoding(table: table.name, id: ids[i], codec: codec.description, underlying: error)
+                        throw StoreError.encoding(table: table.name, id: ids[i], codec: candidates[k].label, underlying: error)
                     }
-                    let stored = sizes.size(for: size)
+                    let stored = encoder.acceptsZeroPadding ? sizes.size(for: size) : size
                     if stored > size { buffer[size..<stored].initializeMemory(as: UInt8.self, repeating: 0) }
                     try emit(ids[i], UnsafeRawBufferPointer(rebasing: buffer[0..<stored]))
                 }
@@ -223,28 +381,39 @@ extension WriteBatch {
     }
 }
 
-/// The record sizes of a segment being written. A segment holds at most 255 sizes; records of a
-/// codec that accepts zero padding are padded, once 254 sizes are in use, to the smallest size
-/// already used that fits them, or to the codec's largest record (the 255th size, kept for
-/// that), so every load fits in one segment whatever its rows.
+/// The record sizes of a segment being written. A segment holds at most 255 sizes; records of
+/// codecs that accept zero padding are padded, once 254 sizes are in use, to the smallest size
+/// already used that fits them, or to the largest record any encoder writes (the 255th size,
+/// kept for that), so every load fits in one segment whatever its rows. Sizes of records that
+/// cannot be padded (fixed-size codecs: a few) are reserved first.
 struct RecordSizes {
     let capacity: Int
-    let padding: Bool
     private var used: [Int] = []   // ascending
 
-    init(capacity: Int, padding: Bool) {
+    init(capacity: Int) {
         self.capacity = capacity
-        self.padding = padding
     }
 
-    mutating func size(for size: Int) -> Int {
+    /// Claims the size of a record that cannot be padded.
+    mutating func reserve(_ size: Int) {
+        let low = position(of: size)
+        if low == used.count || used[low] != size { used.insert(size, at: low) }
+    }
+
+    private func position(of size: Int) -> Int {
         var low = 0, high = used.count
         while low < high {
             let middle = (low + high) / 2
             if used[middle] < size { low = middle + 1 } else { high = middle }
         }
+        return low
+    }
+
+    /// The size a record of `size` bytes that accepts zero padding is stored with.
+    mutating func size(for size: Int) -> Int {
+        let low = position(of: size)
         if low < used.count && used[low] == size { return size }
-        guard padding && used.count >= 254 else {
+        guard used.count >= 254 else {
             used.insert(size, at: low)
             return size
         }

@@ -41,7 +41,7 @@ extension Store {
     /// unreferenced; after an error here they are removed, after a crash they stay (wasted
     /// space, never read) until the table is dropped.
     @discardableResult
-    func writeSegment(_ table: Table, rowsPerPart: Int, expectedPartBytes: Int = 0, formatVersion: UInt32 = 1,
+    func writeSegment(_ table: Table, rowsPerPart: Int, expectedPartBytes: Int = 0, formatVersion: UInt32 = 1, note: [UInt8]? = nil,
                       _ produce: (_ emit: (UInt64, UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> UInt32? {
         try requireWritable()
         try table.requireLive()
@@ -103,6 +103,9 @@ extension Store {
                         appendLE(UInt32(live.count + 1), to: &manifest)
                         for live in [id] + live { appendLE(live, to: &manifest) }
                         try manifest.withUnsafeBytes { try txn.put($0, forKey: 0, in: database) }
+                        if let note {
+                            try note.withUnsafeBytes { try txn.put($0, forKey: StoreFormat.loadNoteKey(table.id, segment: id), in: meta) }
+                        }
                         try upgradeFormat(to: max(StoreFormat.segmentsVersion, formatVersion), in: txn)
                         return id
                     }

@@ -243,11 +243,26 @@ public final class Store: Sendable {
                         try txn.drop(database, delete: true)
                     }
                     try txn.delete(StoreFormat.tableKeyPrefix + name, in: meta)
+                    try deleteLoadNotes(table.id, in: txn)
                 }
                 openTables.withLock { $0[name] = nil }
                 table.markDropped()
             }
         }
+    }
+
+    /// Removes every load note of table `tableID`.
+    func deleteLoadNotes(_ tableID: UInt32, in txn: borrowing Transaction) throws {
+        let prefix = StoreFormat.loadNotePrefix(tableID)
+        var keys: [String] = []
+        try txn.withCursor(meta) { cursor in
+            var entry = try cursor.seek(atLeast: prefix)
+            while let current = entry, current.stringKey.hasPrefix(prefix) {
+                keys.append(current.stringKey)
+                entry = try cursor.next()
+            }
+        }
+        for key in keys { _ = try txn.delete(key, in: meta) }
     }
 
     /// The table's segments database. Tables of version-1 stores have none: it is created when

@@ -120,4 +120,30 @@ public final class NPYFile: @unchecked Sendable {
         }
         return ids
     }
+
+    /// All values of a 1-D array of access counts (uint64, int64, float32 or float64) as Double.
+    /// A negative, NaN or infinite count is an error naming its index and value.
+    public func readCounts() throws(NPYError) -> [Double] {
+        guard shape.count == 1, dtype != .float16 else {
+            throw NPYError(path: path, message: "expected a 1-D uint64, int64, float32 or float64 array of access counts, found a "
+                + "\(shape.count)-D \(dtype.rawValue) array of shape \(pythonShape(shape))")
+        }
+        let data = rawData
+        var counts: [Double] = []
+        counts.reserveCapacity(count)
+        for i in 0..<count {
+            let value: Double
+            switch dtype {
+            case .uint64: value = Double(data.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
+            case .int64: value = Double(data.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self))
+            case .float64: value = data.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)
+            default: value = Double(data.loadUnaligned(fromByteOffset: 4 * i, as: Float.self))
+            }
+            guard value.isFinite, value >= 0 else {
+                throw NPYError(path: path, message: "access count \(value) at index \(i); counts must be finite and not negative")
+            }
+            counts.append(value)
+        }
+        return counts
+    }
 }

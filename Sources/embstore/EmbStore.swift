@@ -29,7 +29,18 @@ struct Ingest: ParsableCommand {
     @Option(help: "int64 or uint64 .npy file of N ids (default 0..N-1).") var ids: String?
     @Option(help: "The codec of every row; `embstore codecs` lists every spelling (\(RowCodecs.spellings)).",
             transform: parseCodec)
-    var codec: Codec
+    var codec: Codec?
+    @Option(help: ArgumentHelp("Codecs by access rank, hottest rows first: CODEC:P% entries, the last may take the rest (fp16:1%,int8:9%,int4:40%,int2h). Needs --freq.",
+                               valueName: "spec"))
+    var tiers: String?
+    @Option(help: ArgumentHelp("Choose each row's codec to fit this share of the float32 payload on disk (0.125 or 12.5%).", valueName: "fraction"))
+    var budget: String?
+    @Option(help: ArgumentHelp("Choose each row's codec to fit this many bytes on disk.", valueName: "bytes"))
+    var budgetBytes: Int?
+    @Option(help: "What a row's error weighs in a budget: traffic (its access count) or retrieval (log2(2 + count)).")
+    var weighting: CodecPolicy.Weighting = .retrieval
+    @Option(help: "Access counts of the rows, in the order of --vectors (.npy uint64, int64, float32 or float64).")
+    var freq: String?
     @Option(help: "Codec of the bucket rows made by bucket:B (\(RowCodecs.bucketRowCodecNames); default fp32).", transform: parseCodec)
     var bucketCodec: Codec = .fp32
     @Option(help: "Where the rows go.") var layout: Layout = .segment
@@ -42,9 +53,26 @@ struct Ingest: ParsableCommand {
     }
     @Flag(help: "fsync every transaction instead of once at the end.") var durable = false
 
+    /// The policy the options name: exactly one of --codec, --tiers, --budget, --budget-bytes.
+    func policy() throws -> CodecPolicy {
+        let given = [codec != nil, tiers != nil, budget != nil, budgetBytes != nil].filter { $0 }.count
+        guard given == 1 else {
+            throw InputError(given == 0 ? "give one of --codec, --tiers, --budget or --budget-bytes"
+                                        : "give only one of --codec, --tiers, --budget and --budget-bytes")
+        }
+        if let codec { return .single(codec) }
+        if let tiers {
+            guard freq != nil else { throw InputError("--tiers ranks rows by access count: give --freq") }
+            return .tiers(try CodecPolicy.parseTiers(tiers))
+        }
+        if let budget { return .budget(.fraction(try CodecPolicy.parseBudgetFraction(budget)), weighting: weighting) }
+        guard let budgetBytes, budgetBytes > 0 else { throw InputError("--budget-bytes must be a positive number of bytes") }
+        return .budget(.bytes(budgetBytes), weighting: weighting)
+    }
+
     func run() throws {
         let started = Date()
-        let loadCodec = codec
+        let policy = try policy()
         var options = LoadOptions()
         guard bucketCodec.rowCodec.canStoreBucketRows else {
             throw InputError("--bucket-codec must be a codec without table parameters (\(RowCodecs.bucketRowCodecNames)), not '\(bucketCodec)'")
@@ -63,11 +91,20 @@ struct Ingest: ParsableCommand {
             }
             idValues = read
         }
+        var counts: [Double]?
+        if let freq {
+            let read = try NPYFile(path: freq).readCounts()
+            guard read.count == count else {
+                throw InputError("\(freq) has \(read.count) access counts but \(vectors) has \(count) rows")
+            }
+            counts = read
+        }
         var storeOptions = Store.Options()
         storeOptions.durable = durable
         let store = try Store(path: self.store, options: storeOptions)
         let load = { (rows: UnsafeBufferPointer<Float>) in
-            try store.load(table: self.table, ids: idValues, rows: rows, count: count, dimension: dimension, codec: loadCodec, options: options)
+            try store.load(table: self.table, ids: idValues, rows: rows, count: count, dimension: dimension, policy: policy,
+                           counts: counts, options: options)
         }
         let report: LoadReport
         let data = file.rawData
@@ -83,7 +120,7 @@ struct Ingest: ParsableCommand {
             report = try values.withUnsafeBufferPointer { try load($0) }
         }
         try store.sync()
-        var line = "ingested \(report.rows) rows of dimension \(dimension) into table '\(table)' as \(loadCodec)"
+        var line = "ingested \(report.rows) rows of dimension \(dimension) into table '\(table)' as \(policy)"
         if let buckets = report.bucketIDs { line += " (\(buckets.count) bucket rows)" }
         if let basis = report.basisID {
             line += " (PCA basis \(basis))"
@@ -92,7 +129,38 @@ struct Ingest: ParsableCommand {
         }
         line += String(format: " in %.2f s", Date().timeIntervalSince(started))
         print(line)
+        if report.summary.shares.count > 1 || report.summary.budgetBytes != nil { print(describe(report.summary, rows: count, dimension: dimension)) }
     }
+}
+
+extension CodecPolicy.Weighting: ExpressibleByArgument {}
+
+/// A policy's summary in lines: bytes, error against the best single codec, and per codec form
+/// its rows, bytes and lookups.
+func describe(_ summary: PolicySummary, rows: Int, dimension: Int) -> String {
+    let payload = Double(rows) * Double(dimension) * 4
+    var lines: [String] = []
+    if let budget = summary.budgetBytes, let estimated = summary.estimatedBytes {
+        lines.append(String(format: "  budget %.0f bytes (%.4g%% of float32); estimated on disk %.0f bytes (%.4g%%)",
+                            budget, 100 * budget / payload, estimated, 100 * estimated / payload))
+    }
+    if let error = summary.weightedError {
+        var line = String(format: "  weighted squared error %.6g", error)
+        if let single = summary.bestSingle, let singleError = summary.bestSingleWeightedError {
+            line += String(format: "; best single codec within the budget: %@ at %.6g (%.3gx)", single, singleError,
+                           error > 0 ? singleError / error : 1)
+        }
+        lines.append(line)
+    }
+    let width = max(8, summary.shares.map(\.codec.count).max() ?? 0)
+    for share in summary.shares {
+        var line = "  " + share.codec.padding(toLength: width, withPad: " ", startingAt: 0)
+            + String(format: " %10d rows %6.2f%%  %12d record bytes (%.1f a row)", share.rows, 100 * Double(share.rows) / Double(max(rows, 1)),
+                     share.bytes, Double(share.bytes) / Double(max(share.rows, 1)))
+        if let lookups = share.lookupShare { line += String(format: "  %6.2f%% of lookups", 100 * lookups) }
+        lines.append(line)
+    }
+    return lines.joined(separator: "\n")
 }
 
 struct Export: ParsableCommand {
@@ -122,6 +190,7 @@ struct Get: ParsableCommand {
     @Argument(help: "The store directory.") var store: String
     @Option(help: "Table name.") var table: String
     @Argument(help: "Row ids.") var ids: [UInt64]
+    @Flag(help: "After each row, its codec and why it has it (the policy of the load that wrote it).") var why = false
 
     func run() throws {
         let store = try openReadOnly(self.store)
@@ -139,6 +208,7 @@ struct Get: ParsableCommand {
         for (i, id) in ids.enumerated() {
             if found[i] {
                 print("\(id): " + out[i * d..<(i + 1) * d].map { "\($0)" }.joined(separator: " "))
+                if why, let provenance = try store.provenance(handle, id: id) { print("  codec " + provenance.reason) }
             } else {
                 print("\(id): not found")
                 missing += 1

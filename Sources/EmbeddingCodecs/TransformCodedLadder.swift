@@ -1,0 +1,132 @@
+import Foundation
+
+/// tc models at several rates on one shared basis, for a codec policy that gives each row its
+/// own rate: one PCA fit, one basis record, one model record per rate.
+///
+/// The rates are not bisected one by one: the step scale `a` of each model is a point of a
+/// geometric grid between the scales whose records average `lowestBits` and `highestBits` a
+/// value on the fit's sample, so the ladder costs about as much to fit as one `tc:B`. Each
+/// model records the rate its sample measured.
+public final class TransformCodedLadder: @unchecked Sendable {
+    /// Bits a value of each model on the fit's sample, ascending.
+    public let rates: [Double]
+    /// The shared basis: the rows the finest model codes.
+    public let basis: TransformBasis
+    let drafts: [TransformCodedFit.Draft]
+    /// The models, once their basis has an id (`models(basisID:)`).
+    private let fitDimension: Int
+
+    /// Fits a basis on (a sample of) `rows` and `count` models from about `lowestBits` to
+    /// `highestBits` bits a value.
+    public init(rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int, lowestBits: Double, highestBits: Double,
+                models: Int, options: FitOptions) throws {
+        precondition(models >= 2 && lowestBits > 0 && highestBits > lowestBits)
+        let fit = try TransformCodedFit(rows: rows, count: count, dimension: dimension, options: options, codec: "tc")
+        fitDimension = dimension
+        func scale(forBits bits: Double) -> Double {
+            let target = TransformCodedRowCodec.targetRecordBytes(bits: bits, dimension: dimension)
+            // The ends need not be exact: a 1% step in a moves the rate by well under 1%.
+            var low = log(1e-4), high = log(1e3)
+            for _ in 0..<11 {
+                let middle = (low + high) / 2
+                if fit.draft(exp(middle)).meanRecordBytes > target { low = middle } else { high = middle }
+            }
+            return exp(high)
+        }
+        let coarsest = scale(forBits: lowestBits), finest = scale(forBits: highestBits)
+        var drafts: [TransformCodedFit.Draft] = []
+        for m in 0..<models {
+            let a = exp(log(finest) + (log(coarsest) - log(finest)) * Double(m) / Double(models - 1))
+            drafts.append(fit.draft(a))
+        }
+        drafts.reverse()   // ascending rate
+        self.drafts = drafts
+        rates = drafts.map { ($0.meanRecordBytes - TransformCodedRowCodec.framingBytes) * 8 / Double(dimension) }
+        basis = TransformBasis(fit.basis, keeping: drafts.map(\.k).max() ?? 1)
+    }
+
+    /// The models, their basis stored as parameter record `basisID`.
+    public func models(basisID: UInt32) throws -> [TransformModel] {
+        try zip(drafts, rates).map { draft, bits in
+            try TransformModel(basisID: basisID, basis: basis, k: draft.k, targetBits: Float(bits), steps: draft.steps,
+                               tableOf: draft.tableOf, tables: draft.tables)
+        }
+    }
+
+    /// Bytes of each model's record (to charge a rate's shared bytes to the rows that use it).
+    public func modelRecordBytes() throws -> [Int] { try models(basisID: 1).map(\.record.count) }
+
+    /// An encoder of rate `index`'s model, stored as parameter record `modelID`.
+    public func encoder(_ model: TransformModel, modelID: UInt32) -> any RowEncoder {
+        TransformCodedEncoder(model: model, modelID: modelID)
+    }
+
+    /// Estimates, per row, each rate's squared error and record bytes without coding the row:
+    /// one projection, then per rate the quantisation error of the coded coefficients, the
+    /// energy of the ones it drops and of the row outside the basis (exact for an orthonormal
+    /// basis; the int8-stored rows are within about 1% of it), and the bytes the model's
+    /// frequency tables give (within a byte or two of the coded record). Not thread-safe: one
+    /// per thread.
+    public final class Estimator {
+        let ladder: TransformCodedLadder
+        private var coefficients: [Float]
+        private var centred: [Float]
+        /// Per rate and table, the cost in bits of each symbol (escape last).
+        private let costs: [[[Float]]]
+
+        public init(_ ladder: TransformCodedLadder) {
+            self.ladder = ladder
+            coefficients = [Float](repeating: 0, count: ladder.basis.rank)
+            centred = [Float](repeating: 0, count: ladder.basis.dimension)
+            costs = ladder.drafts.map { draft in
+                draft.tables.map { table in table.frequencies.map { Float(log2(4096 / Double(max($0, 1)))) } }
+            }
+        }
+
+        /// Writes rate r's squared error to `errors[r]` and its record bytes (tag, a model id of
+        /// `idBytes` bytes, the coded stream) to `bytes[r]`.
+        public func estimate(_ row: UnsafePointer<Float>, idBytes: Int, errors: UnsafeMutablePointer<Float>,
+                             bytes: UnsafeMutablePointer<Float>) {
+            let basis = ladder.basis
+            let d = basis.dimension, rank = basis.rank
+            var total: Float = 0
+            for i in 0..<d {
+                let v = row[i] - basis.mean[i]
+                total += v * v
+            }
+            coefficients.withUnsafeMutableBufferPointer { c in
+                TransformCodedFit.project(row, basis: basis, k: rank, into: c.baseAddress!)
+                var captured: Float = 0
+                for j in 0..<rank { captured += c[j] * c[j] }
+                let outside = max(0, total - captured)
+                for (r, draft) in ladder.drafts.enumerated() {
+                    var error = outside
+                    var bits: Float = 0
+                    var escapes = 0
+                    let cost = costs[r]
+                    for j in 0..<draft.k {
+                        let step = draft.steps[j]
+                        let q = TransformCodedFit.quantize(c[j], step: step)
+                        let e = c[j] - Float(q) * step
+                        error += e * e
+                        let table = draft.tables[Int(draft.tableOf[j])]
+                        var symbol = Int(q) - Int(table.lo)
+                        if symbol < 0 || symbol >= table.valueCount {
+                            symbol = table.valueCount
+                            escapes += 1
+                        }
+                        bits += cost[Int(draft.tableOf[j])][symbol]
+                    }
+                    for j in draft.k..<rank { error += c[j] * c[j] }
+                    errors[r] = error
+                    bytes[r] = Float(1 + idBytes) + 2 * ((bits + 16) / 16).rounded(.up) + 2 * Float(escapes)
+                }
+            }
+        }
+    }
+}
+
+extension TransformCodedRowCodec {
+    /// Bytes of the model-id varint of parameter record `id`.
+    public static func modelIDBytes(_ id: UInt32) -> Int { ModelIDVarint.encode(id).count }
+}

@@ -1,0 +1,179 @@
+import EmbeddingCodecs
+import Foundation
+import Testing
+@testable import EmbeddingStore
+
+/// Zipf access counts (P(rank r) ∝ r^−1.05) over a fixed random permutation of the rows, like
+/// `../shared/bench`'s `freq.npy`: the hottest 1% take most lookups, many rows have a handful.
+func zipfCounts(_ count: Int, total: Double = 1e7, seed: UInt64 = 5) -> [Double] {
+    var random = SeededRandom(seed: seed)
+    let ranks = Array(0..<count).shuffled(using: &random)
+    let norm = (1...count).reduce(0.0) { $0 + pow(Double($1), -1.05) }
+    return ranks.map { (total * pow(Double($0 + 1), -1.05) / norm).rounded(.down) }
+}
+
+@Suite struct CodecPolicyParsingTests {
+    @Test func tiersParseHottestFirstAndTheLastMayTakeTheRest() throws {
+        let tiers = try CodecPolicy.parseTiers("fp16:1%,int8:9%,tc:2:40%,int2h")
+        #expect(tiers.map(\.codec.description) == ["fp16", "int8", "tc:2", "int2h"])
+        #expect(tiers.map(\.fraction) == [0.01, 0.09, 0.4, nil])
+        #expect(try CodecPolicy.parseTiers("int8:50%,int4:50%").count == 2)
+    }
+
+    @Test func malformedTierSpecsNameWhatIsWrong() {
+        let cases: [(String, String)] = [
+            ("int8:50%,int4:40%", "add up to 90%"),
+            ("int8:70%,int4:40%,int2h", "before the last"),
+            ("int8,int4:10%", "only the last tier"),
+            ("int8:0%,int4", "percentage in (0, 100]"),
+            ("int8:abc%,int4", "percentage"),
+            ("int9:10%,int4", "int9"),
+            ("int8:10%,,int4", "comma-separated"),
+            ("int8:10%,tc:6%:20%,int4", "tc:B, not a budget"),
+            ("bucket:16:10%,int4", "bucket codecs"),
+        ]
+        for (spec, expected) in cases {
+            #expect(throws: StoreError.self, "\(spec)") { try CodecPolicy.parseTiers(spec) }
+            do {
+                _ = try CodecPolicy.parseTiers(spec)
+            } catch {
+                #expect("\(error)".contains(expected), "\(spec): \(error)")
+            }
+        }
+    }
+
+    @Test func budgetsAreFractionsOrPercentages() throws {
+        #expect(try CodecPolicy.parseBudgetFraction("0.125") == 0.125)
+        #expect(try CodecPolicy.parseBudgetFraction("12.5%") == 0.125)
+        for bad in ["0", "-0.1", "1.5", "abc", "nan%"] {
+            #expect(throws: StoreError.self, "\(bad)") { try CodecPolicy.parseBudgetFraction(bad) }
+        }
+    }
+}
+
+@Suite struct CodecPolicyLoadTests {
+    /// Σ wᵢ‖xᵢ − x̂ᵢ‖² of the table as it decodes, against `rows` (ids 0..<count).
+    static func weightedError(_ store: Store, rows: [Float], weights: [Double], dimension d: Int) throws -> Double {
+        let (ids, values) = try store.export(try store.table("t"))
+        #expect(ids == (0..<UInt64(weights.count)).map { $0 })
+        var total = 0.0
+        for i in 0..<weights.count {
+            var e = 0.0
+            for j in 0..<d {
+                let diff = Double(values[i * d + j]) - Double(rows[i * d + j])
+                e += diff * diff
+            }
+            total += weights[i] * e
+        }
+        return total
+    }
+
+    static func load(_ rows: [Float], count: Int, dimension: Int, policy: CodecPolicy, counts: [Double]?) throws -> (TemporaryDirectory, Store, LoadReport) {
+        let dir = TemporaryDirectory()
+        let store = try makeStore(dir, mapSize: 1 << 26)
+        let report = try rows.withUnsafeBufferPointer {
+            try store.load(table: "t", rows: $0, count: count, dimension: dimension, policy: policy, counts: counts)
+        }
+        try store.sync()
+        return (dir, store, report)
+    }
+
+    /// The issue's invariant: at every budget the mix's traffic-weighted error is no higher than
+    /// that of the best single codec whose table fits the same budget on disk, and the store's
+    /// file stays within the budget plus 1%.
+    /// (3% is checked on a large table by `tools/policy_curve.py`: on one of 12,000 rows the
+    /// pages every store has take more than that, and the load says so.)
+    @Test(arguments: [0.0625, 0.125, 0.25, 0.45, 0.70])
+    func budgetMixIsNeverWorseThanTheBestSingleCodecThatFits(budget: Double) throws {
+        let d = 64, count = 12_000
+        let rows = embeddingRows(count: count, dimension: d, seed: 11)
+        let counts = zipfCounts(count)
+        let limit = budget * Double(count * d * 4)
+        let (mixDirectory, mixStore, report) = try Self.load(rows, count: count, dimension: d, policy: .budget(.fraction(budget), weighting: .traffic), counts: counts)
+        let mixBytes = Double(mixStore.fileSize)
+        #expect(mixBytes <= limit * 1.01, "budget \(budget): \(mixBytes) bytes on disk > \(limit) + 1%")
+        let mixError = try Self.weightedError(mixStore, rows: rows, weights: counts, dimension: d)
+        #expect(try mixStore.verify().problems.isEmpty)
+        var singles: [(String, Double)] = []
+        for codec in BudgetPolicy.plainLadder + [.transformCoded(budget: budget)] {
+            guard let (directory, store, _) = try? Self.load(rows, count: count, dimension: d, policy: .single(codec), counts: nil),
+                  Double(store.fileSize) <= limit * 1.01 else { continue }
+            singles.append((codec.description, try Self.weightedError(store, rows: rows, weights: counts, dimension: d)))
+            withExtendedLifetime(directory) {}
+        }
+        withExtendedLifetime(mixDirectory) {}
+        let best = singles.min { $0.1 < $1.1 }
+        print("[policy] budget \(budget): mix \(mixError) at \(Int(mixBytes)) bytes (\(report.summary.shares.map { "\($0.codec) \($0.rows)" })); best single \(best.map { "\($0.0) \($0.1)" } ?? "none")")
+        if let best {
+            #expect(mixError <= best.1 * 1.0001, "budget \(budget): mix \(mixError) > \(best.0) \(best.1)")
+        }
+        #expect(report.summary.shares.reduce(0) { $0 + $1.rows } == count)
+    }
+
+    @Test func aBudgetBelowTheSmallestCodecIsAClearErrorAndWritesNothing() throws {
+        let d = 32, count = 2000
+        let rows = embeddingRows(count: count, dimension: d)
+        let dir = TemporaryDirectory()
+        let store = try makeStore(dir)
+        #expect {
+            try rows.withUnsafeBufferPointer {
+                _ = try store.load(table: "t", rows: $0, count: count, dimension: d, policy: .budget(.fraction(0.03), weighting: .retrieval))
+            }
+        } throws: { "\($0)".contains("too small") && "\($0)".contains("smallest") }
+        #expect(try store.tableNames().isEmpty, "a failed first load leaves no table")
+    }
+
+    @Test func tiersGiveRowsTheirCodecByAccessRankAndSayWhy() throws {
+        let d = 32, count = 5000
+        let rows = embeddingRows(count: count, dimension: d, seed: 4)
+        let counts = zipfCounts(count, seed: 9)
+        let tiers = try CodecPolicy.parseTiers("fp16:2%,int8:18%,int4h:30%,tc:2")
+        let (_, store, report) = try Self.load(rows, count: count, dimension: d, policy: .tiers(tiers), counts: counts)
+        let table = try store.table("t")
+        let census = try store.liveRowCodecs(table)
+        let order = (0..<count).sorted { counts[$0] > counts[$1] || (counts[$0] == counts[$1] && $0 < $1) }
+        let expected = ["fp16": 100, "int8": 900, "int4h": 1500, "tc:2": 2500]
+        for (name, rowsOfTier) in expected {
+            let formRows = census.form.filter { census.forms[Int($0)].name == name }.count
+            #expect(formRows == rowsOfTier, "\(name): \(formRows) rows")
+            #expect(report.summary.shares.first { $0.codec == name }?.rows == rowsOfTier)
+        }
+        // The hottest row is fp16, the coldest tc; the reason names the load's tiers.
+        let hottest = try #require(try store.provenance(table, id: UInt64(order[0])))
+        #expect(hottest.codec == "fp16")
+        #expect(hottest.reason.contains("fp16:2%,int8:18%,int4h:30%,tc:2"), "\(hottest.reason)")
+        let coldest = try #require(try store.provenance(table, id: UInt64(order[count - 1])))
+        #expect(coldest.codec == "tc:2")
+        #expect(coldest.reason.contains("access ranks 50%–100%"), "\(coldest.reason)")
+        let lookups = report.summary.shares.reduce(0.0) { $0 + ($1.lookupShare ?? 0) }
+        #expect(abs(lookups - 1) < 1e-9)
+        #expect(try store.verify().problems.isEmpty)
+        // A row put afterwards is explained as a put.
+        try store.put(table, id: UInt64(order[0]), vector: Array(rows[0..<d]), codec: .int8)
+        #expect(try store.provenance(table, id: UInt64(order[0]))?.reason.contains("put") == true)
+        #expect(try store.provenance(table, id: 1 << 40) == nil)
+    }
+
+    @Test func countsAreCheckedBeforeAnythingIsWritten() throws {
+        let d = 8, count = 100
+        let rows = embeddingRows(count: count, dimension: d)
+        let dir = TemporaryDirectory()
+        let store = try makeStore(dir)
+        var counts = [Double](repeating: 1, count: count)
+        counts[7] = -1
+        for (bad, expected) in [(counts, "row 7"), ([Double](repeating: 1, count: 99), "99 access counts"),
+                                ([Double](repeating: .nan, count: count), "row 0")] {
+            #expect {
+                try rows.withUnsafeBufferPointer {
+                    _ = try store.load(table: "t", rows: $0, count: count, dimension: d, policy: .budget(.fraction(0.5), weighting: .traffic), counts: bad)
+                }
+            } throws: { "\($0)".contains(expected) }
+        }
+        #expect {
+            try rows.withUnsafeBufferPointer {
+                _ = try store.load(table: "t", rows: $0, count: count, dimension: d, policy: .tiers([.init(codec: .int8, fraction: nil)]))
+            }
+        } throws: { "\($0)".contains("--freq") }
+        #expect(try store.tableNames().isEmpty)
+    }
+}
