@@ -9,16 +9,17 @@ import Darwin
 #error("NPY assumes a little-endian host")
 #endif
 
-/// An element type this module can read and write.
+/// An element type this module can read and write. `float64` is read only where a caller asks
+/// for it (`NPYFile(path:allowFloat64:)`, for counts); rows and ids are never float64.
 public enum NPYDType: String, Sendable, Equatable {
-    case float32, float16, int64, uint64
+    case float32, float16, int64, uint64, float64
 
     /// Bytes per element.
     public var itemSize: Int {
         switch self {
         case .float32: 4
         case .float16: 2
-        case .int64, .uint64: 8
+        case .int64, .uint64, .float64: 8
         }
     }
 
@@ -29,6 +30,7 @@ public enum NPYDType: String, Sendable, Equatable {
         case .float16: "<f2"
         case .int64: "<i8"
         case .uint64: "<u8"
+        case .float64: "<f8"
         }
     }
 
