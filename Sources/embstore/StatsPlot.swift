@@ -313,10 +313,13 @@ struct StatsPlot {
         }
 
         // Legend of the strip: the codec colours, wrapped to the width.
+        let kinds = Set(storage.shared.filter { $0.diskBytes > 0 }.map(\.kind))
+        let sharedLegend = kinds == [.superseded] ? "superseded & deleted rows"
+            : kinds.contains(.superseded) ? "shared & superseded bytes (no row's own)" : "shared bytes (no row's own)"
         y = bottom + 80
         var x = left
         let entries: [(String, String)] = storage.forms.enumerated().map { (Self.colour(form: $0.offset), $0.element.form) }
-            + (sharedBytes > 0 ? [(Self.sharedColours[.superseded]!, "shared & superseded bytes (no row's own)")] : [])
+            + (sharedBytes > 0 ? [(Self.sharedColours[.superseded]!, sharedLegend)] : [])
         svg.text(Self.margin, y, "strip under the axis, the codec with most bytes there:", size: 11, fill: Self.muted)
         x = Self.margin + textWidth("strip under the axis, the codec with most bytes there:", size: 11) + 10
         for (colour, name) in entries {
