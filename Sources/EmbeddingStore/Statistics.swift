@@ -104,28 +104,15 @@ extension Store {
         try table.requireLive()
         return try translatingErrors {
             try environment.read { txn in
-                let parameters = TableParameters(txn, table: table)
+                var classifier = FormClassifier(parameters: TableParameters(txn, table: table))
                 var census = LiveRowCodecs(ids: [], form: [], recordBytes: [], forms: [])
-                var formIndex: [UInt64: UInt16] = [:]   // tag << 32 | parameter id (+ 1 << 40 when named)
                 try forEachLiveRow(table, in: txn) { id, record in
-                    let tag = record.first ?? 0
-                    let codec = RowCodecs.codec(tag: tag)
-                    let parameter = codec?.parameterID(of: record)
-                    let key = UInt64(tag) << 32 | UInt64(parameter ?? 0) | (parameter == nil ? 0 : 1 << 40)
-                    var index = formIndex[key]
-                    if index == nil {
-                        var name = codec?.name ?? RowCodecs.name(tag: tag)
-                        if let codec, let parameter {
-                            name = try parameters.parameterRecord(parameter).map { codec.formName(parameter: $0) } ?? name
-                        }
-                        index = UInt16(census.forms.count)
-                        formIndex[key] = index
-                        census.forms.append(LiveRowCodecs.Form(name: name, tag: tag, parameterID: parameter))
-                    }
+                    let index = try classifier.form(of: record)
                     census.ids.append(id)
-                    census.form.append(index!)
+                    census.form.append(index)
                     census.recordBytes.append(UInt32(record.count))
                 }
+                census.forms = classifier.forms
                 return census
             }
         }
@@ -159,6 +146,13 @@ extension Store {
     func forEachLiveRow(_ table: Table, in txn: borrowing Transaction,
                         _ body: (UInt64, UnsafeRawBufferPointer) throws -> Void) throws {
         let segments = try segmentManifest(table, in: txn).map { try SegmentView(table: table, segment: $0, in: txn) }
+        try forEachLiveRow(table, segments: segments, in: txn) { id, record, _ in try body(id, record) }
+    }
+
+    /// `forEachLiveRow`, also saying where each row lives: `source` is nil for the delta, or the
+    /// index in `segments` (the table's live segments, newest first, as `segmentManifest` lists them).
+    func forEachLiveRow(_ table: Table, segments: [SegmentView], in txn: borrowing Transaction,
+                        _ body: (UInt64, UnsafeRawBufferPointer, _ source: Int?) throws -> Void) throws {
         var next = [Int](repeating: 0, count: segments.count)   // each segment's next row
         try txn.withCursor(table.rows) { cursor in
             var delta = try cursor.first()
@@ -176,6 +170,7 @@ extension Store {
                 }
                 guard let id = smallest else { return }
                 var record: UnsafeRawBufferPointer?
+                var source: Int?
                 var deleted = false
                 if let current = delta, current.integerKey == id {
                     // Only the delta holds tombstones; in a segment a 1-byte `08` is a bad record.
@@ -189,11 +184,40 @@ extension Store {
                             throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment.segment) does not match its index at id \(id)")
                         }
                         record = found
+                        source = s
                     }
                     next[s] += 1
                 }
-                if let record, !deleted { try body(id, record) }
+                if let record, !deleted { try body(id, record, source) }
             }
         }
+    }
+}
+
+/// Sorts live rows into forms as `Store.liveRowCodecs` reports them: by codec, and for codecs
+/// whose records name a parameter record that sets their rate (tc models), by that record.
+struct FormClassifier {
+    let parameters: TableParameters
+    /// In order of first appearance.
+    private(set) var forms: [LiveRowCodecs.Form] = []
+    private var formIndex: [UInt64: UInt16] = [:]   // tag << 32 | parameter id (+ 1 << 40 when named)
+
+    init(parameters: TableParameters) { self.parameters = parameters }
+
+    /// The index in `forms` of `record`'s form, adding the form when it is new.
+    mutating func form(of record: UnsafeRawBufferPointer) throws -> UInt16 {
+        let tag = record.first ?? 0
+        let codec = RowCodecs.codec(tag: tag)
+        let parameter = codec?.parameterID(of: record)
+        let key = UInt64(tag) << 32 | UInt64(parameter ?? 0) | (parameter == nil ? 0 : 1 << 40)
+        if let index = formIndex[key] { return index }
+        var name = codec?.name ?? RowCodecs.name(tag: tag)
+        if let codec, let parameter {
+            name = try parameters.parameterRecord(parameter).map { codec.formName(parameter: $0) } ?? name
+        }
+        let index = UInt16(forms.count)
+        formIndex[key] = index
+        forms.append(LiveRowCodecs.Form(name: name, tag: tag, parameterID: parameter))
+        return index
     }
 }

@@ -9,7 +9,8 @@ import Darwin
 #error("NPY assumes a little-endian host")
 #endif
 
-/// An element type this module can read and write.
+/// An element type this module can read and write. `float64` is read only where a caller asks
+/// for it (`NPYFile(path:allowFloat64:)`, for counts); rows and ids are never float64.
 public enum NPYDType: String, Sendable, Equatable {
     case float32, float16, int64, uint64, float64
 

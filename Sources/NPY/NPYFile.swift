@@ -22,8 +22,9 @@ public final class NPYFile: @unchecked Sendable {
     private let dataOffset: Int
     private let dataByteCount: Int
 
-    /// Opens, maps and validates `path`.
-    public init(path: String) throws(NPYError) {
+    /// Opens, maps and validates `path`. float64 arrays are refused unless `allowFloat64` (for
+    /// `readCounts`).
+    public init(path: String, allowFloat64: Bool = false) throws(NPYError) {
         self.path = path
         func fail(_ message: String) -> NPYError { NPYError(path: path, message: message) }
 
@@ -45,7 +46,7 @@ public final class NPYFile: @unchecked Sendable {
         }
         let header: NPYHeader
         do {
-            header = try NPYHeader(parsing: UnsafeRawBufferPointer(start: map, count: size), path: path)
+            header = try NPYHeader(parsing: UnsafeRawBufferPointer(start: map, count: size), path: path, allowFloat64: allowFloat64)
         } catch {
             munmap(map, size)
             throw error
@@ -121,29 +122,22 @@ public final class NPYFile: @unchecked Sendable {
         return ids
     }
 
-    /// All values of a 1-D array of access counts (uint64, int64, float32 or float64) as Double.
-    /// A negative, NaN or infinite count is an error naming its index and value.
+    /// All values of a 1-D uint64, int64, float32 or float64 array as `Double` (counts, weights),
+    /// unchecked: a negative int64 or a NaN comes back as it is, for the caller to judge. uint64
+    /// and int64 values above 2^53 are rounded to the nearest `Double`.
     public func readCounts() throws(NPYError) -> [Double] {
-        guard shape.count == 1, dtype != .float16 else {
-            throw NPYError(path: path, message: "expected a 1-D uint64, int64, float32 or float64 array of access counts, found a "
+        guard shape.count == 1, [.uint64, .int64, .float32, .float64].contains(dtype) else {
+            throw NPYError(path: path, message: "expected a 1-D uint64, int64, float32 or float64 array of counts, found a "
                 + "\(shape.count)-D \(dtype.rawValue) array of shape \(pythonShape(shape))")
         }
         let data = rawData
-        var counts: [Double] = []
-        counts.reserveCapacity(count)
-        for i in 0..<count {
-            let value: Double
+        return (0..<count).map { i in
             switch dtype {
-            case .uint64: value = Double(data.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
-            case .int64: value = Double(data.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self))
-            case .float64: value = data.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)
-            default: value = Double(data.loadUnaligned(fromByteOffset: 4 * i, as: Float.self))
+            case .uint64: Double(data.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
+            case .int64: Double(data.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self))
+            case .float32: Double(data.loadUnaligned(fromByteOffset: 4 * i, as: Float.self))
+            default: data.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)
             }
-            guard value.isFinite, value >= 0 else {
-                throw NPYError(path: path, message: "access count \(value) at index \(i); counts must be finite and not negative")
-            }
-            counts.append(value)
         }
-        return counts
     }
 }

@@ -7,8 +7,9 @@ struct NPYHeader {
     let dataOffset: Int
     let dataByteCount: Int
 
-    /// Validates the whole file (magic, version, header dict, size) held in `file`.
-    init(parsing file: UnsafeRawBufferPointer, path: String) throws(NPYError) {
+    /// Validates the whole file (magic, version, header dict, size) held in `file`. float64
+    /// arrays are refused unless `allowFloat64`.
+    init(parsing file: UnsafeRawBufferPointer, path: String, allowFloat64: Bool = false) throws(NPYError) {
         func fail(_ message: String) -> NPYError { NPYError(path: path, message: message) }
 
         guard file.count >= 6, file.prefix(6).elementsEqual(Self.magic) else {
@@ -56,7 +57,7 @@ struct NPYHeader {
             throw fail("header is missing \(missing.map { "'\($0)'" }.joined(separator: ", "))")
         }
 
-        dtype = try Self.dtype(from: descr, fail: fail)
+        dtype = try Self.dtype(from: descr, allowFloat64: allowFloat64, fail: fail)
         guard case .tuple(let dimensions) = shapeValue else {
             throw fail("'shape' must be a tuple of integers, got \(shapeValue)")
         }
@@ -92,7 +93,7 @@ struct NPYHeader {
         }
     }
 
-    private static func dtype(from value: PythonValue, fail: (String) -> NPYError) throws(NPYError) -> NPYDType {
+    private static func dtype(from value: PythonValue, allowFloat64: Bool, fail: (String) -> NPYError) throws(NPYError) -> NPYDType {
         guard case .string(let descr) = value else {
             if case .list = value {
                 throw fail("structured dtypes are not supported (descr is a list of fields: \(value)); "
@@ -112,10 +113,10 @@ struct NPYHeader {
         case "f2": return .float16
         case "i8": return .int64
         case "u8": return .uint64
-        case "f8": return .float64
+        case "f8" where allowFloat64: return .float64
         default:
             let names: [Substring: String] = [
-                "f16": "float128", "i4": "int32", "i2": "int16", "i1": "int8",
+                "f8": "float64", "f16": "float128", "i4": "int32", "i2": "int16", "i1": "int8",
                 "u4": "uint32", "u2": "uint16", "u1": "uint8", "b1": "bool", "c8": "complex64",
                 "c16": "complex128", "O": "object", "O8": "object",
             ]

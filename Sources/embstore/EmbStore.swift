@@ -9,7 +9,7 @@ struct EmbStore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embstore",
         abstract: "An embedded store for compressed embedding tables, on LMDB.",
-        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Verify.self, Bench.self, Codecs.self]
+        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Stats.self, Verify.self, Bench.self, Codecs.self]
     )
 }
 
@@ -93,7 +93,7 @@ struct Ingest: ParsableCommand {
         }
         var counts: [Double]?
         if let freq {
-            let read = try NPYFile(path: freq).readCounts()
+            let read = try NPYFile(path: freq, allowFloat64: true).readCounts()
             guard read.count == count else {
                 throw InputError("\(freq) has \(read.count) access counts but \(vectors) has \(count) rows")
             }

@@ -1,0 +1,289 @@
+import ArgumentParser
+import EmbeddingStore
+import Foundation
+import NPY
+
+/// `embstore stats`: where a store's bytes go, per table and codec form, from LMDB's page counts;
+/// with lookup counts, the share of lookups each form serves; optionally a chart.
+struct Stats: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show each table's rows and bytes on disk per codec form, its LMDB pages, and (with --freq) the lookups each form serves.")
+
+    @Argument(help: "The store directory.") var store: String
+    @Option(help: "Only this table (needed with --freq or --plot when the store has more than one).") var table: String?
+    @Flag(help: "Print one JSON object (README: \"embstore stats\").") var json = false
+    @Option(help: "Write a chart (SVG) of bytes and lookups by codec, and the cumulative lookups against bytes curve.")
+    var plot: String?
+    @Option(help: "Lookup counts: a 1-D uint64, int64, float32 or float64 .npy, one count per id.") var freq: String?
+    @Option(help: "int64 or uint64 .npy of the ids the counts belong to, same order (default 0..N-1).") var ids: String?
+
+    func run() throws {
+        if ids != nil && freq == nil { throw InputError("--ids gives the ids of --freq's counts; pass --freq too") }
+        let store = try openReadOnly(self.store)
+        var names = try store.tableNames()
+        if let table {
+            guard names.contains(table) else {
+                throw InputError("no table named '\(table)' in \(self.store)" + (names.isEmpty ? " (it has no tables)" : "; tables: \(names.joined(separator: ", "))"))
+            }
+            names = [table]
+        } else if (freq != nil || plot != nil) && names.count != 1 {
+            throw InputError(names.isEmpty ? "\(self.store) has no tables"
+                : "\(self.store) has \(names.count) tables (\(names.joined(separator: ", "))): name one with --table for --freq or --plot")
+        }
+        let counts = try freq.map { try readCounts(freq: $0) }
+        var tables: [TableStorage] = []
+        for name in names {
+            do {
+                tables.append(try store.storageStatistics(store.table(name), counts: counts))
+            } catch let error as StoreError {
+                if case .invalidArgument(let text) = error, let freq { throw InputError("--freq \(freq): \(text)") }
+                throw error
+            }
+        }
+        if let freq, let lookups = tables.first?.lookups, lookups.total <= 0 {
+            throw InputError("--freq \(freq): the counts of table '\(names[0])' add up to 0, so there are no lookups to share out")
+        }
+        let environment = try store.environmentStatistics()
+
+        if let plot, let storage = tables.first {
+            let svg = StatsPlot(storage: storage, storePath: self.store, countsSource: freq).render()
+            do {
+                try svg.write(toFile: plot, atomically: true, encoding: .utf8)
+            } catch {
+                throw InputError("cannot write \(plot): \(error.localizedDescription)")
+            }
+        }
+        if json {
+            let report = StatsReport(store: self.store, environment: .init(environment), tables: tables.map(StatsReport.Table.init))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            printHuman(tables: tables, environment: environment)
+            if let plot { print("\nchart written to \(plot)") }
+        }
+    }
+
+    /// The counts of --freq paired with --ids (or 0..N-1), checked.
+    private func readCounts(freq: String) throws -> LookupCounts {
+        let values = try NPYFile(path: freq, allowFloat64: true).readCounts()
+        let idValues: [UInt64]
+        if let ids {
+            idValues = try NPYFile(path: ids).readIDs()
+            guard idValues.count == values.count else {
+                throw InputError("--freq \(freq) has \(values.count) counts but --ids \(ids) has \(idValues.count) ids: they must pair up one to one")
+            }
+        } else {
+            idValues = (0..<UInt64(values.count)).map { $0 }
+        }
+        do {
+            return try LookupCounts(ids: idValues, counts: values)
+        } catch {
+            throw InputError("--freq \(freq): \(error)")
+        }
+    }
+
+    // MARK: - Human output
+
+    private func printHuman(tables: [TableStorage], environment: EnvironmentStorage) {
+        for (t, storage) in tables.enumerated() {
+            if t > 0 { print("") }
+            let total = Double(max(storage.diskBytes, 1))
+            print("table '\(storage.table)': \(formatCount(storage.rows)) rows × \(storage.dimension), "
+                  + "\(formatCount(storage.pages)) pages = \(formatCount(storage.diskBytes)) bytes on disk"
+                  + (storage.rows > 0 ? String(format: " (%.1f bytes/row)", Double(storage.diskBytes) / Double(storage.rows)) : ""))
+            let lookups = storage.lookups
+            var header = ["form", "rows", "rows%", "record bytes", "disk bytes", "disk%", "disk B/row"]
+            if lookups != nil { header += ["lookups", "lookups%"] }
+            var rows: [[String]] = [header]
+            for form in storage.forms {
+                var row = [form.form, formatCount(form.rows), percent(Double(form.rows), Double(storage.rows)),
+                           formatCount(form.recordBytes), formatCount(form.diskBytes), percent(Double(form.diskBytes), total),
+                           String(format: "%.1f", form.diskBytesPerRow)]
+                if let lookups, let served = form.lookups {
+                    row += [formatLookups(served), percent(served, lookups.total)]
+                }
+                rows.append(row)
+            }
+            for shared in storage.shared {
+                var row = [shared.label, "(\(formatCount(shared.entries)))", "", formatCount(shared.recordBytes),
+                           formatCount(shared.diskBytes), percent(Double(shared.diskBytes), total), ""]
+                if lookups != nil { row += ["", ""] }
+                rows.append(row)
+            }
+            var totalRow = ["total", formatCount(storage.rows), storage.rows > 0 ? "100.0%" : "",
+                            formatCount(storage.recordBytes + storage.shared.reduce(0) { $0 + $1.recordBytes }),
+                            formatCount(storage.diskBytes), "100.0%", ""]
+            if let lookups { totalRow += [formatLookups(lookups.total), "100.0%"] }
+            rows.append(totalRow)
+            printTable(rows, indent: "  ", rule: [1, rows.count - 1 - (storage.shared.isEmpty ? 0 : storage.shared.count), rows.count - 1])
+            if !storage.shared.isEmpty {
+                print("  (shared lines: entries in parentheses; they serve no lookups by themselves)")
+            }
+            if let lookups {
+                var line = "  lookups: \(formatLookups(lookups.total)) over \(formatCount(lookups.rowsCounted)) rows with a count"
+                if lookups.unknownIDCount > 0 { line += "; \(formatCount(lookups.unknownIDCount)) counted ids not in the table left out" }
+                print(line)
+                for milestone in storage.milestones {
+                    print("  " + String(format: "%4.0f%%", milestone.lookupShare * 100) + " of lookups from "
+                          + String(format: "%6.2f%%", milestone.diskBytes / total * 100) + " of the bytes (the \(formatCount(milestone.rows)) hottest rows)")
+                }
+            }
+            print("  LMDB databases")
+            var dbRows = [["database", "depth", "branch", "leaf", "overflow", "entries", "pages", "bytes"]]
+            for database in storage.databases {
+                dbRows.append([database.name, "\(database.depth)", formatCount(database.branchPages), formatCount(database.leafPages),
+                               formatCount(database.overflowPages), formatCount(database.entries), formatCount(database.pages),
+                               formatCount(database.pages * storage.pageSize)])
+            }
+            printTable(dbRows, indent: "    ", rule: [1])
+        }
+        let e = environment
+        print("")
+        print("environment: page size \(e.pageSize) bytes, \(formatCount(e.pagesInUse)) pages in use (last page + 1) = "
+              + "\(formatCount(e.pagesInUse * e.pageSize)) bytes; \(formatCount(e.freePages)) free pages; "
+              + "map \(formatCount(e.mapSize)) bytes; data.mdb \(formatCount(e.fileBytes)) bytes")
+        var parts = ["\(e.metaPages) meta", "\(formatCount(e.mainDatabase.pages)) main db", "\(formatCount(e.freeList.pages)) free list",
+                     "\(formatCount(e.metaDatabase.pages)) 'meta' db"]
+        parts += e.tables.map { "\(formatCount($0.pages)) table '\($0.table)'" }
+        parts.append("\(formatCount(e.freePages)) free")
+        var line = "  pages in use = " + parts.joined(separator: " + ")
+        if e.unaccountedPages != 0 { line += " + \(formatCount(e.unaccountedPages)) unaccounted (the store changed while it was read)" }
+        print(line)
+    }
+
+    private func percent(_ part: Double, _ whole: Double) -> String {
+        whole > 0 ? String(format: "%.1f%%", part / whole * 100) : ""
+    }
+
+    /// Columns padded to their widest cell: the first left-aligned, the rest right-aligned; a
+    /// rule before each row index in `rule`.
+    private func printTable(_ rows: [[String]], indent: String, rule: [Int]) {
+        let columns = rows.map(\.count).max() ?? 0
+        let widths = (0..<columns).map { c in rows.map { c < $0.count ? $0[c].count : 0 }.max() ?? 0 }
+        let ruleLine = indent + String(repeating: "-", count: widths.reduce(0, +) + 2 * (columns - 1))
+        for (r, row) in rows.enumerated() {
+            if rule.contains(r) && r > 0 { print(ruleLine) }
+            let cells = row.enumerated().map { c, cell in
+                let pad = String(repeating: " ", count: widths[c] - cell.count)
+                return c == 0 ? cell + pad : pad + cell
+            }
+            print(indent + cells.joined(separator: "  "))
+        }
+    }
+}
+
+/// `embstore stats --json`: the library's figures with shares and totals spelled out (keys in
+/// snake case; README, "embstore stats").
+struct StatsReport: Encodable {
+    struct Database: Encodable {
+        let name: String
+        let role: String
+        let depth: Int
+        let branchPages: Int
+        let leafPages: Int
+        let overflowPages: Int
+        let entries: Int
+        let pages: Int
+
+        init(_ d: DatabasePages) {
+            name = d.name; role = d.role; depth = d.depth; branchPages = d.branchPages; leafPages = d.leafPages
+            overflowPages = d.overflowPages; entries = d.entries; pages = d.pages
+        }
+    }
+
+    struct Environment: Encodable {
+        let pageSize: Int
+        let pagesInUse: Int
+        let freePages: Int
+        let mapSize: Int
+        let fileBytes: Int
+        let transaction: Int
+        let metaPages: Int
+        let freeList: Database
+        let mainDatabase: Database
+        let metaDatabase: Database
+        let tablePages: [String: Int]
+        let unaccountedPages: Int
+
+        init(_ e: EnvironmentStorage) {
+            pageSize = e.pageSize; pagesInUse = e.pagesInUse; freePages = e.freePages; mapSize = e.mapSize
+            fileBytes = e.fileBytes; transaction = e.transaction; metaPages = e.metaPages
+            freeList = Database(e.freeList); mainDatabase = Database(e.mainDatabase); metaDatabase = Database(e.metaDatabase)
+            tablePages = Dictionary(uniqueKeysWithValues: e.tables.map { ($0.table, $0.pages) })
+            unaccountedPages = e.unaccountedPages
+        }
+    }
+
+    struct Form: Encodable {
+        let form: String
+        let codec: String
+        let rows: Int
+        let recordBytes: Int
+        let diskBytes: Int
+        let diskBytesPerRow: Double
+        let rowShare: Double
+        let byteShare: Double
+        let lookups: Double?
+        let lookupShare: Double?
+    }
+
+    struct Shared: Encodable {
+        let kind: String
+        let label: String
+        let entries: Int
+        let recordBytes: Int
+        let diskBytes: Int
+        let byteShare: Double
+    }
+
+    struct Milestone: Encodable {
+        let lookupShare: Double
+        let rows: Int
+        let diskBytes: Double
+        let byteShare: Double
+    }
+
+    struct Table: Encodable {
+        let table: String
+        let dimension: Int
+        let rows: Int
+        let pageSize: Int
+        let pages: Int
+        let diskBytes: Int
+        let recordBytes: Int
+        let forms: [Form]
+        let shared: [Shared]
+        let databases: [Database]
+        let lookups: TableStorage.Lookups?
+        let milestones: [Milestone]?
+        let curve: [TableStorage.CurvePoint]?
+
+        init(_ s: TableStorage) {
+            let bytes = Double(max(s.diskBytes, 1))
+            table = s.table; dimension = s.dimension; rows = s.rows; pageSize = s.pageSize; pages = s.pages
+            diskBytes = s.diskBytes; recordBytes = s.recordBytes
+            forms = s.forms.map { f in
+                Form(form: f.form, codec: f.codec, rows: f.rows, recordBytes: f.recordBytes, diskBytes: f.diskBytes,
+                     diskBytesPerRow: f.diskBytesPerRow, rowShare: s.rows > 0 ? Double(f.rows) / Double(s.rows) : 0,
+                     byteShare: Double(f.diskBytes) / bytes, lookups: f.lookups,
+                     lookupShare: f.lookups.map { served in (s.lookups?.total ?? 0) > 0 ? served / s.lookups!.total : 0 })
+            }
+            shared = s.shared.map {
+                Shared(kind: $0.kind.rawValue, label: $0.label, entries: $0.entries, recordBytes: $0.recordBytes,
+                       diskBytes: $0.diskBytes, byteShare: Double($0.diskBytes) / bytes)
+            }
+            databases = s.databases.map(Database.init)
+            lookups = s.lookups
+            milestones = s.lookups == nil ? nil : s.milestones.map {
+                Milestone(lookupShare: $0.lookupShare, rows: $0.rows, diskBytes: $0.diskBytes, byteShare: $0.diskBytes / bytes)
+            }
+            curve = s.lookups == nil ? nil : s.curve
+        }
+    }
+
+    let store: String
+    let environment: Environment
+    let tables: [Table]
+}
