@@ -62,8 +62,9 @@ struct Ingest: ParsableCommand {
         }
         if let codec { return .single(codec) }
         if let tiers {
+            let parsed = try CodecPolicy.parseTiers(tiers)
             guard freq != nil else { throw InputError("--tiers ranks rows by access count: give --freq") }
-            return .tiers(try CodecPolicy.parseTiers(tiers))
+            return .tiers(parsed)
         }
         if let budget { return .budget(.fraction(try CodecPolicy.parseBudgetFraction(budget)), weighting: weighting) }
         guard let budgetBytes, budgetBytes > 0 else { throw InputError("--budget-bytes must be a positive number of bytes") }
