@@ -12,13 +12,15 @@ import Darwin
 /// An element type this module can read and write.
 public enum NPYDType: String, Sendable, Equatable {
     case float32, float16, int64, uint64
+    /// Read as 1-D values only (`readValues`), e.g. access counts saved as float64.
+    case float64
 
     /// Bytes per element.
     public var itemSize: Int {
         switch self {
         case .float32: 4
         case .float16: 2
-        case .int64, .uint64: 8
+        case .int64, .uint64, .float64: 8
         }
     }
 
@@ -29,12 +31,14 @@ public enum NPYDType: String, Sendable, Equatable {
         case .float16: "<f2"
         case .int64: "<i8"
         case .uint64: "<u8"
+        case .float64: "<f8"
         }
     }
 
     /// The human-readable list used in error messages.
     static let supportedText =
-        "supported: '<f4' (float32), '<f2' (float16), '<i8' (int64), '<u8' (uint64), little-endian, C order"
+        "supported: '<f4' (float32), '<f2' (float16), '<i8' (int64), '<u8' (uint64), '<f8' (float64, 1-D values), "
+        + "little-endian, C order"
 }
 
 /// A failure to read or write a .npy file; `message` says what is wrong and what is supported.

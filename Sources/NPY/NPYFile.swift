@@ -94,9 +94,27 @@ public final class NPYFile: @unchecked Sendable {
         switch dtype {
         case .float32:
             UnsafeMutableRawPointer(destination).copyMemory(from: source, byteCount: valueCount * 4)
-        default:
+        default:   // float16: matrixShape admits no other dtype
             for i in 0..<valueCount {
                 destination[i] = floatFromHalfBits(source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+            }
+        }
+    }
+
+    /// All values of a 1-D array of any supported dtype as Double (float16 and float32 exactly;
+    /// int64 and uint64 rounded to the nearest double beyond 2^53), e.g. access counts.
+    public func readValues() throws(NPYError) -> [Double] {
+        guard shape.count == 1 else {
+            throw NPYError(path: path, message: "expected a 1-D array, found a \(shape.count)-D \(dtype.rawValue) array of shape \(pythonShape(shape))")
+        }
+        let data = rawData
+        return (0..<count).map { i in
+            switch dtype {
+            case .float16: Double(floatFromHalfBits(data.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+            case .float32: Double(data.loadUnaligned(fromByteOffset: 4 * i, as: Float.self))
+            case .float64: data.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)
+            case .int64: Double(data.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self))
+            case .uint64: Double(data.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
             }
         }
     }

@@ -112,9 +112,10 @@ struct NPYHeader {
         case "f2": return .float16
         case "i8": return .int64
         case "u8": return .uint64
+        case "f8": return .float64
         default:
             let names: [Substring: String] = [
-                "f8": "float64", "f16": "float128", "i4": "int32", "i2": "int16", "i1": "int8",
+                "f16": "float128", "i4": "int32", "i2": "int16", "i1": "int8",
                 "u4": "uint32", "u2": "uint16", "u1": "uint8", "b1": "bool", "c8": "complex64",
                 "c16": "complex128", "O": "object", "O8": "object",
             ]

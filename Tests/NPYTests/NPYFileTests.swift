@@ -52,6 +52,25 @@ import Testing
         #expect(out == [1, -2])
     }
 
+    /// readValues: any 1-D dtype as Double (access counts), unaligned data included; 2-D refused.
+    @Test func readValuesWidensEveryDtype() throws {
+        func path(_ descr: String, _ data: [UInt8], _ name: String) throws -> String {
+            try write(npyBytes(header: "{'descr': '\(descr)', 'fortran_order': False, 'shape': (3,)}", alignment: 3, data: data), name)
+        }
+        let f8 = try NPYFile(path: path("<f8", bytes(of: [Double(0.5).bitPattern, Double(-3).bitPattern, Double.nan.bitPattern]), "f8.npy"))
+        #expect(f8.dtype == .float64 && f8.dtype.descr == "<f8")
+        let doubles = try f8.readValues()
+        #expect(doubles[0] == 0.5 && doubles[1] == -3 && doubles[2].isNaN)
+        #expect(try NPYFile(path: path("<f4", bytes(of: [Float(1.5), 2, 1e30].map(\.bitPattern)), "f4.npy")).readValues() == [1.5, 2, Double(Float(1e30))])
+        #expect(try NPYFile(path: path("<f2", bytes(of: [UInt16(0x3c00), 0xc000, 0x7bff]), "f2.npy")).readValues() == [1, -2, 65504])
+        #expect(try NPYFile(path: path("<i8", bytes(of: [Int64(-4), 0, 1 << 40]), "i8.npy")).readValues() == [-4, 0, 0x1p40])
+        #expect(try NPYFile(path: path("<u8", bytes(of: [UInt64(7), 0, .max]), "u8.npy")).readValues() == [7, 0, 0x1p64])
+        let matrix = try write(npyBytes(header: "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 2)}",
+                                        data: bytes(of: [Double(1).bitPattern, Double(2).bitPattern])), "m.npy")
+        expectError("expected a 1-D array", "2-D float64") { _ = try NPYFile(path: matrix).readValues() }
+        expectError("float32 or float16 matrix", "float64") { _ = try NPYFile(path: matrix).matrixShape() }
+    }
+
     @Test func emptyAndZeroDimensionalArrays() throws {
         let empty = try NPYFile(path: write(npyBytes(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4)}")))
         #expect(try empty.matrixShape() == (0, 4))
@@ -117,7 +136,7 @@ import Testing
 
     @Test(arguments: [
         ("{'descr': '>f4', 'fortran_order': False, 'shape': (1,)}", ["big-endian", "'>f4'", "'<f4' (float32)"]),
-        ("{'descr': '<f8', 'fortran_order': False, 'shape': (1,)}", ["'<f8' (float64)", "supported: '<f4'"]),
+        ("{'descr': '<c8', 'fortran_order': False, 'shape': (1,)}", ["'<c8' (complex64)", "supported: '<f4'"]),
         ("{'descr': '<i4', 'fortran_order': False, 'shape': (1,)}", ["'<i4' (int32)", "supported"]),
         ("{'descr': '|O', 'fortran_order': False, 'shape': (1,)}", ["'|O' (object)", "supported"]),
         ("{'descr': [('a', '<f4'), ('b', '<i8')], 'fortran_order': False, 'shape': (1,)}",
