@@ -166,8 +166,11 @@ extension Store {
     /// `ids` and `frequencies`, duplicate ids, negative or NaN frequencies, non-finite source
     /// values (row and id), source ids the table does not have (how many, and the first), and
     /// given query rows out of range or repeated. Store rows that the source lacks are ignored.
-    /// Reads one snapshot's rows through a `Reader`; memory is the decoded rows (count ×
-    /// dimension floats) plus a few arrays per row.
+    /// The codec forms come from `liveRowCodecs` and the rows from `Reader` lookups (batches of
+    /// 16,384 ids), separate read transactions: run it on a table no one writes meanwhile (a
+    /// row deleted in between is reported as not found). Memory is the decoded rows (count ×
+    /// dimension floats) plus a few arrays per row; the neighbour searches and the dot products
+    /// run on `options.threads` threads.
     public func evaluate(_ table: Table, rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int,
                          ids givenIDs: [UInt64]? = nil, frequencies: [Double]? = nil,
                          options: EvaluationOptions = EvaluationOptions(),
