@@ -1,8 +1,8 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Arrows point one way: embstore → EmbeddingStore → {LMDB, EmbeddingCodecs, NPY}, LMDB → CLMDB,
-// EmbeddingCodecs → CEmbeddingKernels. Nothing below imports anything above it.
+// Arrows point one way: embstore → EmbeddingStore → {LMDB, EmbeddingCodecs, CEmbeddingKernels, NPY},
+// LMDB → CLMDB, EmbeddingCodecs → CEmbeddingKernels (EmbeddingStore's evaluation calls the kernels too). Nothing below imports anything above it.
 let package = Package(
     name: "embstore",
     platforms: [.macOS(.v13)],
@@ -28,7 +28,7 @@ let package = Package(
         .target(name: "CEmbeddingKernels"),
         .target(name: "EmbeddingCodecs", dependencies: ["CEmbeddingKernels"]),
         .target(name: "NPY"),
-        .target(name: "EmbeddingStore", dependencies: ["LMDB", "EmbeddingCodecs", "NPY"]),
+        .target(name: "EmbeddingStore", dependencies: ["LMDB", "EmbeddingCodecs", "CEmbeddingKernels", "NPY"]),
         .executableTarget(
             name: "embstore",
             dependencies: [

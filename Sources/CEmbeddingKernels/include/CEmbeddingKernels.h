@@ -286,6 +286,50 @@ void emb_tc_project(const float *mean, const float *basis, size_t k, size_t d, c
 void emb_tc_project_portable(const float *mean, const float *basis, size_t k, size_t d, const float *x,
                              float *centred, float *out);
 
+/* ------------------------------------------------------------------------------------------
+ * Brute-force dot products, for evaluating a store against its source rows (`Store.evaluate`):
+ * nearest neighbours by cosine, and dot-product errors. Offline, like the tc encoder: the AVX2
+ * path (AVX2 + FMA) fuses multiply-adds and sums in another order than the portable path, so
+ * the paths need not agree bit for bit. Every score is a float32 sum of the d products of one
+ * query row and one packed row, in some order, each possibly fused: its error is at most
+ * g_d * sum_k |q_k * r_k| with g_d = d u / (1 - d u), u = 2^-24 (for unit rows about d * 2^-24),
+ * the bound callers rely on.
+ *
+ * Rows are packed into panels of EMB_KNN_PANEL rows, column-major within the panel, so that the
+ * kernel reads the 16 rows' k-th values with two vector loads and broadcasts each query's k-th. */
+
+/** Rows per panel of emb_knn_pack. */
+#define EMB_KNN_PANEL 16
+
+/** Packs `count` rows (row r: the d floats at rows + r * d) into ceil(count / 16) panels at
+ *  `panels` (16 * d floats each): panels[(p * d + k) * 16 + j] = rows[(16p + j) * d + k] times
+ *  inverse_norms[16p + j], the product taken in double and rounded once to float (so rows can
+ *  be scaled to unit length whatever their norm); zero for the padding rows past `count`.
+ *  `inverse_norms` (count doubles) may be NULL: then the values are copied. */
+void emb_knn_pack(const float *rows, size_t count, size_t d, const double *inverse_norms, float *panels);
+
+/** Scores query q (of `qcount` rows of d floats at `queries`) against packed row r (of the
+ *  `count` rows at `panels`): s = sum_k queries[q * d + k] * row_r[k], and for each
+ *  s > threshold[q] (threshold: qcount floats, -INFINITY to take every score) appends q, r and
+ *  s to out_query, out_row and out_score (each with room for qcount * count entries), queries
+ *  in tiles of six, rows in panel order. Returns how many it appended. */
+size_t emb_knn_scores_above(const float *queries, size_t qcount, size_t d, const float *panels, size_t count,
+                            const float *threshold, uint32_t *out_query, uint32_t *out_row, float *out_score);
+size_t emb_knn_scores_above_portable(const float *queries, size_t qcount, size_t d, const float *panels, size_t count,
+                                     const float *threshold, uint32_t *out_query, uint32_t *out_row,
+                                     float *out_score);
+
+/** Every score of emb_knn_scores_above: out[q * out_stride + r] = s for q < qcount, r < count. */
+void emb_knn_scores(const float *queries, size_t qcount, size_t d, const float *panels, size_t count, float *out,
+                    size_t out_stride);
+void emb_knn_scores_portable(const float *queries, size_t qcount, size_t d, const float *panels, size_t count,
+                             float *out, size_t out_stride);
+
+/** sum_k (double)a[k] * (double)b[k] over d floats each, in double (any order; the same inputs
+ *  always give the same result on one machine). */
+double emb_dot_f64(const float *a, const float *b, size_t d);
+double emb_dot_f64_portable(const float *a, const float *b, size_t d);
+
 #ifdef __cplusplus
 }
 #endif
