@@ -109,7 +109,7 @@ struct EvalCommandTests {
         ("non-finite", ["--source", "nan.npy"], ["source row 3 (id 1009)", "non-finite value nan at column 1"]),
         ("queries range", ["--queries", "far-queries.npy"], ["far-queries.npy: query 1 is row 400", "outside the 400 source rows"]),
         ("queries repeat", ["--queries", "twice-queries.npy"], ["row 7 is a query twice"]),
-        ("float64 source", ["--source", "f8.npy"], ["expected a 2-D float32 or float16 matrix", "float64"]),
+        ("float64 source", ["--source", "f8.npy"], ["unsupported dtype '<f8' (float64)"]),
         ("table", ["--table", "nope"], ["no table named 'nope'"]),
         ("query count", ["--query-count", "0"], ["--query-count must be at least 1"]),
     ] as [(String, [String], [String])])
