@@ -107,6 +107,25 @@ public enum CodecPolicy: Sendable, CustomStringConvertible {
             }
             tiers.append(Tier(codec: codec, fraction: fraction))
         }
+        try validate(tiers, spelled: text)
+        return tiers
+    }
+
+    /// Checks tiers built in code as `parseTiers` checks a spec: at least one; every share in
+    /// (0, 1], only the last one left out; shares adding up to 100% (at most, before a last one
+    /// without a share).
+    static func validate(_ tiers: [Tier], spelled text: String? = nil) throws(StoreError) {
+        let text = text ?? CodecPolicy.tiers(tiers).description
+        guard !tiers.isEmpty else { throw .invalidArgument("tiers: give at least one") }
+        for (index, tier) in tiers.enumerated() {
+            if let fraction = tier.fraction {
+                guard fraction.isFinite, fraction > 0, fraction <= 1 else {
+                    throw .invalidArgument("tiers '\(text)': a share must be in (0, 100%], not \(fraction * 100)%")
+                }
+            } else if index != tiers.count - 1 {
+                throw .invalidArgument("tiers '\(text)': only the last tier may leave out its share")
+            }
+        }
         let total = tiers.compactMap(\.fraction).reduce(0, +)
         if tiers.last?.fraction != nil {
             guard abs(total - 1) < 1e-9 else {
@@ -115,7 +134,6 @@ public enum CodecPolicy: Sendable, CustomStringConvertible {
         } else if total > 1 + 1e-9 {
             throw .invalidArgument("tiers '\(text)' add up to \(percent(total))% before the last one; at most 100%")
         }
-        return tiers
     }
 
     /// Parses `--budget`: a fraction (`0.125`) or a percentage (`12.5%`) of the float32 payload.

@@ -101,8 +101,17 @@ extension Store {
             }
         }
         switch policy {
-        case .tiers: if counts == nil { throw StoreError.invalidArgument("tiers rank rows by access count: give the counts (--freq)") }
-        case .single, .budget: break
+        case .tiers(let tiers):
+            try CodecPolicy.validate(tiers)
+            if counts == nil { throw StoreError.invalidArgument("tiers rank rows by access count: give the counts (--freq)") }
+        case .budget(let budget, _):
+            if case .fraction(let fraction) = budget, !(fraction > 0 && fraction <= 1) {
+                throw StoreError.invalidArgument("a budget of \(fraction) of the float32 payload: it must be in (0, 1]")
+            }
+            if case .bytes(let bytes) = budget, bytes <= 0 {
+                throw StoreError.invalidArgument("a budget of \(bytes) bytes: it must be positive")
+            }
+        case .single: break
         }
         let order = try Self.sortedOrder(ids)
         try Self.checkFinite(rows, dimension: dimension, ids: ids, table: name)

@@ -174,6 +174,15 @@ func zipfCounts(_ count: Int, total: Double = 1e7, seed: UInt64 = 5) -> [Double]
                 _ = try store.load(table: "t", rows: $0, count: count, dimension: d, policy: .tiers([.init(codec: .int8, fraction: nil)]))
             }
         } throws: { "\($0)".contains("--freq") }
+        for (policy, expected) in [(CodecPolicy.tiers([]), "at least one"),
+                                   (.tiers([.init(codec: .int8, fraction: nil), .init(codec: .int4h, fraction: 0.5)]), "only the last"),
+                                   (.budget(.fraction(0), weighting: .traffic), "(0, 1]"), (.budget(.bytes(-5), weighting: .traffic), "positive")] {
+            #expect {
+                try rows.withUnsafeBufferPointer {
+                    _ = try store.load(table: "t", rows: $0, count: count, dimension: d, policy: policy, counts: [Double](repeating: 1, count: count))
+                }
+            } throws: { "\($0)".contains(expected) }
+        }
         #expect(try store.tableNames().isEmpty)
     }
 }
