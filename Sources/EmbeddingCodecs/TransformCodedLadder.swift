@@ -70,21 +70,49 @@ public final class TransformCodedLadder: @unchecked Sendable {
     public final class Estimator {
         let ladder: TransformCodedLadder
         private var coefficients: [Float]
-        private var centred: [Float]
-        /// Per rate and table, the cost in bits of each symbol (escape last).
-        private let costs: [[[Float]]]
+        /// Energy of the coefficients from j on (the last entry 0), so a rate's dropped tail is one read.
+        private var tailEnergy: [Float]
+        /// Per rate r, coefficient j: 1/Δ_j and Δ_j at `r * rank + j`.
+        private let inverseSteps: [Float], steps: [Float]
+        /// Per rate r, coefficient j: where its table's symbol costs start in `costs`, the table's
+        /// lowest value and its value count (the escape's cost follows the values).
+        private let costStart: [Int32], lowest: [Int32], valueCount: [Int32]
+        /// Bits of each symbol of every table of every rate, back to back.
+        private let costs: [Float]
 
         public init(_ ladder: TransformCodedLadder) {
             self.ladder = ladder
-            coefficients = [Float](repeating: 0, count: ladder.basis.rank)
-            centred = [Float](repeating: 0, count: ladder.basis.dimension)
-            costs = ladder.drafts.map { draft in
-                draft.tables.map { table in table.frequencies.map { Float(log2(4096 / Double(max($0, 1)))) } }
+            let rank = ladder.basis.rank
+            coefficients = [Float](repeating: 0, count: rank)
+            tailEnergy = [Float](repeating: 0, count: rank + 1)
+            var inverseSteps = [Float](repeating: 0, count: ladder.drafts.count * rank)
+            var steps = inverseSteps
+            var costStart = [Int32](repeating: 0, count: ladder.drafts.count * rank)
+            var lowest = costStart, valueCount = costStart
+            var costs: [Float] = []
+            for (r, draft) in ladder.drafts.enumerated() {
+                var tableStart: [Int32] = []
+                for table in draft.tables {
+                    tableStart.append(Int32(costs.count))
+                    costs += table.frequencies.map { Float(log2(4096 / Double(max($0, 1)))) }
+                }
+                for j in 0..<draft.k {
+                    let table = draft.tables[Int(draft.tableOf[j])]
+                    steps[r * rank + j] = draft.steps[j]
+                    inverseSteps[r * rank + j] = 1 / draft.steps[j]
+                    costStart[r * rank + j] = tableStart[Int(draft.tableOf[j])]
+                    lowest[r * rank + j] = table.lo
+                    valueCount[r * rank + j] = Int32(table.valueCount)
+                }
             }
+            (self.inverseSteps, self.steps, self.costStart, self.lowest, self.valueCount, self.costs) =
+                (inverseSteps, steps, costStart, lowest, valueCount, costs)
         }
 
         /// Writes rate r's squared error to `errors[r]` and its record bytes (tag, a model id of
-        /// `idBytes` bytes, the coded stream) to `bytes[r]`.
+        /// `idBytes` bytes, the coded stream) to `bytes[r]`. Values are rounded half away from
+        /// zero as the encoder does, through a multiply by 1/Δ (an estimate may differ from the
+        /// encoder's division at an exact tie).
         public func estimate(_ row: UnsafePointer<Float>, idBytes: Int, errors: UnsafeMutablePointer<Float>,
                              bytes: UnsafeMutablePointer<Float>) {
             let basis = ladder.basis
@@ -99,28 +127,37 @@ public final class TransformCodedLadder: @unchecked Sendable {
                 var captured: Float = 0
                 for j in 0..<rank { captured += c[j] * c[j] }
                 let outside = max(0, total - captured)
-                for (r, draft) in ladder.drafts.enumerated() {
-                    var error = outside
-                    var bits: Float = 0
-                    var escapes = 0
-                    let cost = costs[r]
-                    for j in 0..<draft.k {
-                        let step = draft.steps[j]
-                        let q = TransformCodedFit.quantize(c[j], step: step)
-                        let e = c[j] - Float(q) * step
-                        error += e * e
-                        let table = draft.tables[Int(draft.tableOf[j])]
-                        var symbol = Int(q) - Int(table.lo)
-                        if symbol < 0 || symbol >= table.valueCount {
-                            symbol = table.valueCount
-                            escapes += 1
+                // Energy of the coefficients from j on, so a rate's dropped tail is one lookup.
+                tailEnergy.withUnsafeMutableBufferPointer { tail in
+                for j in stride(from: rank - 1, through: 0, by: -1) { tail[j] = tail[j + 1] + c[j] * c[j] }
+                inverseSteps.withUnsafeBufferPointer { inverse in
+                steps.withUnsafeBufferPointer { step in
+                costStart.withUnsafeBufferPointer { start in
+                lowest.withUnsafeBufferPointer { low in
+                valueCount.withUnsafeBufferPointer { count in
+                costs.withUnsafeBufferPointer { cost in
+                    for (r, draft) in ladder.drafts.enumerated() {
+                        var error = outside + tail[draft.k]
+                        var bits: Float = 0
+                        var escapes: Float = 0
+                        let base = r * rank
+                        for j in 0..<draft.k {
+                            let scaled = c[j] * inverse[base + j]
+                            // Clamped as the encoder clamps; a truncating conversion, no libm call.
+                            let clamped = max(-32767.4, min(32767.4, scaled))
+                            let qi = Int32(clamped + (clamped < 0 ? -0.5 : 0.5))
+                            let e = c[j] - Float(qi) * step[base + j]
+                            error += e * e
+                            let symbol = qi - low[base + j]
+                            let n = count[base + j]
+                            let inside = symbol >= 0 && symbol < n
+                            bits += cost[Int(start[base + j] + (inside ? symbol : n))]
+                            escapes += inside ? 0 : 1
                         }
-                        bits += cost[Int(draft.tableOf[j])][symbol]
+                        errors[r] = error
+                        bytes[r] = Float(1 + idBytes) + 2 * ((bits + 16) / 16).rounded(.up) + 2 * escapes
                     }
-                    for j in draft.k..<rank { error += c[j] * c[j] }
-                    errors[r] = error
-                    bytes[r] = Float(1 + idBytes) + 2 * ((bits + 16) / 16).rounded(.up) + 2 * Float(escapes)
-                }
+                }}}}}}}
             }
         }
     }

@@ -68,7 +68,22 @@ public struct PolicySummary: Sendable, Codable, Equatable {
     /// The byte price of the choice: a row takes a finer codec when its weighted error falls by
     /// more than λ per byte.
     public var lambda: Double?
+    /// Expected decode time of a lookup (rows weighted by their counts, or alike without them),
+    /// from `DecodeCost`'s model; and the cap the choice was held to, if any.
+    public var expectedDecodeNanoseconds: Double?
+    public var decodeCapNanoseconds: Double?
     public var shares: [Share]
+}
+
+/// Decode time per row of a codec at a width, in nanoseconds: a model fitted to `embstore bench
+/// --decode-only` on this project's 2-core machine (int8 6.1 ns at d = 64 and 26 ns at 384; tc
+/// 340–380 ns at 64 and 3.4–4.9 µs at 384), used to weigh decode cost, not to predict it.
+public enum DecodeCost {
+    public static func nanoseconds(_ codec: Codec, dimension d: Int) -> Double {
+        let width = Double(d)
+        if codec.tag == Codec.transformCoded(bitsPerValue: 2).tag { return 0.025 * width * width + 3.5 * width }
+        return 0.07 * width + 1.5
+    }
 }
 
 /// Inputs shared by the policies.
@@ -105,7 +120,8 @@ enum BudgetPolicy {
     static func fixedAllowance(budget: Double) -> Double { 15 * page + 0.002 * budget }
     static func pages(_ bytes: Double) -> Double { (bytes / page).rounded(.up) * page }
 
-    static func decide(_ input: PolicyInput, budget: CodecPolicy.Budget, weighting: CodecPolicy.Weighting) throws -> PolicyDecision {
+    static func decide(_ input: PolicyInput, budget: CodecPolicy.Budget, weighting: CodecPolicy.Weighting,
+                       maxDecodeNanoseconds: Double? = nil) throws -> PolicyDecision {
         let n = input.count, d = input.dimension
         let budgetBytes = budget.bytes(rows: n, dimension: d)
         let weights: [Double] = input.counts.map { $0.map { weighting.weight($0) } } ?? [Double](repeating: 1, count: n)
@@ -134,89 +150,189 @@ enum BudgetPolicy {
             k < firstTC ? Double(candidates[k].fixedBytes!) : Double(tcBytes[i * ladder.rates.count + k - firstTC])
         }
 
-        // The choice at price λ among `allowed` candidates, its record bytes and weighted error.
-        func choose(_ lambda: Double, allowed: [Bool], into choice: inout [UInt8]) -> (bytes: Double, error: Double) {
-            var totalBytes = 0.0, totalError = 0.0
-            for i in 0..<n {
-                var best = -1
-                var bestCost = Double.infinity, bestBytes = 0.0, bestError = 0.0
-                for k in 0..<c where allowed[k] {
-                    let e = Double(errors[i * c + k])
-                    guard e.isFinite else { continue }
-                    let b = bytes(i, k)
-                    let cost = lambda.isInfinite ? b : weights[i] * e + lambda * b
-                    if cost < bestCost || (cost == bestCost && b < bestBytes) {
-                        best = k
-                        bestCost = cost
-                        bestBytes = b
-                        bestError = weights[i] * e
-                    }
-                }
-                choice[i] = UInt8(best)
-                totalBytes += bestBytes
-                totalError += bestError
-            }
-            return (totalBytes, totalError)
+        /// The best choice for `rows` within `recordBudget` record bytes: each row's candidates
+        /// reduced to their lower convex hull in (bytes, weighted error); every row starts at its
+        /// cheapest point, then hull steps are taken in order of error saved per byte, largest
+        /// first, while they fit (a row's later steps wait for its earlier ones). This is the
+        /// Lagrangian choice at every price, and fills the budget to within one step.
+        struct Solution {
+            var choice: [UInt8]
+            var recordBytes: Double
+            var weightedError: Double
+            /// Error saved per byte by the last step taken.
+            var lambda: Double
         }
-        func sharedBytes(_ choice: [UInt8]) -> Double {
-            var used = [Bool](repeating: false, count: ladder.rates.count)
-            for k in choice where Int(k) >= firstTC { used[Int(k) - firstTC] = true }
-            let models = zip(used, modelBytes).reduce(0.0) { $0 + ($1.0 ? $1.1 : 0) }
-            return models > 0 ? models + basisBytes : 0
+        struct Infeasible: Error {}
+        func solve(rows: [Int], allowed: [Bool], recordBudget: Double, slowAllowed: [Bool]? = nil) throws -> Solution {
+            let m = rows.count
+            // Hull points per row, cheapest first: candidate index, bytes, weighted error.
+            var hullStart = [Int32](repeating: 0, count: m + 1)
+            var hullCandidate: [UInt8] = [], hullBytes: [Float] = [], hullError: [Double] = []
+            hullCandidate.reserveCapacity(m * 4)
+            hullBytes.reserveCapacity(m * 4)
+            hullError.reserveCapacity(m * 4)
+            var points: [(k: Int, b: Double, e: Double)] = []
+            var total = 0.0
+            for (position, i) in rows.enumerated() {
+                points.removeAll(keepingCapacity: true)
+                let slow = slowAllowed?[i] ?? true
+                for k in 0..<c where allowed[k] && (slow || k < firstTC) {
+                    let e = Double(errors[i * c + k])
+                    if e.isFinite { points.append((k, bytes(i, k), weights[i] * e)) }
+                }
+                points.sort { $0.b < $1.b || ($0.b == $1.b && $0.e < $1.e) }
+                // Lower convex hull, error falling as bytes rise.
+                var hull: [(k: Int, b: Double, e: Double)] = []
+                for point in points {
+                    if let last = hull.last, point.e >= last.e { continue }
+                    while hull.count >= 2 {
+                        let a = hull[hull.count - 2], b = hull[hull.count - 1]
+                        // b is above the segment a → point: drop it.
+                        if (b.e - a.e) * (point.b - a.b) >= (point.e - a.e) * (b.b - a.b) { hull.removeLast() } else { break }
+                    }
+                    hull.append(point)
+                }
+                guard let first = hull.first else { throw Infeasible() }
+                total += first.b
+                for point in hull {
+                    hullCandidate.append(UInt8(point.k))
+                    hullBytes.append(Float(point.b))
+                    hullError.append(point.e)
+                }
+                hullStart[position + 1] = Int32(hullCandidate.count)
+            }
+            guard total <= recordBudget else { throw Infeasible() }
+            // Steps keyed by saving per byte (descending: the complement of a positive Float's
+            // bits) and row position.
+            var steps: [UInt64] = []
+            steps.reserveCapacity(hullCandidate.count - m)
+            for position in 0..<m {
+                for h in Int(hullStart[position]) + 1..<Int(hullStart[position + 1]) {
+                    let saving = Float((hullError[h - 1] - hullError[h]) / Double(hullBytes[h] - hullBytes[h - 1]))
+                    steps.append(UInt64(~saving.bitPattern) << 32 | UInt64(position))
+                }
+            }
+            steps.sort()
+            var at = hullStart.dropLast().map { $0 }   // each row's current hull point
+            var blocked = [Bool](repeating: false, count: m)
+            var lambda = 0.0
+            for step in steps {
+                let position = Int(step & 0xFFFF_FFFF)
+                guard !blocked[position] else { continue }
+                let h = Int(at[position])
+                let extra = Double(hullBytes[h + 1] - hullBytes[h])
+                if total + extra <= recordBudget {
+                    total += extra
+                    at[position] += 1
+                    lambda = Double(Float(bitPattern: ~UInt32(step >> 32)))
+                } else {
+                    blocked[position] = true
+                }
+            }
+            var choice = [UInt8](repeating: 0, count: m)
+            var error = 0.0
+            for position in 0..<m {
+                choice[position] = hullCandidate[Int(at[position])]
+                error += hullError[Int(at[position])]
+            }
+            return Solution(choice: choice, recordBytes: total, weightedError: error, lambda: lambda)
         }
 
-        var allowed = [Bool](repeating: true, count: c)
-        var choice = [UInt8](repeating: 0, count: n)
-        var lambda = 0.0
-        var result = (bytes: 0.0, error: 0.0)
-        // The smallest the table can be: every row its smallest candidate.
-        let smallest = choose(.infinity, allowed: allowed, into: &choice)
-        let smallestTotal = smallest.bytes + sharedBytes(choice) + fixed
-        guard smallestTotal <= budgetBytes else {
-            throw StoreError.invalidArgument(String(format: "a budget of %.0f bytes (%.4g%% of the float32 payload) is too small for %d rows of dimension %d: the smallest codecs take about %.0f bytes on disk (%.4g%%)",
-                                                    budgetBytes, 100 * budgetBytes / (Double(n) * Double(d) * 4), n, d, smallestTotal,
-                                                    100 * smallestTotal / (Double(n) * Double(d) * 4)))
+        func sharedBytes(_ used: [Bool]) -> Double {
+            let models = (0..<ladder.rates.count).reduce(0.0) { $0 + (used[firstTC + $1] ? modelBytes[$1] : 0) }
+            return models > 0 ? models + basisBytes : 0
         }
+        func usedCandidates(_ choice: [UInt8]) -> [Bool] {
+            var used = [Bool](repeating: false, count: c)
+            for k in choice { used[Int(k)] = true }
+            return used
+        }
+
+        // Which tc rates pay for their model's pages is decided on a sample of the rows (every
+        // row when there are few): solve with every rate allowed, drop the rates whose model
+        // costs more than a tenth of the record bytes of the rows choosing them, solve again.
+        var allowed = [Bool](repeating: true, count: c)
+        let sampleStride = max(1, n / 65_536)
+        let sample = Array(stride(from: 0, to: n, by: sampleStride))
+        let sampleScale = Double(sample.count) / Double(n)
         for _ in 0..<4 {
-            // Bisect λ on a log scale between a price at which the largest candidates win and one
-            // at which the smallest do.
-            let meanWeight = max(weights.reduce(0, +) / Double(max(n, 1)), 1e-30)
-            var low = 1e-12 * meanWeight, high = 1e6 * meanWeight
-            var best = choice
-            var bestResult = choose(high, allowed: allowed, into: &best)
-            var trial = choice
-            for _ in 0..<60 {
-                let middle = (low * high).squareRoot()
-                let r = choose(middle, allowed: allowed, into: &trial)
-                if r.bytes + sharedBytes(trial) + fixed <= budgetBytes {
-                    high = middle
-                    best = trial
-                    bestResult = r
-                } else {
-                    low = middle
-                }
-                if high / low < 1.0001 { break }
-            }
-            choice = best
-            result = bestResult
-            lambda = high
-            // Drop rates whose rows do not pay for their model's pages, and choose again.
-            var rowsOf = [Int](repeating: 0, count: c)
-            for k in choice { rowsOf[Int(k)] += 1 }
+            let shared = sharedBytes(allowed)
+            guard let trial = try? solve(rows: sample, allowed: allowed,
+                                         recordBudget: (budgetBytes - fixed - shared) * sampleScale) else { break }
             var dropped = false
-            for (r, bytes) in modelBytes.enumerated() where allowed[firstTC + r] && rowsOf[firstTC + r] > 0 {
-                // A rate pays when its rows would cost more than its model at the next rate's bytes:
-                // roughly, when its model is under a tenth of their record bytes.
+            for r in 0..<ladder.rates.count where allowed[firstTC + r] {
                 var recordBytes = 0.0
-                for i in 0..<n where Int(choice[i]) == firstTC + r { recordBytes += Double(tcBytes[i * ladder.rates.count + r]) }
-                if bytes > 0.1 * recordBytes {
+                for (position, i) in sample.enumerated() where Int(trial.choice[position]) == firstTC + r { recordBytes += bytes(i, firstTC + r) }
+                if modelBytes[r] * sampleScale > 0.1 * recordBytes {
                     allowed[firstTC + r] = false
                     dropped = true
                 }
             }
             if !dropped { break }
         }
-        var summaryBytes = result.bytes + sharedBytes(choice) + fixed
+        if !(firstTC..<c).contains(where: { allowed[$0] }) {
+            // No rate pays on its own: keep the one the smallest rows need.
+            allowed[firstTC] = true
+        }
+        let all = Array(0..<n)
+        var solution: Solution
+        do {
+            solution = try solve(rows: all, allowed: allowed, recordBudget: budgetBytes - fixed - sharedBytes(allowed))
+        } catch {
+            // Too small: say what the smallest choice takes.
+            let smallest = (0..<n).reduce(0.0) { total, i in
+                total + (0..<c).filter { allowed[$0] && errors[i * c + $0].isFinite }.map { bytes(i, $0) }.min()!
+            }
+            let total = smallest + fixed + sharedBytes(allowed)
+            throw StoreError.invalidArgument(String(format: "a budget of %.0f bytes (%.4g%% of the float32 payload) is too small for %d rows of dimension %d: the smallest codecs take about %.0f bytes on disk (%.4g%%)",
+                                                    budgetBytes, 100 * budgetBytes / (Double(n) * Double(d) * 4), n, d, total,
+                                                    100 * total / (Double(n) * Double(d) * 4)))
+        }
+        // Decode cost: a tc row decodes about fifty to two hundred times slower than an int8 row,
+        // so under a cap the rows that serve most lookups keep fast codecs. Rows, coldest first,
+        // may take tc while the lookups they serve, times tc's extra decode time, stay within
+        // the cap's margin over the fast codecs: then the mix decodes a lookup in at most the
+        // cap on average. The default cap, for `traffic` weighting with counts (a serving path:
+        // lookups at int8's speed matter), is twice int8's decode time; `retrieval` weighting
+        // has none by default (quality first), and reports the expected decode time either way.
+        // A cap the budget cannot meet is doubled until it can, for the default, and is an
+        // error when given.
+        let traffic = input.counts.map { counts -> [Double] in
+            let total = counts.reduce(0, +)
+            return total > 0 ? counts.map { $0 / total } : [Double](repeating: 1 / Double(n), count: n)
+        } ?? [Double](repeating: 1 / Double(n), count: n)
+        let fast = DecodeCost.nanoseconds(.int8, dimension: d), slow = DecodeCost.nanoseconds(.transformCoded(bitsPerValue: 2), dimension: d)
+        let recordBudget = budgetBytes - fixed - sharedBytes(allowed)
+        var decodeCap = maxDecodeNanoseconds ?? (weighting == .traffic && input.counts != nil ? 2 * fast : nil)
+        if var cap = decodeCap {
+            let coldestFirst = (0..<n).sorted { traffic[$0] < traffic[$1] }
+            func slowRows(extra: Double) -> [Bool] {
+                var allowedRows = [Bool](repeating: false, count: n)
+                var served = 0.0
+                for i in coldestFirst {
+                    served += traffic[i]
+                    guard served * (slow - fast) <= extra else { break }
+                    allowedRows[i] = true
+                }
+                return allowedRows
+            }
+            while true {
+                if let restricted = try? solve(rows: all, allowed: allowed, recordBudget: recordBudget, slowAllowed: slowRows(extra: max(0, cap - fast))) {
+                    solution = restricted
+                    decodeCap = cap
+                    break
+                }
+                guard maxDecodeNanoseconds == nil, cap < slow else {
+                    throw StoreError.invalidArgument(String(format: "no mix within the budget decodes a lookup in %.4g ns on average: the fast codecs the hot rows would need do not fit. Allow more (--max-decode-ns) or give a larger budget", cap))
+                }
+                cap *= 2
+            }
+        }
+        var choice = solution.choice
+        var result = (bytes: solution.recordBytes, error: solution.weightedError)
+        let lambda = solution.lambda
+
+        var summaryBytes = result.bytes + sharedBytes(usedCandidates(choice)) + fixed
 
         // Never worse than one candidate for every row, when one fits.
         var bestSingle: (k: Int, error: Double)?
@@ -236,7 +352,7 @@ enum BudgetPolicy {
         if let single = bestSingle, single.error < result.error {
             choice = [UInt8](repeating: UInt8(single.k), count: n)
             result.error = single.error
-            summaryBytes = (0..<n).reduce(0.0) { $0 + bytes($1, single.k) } + sharedBytes(choice) + fixed
+            summaryBytes = (0..<n).reduce(0.0) { $0 + bytes($1, single.k) } + sharedBytes(usedCandidates(choice)) + fixed
         }
 
         var decision = PolicyDecision(candidates: candidates, choice: choice, ladder: nil, summary: PolicySummary(
@@ -249,6 +365,10 @@ enum BudgetPolicy {
             decision.ladderCandidates = Array(firstTC..<c)
         }
         decision.summary.shares = shares(decision, input: input, bytes: bytes)
+        decision.summary.expectedDecodeNanoseconds = zip(choice, traffic).reduce(0.0) {
+            $0 + $1.1 * DecodeCost.nanoseconds(candidates[Int($1.0)].codec, dimension: d)
+        }
+        decision.summary.decodeCapNanoseconds = decodeCap
         return decision
     }
 

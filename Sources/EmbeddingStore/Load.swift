@@ -16,6 +16,10 @@ public struct LoadOptions: Sendable {
     /// layer that `put` writes (slower to read and about 19 bytes more per row; for tests and
     /// for comparing the two layers).
     public var layout: LoadLayout = .segment
+    /// For budget policies: the most a lookup may take to decode on average, in nanoseconds of
+    /// `DecodeCost`'s model; nil picks it: twice int8's for `traffic` weighting with counts,
+    /// no cap for `retrieval`.
+    public var maxDecodeNanoseconds: Double?
     /// Approximate bytes per segment data part (one LMDB value each).
     public var segmentPartBytes = Store.segmentPartBytes
     public init() {}
@@ -137,7 +141,8 @@ extension Store {
         fit.overheadBytesPerRow = Self.overheadBytesPerRow(ids: ids, order: order, layout: options.layout)
         let input = PolicyInput(rows: rows, count: count, dimension: dimension, counts: counts, fit: fit,
                                 overheadBytesPerRow: fit.overheadBytesPerRow)
-        let (groups, candidates, choice, summary) = try plan(policy, input: input, table: name, ids: ids)
+        let (groups, candidates, choice, summary) = try plan(policy, input: input, table: name, ids: ids,
+                                                             maxDecodeNanoseconds: options.maxDecodeNanoseconds)
         let createdTable = existing == nil
         let table = try existing ?? createTable(name, dimension: dimension)
         do {
@@ -151,7 +156,7 @@ extension Store {
 
     /// The load groups, the candidates rows choose from, each row's choice (nil: all the first)
     /// and the summary, for `policy`.
-    private func plan(_ policy: CodecPolicy, input: PolicyInput, table name: String, ids: [UInt64]) throws
+    private func plan(_ policy: CodecPolicy, input: PolicyInput, table name: String, ids: [UInt64], maxDecodeNanoseconds: Double?) throws
         -> ([LoadGroup], [PolicyCandidate], [UInt8]?, PolicySummary) {
         let count = input.count, dimension = input.dimension
         func planned(_ codec: Codec) throws -> LoadPlan {
@@ -225,7 +230,8 @@ extension Store {
         case .budget(let budget, let weighting):
             let decision: PolicyDecision
             do {
-                decision = try BudgetPolicy.decide(input, budget: budget, weighting: weighting)
+                decision = try BudgetPolicy.decide(input, budget: budget, weighting: weighting,
+                                                   maxDecodeNanoseconds: maxDecodeNanoseconds)
             } catch let error as CodecError {
                 throw StoreError.invalidArgument("budget policy for table '\(name)': \(error)")
             }

@@ -41,6 +41,8 @@ struct Ingest: ParsableCommand {
     var weighting: CodecPolicy.Weighting = .retrieval
     @Option(help: "Access counts of the rows, in the order of --vectors (.npy uint64, int64, float32 or float64).")
     var freq: String?
+    @Option(help: ArgumentHelp("With a budget: the most a lookup may take to decode on average, in ns (default: twice int8's with --weighting traffic and --freq; none with retrieval).", valueName: "ns"))
+    var maxDecodeNs: Double?
     @Option(help: "Codec of the bucket rows made by bucket:B (\(RowCodecs.bucketRowCodecNames); default fp32).", transform: parseCodec)
     var bucketCodec: Codec = .fp32
     @Option(help: "Where the rows go.") var layout: Layout = .segment
@@ -79,6 +81,10 @@ struct Ingest: ParsableCommand {
             throw InputError("--bucket-codec must be a codec without table parameters (\(RowCodecs.bucketRowCodecNames)), not '\(bucketCodec)'")
         }
         options.bucketCodec = bucketCodec
+        if let maxDecodeNs {
+            guard maxDecodeNs > 0, maxDecodeNs.isFinite else { throw InputError("--max-decode-ns must be a positive number of nanoseconds") }
+            options.maxDecodeNanoseconds = maxDecodeNs
+        }
         options.layout = layout == .segment ? .segment : .perKey
         let file = try NPYFile(path: vectors)
         let (count, dimension) = try file.matrixShape()
@@ -152,6 +158,10 @@ func describe(_ summary: PolicySummary, rows: Int, dimension: Int) -> String {
                            error > 0 ? singleError / error : 1)
         }
         lines.append(line)
+    }
+    if let decode = summary.expectedDecodeNanoseconds {
+        lines.append(String(format: "  expected decode time %.1f ns a lookup", decode)
+                     + (summary.decodeCapNanoseconds.map { String(format: " (held to %.1f ns)", $0) } ?? " (no cap held)"))
     }
     let width = max(8, summary.shares.map(\.codec.count).max() ?? 0)
     for share in summary.shares {
