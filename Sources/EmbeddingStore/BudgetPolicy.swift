@@ -77,11 +77,12 @@ public struct PolicySummary: Sendable, Codable, Equatable {
 
 /// Decode time per row of a codec at a width, in nanoseconds: a model fitted to `embstore bench
 /// --decode-only` on this project's 2-core machine (int8 6.1 ns at d = 64 and 26 ns at 384; tc
-/// 340–380 ns at 64 and 3.4–4.9 µs at 384), used to weigh decode cost, not to predict it.
+/// 340–830 ns at 64, more at higher rates, and 3.4–4.9 µs at 384), used to weigh decode cost,
+/// not to predict it. In a lookup a tc row also costs a sized segment's index walk.
 public enum DecodeCost {
     public static func nanoseconds(_ codec: Codec, dimension d: Int) -> Double {
         let width = Double(d)
-        if codec.tag == Codec.transformCoded(bitsPerValue: 2).tag { return 0.025 * width * width + 3.5 * width }
+        if codec.tag == Codec.transformCoded(bitsPerValue: 2).tag { return 0.02 * width * width + 8 * width }
         return 0.07 * width + 1.5
     }
 }
