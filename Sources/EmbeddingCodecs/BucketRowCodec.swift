@@ -61,7 +61,7 @@ struct BucketRowCodec: RowCodec {
         guard options.bucketCodec.rowCodec.canStoreBucketRows else {
             throw CodecError.invalidParameter("bucket rows must use a codec without table parameters (\(RowCodecs.bucketRowCodecNames)), not \(options.bucketCodec)")
         }
-        let bucketCount = max(1, min(requested, count))
+        let bucketCount = max(1, min(requested, options.tableRows ?? count))
         // At least one sample row a bucket (the bucket rows themselves take as much).
         let limit = max(RowSampling.limit(options.sampleLimit, dimension: dimension), bucketCount)
         let codebook = try RowSampling.withSample(rows, count: count, dimension: dimension, limit: limit) { sample, sampleCount in

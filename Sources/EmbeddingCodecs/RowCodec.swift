@@ -99,6 +99,9 @@ public struct FitOptions: Sendable {
     /// Bytes on disk a row costs beyond its record (the store's index and page overhead for the
     /// layout the load writes), for codecs that fit a byte budget (`tc:P%`).
     public var overheadBytesPerRow = 10.5
+    /// The rows of the table being loaded, when `planLoad` is given a sample of them rather than
+    /// all of them (a budget is for the table; buckets are at most one a row).
+    public var tableRows: Int?
     public init() {}
 }
 

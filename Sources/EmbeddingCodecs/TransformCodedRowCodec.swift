@@ -89,7 +89,7 @@ public struct TransformCodedRowCodec: RowCodec {
         let fit = try TransformCodedFit(rows: rows, count: count, dimension: dimension, options: options, codec: codec.description)
         let draft: TransformCodedFit.Draft
         if codec.arguments.count == 2 {
-            draft = try Self.draft(fit, budget: codec.arguments[1], rows: count, options: options, codec: codec)
+            draft = try Self.draft(fit, budget: codec.arguments[1], rows: options.tableRows ?? count, options: options, codec: codec)
         } else {
             draft = fit.draft(meanRecordBytes: Self.targetRecordBytes(bits: codec.arguments[0], dimension: dimension))
         }

@@ -88,18 +88,26 @@ public enum DecodeCost {
 }
 
 /// Inputs shared by the policies.
-struct PolicyInput: @unchecked Sendable {   // rows are read, never written
-    let rows: UnsafeBufferPointer<Float>
-    let count: Int
-    let dimension: Int
+struct PolicyInput: Sendable {
+    let source: any RowSource
+    /// An even stride of the rows, what codecs fit their parameters on (`sampleCount` rows).
+    let sample: [Float]
+    let sampleCount: Int
+    var count: Int { source.count }
+    var dimension: Int { source.dimension }
     /// Access counts in input order, or nil (rows count equally).
     let counts: [Double]?
     let fit: FitOptions
     /// Bytes on disk per row beyond its record.
     let overheadBytesPerRow: Double
 
-    func row(_ i: Int) -> UnsafeBufferPointer<Float> {
-        UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension])
+    /// Fits `codec`'s parameters on the sample.
+    func planLoad(_ codec: Codec) throws -> LoadPlan {
+        var options = fit
+        options.tableRows = count
+        return try sample.withUnsafeBufferPointer {
+            try codec.rowCodec.planLoad(codec, rows: $0, count: sampleCount, dimension: dimension, options: options)
+        }
     }
 
     /// Row indexes hottest first (ties in input order).
@@ -128,10 +136,10 @@ enum BudgetPolicy {
         let weights: [Double] = input.counts.map { $0.map { weighting.weight($0) } } ?? [Double](repeating: 1, count: n)
 
         // Candidates: the plain ladder, then the tc rates.
-        let plainEncoders = try plainLadder.map { codec in try codec.rowCodec.planLoad(codec, rows: input.rows, count: n, dimension: d, options: input.fit).makeEncoder([], nil, []) }
+        let plainEncoders = try plainLadder.map { try input.planLoad($0).makeEncoder([], nil, []) }
         var candidates = zip(plainLadder, plainEncoders).map { PolicyCandidate(codec: $0, label: $0.description, fixedBytes: $1.maximumRecordSize) }
-        let ladder = try TransformCodedLadder(rows: input.rows, count: n, dimension: d, lowestBits: tcLowestBits,
-                                              highestBits: tcHighestBits, models: tcModels, options: input.fit)
+        let ladder = try input.sample.withUnsafeBufferPointer { sample in try TransformCodedLadder(rows: sample, count: input.sampleCount, dimension: d, lowestBits: tcLowestBits,
+                                              highestBits: tcHighestBits, models: tcModels, options: input.fit) }
         let firstTC = candidates.count
         for rate in ladder.rates {
             let bits = (rate * 1000).rounded() / 1000
@@ -143,7 +151,7 @@ enum BudgetPolicy {
 
         // Score every row under every candidate (errors; bytes for tc).
         var errors = [Float](repeating: 0, count: n * c)
-        var tcBytes = [Float](repeating: 0, count: n * ladder.rates.count)
+        var tcBytes = [UInt16](repeating: 0, count: n * ladder.rates.count)
         try scoreRows(input, plain: plainLadder, ladder: ladder, errors: &errors, tcBytes: &tcBytes, candidates: c)
 
         let fixed = fixedAllowance(budget: budgetBytes) + Double(n) * input.overheadBytesPerRow
@@ -168,7 +176,7 @@ enum BudgetPolicy {
             let m = rows.count
             // Hull points per row, cheapest first: candidate index, bytes, weighted error.
             var hullStart = [Int32](repeating: 0, count: m + 1)
-            var hullCandidate: [UInt8] = [], hullBytes: [Float] = [], hullError: [Double] = []
+            var hullCandidate: [UInt8] = [], hullBytes: [Float] = [], hullError: [Float] = []
             hullCandidate.reserveCapacity(m * 4)
             hullBytes.reserveCapacity(m * 4)
             hullError.reserveCapacity(m * 4)
@@ -198,7 +206,7 @@ enum BudgetPolicy {
                 for point in hull {
                     hullCandidate.append(UInt8(point.k))
                     hullBytes.append(Float(point.b))
-                    hullError.append(point.e)
+                    hullError.append(Float(point.e))
                 }
                 hullStart[position + 1] = Int32(hullCandidate.count)
             }
@@ -209,7 +217,7 @@ enum BudgetPolicy {
             steps.reserveCapacity(hullCandidate.count - m)
             for position in 0..<m {
                 for h in Int(hullStart[position]) + 1..<Int(hullStart[position + 1]) {
-                    let saving = Float((hullError[h - 1] - hullError[h]) / Double(hullBytes[h] - hullBytes[h - 1]))
+                    let saving = max(0, (hullError[h - 1] - hullError[h]) / (hullBytes[h] - hullBytes[h - 1]))   // ≥ 0: its bits sort as numbers
                     steps.append(UInt64(~saving.bitPattern) << 32 | UInt64(position))
                 }
             }
@@ -234,7 +242,7 @@ enum BudgetPolicy {
             var error = 0.0
             for position in 0..<m {
                 choice[position] = hullCandidate[Int(at[position])]
-                error += hullError[Int(at[position])]
+                error += Double(hullError[Int(at[position])])
             }
             return Solution(choice: choice, recordBytes: total, weightedError: error, lambda: lambda)
         }
@@ -376,7 +384,7 @@ enum BudgetPolicy {
     /// Scores every row under every candidate, on all cores: exact squared errors of the plain
     /// codecs (infinite where a codec cannot store the row), tc estimates.
     static func scoreRows(_ input: PolicyInput, plain: [Codec], ladder: TransformCodedLadder, errors: inout [Float],
-                          tcBytes: inout [Float], candidates c: Int) throws {
+                          tcBytes: inout [UInt16], candidates c: Int) throws {
         let n = input.count, d = input.dimension
         let rates = ladder.rates.count
         let idBytes = TransformCodedRowCodec.modelIDBytes(UInt32(2 + rates))
@@ -388,19 +396,23 @@ enum BudgetPolicy {
                 nonisolated(unsafe) let errorsOut = errorsBase, tcOut = tcBase
                 DispatchQueue.concurrentPerform(iterations: threads) { t in
                     do {
-                        let encoders = try plain.map { codec in
-                            try codec.rowCodec.planLoad(codec, rows: input.rows, count: min(n, 1), dimension: d, options: input.fit).makeEncoder([], nil, [])
-                        }
+                        let encoders = try plain.map { try input.planLoad($0).makeEncoder([], nil, []) }
                         let decoders = plain.map { $0.rowCodec.makeDecoder(dimension: d) }
                         let parameters = InMemoryCodecTable(dimension: d)
                         let estimator = TransformCodedLadder.Estimator(ladder)
                         var record = [UInt8](repeating: 0, count: encoders.map(\.maximumRecordSize).max() ?? 1)
                         var decoded = [Float](repeating: 0, count: d)
+                        let rateBytes = UnsafeMutableBufferPointer<Float>.allocate(capacity: rates)
+                        defer { rateBytes.deallocate() }
                         let start = n * t / threads, end = n * (t + 1) / threads
+                        let stretch = max(1, (1 << 20) / d)
                         try record.withUnsafeMutableBytes { record in
                             try decoded.withUnsafeMutableBufferPointer { decoded in
-                                for i in start..<end {
-                                    let row = input.row(i)
+                                for first in stride(from: start, to: end, by: stretch) {
+                                  let rows = first..<min(end, first + stretch)
+                                  try input.source.withRows(rows) { stretchRows in
+                                  for i in rows {
+                                    let row = UnsafeBufferPointer(rebasing: stretchRows[(i - first) * d..<(i - first + 1) * d])
                                     for (k, encoder) in encoders.enumerated() {
                                         var error = Float.infinity
                                         if (try? encoder.check(row)) != nil, let size = try? encoder.encode(row, index: nil, into: record) {
@@ -417,7 +429,11 @@ enum BudgetPolicy {
                                         errorsOut[i * c + k] = error
                                     }
                                     estimator.estimate(row.baseAddress!, idBytes: idBytes, errors: errorsOut + i * c + plain.count,
-                                                       bytes: tcOut + i * rates)
+                                                       bytes: rateBytes.baseAddress!)
+                                    for r in 0..<rates { tcOut[i * rates + r] = UInt16(min(65_535, rateBytes[r])) }
+                                  }
+                                  }
+                                  input.source.release()
                                 }
                             }
                         }

@@ -84,13 +84,27 @@ extension Store {
     @discardableResult
     public func load(table name: String, ids: [UInt64]? = nil, rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int,
                      policy: CodecPolicy, counts: [Double]? = nil, options: LoadOptions = LoadOptions()) throws -> LoadReport {
-        try requireWritable()
-        try Store.validateTableName(name)
         guard dimension >= 1 else {
             throw StoreError.invalidArgument("rows for table '\(name)' have dimension \(dimension); it must be at least 1")
         }
         guard count >= 0, rows.count == count * dimension else {
             throw StoreError.invalidArgument("rows hold \(rows.count) floats, not \(count) rows × \(dimension)")
+        }
+        return try load(table: name, ids: ids, source: MemoryRows(rows, count: count, dimension: dimension), policy: policy,
+                        counts: counts, options: options)
+    }
+
+    /// `load` from a `RowSource`, read a stretch at a time: the load keeps in memory the ids,
+    /// the counts, a sample for the fits and what the policy scores per row (for a budget, a
+    /// few bytes per row and candidate), never the table.
+    @discardableResult
+    public func load(table name: String, ids: [UInt64]? = nil, source: any RowSource, policy: CodecPolicy, counts: [Double]? = nil,
+                     options: LoadOptions = LoadOptions()) throws -> LoadReport {
+        try requireWritable()
+        try Store.validateTableName(name)
+        let count = source.count, dimension = source.dimension
+        guard dimension >= 1 else {
+            throw StoreError.invalidArgument("rows for table '\(name)' have dimension \(dimension); it must be at least 1")
         }
         let ids = ids ?? (0..<UInt64(count)).map { $0 }
         guard ids.count == count else {
@@ -118,7 +132,9 @@ extension Store {
         case .single: break
         }
         let order = try Self.sortedOrder(ids)
-        try Self.checkFinite(rows, dimension: dimension, ids: ids, table: name)
+        try source.forEachStretch { range, rows in
+            try Self.checkFinite(rows, dimension: dimension, ids: ids, first: range.lowerBound, table: name)
+        }
 
         let existing = try? table(name)
         if let existing, existing.dimension != dimension {
@@ -139,7 +155,20 @@ extension Store {
         // check every row fits its codec, all before the table is created or anything is written.
         var fit = options.fit
         fit.overheadBytesPerRow = Self.overheadBytesPerRow(ids: ids, order: order, layout: options.layout)
-        let input = PolicyInput(rows: rows, count: count, dimension: dimension, counts: counts, fit: fit,
+        // The fits' sample: k-means (buckets) takes up to `sampleLimit` rows; PCA and tc models
+        // no more than 30·d and 20,000; self-contained codecs none.
+        let needsSample: Bool, needsBuckets: Bool
+        switch policy {
+        case .single(let codec):
+            needsSample = !codec.rowCodec.canStoreBucketRows
+            needsBuckets = codec.rowCodec.name.hasPrefix("bucket")
+        case .tiers: needsSample = false; needsBuckets = false   // each tier samples its own rows
+        case .budget: needsSample = true; needsBuckets = false
+        }
+        let (sample, sampleCount) = needsSample
+            ? try source.sample(limit: needsBuckets ? fit.sampleLimit : min(fit.sampleLimit, max(20_000, 30 * dimension)))
+            : ([Float](), 0)
+        let input = PolicyInput(source: source, sample: sample, sampleCount: sampleCount, counts: counts, fit: fit,
                                 overheadBytesPerRow: fit.overheadBytesPerRow)
         let (groups, candidates, choice, summary) = try plan(policy, input: input, table: name, ids: ids,
                                                              maxDecodeNanoseconds: options.maxDecodeNanoseconds)
@@ -147,7 +176,7 @@ extension Store {
         let table = try existing ?? createTable(name, dimension: dimension)
         do {
             return try write(into: table, groups: groups, candidates: candidates, choice: choice, summary: summary,
-                             ids: ids, order: order, rows: rows, dimension: dimension, options: options)
+                             ids: ids, order: order, source: source, options: options)
         } catch {
             if createdTable { try? dropTable(name) }
             throw error
@@ -161,18 +190,22 @@ extension Store {
         let count = input.count, dimension = input.dimension
         func planned(_ codec: Codec) throws -> LoadPlan {
             do {
-                return try codec.rowCodec.planLoad(codec, rows: input.rows, count: count, dimension: dimension, options: input.fit)
+                return try input.planLoad(codec)
             } catch let error as CodecError {
                 throw StoreError(error, table: name, codec: codec)
             }
         }
-        func check(_ plan: LoadPlan, _ codec: Codec, rows: some Sequence<Int>) throws {
-            guard let check = plan.checkRow else { return }
-            for i in rows {
-                do {
-                    try check(input.row(i))
-                } catch let error as CodecError {
-                    throw StoreError.encoding(table: name, id: ids[i], codec: "\(codec) (row \(i))", underlying: error)
+        // Every row is checked against its codec's plan (fp16's range) in one pass.
+        func check(_ plans: [Int: (LoadPlan, Codec)], choice: [UInt8]?) throws {
+            guard plans.values.contains(where: { $0.0.checkRow != nil }) else { return }
+            try input.source.forEachStretch { range, rows in
+                for i in range {
+                    guard let (plan, codec) = plans[Int(choice?[i] ?? 0)], let check = plan.checkRow else { continue }
+                    do {
+                        try check(UnsafeBufferPointer(rebasing: rows[(i - range.lowerBound) * dimension..<(i - range.lowerBound + 1) * dimension]))
+                    } catch let error as CodecError {
+                        throw StoreError.encoding(table: name, id: ids[i], codec: "\(codec) (row \(i))", underlying: error)
+                    }
                 }
             }
         }
@@ -182,7 +215,7 @@ extension Store {
         switch policy {
         case .single(let codec):
             let plan = try planned(codec)
-            try check(plan, codec, rows: 0..<count)
+            try check([0: (plan, codec)], choice: nil)
             let summary = PolicySummary(policy: policy.description, shares: [])
             return ([group(codec, plan, candidate: 0)], [PolicyCandidate(codec: codec, label: codec.description, fixedBytes: nil)], nil, summary)
 
@@ -200,28 +233,38 @@ extension Store {
             }
             var groups: [LoadGroup] = []
             var candidates: [PolicyCandidate] = []
+            var plans: [Int: (LoadPlan, Codec)] = [:]
             for (t, tier) in tiers.enumerated() {
                 candidates.append(PolicyCandidate(codec: tier.codec, label: tier.codec.description, fixedBytes: nil))
                 guard !tierRows[t].isEmpty else { continue }
-                // A tier's parameters are fitted on its own rows.
+                // A tier's parameters are fitted on (an even stride of) its own rows.
                 let plan: LoadPlan
                 if tier.codec.rowCodec.canStoreBucketRows {
                     plan = try planned(tier.codec)
                 } else {
+                    let members = tierRows[t].sorted()
+                    let take = min(members.count, RowSampling.limit(input.fit.sampleLimit, dimension: dimension))
                     var rows = [Float]()
-                    rows.reserveCapacity(tierRows[t].count * dimension)
-                    for i in tierRows[t] { rows.append(contentsOf: input.row(i)) }
+                    rows.reserveCapacity(take * dimension)
+                    for j in 0..<take {
+                        let i = members[take == members.count ? j : j * members.count / take]
+                        try input.source.withRows(i..<i + 1) { rows.append(contentsOf: $0) }
+                    }
+                    input.source.release()
+                    var options = input.fit
+                    options.tableRows = members.count
                     plan = try rows.withUnsafeBufferPointer { rows in
                         do {
-                            return try tier.codec.rowCodec.planLoad(tier.codec, rows: rows, count: tierRows[t].count, dimension: dimension, options: input.fit)
+                            return try tier.codec.rowCodec.planLoad(tier.codec, rows: rows, count: take, dimension: dimension, options: options)
                         } catch let error as CodecError {
                             throw StoreError(error, table: name, codec: tier.codec)
                         }
                     }
                 }
-                try check(plan, tier.codec, rows: tierRows[t])
+                plans[t] = (plan, tier.codec)
                 groups.append(group(tier.codec, plan, candidate: t))
             }
+            try check(plans, choice: choice)
             var summary = PolicySummary(policy: policy.description, shares: [])
             let decision = PolicyDecision(candidates: candidates, choice: choice, summary: summary)
             summary.shares = BudgetPolicy.shares(decision, input: input) { _, _ in 0 }
@@ -258,8 +301,9 @@ extension Store {
 
     /// Stores the groups' parameters, then the rows, each with its candidate's encoder.
     private func write(into table: Table, groups: [LoadGroup], candidates: [PolicyCandidate], choice: [UInt8]?,
-                       summary: PolicySummary, ids: [UInt64], order: [Int], rows: UnsafeBufferPointer<Float>, dimension: Int,
+                       summary: PolicySummary, ids: [UInt64], order: [Int], source: any RowSource,
                        options: LoadOptions) throws -> LoadReport {
+        let dimension = source.dimension
         // Store what the rows point at, then make the encoders.
         let stored = try write { batch in
             try groups.map { group -> ([UInt32], Range<UInt32>?, [Float]) in
@@ -289,7 +333,7 @@ extension Store {
                                 basisID: Array(zip(groups, stored)).last(where: { $0.0.plan.makesCurrentBasis })?.1.0.last)
         let formatVersion = zip(candidates, encoders).filter { $0.1 != nil }.map { $0.0.codec.rowCodec.formatVersion }.max() ?? 1
         if options.layout == .segment {
-            try writeSegment(table, ids: ids, order: order, rows: rows, dimension: dimension, encoders: encoders,
+            try writeSegment(table, ids: ids, order: order, source: source, encoders: encoders,
                              candidates: candidates, choice: choice, formatVersion: formatVersion, summary: summary,
                              partBytes: options.segmentPartBytes)
             return report
@@ -305,21 +349,20 @@ extension Store {
         while start < ids.count {
             let end = min(ids.count, start + max(1, options.rowsPerTransaction))
             try write { batch in
-                for position in start..<end {
-                    let i = order[position]
+                try Self.inOrder(order[start..<end], source: source) { i, row in
                     let k = Int(choice?[i] ?? 0)
-                    let row = UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension])
                     try batch.putEncoded(table, id: ids[i], vector: row, index: i, encoder: encoders[k]!, codec: candidates[k].codec,
                                          flags: canAppend ? .append : [])
                 }
             }
             start = end
+            _ = dimension
         }
         return report
     }
 
     /// Encodes the rows in id order into one new segment, each with its candidate's encoder.
-    private func writeSegment(_ table: Table, ids: [UInt64], order: [Int], rows: UnsafeBufferPointer<Float>, dimension: Int,
+    private func writeSegment(_ table: Table, ids: [UInt64], order: [Int], source: any RowSource,
                               encoders: [(any RowEncoder)?], candidates: [PolicyCandidate], choice: [UInt8]?, formatVersion: UInt32,
                               summary: PolicySummary, partBytes: Int) throws {
         let capacity = encoders.compactMap { $0?.maximumRecordSize }.max() ?? 1
@@ -331,14 +374,13 @@ extension Store {
         let note = try LoadNote(summary: summary).encoded()
         try writeSegment(table, rowsPerPart: rowsPerPart, expectedPartBytes: min(rowsPerPart, order.count) * capacity,
                          formatVersion: formatVersion, note: note) { emit in
-            for i in order {
+            try Self.inOrder(order[...], source: source) { i, row in
                 let k = Int(choice?[i] ?? 0)
                 let encoder = encoders[k]!
                 try record.withUnsafeMutableBytes { buffer in
                     let size: Int
                     do {
-                        size = try encoder.encode(UnsafeBufferPointer(rebasing: rows[i * dimension..<(i + 1) * dimension]), index: i,
-                                                  into: buffer)
+                        size = try encoder.encode(row, index: i, into: buffer)
                     } catch let error as CodecError {
                         throw StoreError.encoding(table: table.name, id: ids[i], codec: candidates[k].label, underlying: error)
                     }
@@ -368,11 +410,38 @@ extension Store {
         return order
     }
 
-    /// Finds the first row with a non-finite value.
-    static func checkFinite(_ rows: UnsafeBufferPointer<Float>, dimension: Int, ids: [UInt64], table: String) throws(StoreError) {
+    /// Finds the first row with a non-finite value in `rows`, rows `first…` of the load.
+    static func checkFinite(_ rows: UnsafeBufferPointer<Float>, dimension: Int, ids: [UInt64], first: Int = 0, table: String) throws(StoreError) {
         if let bad = rows.firstIndex(where: { !$0.isFinite }) {
-            let row = bad / dimension
+            let row = first + bad / dimension
             throw .nonFiniteValue(table: table, row: row, id: ids[row], column: bad % dimension, value: rows[bad])
+        }
+    }
+
+    /// Calls `body` with each row of `order` (row indexes), in that order: a stretch at a time
+    /// where the indexes run consecutively (ids in input order, the usual case), a row at a time
+    /// elsewhere, the source released every stretch.
+    static func inOrder(_ order: ArraySlice<Int>, source: any RowSource,
+                        _ body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
+        let d = source.dimension
+        let stretch = max(1, (1 << 22) / d)
+        var position = order.startIndex
+        var sinceRelease = 0
+        while position < order.endIndex {
+            let first = order[position]
+            var end = position + 1
+            while end < order.endIndex, end - position < stretch, order[end] == first + (end - position) { end += 1 }
+            try source.withRows(first..<first + (end - position)) { rows in
+                for r in 0..<(end - position) {
+                    try body(first + r, UnsafeBufferPointer(rebasing: rows[r * d..<(r + 1) * d]))
+                }
+            }
+            sinceRelease += end - position
+            if sinceRelease >= stretch {
+                source.release()
+                sinceRelease = 0
+            }
+            position = end
         }
     }
 }

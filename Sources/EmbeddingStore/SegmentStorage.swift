@@ -11,7 +11,7 @@ extension Store {
 
     /// Data parts of about this many bytes: large enough that a row is found with arithmetic on
     /// one map pointer, small enough for one write transaction (LMDB caps the pages it dirties).
-    static let segmentPartBytes = 64 << 20
+    static let segmentPartBytes = 16 << 20
 
     /// Live segment ids of `table`, newest first (empty when it has none, e.g. a version-1 table).
     func segmentManifest(_ table: Table, in txn: borrowing Transaction) throws -> [UInt32] {

@@ -61,6 +61,13 @@ public final class NPYFile: @unchecked Sendable {
 
     deinit { munmap(map, mapSize) }
 
+    /// Drops the map's resident pages (`MADV_DONTNEED`): what a read has touched stops counting
+    /// in the process's memory, and is read again (from the page cache, mostly) when touched.
+    /// For jobs that stream a file larger than they want resident.
+    public func releaseResidentPages() {
+        _ = madvise(map, mapSize, MADV_DONTNEED)
+    }
+
     /// The number of elements: the product of `shape` (1 for a 0-d array).
     public var count: Int { shape.reduce(1, *) }
 

@@ -109,23 +109,7 @@ struct Ingest: ParsableCommand {
         var storeOptions = Store.Options()
         storeOptions.durable = durable
         let store = try Store(path: self.store, options: storeOptions)
-        let load = { (rows: UnsafeBufferPointer<Float>) in
-            try store.load(table: self.table, ids: idValues, rows: rows, count: count, dimension: dimension, policy: policy,
-                           counts: counts, options: options)
-        }
-        let report: LoadReport
-        let data = file.rawData
-        if file.dtype == .float32, let base = data.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
-            // float32 rows straight from the memory-mapped file: no copy of the whole table. The
-            // map lives as long as `file`, which must outlive the load.
-            report = try withExtendedLifetime(file) {
-                try load(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: count * dimension))
-            }
-        } else {
-            var values = [Float](repeating: 0, count: count * dimension)
-            try values.withUnsafeMutableBufferPointer { try file.readFloatRows(0..<count, into: $0) }
-            report = try values.withUnsafeBufferPointer { try load($0) }
-        }
+        let report = try store.load(table: table, ids: idValues, source: try NPYRows(file), policy: policy, counts: counts, options: options)
         try store.sync()
         var line = "ingested \(report.rows) rows of dimension \(dimension) into table '\(table)' as \(policy)"
         if let buckets = report.bucketIDs { line += " (\(buckets.count) bucket rows)" }

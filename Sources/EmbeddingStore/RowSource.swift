@@ -1,0 +1,63 @@
+import EmbeddingCodecs
+
+/// Rows a bulk load reads: all of them in memory, or a file it reads a stretch at a time, so
+/// that a load's memory is bounded by a stretch plus what its fits and policy keep, not by the
+/// table.
+public protocol RowSource: Sendable {
+    var count: Int { get }
+    var dimension: Int { get }
+    /// Calls `body` with rows `range` as `range.count × dimension` floats, valid during the call.
+    /// May be called from several threads at once.
+    func withRows<R>(_ range: Range<Int>, _ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R
+    /// Drops what the source keeps resident of rows read so far (a file map's pages); the rows
+    /// can still be read, at the cost of reading them again.
+    func release()
+}
+
+/// Rows in memory, `count × dimension` floats row-major, valid while the load runs.
+public struct MemoryRows: RowSource, @unchecked Sendable {   // read, never written
+    public let rows: UnsafeBufferPointer<Float>
+    public let count: Int
+    public let dimension: Int
+
+    public init(_ rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int) {
+        self.rows = rows
+        self.count = count
+        self.dimension = dimension
+    }
+
+    public func withRows<R>(_ range: Range<Int>, _ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R {
+        try body(UnsafeBufferPointer(rebasing: rows[range.lowerBound * dimension..<range.upperBound * dimension]))
+    }
+
+    public func release() {}
+}
+
+extension RowSource {
+    /// Rows read in stretches of about `stretchFloats` floats, the source released after each.
+    func forEachStretch(stretchFloats: Int = 1 << 22, _ body: (Range<Int>, UnsafeBufferPointer<Float>) throws -> Void) throws {
+        let step = max(1, stretchFloats / max(dimension, 1))
+        var start = 0
+        while start < count {
+            let range = start..<min(count, start + step)
+            try withRows(range) { try body(range, $0) }
+            release()
+            start = range.upperBound
+        }
+    }
+
+    /// An even stride of at most `limit` rows (all of them when there are no more), copied: what
+    /// codecs fit their parameters on.
+    func sample(limit: Int) throws -> (rows: [Float], count: Int) {
+        let take = max(1, min(count, RowSampling.limit(limit, dimension: dimension)))
+        var sample = [Float]()
+        sample.reserveCapacity(take * dimension)
+        for j in 0..<take {
+            let i = take == count ? j : Int((Double(j) * Double(count) / Double(take)).rounded(.down))
+            try withRows(i..<i + 1) { sample.append(contentsOf: $0) }
+            if j % 65_536 == 65_535 { release() }
+        }
+        release()
+        return (sample, take)
+    }
+}
