@@ -72,6 +72,8 @@ public final class TransformCodedLadder: @unchecked Sendable {
         private var coefficients: [Float]
         /// Energy of the coefficients from j on (the last entry 0), so a rate's dropped tail is one read.
         private var tailEnergy: [Float]
+        private var residual: [Float]
+        private var outsideEnergy: Float = 0
         /// Per rate r, coefficient j: 1/Δ_j and Δ_j at `r * rank + j`.
         private let inverseSteps: [Float], steps: [Float]
         /// Per rate r, coefficient j: where its table's symbol costs start in `costs`, the table's
@@ -85,6 +87,7 @@ public final class TransformCodedLadder: @unchecked Sendable {
             let rank = ladder.basis.rank
             coefficients = [Float](repeating: 0, count: rank)
             tailEnergy = [Float](repeating: 0, count: rank + 1)
+            residual = [Float](repeating: 0, count: ladder.basis.dimension)
             var inverseSteps = [Float](repeating: 0, count: ladder.drafts.count * rank)
             var steps = inverseSteps
             var costStart = [Int32](repeating: 0, count: ladder.drafts.count * rank)
@@ -117,16 +120,24 @@ public final class TransformCodedLadder: @unchecked Sendable {
                              bytes: UnsafeMutablePointer<Float>) {
             let basis = ladder.basis
             let d = basis.dimension, rank = basis.rank
-            var total: Float = 0
-            for i in 0..<d {
-                let v = row[i] - basis.mean[i]
-                total += v * v
-            }
             coefficients.withUnsafeMutableBufferPointer { c in
                 TransformCodedFit.project(row, basis: basis, k: rank, into: c.baseAddress!)
-                var captured: Float = 0
-                for j in 0..<rank { captured += c[j] * c[j] }
-                let outside = max(0, total - captured)
+                // The energy the basis leaves out, measured: (x − μ) − B̂ᵀc, B̂ the stored (int8)
+                // rows, which are not exactly orthonormal, so ‖x − μ‖² − ‖c‖² would be off by a
+                // floor the size of a fine rate's whole error.
+                residual.withUnsafeMutableBufferPointer { r in
+                    for i in 0..<d { r[i] = row[i] - basis.mean[i] }
+                    for j in 0..<rank {
+                        let coefficient = c[j], basisRow = basis.rows + j * d
+                        for i in 0..<d { r[i] -= coefficient * basisRow[i] }
+                    }
+                    var energy: Float = 0
+                    for i in 0..<d { energy += r[i] * r[i] }
+                    outsideEnergy = energy
+                }
+            }
+            let outside = outsideEnergy
+            coefficients.withUnsafeMutableBufferPointer { c in
                 // Energy of the coefficients from j on, so a rate's dropped tail is one lookup.
                 tailEnergy.withUnsafeMutableBufferPointer { tail in
                 for j in stride(from: rank - 1, through: 0, by: -1) { tail[j] = tail[j + 1] + c[j] * c[j] }

@@ -286,7 +286,14 @@ enum BudgetPolicy {
         let all = Array(0..<n)
         var solution: Solution
         do {
-            solution = try solve(rows: all, allowed: allowed, recordBudget: budgetBytes - fixed - sharedBytes(allowed))
+            do {
+                solution = try solve(rows: all, allowed: allowed, recordBudget: budgetBytes - fixed - sharedBytes(allowed))
+            } catch {
+                // The models of every allowed rate do not fit beside the rows: keep the lowest.
+                for k in firstTC + 1..<c { allowed[k] = false }
+                allowed[firstTC] = true
+                solution = try solve(rows: all, allowed: allowed, recordBudget: budgetBytes - fixed - sharedBytes(allowed))
+            }
         } catch {
             // Too small: say what the smallest choice takes.
             let smallest = (0..<n).reduce(0.0) { total, i in
@@ -297,6 +304,32 @@ enum BudgetPolicy {
                                                     budgetBytes, 100 * budgetBytes / (Double(n) * Double(d) * 4), n, d, total,
                                                     100 * total / (Double(n) * Double(d) * 4)))
         }
+        // Every single candidate's totals, and what one tc rate fitted to this budget would give
+        // (`tc:P%`: interpolated between the ladder's rates around it, log error linear in bytes):
+        // the mix must not be worse than the best of them.
+        var singles: [(k: Int, error: Double, bytes: Double)] = []
+        for k in 0..<c {
+            var e = 0.0, b = 0.0
+            var feasible = true
+            for i in 0..<n {
+                let error = Double(errors[i * c + k])
+                guard error.isFinite else { feasible = false; break }
+                e += weights[i] * error
+                b += bytes(i, k)
+            }
+            if feasible { singles.append((k, e, b + (k >= firstTC ? modelBytes[k - firstTC] + basisBytes : 0) + fixed)) }
+        }
+        var bestSingle: (k: Int, error: Double)?
+        for single in singles where single.bytes <= budgetBytes {
+            if bestSingle.map({ single.error < $0.error }) ?? true { bestSingle = (single.k, single.error) }
+        }
+        var oneRateError = bestSingle?.error ?? .infinity
+        let rates = singles.filter { $0.k >= firstTC }
+        for (low, high) in zip(rates, rates.dropFirst()) where low.bytes <= budgetBytes && budgetBytes < high.bytes && low.error > 0 && high.error > 0 {
+            let t = (budgetBytes - low.bytes) / (high.bytes - low.bytes)
+            oneRateError = min(oneRateError, exp(log(low.error) + t * (log(high.error) - log(low.error))))
+        }
+
         // Decode cost: a tc row decodes about fifty to two hundred times slower than an int8 row,
         // so under a cap the rows that serve most lookups keep fast codecs. Rows, coldest first,
         // may take tc while the lookups they serve, times tc's extra decode time, stay within
@@ -326,12 +359,18 @@ enum BudgetPolicy {
                 return allowedRows
             }
             while true {
-                if let restricted = try? solve(rows: all, allowed: allowed, recordBudget: recordBudget, slowAllowed: slowRows(extra: max(0, cap - fast))) {
+                // The default cap holds only while the mix stays at or below one codec's error.
+                if let restricted = try? solve(rows: all, allowed: allowed, recordBudget: recordBudget, slowAllowed: slowRows(extra: max(0, cap - fast))),
+                   maxDecodeNanoseconds != nil || restricted.weightedError <= max(oneRateError, solution.weightedError) {
                     solution = restricted
                     decodeCap = cap
                     break
                 }
-                guard maxDecodeNanoseconds == nil, cap < slow else {
+                if maxDecodeNanoseconds == nil && cap >= slow {
+                    decodeCap = nil   // the mix without a cap
+                    break
+                }
+                guard maxDecodeNanoseconds == nil else {
                     throw StoreError.invalidArgument(String(format: "no mix within the budget decodes a lookup in %.4g ns on average: the fast codecs the hot rows would need do not fit. Allow more (--max-decode-ns) or give a larger budget", cap))
                 }
                 cap *= 2
@@ -343,21 +382,6 @@ enum BudgetPolicy {
 
         var summaryBytes = result.bytes + sharedBytes(usedCandidates(choice)) + fixed
 
-        // Never worse than one candidate for every row, when one fits.
-        var bestSingle: (k: Int, error: Double)?
-        for k in 0..<c {
-            var e = 0.0, b = 0.0
-            var feasible = true
-            for i in 0..<n {
-                let error = Double(errors[i * c + k])
-                guard error.isFinite else { feasible = false; break }
-                e += weights[i] * error
-                b += bytes(i, k)
-            }
-            let shared = k >= firstTC ? modelBytes[k - firstTC] + basisBytes : 0
-            guard feasible, b + shared + fixed <= budgetBytes else { continue }
-            if bestSingle.map({ e < $0.error }) ?? true { bestSingle = (k, e) }
-        }
         if let single = bestSingle, single.error < result.error {
             choice = [UInt8](repeating: UInt8(single.k), count: n)
             result.error = single.error
