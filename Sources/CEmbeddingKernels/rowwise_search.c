@@ -51,7 +51,7 @@ size_t emb_search_stats[ST_COUNT];
 #define STAT(k) ((void)0)
 #endif
 #if defined(EMB_SEARCH_PROFILE) && EMB_X86
-enum { PR_BOUNDS, PR_FIRST, PR_WALK, PR_REFINE, PR_FINAL, PR_HALF, PR_COUNT };
+enum { PR_BOUNDS, PR_FIRST, PR_WALK, PR_REFINE, PR_FINAL, PR_HALF, PR_HALF_FINAL, PR_COUNT };
 unsigned long long emb_search_profile[PR_COUNT];
 #define PROFILE_MARK(k) do { unsigned long long now_ = __rdtsc(); emb_search_profile[k] += now_ - profile_last_; profile_last_ = now_; } while (0)
 #define PROFILE_START unsigned long long profile_last_ = __rdtsc()
@@ -236,15 +236,18 @@ typedef struct {
     double q, qq, qy;
 } refit_sums;
 
-/* Squared error, Σq² and Σq·(x − bias) for one half candidate. */
+/* For one half candidate: its squared error (decoded, summed in lanes), and Σq² and Σq·(x − bias),
+ * the reference fitScale's sums for the next scale. (Its steps change the scale by a half's ulp,
+ * and their errors often differ by a relative 10^-6: too close for the estimate's bounds.) */
 typedef struct {
-    double error, qq, qy;
+    double error, qq, qb;
 } half_sums;
 
-/* What the first pass learns besides the histogram: Σy, Σy², and the plain min/max map's sums. */
+/* What the first pass learns besides the histogram: Σy, Σy², and the refit sums of the plain
+ * min/max map and of one more map (the half search's min/max on rounded parameters). */
 typedef struct {
     double y, yy;
-    refit_sums min_max;
+    refit_sums min_max, extra;
 } first_sums;
 
 /* One row and its scratch: xd[i] = (double)row[i] and y[i] = xd[i] − origin once the first pass
@@ -273,9 +276,10 @@ static int bounds_portable(row_ctx *r, float *low, float *high) {
 }
 
 static void first_pass_portable(row_ctx *r, double origin, double per_unit, uint32_t which, binsums *bins,
-                                affine min_max, double levels, first_sums *out) {
+                                affine min_max, const affine *extra, double levels, first_sums *out) {
     const double inverse = inverse_of(min_max.scale);
-    first_sums s = {0, 0, {0, 0, 0}};
+    const double extra_bias = extra ? (double)extra->bias : 0, extra_inverse = extra ? inverse_of(extra->scale) : 0;
+    first_sums s = {0, 0, {0, 0, 0}, {0, 0, 0}};
     for (size_t i = 0; i < r->d; i++) {
         const double x = (double)r->row[i], y = x - origin;
         s.y += y;
@@ -286,6 +290,12 @@ static void first_pass_portable(row_ctx *r, double origin, double per_unit, uint
         s.min_max.q += q;
         s.min_max.qq += q * q;
         s.min_max.qy += q * y;
+        if (extra) {
+            const double e = code_of(x, extra_bias, extra_inverse, levels);
+            s.extra.q += e;
+            s.extra.qq += e * e;
+            s.extra.qy += e * y;
+        }
     }
     *out = s;
 }
@@ -325,9 +335,14 @@ static half_sums half_pass_portable(row_ctx *r, affine a, double levels) {
         const double e = (double)((float)q * a.scale + a.bias) - x;
         s.error += e * e;
         s.qq += q * q;
-        s.qy += q * (x - bias);
+        s.qb += q * (x - bias);
     }
     return s;
+}
+
+static void half_pass2_portable(row_ctx *r, affine a0, affine a1, double levels, half_sums *s0, half_sums *s1) {
+    *s0 = half_pass_portable(r, a0, levels);
+    *s1 = half_pass_portable(r, a1, levels);
 }
 
 /* Codes of elements [start, d) packed `bits` a code into out (start a multiple of 8). */
@@ -420,45 +435,61 @@ static int bounds_avx2(row_ctx *r, float *low, float *high) {
 /* y, Σy, Σy², the bins in `which`, and the plain min/max map's sums, whose bias is the origin:
  * (x − bias) · inverse is y · inverse. */
 EMB_TARGET_SEARCH
-static void first_pass_avx2(row_ctx *r, double origin, double per_unit, uint32_t which, binsums *bins,
-                            affine min_max, double levels, first_sums *out) {
+static inline __attribute__((always_inline)) void first_pass_avx2_with(row_ctx *r, double origin, double per_unit,
+                                                                     uint32_t which, binsums *bins, affine min_max,
+                                                                     const affine *extra, double levels,
+                                                                     first_sums *out) {
     const size_t d = r->d;
     const double *xd = r->xd;
     double *ys = r->y;
     const __m256d vorigin = _mm256_set1_pd(origin), vper = _mm256_set1_pd(per_unit);
     const __m256d vinverse = _mm256_set1_pd(inverse_of(min_max.scale)), vlevels = _mm256_set1_pd(levels);
-    const __m128i last = _mm_set1_epi32(HIST_BINS - 1), vwhich = _mm_set1_epi32((int)which), one = _mm_set1_epi32(1);
-    __m256d sy = _mm256_setzero_pd(), syy = sy, q = sy, qq = sy, qy = sy;
+    const __m256d xbias = _mm256_set1_pd(extra ? (double)extra->bias : 0);
+    const __m256d xinverse = _mm256_set1_pd(extra ? inverse_of(extra->scale) : 0);
+    /* `which` is always the k lowest and k highest bins: bin(y) < k exactly when y · per_unit < k
+     * (the bin is that product truncated, and it is >= 0), and bin(y) >= 32 − k exactly when
+     * y · per_unit >= 32 − k. */
+    const int k = __builtin_popcount(which & 0xFFFFu);
+    const __m256d low_end = _mm256_set1_pd((double)k), high_end = _mm256_set1_pd((double)(HIST_BINS - k));
+    __m256d sy = _mm256_setzero_pd(), syy = sy, q = sy, qq = sy, qy = sy, eq = sy, eqq = sy, eqy = sy;
     uint64_t word = 0;
     size_t i = 0;
     for (; i + 4 <= d; i += 4) {
-        const __m256d y = _mm256_sub_pd(_mm256_loadu_pd(xd + i), vorigin);
+        const __m256d x = _mm256_loadu_pd(xd + i);
+        const __m256d y = _mm256_sub_pd(x, vorigin);
         _mm256_storeu_pd(ys + i, y);
         sy = _mm256_add_pd(sy, y);
         syy = _mm256_fmadd_pd(y, y, syy);
+        /* The min/max map's bias is the origin: (x − bias) · inverse is y · inverse. */
         const __m256d c = clamp_round(_mm256_mul_pd(y, vinverse), vlevels);
         q = _mm256_add_pd(q, c);
         qq = _mm256_fmadd_pd(c, c, qq);
         qy = _mm256_fmadd_pd(c, y, qy);
+        if (extra) {
+            const __m256d e = code4(x, xbias, xinverse, vlevels);
+            eq = _mm256_add_pd(eq, e);
+            eqq = _mm256_fmadd_pd(e, e, eqq);
+            eqy = _mm256_fmadd_pd(e, y, eqy);
+        }
         /* Which lanes fall in a bin to fill: a bit each, filled in index order after the loop
          * (no branch in the loop, no reading back what it just stored). */
-        const __m128i bin = _mm_min_epi32(_mm256_cvttpd_epi32(_mm256_mul_pd(y, vper)), last);
-        const __m128i selected = _mm_and_si128(_mm_srlv_epi32(vwhich, bin), one);
-        const uint64_t mask = (uint64_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(selected, one)));
-        word |= mask << (i & 63);
+        const __m256d t = _mm256_mul_pd(y, vper);
+        const __m256d selected = _mm256_or_pd(_mm256_cmp_pd(t, low_end, _CMP_LT_OQ), _mm256_cmp_pd(t, high_end, _CMP_GE_OQ));
+        word |= (uint64_t)_mm256_movemask_pd(selected) << (i & 63);
         if ((i & 63) == 60) {
             r->picked[i >> 6] = word;
             word = 0;
         }
     }
     if (i & 63) r->picked[i >> 6] = word;
-    for (size_t k = 0; k < (i + 63) >> 6; k++) {
-        for (uint64_t bits = r->picked[k]; bits; bits &= bits - 1) {
-            const size_t j = (k << 6) + (size_t)__builtin_ctzll(bits);
+    for (size_t w = 0; w < (i + 63) >> 6; w++) {
+        for (uint64_t bits = r->picked[w]; bits; bits &= bits - 1) {
+            const size_t j = (w << 6) + (size_t)__builtin_ctzll(bits);
             bin_add(&bins[bin_of(ys[j], per_unit)], ys[j]);
         }
     }
-    first_sums s = {hsum_pd(sy), hsum_pd(syy), {hsum_pd(q), hsum_pd(qq), hsum_pd(qy)}};
+    first_sums s = {hsum_pd(sy), hsum_pd(syy), {hsum_pd(q), hsum_pd(qq), hsum_pd(qy)},
+                    {hsum_pd(eq), hsum_pd(eqq), hsum_pd(eqy)}};
     const double bias = (double)min_max.bias, inverse = inverse_of(min_max.scale);
     for (; i < d; i++) {
         const double y = xd[i] - origin;
@@ -471,8 +502,21 @@ static void first_pass_avx2(row_ctx *r, double origin, double per_unit, uint32_t
         s.min_max.q += c;
         s.min_max.qq += c * c;
         s.min_max.qy += c * y;
+        if (extra) {
+            const double e = code_of(xd[i], (double)extra->bias, inverse_of(extra->scale), levels);
+            s.extra.q += e;
+            s.extra.qq += e * e;
+            s.extra.qy += e * y;
+        }
     }
     *out = s;
+}
+
+EMB_TARGET_SEARCH
+static void first_pass_avx2(row_ctx *r, double origin, double per_unit, uint32_t which, binsums *bins,
+                            affine min_max, const affine *extra, double levels, first_sums *out) {
+    if (extra) first_pass_avx2_with(r, origin, per_unit, which, bins, min_max, extra, levels, out);
+    else first_pass_avx2_with(r, origin, per_unit, which, bins, min_max, NULL, levels, out);
 }
 
 static void fill_bins_avx2(row_ctx *r, double origin, double per_unit, uint32_t which, binsums *bins) {
@@ -570,30 +614,81 @@ static half_sums half_pass_avx2(row_ctx *r, affine a, double levels) {
     const __m256d vbias = _mm256_set1_pd((double)a.bias), vinverse = _mm256_set1_pd(inverse_of(a.scale));
     const __m256d vlevels = _mm256_set1_pd(levels);
     const __m256 fscale = _mm256_set1_ps(a.scale), fbias = _mm256_set1_ps(a.bias);
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0, qq0 = s0, qq1 = s0, qy0 = s0, qy1 = s0;
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0, qq0 = s0, qq1 = s0, qb0 = s0, qb1 = s0;
     size_t i = 0;
     for (; i + 8 <= d; i += 8) {
         const __m256d x0 = _mm256_loadu_pd(xd + i), x1 = _mm256_loadu_pd(xd + i + 4);
-        const __m256d y0 = _mm256_sub_pd(x0, vbias), y1 = _mm256_sub_pd(x1, vbias);
-        const __m256d c0 = clamp_round(_mm256_mul_pd(y0, vinverse), vlevels);
-        const __m256d c1 = clamp_round(_mm256_mul_pd(y1, vinverse), vlevels);
+        const __m256d v0 = _mm256_sub_pd(x0, vbias), v1 = _mm256_sub_pd(x1, vbias);
+        const __m256d c0 = clamp_round(_mm256_mul_pd(v0, vinverse), vlevels);
+        const __m256d c1 = clamp_round(_mm256_mul_pd(v1, vinverse), vlevels);
         __m256d e0, e1;
         errors8(x0, x1, c0, c1, fscale, fbias, &e0, &e1);
         s0 = _mm256_fmadd_pd(e0, e0, s0);
         s1 = _mm256_fmadd_pd(e1, e1, s1);
         qq0 = _mm256_fmadd_pd(c0, c0, qq0);
         qq1 = _mm256_fmadd_pd(c1, c1, qq1);
-        qy0 = _mm256_fmadd_pd(c0, y0, qy0);
-        qy1 = _mm256_fmadd_pd(c1, y1, qy1);
+        qb0 = _mm256_fmadd_pd(c0, v0, qb0);
+        qb1 = _mm256_fmadd_pd(c1, v1, qb1);
     }
-    half_sums s = {hsum_pd(_mm256_add_pd(s0, s1)), hsum_pd(_mm256_add_pd(qq0, qq1)),
-                   hsum_pd(_mm256_add_pd(qy0, qy1))};
+    half_sums s = {hsum_pd(_mm256_add_pd(s0, s1)), hsum_pd(_mm256_add_pd(qq0, qq1)), hsum_pd(_mm256_add_pd(qb0, qb1))};
     const row_ctx tail = {r->row + i, d - i, NULL, NULL, NULL};
     const half_sums t = half_pass_portable((row_ctx *)&tail, a, levels);
     s.error += t.error;
     s.qq += t.qq;
-    s.qy += t.qy;
+    s.qb += t.qb;
     return s;
+}
+
+/* half_pass_avx2 for two maps at once: the two fits of the half search are independent, and
+ * running their passes together overlaps the latency of one with the other's work. */
+EMB_TARGET_SEARCH
+static void half_pass2_avx2(row_ctx *r, affine a0, affine a1, double levels, half_sums *s0, half_sums *s1) {
+    const size_t d = r->d;
+    const double *xd = r->xd;
+    const __m256d vlevels = _mm256_set1_pd(levels);
+    const __m256d b0 = _mm256_set1_pd((double)a0.bias), i0 = _mm256_set1_pd(inverse_of(a0.scale));
+    const __m256d b1 = _mm256_set1_pd((double)a1.bias), i1 = _mm256_set1_pd(inverse_of(a1.scale));
+    const __m256 fs0 = _mm256_set1_ps(a0.scale), fb0 = _mm256_set1_ps(a0.bias);
+    const __m256 fs1 = _mm256_set1_ps(a1.scale), fb1 = _mm256_set1_ps(a1.bias);
+    __m256d e0 = _mm256_setzero_pd(), qq0 = e0, qb0 = e0, e1 = e0, qq1 = e0, qb1 = e0;
+    size_t i = 0;
+    for (; i + 8 <= d; i += 8) {
+        const __m256d x0 = _mm256_loadu_pd(xd + i), x1 = _mm256_loadu_pd(xd + i + 4);
+        {
+            const __m256d v0 = _mm256_sub_pd(x0, b0), v1 = _mm256_sub_pd(x1, b0);
+            const __m256d c0 = clamp_round(_mm256_mul_pd(v0, i0), vlevels);
+            const __m256d c1 = clamp_round(_mm256_mul_pd(v1, i0), vlevels);
+            __m256d f0, f1;
+            errors8(x0, x1, c0, c1, fs0, fb0, &f0, &f1);
+            e0 = _mm256_fmadd_pd(f0, f0, _mm256_fmadd_pd(f1, f1, e0));
+            qq0 = _mm256_fmadd_pd(c0, c0, _mm256_fmadd_pd(c1, c1, qq0));
+            qb0 = _mm256_fmadd_pd(c0, v0, _mm256_fmadd_pd(c1, v1, qb0));
+        }
+        {
+            const __m256d v0 = _mm256_sub_pd(x0, b1), v1 = _mm256_sub_pd(x1, b1);
+            const __m256d c0 = clamp_round(_mm256_mul_pd(v0, i1), vlevels);
+            const __m256d c1 = clamp_round(_mm256_mul_pd(v1, i1), vlevels);
+            __m256d f0, f1;
+            errors8(x0, x1, c0, c1, fs1, fb1, &f0, &f1);
+            e1 = _mm256_fmadd_pd(f0, f0, _mm256_fmadd_pd(f1, f1, e1));
+            qq1 = _mm256_fmadd_pd(c0, c0, _mm256_fmadd_pd(c1, c1, qq1));
+            qb1 = _mm256_fmadd_pd(c0, v0, _mm256_fmadd_pd(c1, v1, qb1));
+        }
+    }
+    half_sums t0 = {hsum_pd(e0), hsum_pd(qq0), hsum_pd(qb0)}, t1 = {hsum_pd(e1), hsum_pd(qq1), hsum_pd(qb1)};
+    if (i < d) {
+        const row_ctx tail = {r->row + i, d - i, NULL, NULL, NULL};
+        const half_sums u0 = half_pass_portable((row_ctx *)&tail, a0, levels);
+        const half_sums u1 = half_pass_portable((row_ctx *)&tail, a1, levels);
+        t0.error += u0.error;
+        t0.qq += u0.qq;
+        t0.qb += u0.qb;
+        t1.error += u1.error;
+        t1.qq += u1.qq;
+        t1.qb += u1.qb;
+    }
+    *s0 = t0;
+    *s1 = t1;
 }
 
 EMB_TARGET_SEARCH
@@ -629,11 +724,12 @@ static void write_codes_avx2(const float *row, size_t d, affine a, double levels
 
 typedef struct {
     int (*bounds)(row_ctx *, float *, float *);
-    void (*first_pass)(row_ctx *, double, double, uint32_t, binsums *, affine, double, first_sums *);
+    void (*first_pass)(row_ctx *, double, double, uint32_t, binsums *, affine, const affine *, double, first_sums *);
     void (*fill_bins)(row_ctx *, double, double, uint32_t, binsums *);
     refit_sums (*refit_pass)(row_ctx *, affine, double, double);
     double (*squared_error)(row_ctx *, affine, double);
     half_sums (*half_pass)(row_ctx *, affine, double);
+    void (*half_pass2)(row_ctx *, affine, affine, double, half_sums *, half_sums *);
 } passes;
 
 /* Bins of the histogram filled before the walk, at each end, and filled in the first pass rather
@@ -663,11 +759,12 @@ HOT double walk_estimate(const walk_constants *w, int lower, int upper, binsums 
     return inside * width * width * w->noise + *clipped_below + *clipped_above;
 }
 
-/* The greedy walk (RowwiseQuantizer.greedyClip) on the bins filled so far, filling more when it
- * needs them; returns the best (lower, upper). It stops once nothing ahead can beat the best
- * estimate: every estimate at (l', u') with l' >= lower and u' >= upper is at least the current
- * clipping terms (which only grow) minus the rounding of all of these terms, which is below
- * (12n + 70)·u·n·span² and over-covered by `slack`. */
+/* The greedy walk (RowwiseQuantizer.greedyClip) on the bins filled so far, filling the rest of
+ * the histogram if it goes past them; returns the best (lower, upper). It stops once nothing
+ * ahead can beat the best estimate: every estimate at (l', u') with l' >= lower and u' >= upper is
+ * at least the current clipping terms (which only grow) minus the rounding of all of these terms,
+ * which is below (12n + 70)·u·n·span² and over-covered by `slack`. (Tabulating the estimates, or
+ * stepping without branches, measured no faster.) */
 static inline __attribute__((always_inline)) void greedy_walk(const passes *P, row_ctx *r, const walk_constants *w,
                                                               double origin, double per_unit, binsums *bins,
                                                               int filled, int *best_lower, int *best_upper) {
@@ -812,19 +909,38 @@ HOT int error_interval(approx estimate, refit_sums s, affine a, double n, double
     return isfinite(*hi);
 }
 
-/* a < b·(1 − 2^-30) for the reference's squared errors of the maps `a_map` and `b_map`, with the
- * kernel's values `a` and `b`; recomputed in index order when too close to call. */
-HOT int beats_by_margin(const float *row, size_t d, double levels, approx a, affine a_map, approx b,
-                                  affine b_map) {
-    const double k = 1 - 0x1p-30;
-    if (!isfinite(b.v)) return isfinite(a.v); /* infinite sums are exact: some term is infinite */
-    const approx threshold = {b.v * k, b.tol * k + 4 * U * fabs(b.v * k)};
-    const int less = certain_less(a, threshold);
-    if (less >= 0) return less;
-    STAT(ST_FINAL_EXACT);
-    const double exact_a = a.tol == 0 ? a.v : squared_error_exact(row, d, a_map, levels);
-    const double exact_b = b.tol == 0 ? b.v : squared_error_exact(row, d, b_map, levels);
-    return exact_a < exact_b * k;
+/* The reference's squared error of a map (RowwiseQuantizer.squaredError), known to three
+ * degrees of sharpness: 0, an interval from the estimate (error_interval); 1, the decoded errors
+ * summed in lanes (sum_tol); 2, exact (index order). Comparisons sharpen as far as they need. */
+typedef struct {
+    approx e;
+    affine map;
+    int tier;
+} squared_error_value;
+
+/* Tier 0 from an interval, or tier 1 when there is none. */
+static inline __attribute__((always_inline)) squared_error_value error_value(const passes *P, row_ctx *r,
+                                                                             double levels, affine map,
+                                                                             approx estimate, refit_sums sums,
+                                                                             double origin, double sum_yy);
+
+static inline __attribute__((always_inline)) void sharpen(const passes *P, row_ctx *r, double levels,
+                                                          squared_error_value *x);
+
+/* a < b·k for the reference's values (k = 1, or 1 − 2^-30 for the comparison with min/max). */
+static inline __attribute__((always_inline)) int error_less(const passes *P, row_ctx *r, double levels,
+                                                            squared_error_value *a, squared_error_value *b, double k) {
+    for (;;) {
+        approx threshold = b->e;
+        if (k != 1) {
+            threshold.v = b->e.v * k;
+            if (b->e.tol != 0) threshold.tol = b->e.tol * k + 4 * U * fabs(threshold.v);
+        }
+        const int less = certain_less(a->e, threshold); /* infinite values are exact: tol 0 */
+        if (less >= 0) return less;
+        if (a->tier == 2 && b->tier == 2) return a->e.v < threshold.v;
+        sharpen(P, r, levels, a->tier <= b->tier ? a : b);
+    }
 }
 
 /* The reference's Σy and Σy² (greedyClip's total: every bin filled in index order, then the bins
@@ -845,8 +961,50 @@ static inline __attribute__((always_inline)) void exact_moments(const passes *P,
 
 /* RowwiseQuantizer.search after finiteBounds, for a row with low < high, once the passes' row
  * context is set up. */
+static inline __attribute__((always_inline)) squared_error_value error_value(const passes *P, row_ctx *r,
+                                                                             double levels, affine map,
+                                                                             approx estimate, refit_sums sums,
+                                                                             double origin, double sum_yy) {
+    squared_error_value x;
+    x.map = map;
+    double lo, hi;
+    if (estimate.tol >= 0 && error_interval(estimate, sums, map, (double)r->d, origin, sum_yy, &lo, &hi)) {
+        x.e.v = 0.5 * (lo + hi);
+        x.e.tol = 0.25 * (hi - lo) + 4 * U * hi; /* [v − 2·tol, v + 2·tol] covers [lo, hi] */
+        x.tier = 0;
+    } else {
+        x.tier = 0;
+        sharpen(P, r, levels, &x);
+    }
+    return x;
+}
+
+static inline __attribute__((always_inline)) void sharpen(const passes *P, row_ctx *r, double levels,
+                                                          squared_error_value *x) {
+    if (x->tier == 0) {
+        STAT(ST_FINAL_DECODE);
+        x->e.v = P->squared_error(r, x->map, levels);
+        x->e.tol = sum_tol(x->e.v, (double)r->d);
+        x->tier = 1;
+    } else if (x->tier == 1) {
+        STAT(ST_FINAL_EXACT);
+        x->e.v = squared_error_exact(r->row, r->d, x->map, levels);
+        x->e.tol = 0;
+        x->tier = 2;
+    }
+}
+
+/* What the half search reuses of the float search: the moments (possibly made exact) and the
+ * sums of one extra map, from the first pass. */
+typedef struct {
+    double origin;
+    approx sum_y, sum_yy;
+    refit_sums extra;
+} search_state;
+
 static inline __attribute__((always_inline)) int search_core(const passes *P, row_ctx *r, int levels, float low,
-                                                             float high, affine *result) {
+                                                             float high, const affine *extra, search_state *state,
+                                                             affine *result) {
     const size_t d = r->d;
     const double n = (double)d, lv = (double)levels, inverse_n = 1.0 / n;
     const double origin = (double)low;
@@ -861,7 +1019,7 @@ static inline __attribute__((always_inline)) int search_core(const passes *P, ro
     memset(bins, 0, (size_t)filled * sizeof bins[0]); /* the rest: fill_bins */
     memset(bins + HIST_BINS - filled, 0, (size_t)filled * sizeof bins[0]);
     first_sums first;
-    P->first_pass(r, origin, per_unit, end_bins_mask(filled), bins, min_max, lv, &first);
+    P->first_pass(r, origin, per_unit, end_bins_mask(filled), bins, min_max, extra, lv, &first);
     PROFILE_MARK(PR_FIRST);
     int best_lower, best_upper;
     greedy_walk(P, r, &w, origin, per_unit, bins, filled, &best_lower, &best_upper);
@@ -914,40 +1072,29 @@ static inline __attribute__((always_inline)) int search_core(const passes *P, ro
         current = refit;
     }
     PROFILE_MARK(PR_REFINE);
-    /* Comparison with the plain rule on exact squared errors: from the estimates when their
-     * intervals settle it, else from the decoded errors. */
+    state->origin = origin;
+    state->extra = first.extra;
+
+    /* Comparison with the plain rule (the reference's exact squared errors): from the estimates'
+     * intervals when they settle it, else from the decoded errors. */
+    approx mm_estimate;
+    if (!refit_estimate(first.min_max, min_max, n, origin, sum_y, sum_yy, &mm_estimate)) mm_estimate.tol = -1;
+    squared_error_value mm = error_value(P, r, lv, min_max, mm_estimate, first.min_max, origin, sum_yy.v);
     if (!affine_equal(candidate, min_max)) {
-        approx mm_estimate;
-        double c_lo, c_hi, m_lo, m_hi;
-        const double k = 1 - 0x1p-30;
-        if (refit_estimate(first.min_max, min_max, n, origin, sum_y, sum_yy, &mm_estimate) &&
-            error_interval(best_estimate, best_sums, candidate, n, origin, sum_yy.v, &c_lo, &c_hi) &&
-            error_interval(mm_estimate, first.min_max, min_max, n, origin, sum_yy.v, &m_lo, &m_hi)) {
-            STAT(ST_FINAL_ESTIMATE);
-            PROFILE_MARK(PR_FINAL);
-            if (c_hi < m_lo * k * (1 - 4 * U)) {
-                *result = candidate;
-                return EMB_ROWWISE_DECIDED;
-            }
-            if (c_lo >= m_hi * k * (1 + 4 * U)) { /* min/max wins, and decodes finitely (interval) */
-                *result = min_max;
-                return EMB_ROWWISE_DECIDED;
-            }
-        }
-        STAT(ST_FINAL_DECODE);
-        const double mm = P->squared_error(r, min_max, lv), ce = P->squared_error(r, candidate, lv);
-        const approx min_max_error = {mm, sum_tol(mm, n)}, candidate_error = {ce, sum_tol(ce, n)};
-        if (beats_by_margin(r->row, d, lv, candidate_error, candidate, min_max_error, min_max)) {
+        squared_error_value ce = error_value(P, r, lv, candidate, best_estimate, best_sums, origin, sum_yy.v);
+        STAT(ST_FINAL_ESTIMATE);
+        if (error_less(P, r, lv, &ce, &mm, 1 - 0x1p-30)) {
             *result = candidate;
+            state->sum_y = sum_y;
+            state->sum_yy = sum_yy;
             return EMB_ROWWISE_DECIDED;
         }
-        if (isfinite(mm)) {
-            *result = min_max;
-            return EMB_ROWWISE_DECIDED;
-        }
-        return EMB_ROWWISE_UNDECIDED; /* the min/max decode overflows: the reference's window */
     }
-    if (isfinite(P->squared_error(r, min_max, lv))) {
+    state->sum_y = sum_y;
+    state->sum_yy = sum_yy;
+    /* The reference keeps min/max if its error is finite: always when it has an interval (which
+     * rules out overflow); a decoded sum is infinite exactly when the reference's is. */
+    if (mm.tier == 0 || isfinite(mm.e.v)) {
         *result = min_max;
         return EMB_ROWWISE_DECIDED;
     }
@@ -1001,7 +1148,8 @@ static inline __attribute__((always_inline)) int search(const passes *P, const f
         a.scale = 0;
         a.bias = low;
     } else {
-        status = search_core(P, &r, levels, low, high, &a);
+        search_state state;
+        status = search_core(P, &r, levels, low, high, NULL, &state, &a);
     }
     scratch_free(&r);
     if (status == EMB_ROWWISE_DECIDED) {
@@ -1014,61 +1162,78 @@ static inline __attribute__((always_inline)) int search(const passes *P, const f
 /* ------------------------------------------------------------------------------------------
  * Half parameters (HalfRowwiseQuantizer) */
 
+/* HalfRowwiseQuantizer.fitScale for one bias, as a chain of passes: `fit_step` takes the sums of
+ * the pass at `current` and decides what the reference decides after it. Errors are compared on
+ * the estimates' intervals, sharpened only when those overlap. */
 typedef struct {
-    uint16_t scale, bias;
-    approx error;
-} half_fit;
+    uint16_t bias, best_scale, current;
+    squared_error_value best;
+    int passes, active;
+} fit_chain;
 
-/* An approx squared error made exact (recomputed in index order) if it is not already. */
-HOT approx exact_error(const float *row, size_t d, double levels, approx e, uint16_t scale, uint16_t bias) {
-    if (e.tol != 0) {
-        e.v = squared_error_exact(row, d, half_affine(scale, bias), levels);
-        e.tol = 0;
-    }
-    return e;
+static inline void fit_start(fit_chain *c, uint16_t bias, uint16_t scale, int active) {
+    c->bias = bias;
+    c->best_scale = scale;
+    c->best.e.v = INFINITY;
+    c->best.e.tol = 0;
+    c->best.map = half_affine(scale, bias);
+    c->best.tier = 2; /* +infinity is exact */
+    c->current = scale;
+    c->passes = 0;
+    c->active = active;
 }
 
-/* HalfRowwiseQuantizer.fitScale. */
-static inline __attribute__((always_inline)) half_fit fit_scale(const passes *P, row_ctx *r, double levels,
-                                                                uint16_t bias, uint16_t scale) {
+static inline __attribute__((always_inline)) void fit_step(const passes *P, row_ctx *r, double levels,
+                                                          const search_state *st, fit_chain *c, half_sums s) {
     const double n = (double)r->d;
-    half_fit best = {scale, bias, {INFINITY, 0}};
-    uint16_t current = scale;
-    for (int pass = 0; pass < REFINE_PASSES; pass++) {
-        const affine a = half_affine(current, bias);
-        const half_sums s = P->half_pass(r, a, levels);
-        STAT(ST_HALF_PASS);
-        approx error = {s.error, sum_tol(s.error, n)};
-        int improved = certain_less(error, best.error);
-        if (improved < 0) {
-            STAT(ST_HALF_EXACT_ERR);
-            error = exact_error(r->row, r->d, levels, error, current, bias);
-            best.error = exact_error(r->row, r->d, levels, best.error, best.scale, best.bias);
-            improved = error.v < best.error.v;
-        }
-        if (!improved) break;
-        best.scale = current;
-        best.error = error;
-        if (!(s.qq > 0)) break;
-        /* The next scale: the half nearest Σq·(x − b) / Σq², rounded in index order if needed. */
-        const double ratio = s.qy / s.qq, ratio_tol = sum_tol(s.qy, n) / s.qq * 1.01 + 4 * U * fabs(ratio);
-        uint16_t next = half_nearest(max0(ratio - 2 * ratio_tol));
-        if (next != half_nearest(max0(ratio + 2 * ratio_tol)) && (STAT(ST_HALF_EXACT_QY), 1))
-            next = half_nearest(max0(half_qy_exact(r->row, r->d, a, levels) / s.qq));
-        if (next == current) break;
-        current = next;
+    const affine a = half_affine(c->current, c->bias);
+    STAT(ST_HALF_PASS);
+    c->passes += 1;
+    c->active = 0; /* until shown otherwise */
+    squared_error_value error = {{s.error, sum_tol(s.error, n)}, a, 1};
+    if (!error_less(P, r, levels, &error, &c->best, 1)) return;
+    c->best_scale = c->current;
+    c->best = error;
+    if (!(s.qq > 0)) return;
+    /* The next scale: the half nearest Σq·(x − b) / Σq², rounded in index order if needed. */
+    const double ratio = s.qb / s.qq, ratio_tol = sum_tol(s.qb, n) / s.qq * 1.01 + 4 * U * fabs(ratio);
+    uint16_t next = half_nearest(max0(ratio - 2 * ratio_tol));
+    if (next != half_nearest(max0(ratio + 2 * ratio_tol)) && (STAT(ST_HALF_EXACT_QY), 1))
+        next = half_nearest(max0(half_qy_exact(r->row, r->d, a, levels) / s.qq));
+    if (next == c->current) return;
+    c->current = next;
+    c->active = c->passes < REFINE_PASSES;
+}
+
+/* Both fits, their passes run together while both go on. */
+static inline __attribute__((always_inline)) void fit_both(const passes *P, row_ctx *r, double levels,
+                                                           const search_state *st, fit_chain *c) {
+    while (c[0].active && c[1].active) {
+        half_sums s0, s1;
+        P->half_pass2(r, half_affine(c[0].current, c[0].bias), half_affine(c[1].current, c[1].bias), levels, &s0,
+                      &s1);
+        fit_step(P, r, levels, st, &c[0], s0);
+        fit_step(P, r, levels, st, &c[1], s1);
     }
-    return best;
+    for (int k = 0; k < 2; k++) {
+        while (c[k].active)
+            fit_step(P, r, levels, st, &c[k], P->half_pass(r, half_affine(c[k].current, c[k].bias), levels));
+    }
 }
 
 /* HalfRowwiseQuantizer.search after finiteBounds, for a row with low < high. */
 static inline __attribute__((always_inline)) int half_search_core(const passes *P, row_ctx *r, int levels, float low,
                                                                   float high, uint16_t *scale_bias) {
-    const size_t d = r->d;
-    const double n = (double)d, lv = (double)levels;
+    const double n = (double)r->d, lv = (double)levels;
+    /* The plain rule on rounded parameters, whose sums the first pass gathers. */
+    const uint16_t mm_bias = half_nearest((double)low);
+    const uint16_t mm_scale = half_nearest(max0(((double)high - (double)emb_half_to_float(mm_bias)) / lv));
+    const affine mm_map = half_affine(mm_scale, mm_bias);
     affine single;
-    const int status = search_core(P, r, levels, low, high, &single);
+    search_state st;
+    const int status = search_core(P, r, levels, low, high, &mm_map, &st, &single);
     if (status != EMB_ROWWISE_DECIDED) return status;
+    PROFILE_START;
     const double top = (double)single.bias + lv * (double)single.scale;
     const uint16_t nearest = half_nearest((double)single.bias);
     uint16_t biases[2];
@@ -1082,35 +1247,37 @@ static inline __attribute__((always_inline)) int half_search_core(const passes *
         biases[1] = nearest;
         has[1] = 1;
     }
-    half_fit candidate = {0, nearest, {INFINITY, 0}};
+    fit_chain chains[2];
+    for (int k = 0; k < 2; k++) {
+        const uint16_t bias = has[k] ? biases[k] : 0;
+        fit_start(&chains[k], bias, half_nearest(max0((top - (double)emb_half_to_float(bias)) / lv)), has[k]);
+    }
+    fit_both(P, r, lv, &st, chains);
+    PROFILE_MARK(PR_HALF);
+    /* The better fit (the first on a tie), starting from (0, nearest) at +infinity. */
+    uint16_t cand_scale = 0, cand_bias = nearest;
+    squared_error_value cand = {{INFINITY, 0}, half_affine(0, nearest), 2};
     for (int k = 0; k < 2; k++) {
         if (!has[k]) continue;
-        const uint16_t bias = biases[k];
-        const uint16_t scale = half_nearest(max0((top - (double)emb_half_to_float(bias)) / lv));
-        half_fit fitted = fit_scale(P, r, lv, bias, scale);
-        int better = certain_less(fitted.error, candidate.error);
-        if (better < 0) {
-            fitted.error = exact_error(r->row, d, lv, fitted.error, fitted.scale, fitted.bias);
-            candidate.error = exact_error(r->row, d, lv, candidate.error, candidate.scale, candidate.bias);
-            better = fitted.error.v < candidate.error.v;
+        if (error_less(P, r, lv, &chains[k].best, &cand, 1)) {
+            cand = chains[k].best;
+            cand_scale = chains[k].best_scale;
+            cand_bias = chains[k].bias;
         }
-        if (better) candidate = fitted;
     }
-
-    const uint16_t mm_bias = half_nearest((double)low);
-    const uint16_t mm_scale = half_nearest(max0(((double)high - (double)emb_half_to_float(mm_bias)) / lv));
+    PROFILE_MARK(PR_HALF);
     scale_bias[0] = mm_scale;
     scale_bias[1] = mm_bias;
-    if (candidate.scale != mm_scale || candidate.bias != mm_bias) {
-        const affine mm_map = half_affine(mm_scale, mm_bias);
-        const double mm = P->squared_error(r, mm_map, lv);
-        const approx mm_error = {mm, sum_tol(mm, n)};
-        if (beats_by_margin(r->row, d, lv, candidate.error, half_affine(candidate.scale, candidate.bias), mm_error,
-                            mm_map)) {
-            scale_bias[0] = candidate.scale;
-            scale_bias[1] = candidate.bias;
+    if (cand_scale != mm_scale || cand_bias != mm_bias) {
+        approx mm_estimate;
+        if (!refit_estimate(st.extra, mm_map, n, st.origin, st.sum_y, st.sum_yy, &mm_estimate)) mm_estimate.tol = -1;
+        squared_error_value mm = error_value(P, r, lv, mm_map, mm_estimate, st.extra, st.origin, st.sum_yy.v);
+        if (error_less(P, r, lv, &cand, &mm, 1 - 0x1p-30)) {
+            scale_bias[0] = cand_scale;
+            scale_bias[1] = cand_bias;
         }
     }
+    PROFILE_MARK(PR_HALF_FINAL);
     return EMB_ROWWISE_DECIDED;
 }
 
@@ -1165,7 +1332,8 @@ static inline __attribute__((always_inline)) int half_search(const passes *P, co
  * Entry points */
 
 static const passes portable_passes = {bounds_portable,     first_pass_portable,    fill_bins_portable,
-                                       refit_pass_portable, squared_error_portable, half_pass_portable};
+                                       refit_pass_portable, squared_error_portable, half_pass_portable,
+                                       half_pass2_portable};
 
 int emb_rowwise_search_portable(const float *row, size_t d, int levels, float *scale_bias, size_t *bad_index) {
     return search(&portable_passes, row, d, levels, scale_bias, bad_index);
@@ -1184,7 +1352,8 @@ void emb_rowwise_write_codes_portable(const float *row, size_t d, float scale, f
 
 #if EMB_X86
 static const passes avx2_passes = {bounds_avx2,     first_pass_avx2,    fill_bins_avx2,
-                                   refit_pass_avx2, squared_error_avx2, half_pass_avx2};
+                                   refit_pass_avx2, squared_error_avx2, half_pass_avx2,
+                                   half_pass2_avx2};
 
 EMB_TARGET_SEARCH
 static int search_avx2(const float *row, size_t d, int levels, float *scale_bias, size_t *bad_index) {
