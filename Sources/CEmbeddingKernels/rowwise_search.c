@@ -881,24 +881,33 @@ HOT int refit_map(refit_sums s, double n, double inverse_n, double origin, appro
     return 1;
 }
 
-/* An interval [lo, hi] holding the reference's squaredError of map `a`, from the estimate of its
- * codes' moments (exact in real arithmetic but for the decode's two float roundings and the
- * roundings of y and β). The distance between the decoded row and the row is within
- * ||δ|| + ||ε|| of sqrt(estimate), δ the decode roundings (|δ_i| <= 2^-24·(|q·s| + |q·s + b|)
- * + 2^-149, so ||δ||² <= 2^-47·(2·s²Σq² + 2·Σ(q·s + b)²) + n·2^-296, with 1% to spare), ε those of
- * y and β (||ε||² <= 2u²·(Σy² + n·β²), again with room); so, with r = (||δ|| + ||ε||) / sqrt(E)
- * for the estimate's lower end E, the squared distance is within factors (1 ∓ r)² of the
- * estimate's ends; and the reference's sum is within (n + 4)·u of it. 0 when the decode could
- * overflow or the estimate is not clearly positive. */
-HOT int error_interval(approx estimate, refit_sums s, affine a, double n, double origin, double sum_yy,
-                                 double *lo, double *hi) {
+/* An interval [lo, hi] holding the reference's squaredError of map `a`, from an estimate of its
+ * codes' moments computed (by refit_estimate) from sums `s`, Σy and Σy² that are each within
+ * γ(n + 1)·itself of the exact sums (the kernel's lane sums and the reference's own both are).
+ *
+ * In real arithmetic on the exact sums, the estimate is R = Σ(q·s + β − y)², which is the squared
+ * distance between the decoded row and the row but for the decode's two float roundings (δ) and
+ * the roundings of y and β (ε). The computed estimate is within `model` of R: γ(7) of its terms'
+ * magnitudes for its own roundings, and what the sums' errors move it by. sqrt of the decoded
+ * row's squared distance is within ||δ|| + ||ε|| of sqrt(R), where |δ_i| <= 2^-24·(|q·s| +
+ * |q·s + b|) + 2^-149, so ||δ||² <= 2^-47·(2·s²Σq² + 2·Σ(q·s + b)²) + n·2^-296 (1% to spare), and
+ * ||ε||² <= 2u²·(Σy² + n·β²) (with room); so, with r = (||δ|| + ||ε||) / sqrt(R's lower end), the
+ * squared distance is within factors (1 ∓ r)² of R's ends; and the reference's sum is within
+ * (n + 4)·u of it. 0 when the decode could overflow or R is not clearly positive. */
+HOT int error_interval(double estimate, refit_sums s, affine a, double n, double origin, double sum_y, double sum_yy,
+                       double *lo, double *hi) {
     const double sc = (double)a.scale, b = (double)a.bias;
     if (!(sc * 255.0 + fabs(b) < 1e38)) return 0;
-    const double low = estimate.v - 2 * estimate.tol, high = estimate.v + 2 * estimate.tol;
-    if (!(low > 0)) return 0;
-    const double sq = sc * sc * s.qq;
-    const double decoded_squares = sq + 2 * sc * b * s.q + n * b * b; /* Σ(q·s + b)² */
     const double beta = b - origin;
+    const double magnitude = fabs(sc * sc * s.qq) + fabs(2 * sc * beta * s.q) + fabs(n * beta * beta) +
+                             fabs(2 * sc * s.qy) + fabs(2 * beta * sum_y) + fabs(sum_yy);
+    const double model = (16 * U * magnitude + fabs(2 * sc) * sum_tol(s.qy, n) + fabs(2 * beta) * sum_tol(sum_y, n) +
+                          sum_tol(sum_yy, n)) * 1.01;
+    const double low = estimate - 2 * model, high = estimate + 2 * model;
+    if (!(low > 0) || !isfinite(high)) return 0;
+    const double sq = sc * sc * s.qq;
+    /* Σ(q·s + b)², plus the rounding of its terms (they can cancel) */
+    const double decoded_squares = sq + 2 * sc * b * s.q + n * b * b + 8 * U * (sq + fabs(2 * sc * b * s.q) + n * b * b);
     const double rounding_sq = (2 * sq + 2 * (decoded_squares > 0 ? decoded_squares : 0)) * 0x1p-47 * 1.01 +
                                n * 0x1p-296 + 2.05 * U * U * (sum_yy + n * beta * beta);
     /* (||δ|| + ||ε||)² <= 2(||δ||² + ||ε||²) */
@@ -921,8 +930,9 @@ typedef struct {
 /* Tier 0 from an interval, or tier 1 when there is none. */
 static inline __attribute__((always_inline)) squared_error_value error_value(const passes *P, row_ctx *r,
                                                                              double levels, affine map,
-                                                                             approx estimate, refit_sums sums,
-                                                                             double origin, double sum_yy);
+                                                                             double estimate, refit_sums sums,
+                                                                             double origin, double sum_y,
+                                                                             double sum_yy);
 
 static inline __attribute__((always_inline)) void sharpen(const passes *P, row_ctx *r, double levels,
                                                           squared_error_value *x);
@@ -961,14 +971,16 @@ static inline __attribute__((always_inline)) void exact_moments(const passes *P,
 
 /* RowwiseQuantizer.search after finiteBounds, for a row with low < high, once the passes' row
  * context is set up. */
+/* `estimate`: refit_estimate's value for the map (NaN if there is none). */
 static inline __attribute__((always_inline)) squared_error_value error_value(const passes *P, row_ctx *r,
                                                                              double levels, affine map,
-                                                                             approx estimate, refit_sums sums,
-                                                                             double origin, double sum_yy) {
+                                                                             double estimate, refit_sums sums,
+                                                                             double origin, double sum_y,
+                                                                             double sum_yy) {
     squared_error_value x;
     x.map = map;
     double lo, hi;
-    if (estimate.tol >= 0 && error_interval(estimate, sums, map, (double)r->d, origin, sum_yy, &lo, &hi)) {
+    if (error_interval(estimate, sums, map, (double)r->d, origin, sum_y, sum_yy, &lo, &hi)) {
         x.e.v = 0.5 * (lo + hi);
         x.e.tol = 0.25 * (hi - lo) + 4 * U * hi; /* [v − 2·tol, v + 2·tol] covers [lo, hi] */
         x.tier = 0;
@@ -1037,8 +1049,15 @@ static inline __attribute__((always_inline)) int search_core(const passes *P, ro
     approx best_estimate = {INFINITY, 0};
     refit_sums best_sums = {0, 0, 0};
     for (int pass = 0; pass < REFINE_PASSES; pass++) {
-        refit_sums s = P->refit_pass(r, current, lv, origin);
-        STAT(ST_REFINE);
+        /* With 255 levels the walk keeps [min, max] (clipping one bin costs more than rounding
+         * at once), so the first map is the plain min/max map, whose sums the first pass has. */
+        refit_sums s;
+        if (pass == 0 && affine_equal(current, min_max)) {
+            s = first.min_max;
+        } else {
+            s = P->refit_pass(r, current, lv, origin);
+            STAT(ST_REFINE);
+        }
         int qy_exact = 0;
         approx estimate;
         if (!refit_estimate(s, current, n, origin, sum_y, sum_yy, &estimate)) return EMB_ROWWISE_UNDECIDED;
@@ -1078,10 +1097,11 @@ static inline __attribute__((always_inline)) int search_core(const passes *P, ro
     /* Comparison with the plain rule (the reference's exact squared errors): from the estimates'
      * intervals when they settle it, else from the decoded errors. */
     approx mm_estimate;
-    if (!refit_estimate(first.min_max, min_max, n, origin, sum_y, sum_yy, &mm_estimate)) mm_estimate.tol = -1;
-    squared_error_value mm = error_value(P, r, lv, min_max, mm_estimate, first.min_max, origin, sum_yy.v);
+    if (!refit_estimate(first.min_max, min_max, n, origin, sum_y, sum_yy, &mm_estimate)) mm_estimate.v = NAN;
+    squared_error_value mm = error_value(P, r, lv, min_max, mm_estimate.v, first.min_max, origin, sum_y.v, sum_yy.v);
     if (!affine_equal(candidate, min_max)) {
-        squared_error_value ce = error_value(P, r, lv, candidate, best_estimate, best_sums, origin, sum_yy.v);
+        squared_error_value ce =
+            error_value(P, r, lv, candidate, best_estimate.v, best_sums, origin, sum_y.v, sum_yy.v);
         STAT(ST_FINAL_ESTIMATE);
         if (error_less(P, r, lv, &ce, &mm, 1 - 0x1p-30)) {
             *result = candidate;
@@ -1183,8 +1203,8 @@ static inline void fit_start(fit_chain *c, uint16_t bias, uint16_t scale, int ac
     c->active = active;
 }
 
-static inline __attribute__((always_inline)) void fit_step(const passes *P, row_ctx *r, double levels,
-                                                          const search_state *st, fit_chain *c, half_sums s) {
+static inline __attribute__((always_inline)) void fit_step(const passes *P, row_ctx *r, double levels, fit_chain *c,
+                                                          half_sums s) {
     const double n = (double)r->d;
     const affine a = half_affine(c->current, c->bias);
     STAT(ST_HALF_PASS);
@@ -1207,17 +1227,17 @@ static inline __attribute__((always_inline)) void fit_step(const passes *P, row_
 
 /* Both fits, their passes run together while both go on. */
 static inline __attribute__((always_inline)) void fit_both(const passes *P, row_ctx *r, double levels,
-                                                           const search_state *st, fit_chain *c) {
+                                                           fit_chain *c) {
     while (c[0].active && c[1].active) {
         half_sums s0, s1;
         P->half_pass2(r, half_affine(c[0].current, c[0].bias), half_affine(c[1].current, c[1].bias), levels, &s0,
                       &s1);
-        fit_step(P, r, levels, st, &c[0], s0);
-        fit_step(P, r, levels, st, &c[1], s1);
+        fit_step(P, r, levels, &c[0], s0);
+        fit_step(P, r, levels, &c[1], s1);
     }
     for (int k = 0; k < 2; k++) {
         while (c[k].active)
-            fit_step(P, r, levels, st, &c[k], P->half_pass(r, half_affine(c[k].current, c[k].bias), levels));
+            fit_step(P, r, levels, &c[k], P->half_pass(r, half_affine(c[k].current, c[k].bias), levels));
     }
 }
 
@@ -1252,7 +1272,7 @@ static inline __attribute__((always_inline)) int half_search_core(const passes *
         const uint16_t bias = has[k] ? biases[k] : 0;
         fit_start(&chains[k], bias, half_nearest(max0((top - (double)emb_half_to_float(bias)) / lv)), has[k]);
     }
-    fit_both(P, r, lv, &st, chains);
+    fit_both(P, r, lv, chains);
     PROFILE_MARK(PR_HALF);
     /* The better fit (the first on a tie), starting from (0, nearest) at +infinity. */
     uint16_t cand_scale = 0, cand_bias = nearest;
@@ -1270,8 +1290,9 @@ static inline __attribute__((always_inline)) int half_search_core(const passes *
     scale_bias[1] = mm_bias;
     if (cand_scale != mm_scale || cand_bias != mm_bias) {
         approx mm_estimate;
-        if (!refit_estimate(st.extra, mm_map, n, st.origin, st.sum_y, st.sum_yy, &mm_estimate)) mm_estimate.tol = -1;
-        squared_error_value mm = error_value(P, r, lv, mm_map, mm_estimate, st.extra, st.origin, st.sum_yy.v);
+        if (!refit_estimate(st.extra, mm_map, n, st.origin, st.sum_y, st.sum_yy, &mm_estimate)) mm_estimate.v = NAN;
+        squared_error_value mm =
+            error_value(P, r, lv, mm_map, mm_estimate.v, st.extra, st.origin, st.sum_y.v, st.sum_yy.v);
         if (error_less(P, r, lv, &cand, &mm, 1 - 0x1p-30)) {
             scale_bias[0] = cand_scale;
             scale_bias[1] = cand_bias;
