@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ingest throughput of the rowwise codecs: `embstore ingest` of the benchmark table (1M × 64
-# float32) and of the npm table (30k × 384 float16) with each codec, printing rows/s.
+# float32) and of the npm table (30k × 384 float16) with each codec, printing rows/s by wall
+# clock and ns a row of CPU time (user + system: steadier on a shared machine), best of REPS.
 #
 #   tools/bench_encode.sh                  # int8 int4 int4h int2h, best of 3
 #   CODECS="int8 fp32" REPS=5 tools/bench_encode.sh
@@ -26,17 +27,17 @@ for file in "$workload/table.npy" "$npm"; do
     rows=$(python3 -c "import numpy as np,sys; print(np.load(sys.argv[1], mmap_mode='r').shape[0])" "$file")
     dim=$(python3 -c "import numpy as np,sys; print(np.load(sys.argv[1], mmap_mode='r').shape[1])" "$file")
     for codec in $codecs; do
-        best=
+        best= best_cpu=
         for _ in $(seq "$reps"); do
             rm -rf "$tmp/store"
-            start=$(date +%s.%N)
-            "$bin" ingest "$tmp/store" --table t --vectors "$file" --codec "$codec" > /dev/null
-            end=$(date +%s.%N)
-            t=$(echo "$end - $start" | bc -l)
+            /usr/bin/time -f "%e %U %S" -o "$tmp/time" "$bin" ingest "$tmp/store" --table t --vectors "$file" --codec "$codec" > /dev/null
+            read -r t user sys < "$tmp/time"
+            cpu=$(echo "$user + $sys" | bc -l)
             if [[ -z $best ]] || (( $(echo "$t < $best" | bc -l) )); then best=$t; fi
+            if [[ -z $best_cpu ]] || (( $(echo "$cpu < $best_cpu" | bc -l) )); then best_cpu=$cpu; fi
         done
-        printf '%-10s d=%-4s N=%-8s %-6s %6.3f s  %10.0f rows/s  %7.0f ns/row\n' \
+        printf '%-10s d=%-4s N=%-8s %-6s %6.2f s  %10.0f rows/s   cpu %6.2f s  %7.0f ns/row\n' \
             "$(basename "$(dirname "$file")")" "$dim" "$rows" "$codec" "$best" \
-            "$(echo "$rows / $best" | bc -l)" "$(echo "$best * 1000000000 / $rows" | bc -l)"
+            "$(echo "$rows / $best" | bc -l)" "$best_cpu" "$(echo "$best_cpu * 1000000000 / $rows" | bc -l)"
     done
 done

@@ -3,6 +3,7 @@
 //
 //   encode-bench npy <table.npy> [--codecs int8,int4,int4h,int2h] [--reps R] [--dump DIR] [--rows N]
 //   encode-bench synthetic [--codecs ...] [--dump DIR]
+//   encode-bench stress [--rows TOTAL] [--codecs ...] [--dump DIR]
 //
 // Prints one line per codec: rows, dimension, best-of-R ns/row and rows/s (thread CPU time), and an FNV-1a hash
 // of all payloads.
@@ -75,14 +76,14 @@ func gaussian(_ g: inout Generator) -> Float {
 
 /// Rows of many shapes (a row set per dimension): Gaussian, heavy-tailed, uniform far from zero,
 /// constant, two-valued, huge (±3e38), subnormal, mixed magnitudes, integer-valued, halves.
-func syntheticRows(dimension d: Int, count: Int, seed: UInt64) -> [Float] {
+func syntheticRows(dimension d: Int, count: Int, seed: UInt64, shapes: Int = 12) -> [Float] {
     var g = Generator(state: seed)
     var rows: [Float] = []
     rows.reserveCapacity(d * count)
     let huge = Float.greatestFiniteMagnitude
     for r in 0..<count {
         var row: [Float]
-        switch r % 12 {
+        switch r % shapes {
         case 0, 1: row = (0..<d).map { _ in gaussian(&g) }
         case 2:
             row = (0..<d).map { _ in gaussian(&g) / Float.random(in: 0.05...1, using: &g) }
@@ -99,9 +100,19 @@ func syntheticRows(dimension d: Int, count: Int, seed: UInt64) -> [Float] {
         case 8: row = (0..<d).map { _ in gaussian(&g) * Float(sign: .plus, exponent: Int.random(in: -40...40, using: &g), significand: 1) }
         case 9: row = (0..<d).map { _ in Float(Int.random(in: -8...8, using: &g)) }
         case 10: row = (0..<d).map { _ in Float(Float16(gaussian(&g) * 0.05)) }
-        default:
+        case 11:
             row = (0..<d).map { _ in 40 + gaussian(&g) * 0.1 }
             if d > 1 { row[0] = Bool.random(using: &g) ? huge : -3e38 }
+        case 12: // ReLU outputs: nonnegative, exact zeros of either sign
+            row = (0..<d).map { _ in let x = gaussian(&g); return x > 0 ? x : (Bool.random(using: &g) ? 0 : -0.0) }
+        case 13: // nearly constant
+            let c = gaussian(&g) * 100
+            row = (0..<d).map { _ in c + Float(Int.random(in: -2...2, using: &g)) * c.ulp }
+        case 14: // all zero (padding rows)
+            row = [Float](repeating: 0, count: d)
+        default: // a few large values among small ones
+            row = (0..<d).map { _ in gaussian(&g) * 0.01 }
+            for _ in 0..<Swift.max(1, d / 32) { row[Int.random(in: 0..<d, using: &g)] = gaussian(&g) * 50 }
         }
         rows += row
     }
@@ -190,6 +201,15 @@ case "synthetic":
         let count = max(1200, 1_000_000 / d)
         let rows = syntheticRows(dimension: d, count: count, seed: 0x5EED &+ UInt64(d))
         run(label: "synthetic_d\(d)", rows: rows, count: count, dimension: d, options: options)
+    }
+case "stress":
+    // More rows and shapes than `synthetic` (and other seeds): for comparing two builds' dumps.
+    let total = options.maxRows ?? 2_000_000
+    for d in [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 96, 100, 127, 128, 129, 200,
+              255, 256, 257, 300, 384, 500, 512, 768, 1000, 1024, 1536, 2048] {
+        let count = max(800, total / 16 / d)
+        let rows = syntheticRows(dimension: d, count: count, seed: 0xA11CE &+ UInt64(d) &* 31, shapes: 16)
+        run(label: "stress_d\(d)", rows: rows, count: count, dimension: d, options: options)
     }
 default:
     fail("unknown mode \(arguments[1])")
