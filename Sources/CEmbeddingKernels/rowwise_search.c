@@ -1,32 +1,35 @@
 /* The range search of the rowwise encoders (int8, int4, int4h, int2h), vectorised.
  *
  * RowwiseQuantizer.swift and HalfRowwiseQuantizer.swift hold the reference search and explain it;
- * this file returns the same scale and bias, bit for bit, about ten times faster, or says that it
- * cannot tell (EMB_ROWWISE_UNDECIDED) and leaves the row to the reference.
+ * this file returns the same scale and bias, bit for bit, four to eight times faster, or says
+ * that it cannot tell (EMB_ROWWISE_UNDECIDED) and leaves the row to the reference.
  *
  * What is replicated exactly (same IEEE operations in the same order, never fused, so the same
  * bits): the row's bounds, every code, every decoded value, the candidate maps, the histogram
- * bins the greedy walk reads and the walk itself, the roundings to half.
+ * bins the greedy walk reads and the walk itself, the roundings to float and to half.
  *
  * What is not: the reference's long sums in index order (Σq·y, Σy, Σy², Σ(decoded − x)²). Here
- * they run in vector lanes, in another order, and may differ in their last bits. Two summations
- * of the same n nonnegative terms, in any order, are both within γ(n−1)·Σ of the exact sum
- * (γ(k) = k·u / (1 − k·u), u = 2^-53), so they differ by at most 2·γ(n−1)·Σ; `sum_tol` bounds that.
- * Each quantity computed from such a sum carries a bound on its distance from the reference's
- * value (`approx`), propagated through the arithmetic that follows, and every decision on it (a
- * comparison, a rounding to float or to half) is taken only if it comes out the same for every
- * value within the bound. Otherwise:
- *   - a comparison of two squared errors, or a rounding of a ratio of sums, is recomputed in
- *     index order, exactly as the reference computes it;
- *   - a decision of the alternating minimisation (its estimates rest on the histogram's moments
- *     as well) is taken on the reference's own sums, recomputed in index order (the histogram
- *     filled in full);
+ * they run in vector lanes, in another order, with fused multiply-adds, and may differ in their
+ * last bits. Two summations of the same n nonnegative terms, in any order, are both within
+ * γ(n + 1)·Σ of the exact sum (γ(k) = k·u / (1 − k·u), u = 2^-53; the + 1 for fusing), so they
+ * differ by at most about 2·γ(n + 1)·Σ, which `sum_tol` bounds. Each quantity computed from
+ * such sums carries a bound on its distance from the reference's value (`approx`), carried
+ * through the arithmetic that follows, and every decision on it (a comparison, a rounding to
+ * float or to half) is taken only if it comes out the same for every value within the bound.
+ * Otherwise:
+ *   - a comparison of two squared errors goes up a ladder: an interval from the codes' moments
+ *     (no decoding), then the decoded errors summed in lanes, then the sum in index order;
+ *   - a rounding of a ratio of sums, or a decision of the alternating minimisation, is taken on
+ *     the reference's own sums, recomputed in index order (for the moments, the histogram is
+ *     filled in full and its bins added in order, as the reference does);
  *   - rows whose plain min/max decode overflows Float (|values| near 3.4e38, where the reference
  *     narrows the range in steps of its own) return EMB_ROWWISE_UNDECIDED.
+ * The tests (RowwiseSearchKernelTests) and tools/encode_bench's dumps compare with the reference.
  *
  * The work cut besides vectorising: the greedy walk stops as soon as its clipping cost alone
- * exceeds the best estimate seen (nothing after can win), and the histogram is filled only for
- * the bins the walk reaches (a few at each end for int8), in the reference's order per bin. */
+ * exceeds the best estimate seen (nothing after can win); the histogram is filled only for the
+ * bins the walk reaches (one at each end for int8), in the reference's order per bin; the first
+ * pass also gathers the sums of the min/max maps, so that comparing with them needs no pass. */
 #include "kernels_internal.h"
 
 #include <math.h>
@@ -41,23 +44,17 @@
  * round trip through memory. */
 #define HOT static inline __attribute__((always_inline))
 
-/* Event counters for studying the kernel (compile with -DEMB_SEARCH_STATS); nothing otherwise. */
+/* Event counters for studying the kernel (compile with -DEMB_SEARCH_STATS); nothing otherwise:
+ * rows searched, walk steps, extra histogram fills, refine passes, final comparisons, squared
+ * errors decoded and recomputed in index order, half passes, next half scales and refine decisions
+ * taken on the reference's own sums. */
 #ifdef EMB_SEARCH_STATS
-enum { ST_ROWS, ST_WALK_STEPS, ST_FILL, ST_REFINE, ST_FINAL_ESTIMATE, ST_FINAL_DECODE, ST_FINAL_EXACT, ST_UNDECIDED_REFINE,
-       ST_HALF_PASS, ST_HALF_EXACT_ERR, ST_HALF_EXACT_QY, ST_EXACT_REFINE, ST_COUNT };
+enum { ST_ROWS, ST_WALK_STEPS, ST_FILL, ST_REFINE, ST_FINAL_ESTIMATE, ST_FINAL_DECODE, ST_FINAL_EXACT, ST_HALF_PASS,
+       ST_HALF_EXACT_QY, ST_EXACT_REFINE, ST_COUNT };
 size_t emb_search_stats[ST_COUNT];
 #define STAT(k) (emb_search_stats[k]++)
 #else
 #define STAT(k) ((void)0)
-#endif
-#if defined(EMB_SEARCH_PROFILE) && EMB_X86
-enum { PR_BOUNDS, PR_FIRST, PR_WALK, PR_REFINE, PR_FINAL, PR_HALF, PR_HALF_FINAL, PR_COUNT };
-unsigned long long emb_search_profile[PR_COUNT];
-#define PROFILE_MARK(k) do { unsigned long long now_ = __rdtsc(); emb_search_profile[k] += now_ - profile_last_; profile_last_ = now_; } while (0)
-#define PROFILE_START unsigned long long profile_last_ = __rdtsc()
-#else
-#define PROFILE_MARK(k) ((void)0)
-#define PROFILE_START ((void)0)
 #endif
 
 enum { HIST_BINS = 32, MAX_SHRINK = 16, REFINE_PASSES = 8 };
@@ -71,9 +68,11 @@ typedef struct {
     double v, tol;
 } approx;
 
-/* Bound on the difference between two floating-point sums, in any order, of the same n
- * nonnegative terms, given one of them, s: 2γ(n−1)·Σ ≤ 2γ(n−1)/(1 − γ(n−1))·s, which
- * 2(n+1)·u·(1 + 2^-20) covers for n < 2^28. An infinite sum is exact: some term is infinite. */
+/* Bound on the difference between two floating-point sums, in any order (the lanes' tree is at
+ * most n + 4 deep, and adding a zero is exact), one of them possibly of fused products, of the
+ * same n nonnegative terms, given one of them, s: about (2n + 4)·u·Σ ≤ (2n + 4)·u·s·(1 + 2^-24)
+ * for n < 2^28, which 2(n + 1)·u·(1 + 2^-20)·s + 4u·s covers. An infinite sum is exact: some
+ * term is infinite, in both. */
 HOT double sum_tol(double s, double n) {
     return isfinite(s) ? s * ((n + 1.0) * 0x1p-52 * (1.0 + 0x1p-20)) + 4 * U * s : 0.0;
 }
@@ -969,8 +968,6 @@ static inline __attribute__((always_inline)) void exact_moments(const passes *P,
     sum_yy->tol = 0;
 }
 
-/* RowwiseQuantizer.search after finiteBounds, for a row with low < high, once the passes' row
- * context is set up. */
 /* `estimate`: refit_estimate's value for the map (NaN if there is none). */
 static inline __attribute__((always_inline)) squared_error_value error_value(const passes *P, row_ctx *r,
                                                                              double levels, affine map,
@@ -1014,6 +1011,9 @@ typedef struct {
     refit_sums extra;
 } search_state;
 
+/* RowwiseQuantizer.search after finiteBounds, for a row with low < high, once the passes' row
+ * context is set up; `extra`: one more map whose sums the first pass gathers (for the half
+ * search), returned with the moments in `state`. */
 static inline __attribute__((always_inline)) int search_core(const passes *P, row_ctx *r, int levels, float low,
                                                              float high, const affine *extra, search_state *state,
                                                              affine *result) {
@@ -1025,17 +1025,14 @@ static inline __attribute__((always_inline)) int search_core(const passes *P, ro
     const double per_unit = (double)HIST_BINS / span;
     const affine min_max = affine_from((double)low, (double)high, lv);
 
-    PROFILE_START;
     binsums bins[HIST_BINS];
     const int filled = initial_end_bins(levels);
     memset(bins, 0, (size_t)filled * sizeof bins[0]); /* the rest: fill_bins */
     memset(bins + HIST_BINS - filled, 0, (size_t)filled * sizeof bins[0]);
     first_sums first;
     P->first_pass(r, origin, per_unit, end_bins_mask(filled), bins, min_max, extra, lv, &first);
-    PROFILE_MARK(PR_FIRST);
     int best_lower, best_upper;
     greedy_walk(P, r, &w, origin, per_unit, bins, filled, &best_lower, &best_upper);
-    PROFILE_MARK(PR_WALK);
     const double clip_low = origin + w.bin_width * (double)best_lower;
     const double clip_high = origin + (span - w.bin_width * (double)best_upper);
 
@@ -1090,7 +1087,6 @@ static inline __attribute__((always_inline)) int search_core(const passes *P, ro
         if (!has_refit || affine_equal(refit, current)) break;
         current = refit;
     }
-    PROFILE_MARK(PR_REFINE);
     state->origin = origin;
     state->extra = first.extra;
 
@@ -1128,7 +1124,7 @@ static inline size_t first_nonfinite(const float *row, size_t d) {
 }
 
 /* Scratch for xd, y and the first pass's bits: on the stack for rows up to STACK_ROW values. */
-enum { STACK_ROW = 512, STACK_DOUBLES = 2 * STACK_ROW + STACK_ROW / 64 };
+enum { STACK_ROW = 1024, STACK_DOUBLES = 2 * STACK_ROW + STACK_ROW / 64 };
 
 static inline int scratch_init(row_ctx *r, const float *row, size_t d, double *stack) {
     r->row = row;
@@ -1158,10 +1154,7 @@ static inline __attribute__((always_inline)) int search(const passes *P, const f
     float low, high;
     int status = EMB_ROWWISE_DECIDED;
     affine a;
-    PROFILE_START;
-    const int finite = P->bounds(&r, &low, &high);
-    PROFILE_MARK(PR_BOUNDS);
-    if (!finite) {
+    if (!P->bounds(&r, &low, &high)) {
         *bad_index = first_nonfinite(row, d);
         status = EMB_ROWWISE_NONFINITE;
     } else if (low == high) {
@@ -1253,7 +1246,6 @@ static inline __attribute__((always_inline)) int half_search_core(const passes *
     search_state st;
     const int status = search_core(P, r, levels, low, high, &mm_map, &st, &single);
     if (status != EMB_ROWWISE_DECIDED) return status;
-    PROFILE_START;
     const double top = (double)single.bias + lv * (double)single.scale;
     const uint16_t nearest = half_nearest((double)single.bias);
     uint16_t biases[2];
@@ -1273,7 +1265,6 @@ static inline __attribute__((always_inline)) int half_search_core(const passes *
         fit_start(&chains[k], bias, half_nearest(max0((top - (double)emb_half_to_float(bias)) / lv)), has[k]);
     }
     fit_both(P, r, lv, chains);
-    PROFILE_MARK(PR_HALF);
     /* The better fit (the first on a tie), starting from (0, nearest) at +infinity. */
     uint16_t cand_scale = 0, cand_bias = nearest;
     squared_error_value cand = {{INFINITY, 0}, half_affine(0, nearest), 2};
@@ -1285,7 +1276,6 @@ static inline __attribute__((always_inline)) int half_search_core(const passes *
             cand_bias = chains[k].bias;
         }
     }
-    PROFILE_MARK(PR_HALF);
     scale_bias[0] = mm_scale;
     scale_bias[1] = mm_bias;
     if (cand_scale != mm_scale || cand_bias != mm_bias) {
@@ -1298,7 +1288,6 @@ static inline __attribute__((always_inline)) int half_search_core(const passes *
             scale_bias[1] = cand_bias;
         }
     }
-    PROFILE_MARK(PR_HALF_FINAL);
     return EMB_ROWWISE_DECIDED;
 }
 
