@@ -308,16 +308,30 @@ static void fill_bins_portable(row_ctx *r, double origin, double per_unit, uint3
     }
 }
 
+/* The portable passes keep two partial sums (any order is allowed, and two chains of additions
+ * are half as long as one). */
 static refit_sums refit_pass_portable(row_ctx *r, affine a, double levels, double origin) {
     const double bias = (double)a.bias, inverse = inverse_of(a.scale);
-    refit_sums s = {0, 0, 0};
-    for (size_t i = 0; i < r->d; i++) {
-        const double x = (double)r->row[i];
-        const double q = code_of(x, bias, inverse, levels);
-        s.q += q;
-        s.qq += q * q;
-        s.qy += q * (x - origin);
+    double q0 = 0, qq0 = 0, qy0 = 0, q1 = 0, qq1 = 0, qy1 = 0;
+    size_t i = 0;
+    for (; i + 2 <= r->d; i += 2) {
+        const double x0 = (double)r->row[i], x1 = (double)r->row[i + 1];
+        const double c0 = code_of(x0, bias, inverse, levels), c1 = code_of(x1, bias, inverse, levels);
+        q0 += c0;
+        q1 += c1;
+        qq0 += c0 * c0;
+        qq1 += c1 * c1;
+        qy0 += c0 * (x0 - origin);
+        qy1 += c1 * (x1 - origin);
     }
+    if (i < r->d) {
+        const double x0 = (double)r->row[i];
+        const double c0 = code_of(x0, bias, inverse, levels);
+        q0 += c0;
+        qq0 += c0 * c0;
+        qy0 += c0 * (x0 - origin);
+    }
+    refit_sums s = {q0 + q1, qq0 + qq1, qy0 + qy1};
     return s;
 }
 
@@ -325,17 +339,33 @@ static double squared_error_portable(row_ctx *r, affine a, double levels) {
     return squared_error_exact(r->row, r->d, a, levels);
 }
 
+HOT double decode_error(double x, double q, affine a) {
+    const double e = (double)((float)q * a.scale + a.bias) - x;
+    return e * e;
+}
+
 static half_sums half_pass_portable(row_ctx *r, affine a, double levels) {
     const double bias = (double)a.bias, inverse = inverse_of(a.scale);
-    half_sums s = {0, 0, 0};
-    for (size_t i = 0; i < r->d; i++) {
-        const double x = (double)r->row[i];
-        const double q = code_of(x, bias, inverse, levels);
-        const double e = (double)((float)q * a.scale + a.bias) - x;
-        s.error += e * e;
-        s.qq += q * q;
-        s.qb += q * (x - bias);
+    double e0 = 0, qq0 = 0, qb0 = 0, e1 = 0, qq1 = 0, qb1 = 0;
+    size_t i = 0;
+    for (; i + 2 <= r->d; i += 2) {
+        const double x0 = (double)r->row[i], x1 = (double)r->row[i + 1];
+        const double c0 = code_of(x0, bias, inverse, levels), c1 = code_of(x1, bias, inverse, levels);
+        e0 += decode_error(x0, c0, a);
+        e1 += decode_error(x1, c1, a);
+        qq0 += c0 * c0;
+        qq1 += c1 * c1;
+        qb0 += c0 * (x0 - bias);
+        qb1 += c1 * (x1 - bias);
     }
+    if (i < r->d) {
+        const double x0 = (double)r->row[i];
+        const double c0 = code_of(x0, bias, inverse, levels);
+        e0 += decode_error(x0, c0, a);
+        qq0 += c0 * c0;
+        qb0 += c0 * (x0 - bias);
+    }
+    half_sums s = {e0 + e1, qq0 + qq1, qb0 + qb1};
     return s;
 }
 
