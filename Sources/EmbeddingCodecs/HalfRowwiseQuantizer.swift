@@ -131,14 +131,39 @@ enum HalfRowwiseQuantizer {
     /// Scale and bias for `row` with the smallest squared error among the candidates described
     /// at the top of this file; never worse than `minMax`, always finite.
     ///
+    /// The C kernel's answer (rowwise_search.c), which is `searchReference`'s bit for bit, or
+    /// `searchReference`'s own for the rows the kernel leaves undecided.
+    ///
     /// - Throws: `nonFinite` only.
     static func search(_ row: UnsafeBufferPointer<Float>, levels: Int) throws(CodecError) -> HalfRowwiseParameters {
+        guard let base = row.baseAddress else { return try searchReference(row, levels: levels) }
+        var scaleAndBias: (UInt16, UInt16) = (0, 0)
+        var badIndex = 0
+        let status = withUnsafeMutablePointer(to: &scaleAndBias) {
+            $0.withMemoryRebound(to: UInt16.self, capacity: 2) {
+                emb_rowwise_sbhalf_search(base, row.count, Int32(levels), $0, &badIndex)
+            }
+        }
+        switch Int(status) {
+        case EMB_ROWWISE_DECIDED:
+            return HalfRowwiseParameters(scale: HalfBits(bits: scaleAndBias.0), bias: HalfBits(bits: scaleAndBias.1))
+        case EMB_ROWWISE_NONFINITE:
+            throw .nonFinite(index: badIndex, value: row[badIndex])
+        default:
+            return try searchReference(row, levels: levels)
+        }
+    }
+
+    /// The search as defined above, in Swift: the reference the C kernel reproduces.
+    ///
+    /// - Throws: `nonFinite` only.
+    static func searchReference(_ row: UnsafeBufferPointer<Float>, levels: Int) throws(CodecError) -> HalfRowwiseParameters {
         let (low, high) = try RowwiseQuantizer.finiteBounds(row)
         if low == high { return constant(row, low, levels: levels) }
 
         // Step 1: the Float search; its map is finite whatever the row (RowwiseQuantizer clips
         // rows beyond Float's range), and its top end is what the scale should reach.
-        let single = try RowwiseQuantizer.search(row, levels: levels)
+        let single = try RowwiseQuantizer.searchReference(row, levels: levels)
         let top = Double(single.bias) + Double(levels) * Double(single.scale)
         // Step 2: the halves at or below and above its bias (one of them missing only beyond
         // ±65504, where the rounding saturates).

@@ -62,15 +62,10 @@ public enum Int2HalfRowwiseCodec {
         _ row: UnsafeBufferPointer<Float>, _ parameters: HalfRowwiseParameters, into payload: UnsafeMutableRawBufferPointer
     ) {
         let d = row.count
-        let coder = RowwiseCoder(parameters.affine, levels: levels)
         let codeBytes = (d + 3) / 4
-        for byteIndex in 0..<codeBytes {
-            var byte: UInt8 = 0
-            for m in 0..<Swift.min(4, d - 4 * byteIndex) {
-                byte |= UInt8(coder.code(for: row[4 * byteIndex + m])) << (2 * m)
-            }
-            payload.storeBytes(of: byte, toByteOffset: byteIndex, as: UInt8.self)
-        }
+        let affine = parameters.affine
+        // The codes RowwiseCoder assigns, packed 2 bits a code (C kernel, AVX2 when available).
+        emb_rowwise_write_codes(row.baseAddress!, d, affine.scale, affine.bias, Int32(levels), 2, payload.baseAddress!)
         payload.storeBytes(of: parameters.scale.bits.littleEndian, toByteOffset: codeBytes, as: UInt16.self)
         payload.storeBytes(of: parameters.bias.bits.littleEndian, toByteOffset: codeBytes + 2, as: UInt16.self)
     }

@@ -58,13 +58,9 @@ public enum Int4RowwiseCodec {
         _ row: UnsafeBufferPointer<Float>, _ affine: RowwiseAffine, into payload: UnsafeMutableRawBufferPointer
     ) {
         let d = row.count
-        let coder = RowwiseCoder(affine, levels: levels)
         let codeBytes = (d + 1) / 2
-        for byteIndex in 0..<codeBytes {
-            let low = UInt8(coder.code(for: row[2 * byteIndex]))
-            let high = 2 * byteIndex + 1 < d ? UInt8(coder.code(for: row[2 * byteIndex + 1])) : 0
-            payload.storeBytes(of: low | high << 4, toByteOffset: byteIndex, as: UInt8.self)
-        }
+        // The codes RowwiseCoder assigns, packed 4 bits a code (C kernel, AVX2 when available).
+        emb_rowwise_write_codes(row.baseAddress!, d, affine.scale, affine.bias, Int32(levels), 4, payload.baseAddress!)
         payload.storeBytes(of: affine.scale.bitPattern.littleEndian, toByteOffset: codeBytes, as: UInt32.self)
         payload.storeBytes(of: affine.bias.bitPattern.littleEndian, toByteOffset: codeBytes + 4, as: UInt32.self)
     }

@@ -53,13 +53,11 @@ public enum Int8RowwiseCodec {
         _ row: UnsafeBufferPointer<Float>, _ affine: RowwiseAffine, into payload: UnsafeMutableRawBufferPointer
     ) {
         let d = row.count
-        let coder = RowwiseCoder(affine, levels: levels)
-        for index in row.indices {
-            payload.storeBytes(of: UInt8(coder.code(for: row[index])),
-                               toByteOffset: index, as: UInt8.self)
-        }
-        payload.storeBytes(of: affine.scale.bitPattern.littleEndian, toByteOffset: d, as: UInt32.self)
-        payload.storeBytes(of: affine.bias.bitPattern.littleEndian, toByteOffset: d + 4, as: UInt32.self)
+        let codeBytes = d
+        // The codes RowwiseCoder assigns, packed 8 bits a code (C kernel, AVX2 when available).
+        emb_rowwise_write_codes(row.baseAddress!, d, affine.scale, affine.bias, Int32(levels), 8, payload.baseAddress!)
+        payload.storeBytes(of: affine.scale.bitPattern.littleEndian, toByteOffset: codeBytes, as: UInt32.self)
+        payload.storeBytes(of: affine.bias.bitPattern.littleEndian, toByteOffset: codeBytes + 4, as: UInt32.self)
     }
 
     /// Decodes `payload` into `row` (the hot path): AVX2 C kernel when the CPU has it.

@@ -1,3 +1,5 @@
+import CEmbeddingKernels
+
 // The encoder half of the rowwise int8 / int4 codecs: choosing a row's scale and bias.
 //
 // Both codecs decode x = Float(q) * scale + bias with q in 0...levels (255 or 15). The plain
@@ -15,6 +17,10 @@
 //     the encoder is never worse than min/max by construction,
 //  4. falls back, for rows whose min/max decode overflows Float, to a narrower window (and, as
 //     a last resort never reached in tests, a constant row), so every decoded value is finite.
+//
+// The Swift code below (`searchReference`) is the definition. `search` runs the same search in
+// C (rowwise_search.c: AVX2 with a portable twin), which returns exactly the reference's scale
+// and bias, or, for the rare row it cannot certify, hands it back to `searchReference`.
 
 /// Affine code map of one rowwise-quantised row: x ≈ Float(q) * scale + bias.
 struct RowwiseAffine: Equatable {
@@ -184,8 +190,33 @@ enum RowwiseQuantizer {
     /// Scale and bias for `row` with the smallest squared decode error among the candidates
     /// described at the top of this file; never worse than `minMaxAffine`, always finite.
     ///
+    /// The C kernel's answer, which is `searchReference`'s bit for bit, or `searchReference`'s
+    /// own for the rows the kernel leaves undecided.
+    ///
     /// - Throws: `nonFinite` only.
     static func search(_ row: UnsafeBufferPointer<Float>, levels: Int) throws(CodecError) -> RowwiseAffine {
+        guard let base = row.baseAddress else { return try searchReference(row, levels: levels) }
+        var scaleAndBias: (Float, Float) = (0, 0)
+        var badIndex = 0
+        let status = withUnsafeMutablePointer(to: &scaleAndBias) {
+            $0.withMemoryRebound(to: Float.self, capacity: 2) {
+                emb_rowwise_search(base, row.count, Int32(levels), $0, &badIndex)
+            }
+        }
+        switch Int(status) {
+        case EMB_ROWWISE_DECIDED:
+            return RowwiseAffine(scale: scaleAndBias.0, bias: scaleAndBias.1)
+        case EMB_ROWWISE_NONFINITE:
+            throw .nonFinite(index: badIndex, value: row[badIndex])
+        default:
+            return try searchReference(row, levels: levels)
+        }
+    }
+
+    /// The search as defined above, in Swift: the reference the C kernel reproduces.
+    ///
+    /// - Throws: `nonFinite` only.
+    static func searchReference(_ row: UnsafeBufferPointer<Float>, levels: Int) throws(CodecError) -> RowwiseAffine {
         let (low, high) = try finiteBounds(row)
         if low == high { return RowwiseAffine(scale: 0, bias: low) } // exact for constant rows
 

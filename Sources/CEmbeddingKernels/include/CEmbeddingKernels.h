@@ -170,6 +170,52 @@ void emb_i2_rowwise_sbhalf_accumulate(const void *payload, float *acc, size_t d,
 void emb_i2_rowwise_sbhalf_accumulate_portable(const void *payload, float *acc, size_t d, float weight);
 
 /* ------------------------------------------------------------------------------------------
+ * Rowwise encoders (int8, int4, int4h, int2h): the range search of RowwiseQuantizer.swift and
+ * HalfRowwiseQuantizer.swift, vectorised. The Swift code there is the reference: these kernels
+ * return exactly its scale and bias, or say that they cannot tell and leave the row to it.
+ *
+ * The reference sums long series in Double in index order; the kernels sum them in any order
+ * (vector lanes), so their sums may differ in the last bits. Every decision that rests on such a
+ * sum (a comparison, a rounding to float or half) is taken only when it is the same for every
+ * value within a proven bound of the kernel's sum; a comparison of squared errors that is too
+ * close to call is recomputed in index order. What is left undecided (about one row in 10^5 on
+ * embedding tables, and rows near Float's limits) returns EMB_ROWWISE_UNDECIDED. */
+
+enum {
+    /** The scale and bias are written: the reference's, bit for bit. */
+    EMB_ROWWISE_DECIDED = 0,
+    /** The row holds a NaN or an infinity; the first one's index is written. */
+    EMB_ROWWISE_NONFINITE = 1,
+    /** Nothing is written: run the reference search on this row. */
+    EMB_ROWWISE_UNDECIDED = 2,
+};
+
+/** Range search with float32 scale and bias (codes 0...levels, levels 1...255) for a row of
+ *  d >= 1 floats: RowwiseQuantizer.search. Writes scale_bias[0] = scale, scale_bias[1] = bias,
+ *  or *bad_index. Returns an EMB_ROWWISE_ value. */
+int emb_rowwise_search(const float *row, size_t d, int levels, float *scale_bias, size_t *bad_index);
+int emb_rowwise_search_portable(const float *row, size_t d, int levels, float *scale_bias, size_t *bad_index);
+
+/** Range search with binary16 scale and bias: HalfRowwiseQuantizer.search. Writes the bits of
+ *  scale_bias[0] = scale, scale_bias[1] = bias, or *bad_index. Returns an EMB_ROWWISE_ value. */
+int emb_rowwise_sbhalf_search(const float *row, size_t d, int levels, uint16_t *scale_bias, size_t *bad_index);
+int emb_rowwise_sbhalf_search_portable(const float *row, size_t d, int levels, uint16_t *scale_bias,
+                                       size_t *bad_index);
+
+/** The half nearest to x, ties to even, saturated to +-65504 beyond (HalfBits(nearest:)); x must
+ *  not be NaN. */
+uint16_t emb_half_nearest(double x);
+
+/** Writes the codes of a finite row of d floats for the map x = q * scale + bias (scale >= 0 or
+ *  -0, finite): q = clamp(round((x - bias) * (1 / scale)), 0, levels) computed in double as
+ *  RowwiseCoder does (all codes 0 when scale is not > 0), packed `bits` (8, 4 or 2) a code, low
+ *  bits first, element k of a byte at bits k*bits: ceil(d * bits / 8) bytes at `out`, the unused
+ *  high bits of the last byte 0. */
+void emb_rowwise_write_codes(const float *row, size_t d, float scale, float bias, int levels, int bits, void *out);
+void emb_rowwise_write_codes_portable(const float *row, size_t d, float scale, float bias, int levels, int bits,
+                                      void *out);
+
+/* ------------------------------------------------------------------------------------------
  * Transform-coded rows ("tc"): k integer coefficients q_0 ... q_{k-1}, rANS-coded with one
  * static frequency table per coefficient, dequantised to c_j, and synthesised as
  *     out = mean;  for j = 0, 1, ..., k-1 with c_j != 0:  out[i] = out[i] + c_j * basis[j][i]
