@@ -1,3 +1,4 @@
+import Foundation
 import LMDB
 import EmbeddingCodecs
 
@@ -319,21 +320,28 @@ extension Store {
                 return (parameterIDs, range, try batch.decodeBucketRows(table, range))
             }
         }
-        var encoders = [(any RowEncoder)?](repeating: nil, count: candidates.count)
-        for (group, (parameterIDs, bucketIDs, bucketRows)) in zip(groups, stored) {
-            do {
-                for (k, encoder) in try group.makeEncoders(parameterIDs, bucketIDs, bucketRows) { encoders[k] = encoder }
-            } catch let error as CodecError {
-                throw StoreError(error, table: table.name, codec: group.codec)
+        // Encoders keep scratch space: one set per encoding thread.
+        func makeEncoders() throws -> [(any RowEncoder)?] {
+            var encoders = [(any RowEncoder)?](repeating: nil, count: candidates.count)
+            for (group, (parameterIDs, bucketIDs, bucketRows)) in zip(groups, stored) {
+                do {
+                    for (k, encoder) in try group.makeEncoders(parameterIDs, bucketIDs, bucketRows) { encoders[k] = encoder }
+                } catch let error as CodecError {
+                    throw StoreError(error, table: table.name, codec: group.codec)
+                }
             }
+            return encoders
         }
+        let encoders = try makeEncoders()
         let allParameterIDs = stored.flatMap(\.0)
         let report = LoadReport(table: table.name, rows: ids.count, codec: candidates[Int(choice?.min() ?? 0)].codec, summary: summary,
                                 parameterIDs: allParameterIDs, bucketIDs: stored.compactMap(\.1).first,
                                 basisID: Array(zip(groups, stored)).last(where: { $0.0.plan.makesCurrentBasis })?.1.0.last)
         let formatVersion = zip(candidates, encoders).filter { $0.1 != nil }.map { $0.0.codec.rowCodec.formatVersion }.max() ?? 1
         if options.layout == .segment {
-            try writeSegment(table, ids: ids, order: order, source: source, encoders: encoders,
+            let threads = max(1, min(ProcessInfo.processInfo.activeProcessorCount, ids.count / 16_384))
+            let encoderSets = [encoders] + (try (1..<max(threads, 1)).map { _ in try makeEncoders() })
+            try writeSegment(table, ids: ids, order: order, source: source, encoderSets: encoderSets,
                              candidates: candidates, choice: choice, formatVersion: formatVersion, summary: summary,
                              partBytes: options.segmentPartBytes)
             return report
@@ -362,33 +370,76 @@ extension Store {
     }
 
     /// Encodes the rows in id order into one new segment, each with its candidate's encoder.
+    /// Encodes the rows in id order into one new segment, each with its candidate's encoder: a
+    /// batch of rows is encoded on every core (one encoder set a thread), then appended in order.
     private func writeSegment(_ table: Table, ids: [UInt64], order: [Int], source: any RowSource,
-                              encoders: [(any RowEncoder)?], candidates: [PolicyCandidate], choice: [UInt8]?, formatVersion: UInt32,
+                              encoderSets: [[(any RowEncoder)?]], candidates: [PolicyCandidate], choice: [UInt8]?, formatVersion: UInt32,
                               summary: PolicySummary, partBytes: Int) throws {
+        let encoders = encoderSets[0]
+        let d = source.dimension
         let capacity = encoders.compactMap { $0?.maximumRecordSize }.max() ?? 1
         let rowsPerPart = SegmentWriter.rowsPerPart(recordSize: capacity, partBytes: partBytes)
-        var record = [UInt8](repeating: 0, count: capacity)
         var sizes = RecordSizes(capacity: capacity)
         // Sizes of records that cannot be padded come first, so padding never crowds them out.
         for encoder in encoders.compactMap({ $0 }) where !encoder.acceptsZeroPadding { sizes.reserve(encoder.maximumRecordSize) }
         let note = try LoadNote(summary: summary).encoded()
+        let batch = 8192
+        let records = UnsafeMutableRawBufferPointer.allocate(byteCount: batch * capacity, alignment: 16)
+        defer { records.deallocate() }
+        let recordSizes = UnsafeMutableBufferPointer<Int>.allocate(capacity: batch)
+        defer { recordSizes.deallocate() }
+        var gathered = [Float]()
         try writeSegment(table, rowsPerPart: rowsPerPart, expectedPartBytes: min(rowsPerPart, order.count) * capacity,
                          formatVersion: formatVersion, note: note) { emit in
-            try Self.inOrder(order[...], source: source) { i, row in
-                let k = Int(choice?[i] ?? 0)
-                let encoder = encoders[k]!
-                try record.withUnsafeMutableBytes { buffer in
-                    let size: Int
-                    do {
-                        size = try encoder.encode(row, index: i, into: buffer)
-                    } catch let error as CodecError {
-                        throw StoreError.encoding(table: table.name, id: ids[i], codec: candidates[k].label, underlying: error)
+            var start = 0
+            while start < order.count {
+                let end = min(order.count, start + batch)
+                let positions = order[start..<end]
+                let first = positions.first!
+                let contiguous = positions.last! - first == positions.count - 1 && zip(positions, positions.dropFirst()).allSatisfy { $1 == $0 + 1 }
+                func encodeBatch(_ rows: UnsafeBufferPointer<Float>) throws {
+                    let failure = LockedError()
+                    // Each thread has its own encoders and writes its own slots of `records`.
+                    nonisolated(unsafe) let out = records, outSizes = recordSizes, sets = encoderSets, batchRows = rows
+                    let batchStart = start
+                    DispatchQueue.concurrentPerform(iterations: sets.count) { t in
+                        let n = end - batchStart
+                        for r in n * t / sets.count..<n * (t + 1) / sets.count {
+                            let i = order[batchStart + r]
+                            let k = Int(choice?[i] ?? 0)
+                            do {
+                                outSizes[r] = try sets[t][k]!.encode(UnsafeBufferPointer(rebasing: batchRows[r * d..<(r + 1) * d]), index: i,
+                                                                            into: UnsafeMutableRawBufferPointer(rebasing: out[r * capacity..<(r + 1) * capacity]))
+                            } catch let error as CodecError {
+                                failure.set(StoreError.encoding(table: table.name, id: ids[i], codec: candidates[k].label, underlying: error))
+                                return
+                            } catch {
+                                failure.set(error)
+                                return
+                            }
+                        }
                     }
-                    let stored = encoder.acceptsZeroPadding ? sizes.size(for: size) : size
-                    if stored > size { buffer[size..<stored].initializeMemory(as: UInt8.self, repeating: 0) }
-                    try emit(ids[i], UnsafeRawBufferPointer(rebasing: buffer[0..<stored]))
+                    if let error = failure.error { throw error }
                 }
+                if contiguous {
+                    try source.withRows(first..<first + positions.count) { try encodeBatch($0) }
+                } else {
+                    gathered.removeAll(keepingCapacity: true)
+                    for i in positions { try source.withRows(i..<i + 1) { gathered.append(contentsOf: $0) } }
+                    try gathered.withUnsafeBufferPointer { try encodeBatch($0) }
+                }
+                for r in 0..<(end - start) {
+                    let i = order[start + r]
+                    let size = recordSizes[r]
+                    let stored = encoders[Int(choice?[i] ?? 0)]!.acceptsZeroPadding ? sizes.size(for: size) : size
+                    let record = UnsafeMutableRawBufferPointer(rebasing: records[r * capacity..<r * capacity + stored])
+                    if stored > size { record[size..<stored].initializeMemory(as: UInt8.self, repeating: 0) }
+                    try emit(ids[i], UnsafeRawBufferPointer(record))
+                }
+                if start / batch % 8 == 7 { source.release() }
+                start = end
             }
+            source.release()
         }
     }
 
