@@ -62,23 +62,8 @@ struct Bench: ParsableCommand {
         // lookup: batch j = ids[(j mod P)·B ..< +B], decoded into one reused [B, d] buffer per thread.
         var lookup = common
         lookup["workload"] = "lookup"
-        let measured = try Self.measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
-            let reader = try store.makeReader()
-            var out = [Float](repeating: 0, count: batch * d)
-            var next = thread * batches / threads
-            return { units in
-                try stream.withUnsafeBufferPointer { stream in
-                    try out.withUnsafeMutableBufferPointer { out in
-                        for _ in 0..<units {
-                            let j = next % batches
-                            next += 1
-                            try reader.lookup(handle, ids: UnsafeBufferPointer(rebasing: stream[j * batch..<(j + 1) * batch]), into: out)
-                        }
-                    }
-                }
-                return units * batch
-            }
-        }
+        let measured = try Self.measureLookups(store: store, table: handle, stream: stream, batch: batch, threads: threads, reps: reps,
+                                               repSeconds: repSeconds)
         lookup.merge(measured) { $1 }
         lookup["txn"] = "renew"
         lookup["batch"] = batch
@@ -141,6 +126,34 @@ struct Bench: ParsableCommand {
             pooled["bags_per_s"] = rowsPerS * Double(bagBatch) / (Double(rows) / Double(units))
         }
         try Self.emit(pooled)
+    }
+
+    /// shared/bench's lookup workload on `stream`: batch j = ids[(j mod P)·B ..< +B], P = ⌊count/B⌋,
+    /// decoded into one reused [B, d] buffer per thread, one read transaction renewed per batch;
+    /// each thread starts at its own batch. `measure`'s figures (rows_per_s is the median's).
+    /// `embstore demo` measures its lookups with this too.
+    static func measureLookups(store: Store, table: Table, stream: [UInt64], batch: Int, threads: Int, reps: Int,
+                               repSeconds: Double) throws -> [String: Any] {
+        let batches = stream.count / batch
+        guard batches >= 1 else { throw InputError("an id stream of \(stream.count) ids holds no batch of \(batch)") }
+        let d = table.dimension
+        return try measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
+            let reader = try store.makeReader()
+            var out = [Float](repeating: 0, count: batch * d)
+            var next = thread * batches / threads
+            return { units in
+                try stream.withUnsafeBufferPointer { stream in
+                    try out.withUnsafeMutableBufferPointer { out in
+                        for _ in 0..<units {
+                            let j = next % batches
+                            next += 1
+                            try reader.lookup(table, ids: UnsafeBufferPointer(rebasing: stream[j * batch..<(j + 1) * batch]), into: out)
+                        }
+                    }
+                }
+                return units * batch
+            }
+        }
     }
 
     /// shared/bench's decode workload: the rows of the first B ids, encoded with each codec and
