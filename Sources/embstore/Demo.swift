@@ -154,7 +154,8 @@ struct Demo: ParsableCommand {
 
         // 4. Eval against the generated rows, both tables.
         clock = Date()
-        let progress = ProgressLines(prefix: "demo: eval", quiet: false)
+        // A line every 10 s, so only a long eval (many rows) breaks into the demo's lines.
+        let progress = ProgressLines(prefix: "demo: eval", quiet: false, interval: 10)
         let (report, baselineReport) = try generated.vectors.withUnsafeBufferPointer { source in
             let evaluate = { (table: Table) in
                 try store.evaluate(table, rows: source, count: n, dimension: d, ids: generated.ids, frequencies: counts,
