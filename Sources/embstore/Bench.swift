@@ -165,7 +165,8 @@ struct Bench: ParsableCommand {
         let (count, d) = try file.matrixShape()
         var rows = [Float](repeating: 0, count: ids.count * d)
         try rows.withUnsafeMutableBufferPointer { rows in
-            for (i, id) in ids.enumerated() where Int(id) < count {
+            try requireRowPositions(ids, rows: count, tableNpy: tableNpy)
+            for (i, id) in ids.enumerated() {
                 try file.readFloatRows(Int(id)..<Int(id) + 1, into: UnsafeMutableBufferPointer(rebasing: rows[i * d..<(i + 1) * d]))
             }
         }
@@ -272,7 +273,8 @@ struct Bench: ParsableCommand {
         let got = try store.makeReader().lookup(table, ids: ids)
         var difference = 0.0, norm = 0.0
         var row = [Float](repeating: 0, count: columns)
-        for (i, id) in ids.enumerated() where Int(id) < rows {
+        try requireRowPositions(ids, rows: rows, tableNpy: tableNpy)
+        for (i, id) in ids.enumerated() {
             try row.withUnsafeMutableBufferPointer { try file.readFloatRows(Int(id)..<Int(id) + 1, into: $0) }
             for j in 0..<columns {
                 let x = Double(row[j])
@@ -281,6 +283,15 @@ struct Bench: ParsableCommand {
             }
         }
         return norm > 0 ? (difference / norm).squareRoot() : 0
+    }
+
+    /// --table-npy reads the rows of a batch's ids as row positions (shared/bench's layout: id i
+    /// is row i of table.npy); an id past its rows (a store with sparse ids) is an error, not a trap.
+    static func requireRowPositions(_ ids: [UInt64], rows: Int, tableNpy: String) throws {
+        if let bad = ids.first(where: { $0 >= UInt64(rows) }) {
+            throw InputError("--table-npy \(tableNpy): the stream's ids are read as its row positions (id i is row i), "
+                + "but id \(bad) is past its \(rows) rows")
+        }
     }
 
     /// Prints one JSON line in shared/bench's key order, numbers to 6 significant digits.
