@@ -1,19 +1,37 @@
 #!/usr/bin/env bash
-# embstore quickstart: install what is missing, build, load a 100k x 64 table with every codec,
-# and show size and error per codec.
+# embstore quickstart: install what is missing, build, and run `embstore demo`, the main job on a
+# generated 200,000 x 64 table in well under a minute: ingest under a byte budget beside an int8
+# copy, stats and the chart, eval against the generated rows, lookup throughput, and the commands
+# that repeat each step by hand.
 #
-#   tools/quickstart.sh
+#   tools/quickstart.sh [--codecs] [DEMO OPTIONS]
+#
+#   --codecs      afterwards, also load a 100k x 64 table once per codec and show size and error
+#                 per codec, checking tools/embstore_reader.py against embstore export
+#   DEMO OPTIONS  go to `embstore demo`: --rows N, --dimension D, --budget R, --seed S, --dir DIR
 #
 # Environment:
-#   EMBSTORE_QUICKSTART_DIR   where the table and the store go (default /tmp/embstore-quickstart;
-#                             its store/ and out/ are recreated on every run)
+#   EMBSTORE_QUICKSTART_DIR   where the files and stores go: the demo's in its demo/ (recreated on
+#                             every run), the per-codec tables' in store/ and out/ (default: the
+#                             demo makes a new directory under $TMPDIR or /tmp and prints it; the
+#                             per-codec tables go to /tmp/embstore-quickstart)
 #   EMBSTORE_SCRATCH_PATH     optional `swift build --scratch-path` (default: SwiftPM's .build)
-#   QUICKSTART_N, QUICKSTART_D  table size (default 100000 x 64)
+#   QUICKSTART_N, QUICKSTART_D  size of the per-codec table (default 100000 x 64)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { printf '\n==> %s\n' "$*"; }
+
+with_codecs=0
+demo_args=()
+for arg in "$@"; do
+    case $arg in
+        --codecs) with_codecs=1 ;;
+        -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) demo_args+=("$arg") ;;
+    esac
+done
 
 # --- system packages (apt), only when missing -----------------------------------------------
 need_apt=()
@@ -49,7 +67,19 @@ say "${build[*]}"
 bin="$("${build[@]}" --show-bin-path)/embstore"
 [[ -x $bin ]] || { echo "quickstart: built binary not found at $bin" >&2; exit 1; }
 
-# --- data -------------------------------------------------------------------------------------
+# --- the demo -----------------------------------------------------------------------------------
+demo=("$bin" demo)
+if [[ -n ${EMBSTORE_QUICKSTART_DIR:-} ]]; then
+    rm -rf "$EMBSTORE_QUICKSTART_DIR/demo"
+    demo+=(--dir "$EMBSTORE_QUICKSTART_DIR/demo")
+fi
+demo+=(${demo_args[@]+"${demo_args[@]}"})
+say "embstore demo ${demo_args[*]+${demo_args[*]}}"
+"${demo[@]}"
+
+((with_codecs)) || exit 0
+
+# --- with --codecs: one table per codec, its size and error, the Python reader against export ----
 dir=${EMBSTORE_QUICKSTART_DIR:-/tmp/embstore-quickstart}
 n=${QUICKSTART_N:-100000}
 d=${QUICKSTART_D:-64}

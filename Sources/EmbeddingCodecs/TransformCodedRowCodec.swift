@@ -52,6 +52,13 @@ public struct TransformCodedRowCodec: RowCodec {
         bits == bits.rounded() ? String(Int(bits)) : String(bits)
     }
 
+    /// The name of the form of rows coded by a model fitted for `bits` bits a value (the float32
+    /// a model record holds): `tc:1.5`, `tc:6.845`, to three decimals, so that a rate a load
+    /// fitted (a budget's ladder, `tc:P%`) reads as the policy's report spells it.
+    public static func formName(bits: Float) -> String {
+        "tc:" + spell((Double(bits) * 1000).rounded() / 1000)
+    }
+
     /// The budgets `embstore codecs` lists (any percentage in `budgetRange` is accepted).
     static let budgets: [Double] = [0.25, 0.125, 0.0625]
 
@@ -142,7 +149,7 @@ public struct TransformCodedRowCodec: RowCodec {
     public func formName(parameter: UnsafeRawBufferPointer) -> String {
         guard TypedParameterKind.of(parameter) == TypedParameterKind.transformModel.rawValue, parameter.count >= 20 else { return name }
         let bits = Float(bitPattern: UInt32(littleEndian: parameter.loadUnaligned(fromByteOffset: 16, as: UInt32.self)))
-        return "tc:" + TransformCodedRowCodec.spell(Double(bits))
+        return Self.formName(bits: bits)
     }
 
     public func putEncoder(_ codec: Codec, table: any CodecTableState) throws -> any RowEncoder {

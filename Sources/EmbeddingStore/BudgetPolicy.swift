@@ -143,7 +143,9 @@ enum BudgetPolicy {
         let firstTC = candidates.count
         for rate in ladder.rates {
             let bits = (rate * 1000).rounded() / 1000
-            candidates.append(PolicyCandidate(codec: .transformCoded(bitsPerValue: bits), label: "tc:" + String(format: "%.3g", bits), fixedBytes: nil))
+            // Labelled as the rows' form will be named (stats, eval, get --why), from the model's float32 rate.
+            candidates.append(PolicyCandidate(codec: .transformCoded(bitsPerValue: bits), label: TransformCodedRowCodec.formName(bits: Float(rate)),
+                                              fixedBytes: nil))
         }
         let c = candidates.count
         let modelBytes = try ladder.modelRecordBytes().map { pages(Double($0)) }

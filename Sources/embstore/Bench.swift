@@ -62,23 +62,8 @@ struct Bench: ParsableCommand {
         // lookup: batch j = ids[(j mod P)·B ..< +B], decoded into one reused [B, d] buffer per thread.
         var lookup = common
         lookup["workload"] = "lookup"
-        let measured = try Self.measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
-            let reader = try store.makeReader()
-            var out = [Float](repeating: 0, count: batch * d)
-            var next = thread * batches / threads
-            return { units in
-                try stream.withUnsafeBufferPointer { stream in
-                    try out.withUnsafeMutableBufferPointer { out in
-                        for _ in 0..<units {
-                            let j = next % batches
-                            next += 1
-                            try reader.lookup(handle, ids: UnsafeBufferPointer(rebasing: stream[j * batch..<(j + 1) * batch]), into: out)
-                        }
-                    }
-                }
-                return units * batch
-            }
-        }
+        let measured = try Self.measureLookups(store: store, table: handle, stream: stream, batch: batch, threads: threads, reps: reps,
+                                               repSeconds: repSeconds)
         lookup.merge(measured) { $1 }
         lookup["txn"] = "renew"
         lookup["batch"] = batch
@@ -143,6 +128,34 @@ struct Bench: ParsableCommand {
         try Self.emit(pooled)
     }
 
+    /// shared/bench's lookup workload on `stream`: batch j = ids[(j mod P)·B ..< +B], P = ⌊count/B⌋,
+    /// decoded into one reused [B, d] buffer per thread, one read transaction renewed per batch;
+    /// each thread starts at its own batch. `measure`'s figures (rows_per_s is the median's).
+    /// `embstore demo` measures its lookups with this too.
+    static func measureLookups(store: Store, table: Table, stream: [UInt64], batch: Int, threads: Int, reps: Int,
+                               repSeconds: Double) throws -> [String: Any] {
+        let batches = stream.count / batch
+        guard batches >= 1 else { throw InputError("an id stream of \(stream.count) ids holds no batch of \(batch)") }
+        let d = table.dimension
+        return try measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
+            let reader = try store.makeReader()
+            var out = [Float](repeating: 0, count: batch * d)
+            var next = thread * batches / threads
+            return { units in
+                try stream.withUnsafeBufferPointer { stream in
+                    try out.withUnsafeMutableBufferPointer { out in
+                        for _ in 0..<units {
+                            let j = next % batches
+                            next += 1
+                            try reader.lookup(table, ids: UnsafeBufferPointer(rebasing: stream[j * batch..<(j + 1) * batch]), into: out)
+                        }
+                    }
+                }
+                return units * batch
+            }
+        }
+    }
+
     /// shared/bench's decode workload: the rows of the first B ids, encoded with each codec and
     /// packed into one cache-resident buffer, decoded into `[B, d]` per unit by the codec's
     /// decoder as lookups call it (runs of 8 rows per call, every value checked finite).
@@ -152,7 +165,8 @@ struct Bench: ParsableCommand {
         let (count, d) = try file.matrixShape()
         var rows = [Float](repeating: 0, count: ids.count * d)
         try rows.withUnsafeMutableBufferPointer { rows in
-            for (i, id) in ids.enumerated() where Int(id) < count {
+            try requireRowPositions(ids, rows: count, tableNpy: tableNpy)
+            for (i, id) in ids.enumerated() {
                 try file.readFloatRows(Int(id)..<Int(id) + 1, into: UnsafeMutableBufferPointer(rebasing: rows[i * d..<(i + 1) * d]))
             }
         }
@@ -259,7 +273,8 @@ struct Bench: ParsableCommand {
         let got = try store.makeReader().lookup(table, ids: ids)
         var difference = 0.0, norm = 0.0
         var row = [Float](repeating: 0, count: columns)
-        for (i, id) in ids.enumerated() where Int(id) < rows {
+        try requireRowPositions(ids, rows: rows, tableNpy: tableNpy)
+        for (i, id) in ids.enumerated() {
             try row.withUnsafeMutableBufferPointer { try file.readFloatRows(Int(id)..<Int(id) + 1, into: $0) }
             for j in 0..<columns {
                 let x = Double(row[j])
@@ -268,6 +283,15 @@ struct Bench: ParsableCommand {
             }
         }
         return norm > 0 ? (difference / norm).squareRoot() : 0
+    }
+
+    /// --table-npy reads the rows of a batch's ids as row positions (shared/bench's layout: id i
+    /// is row i of table.npy); an id past its rows (a store with sparse ids) is an error, not a trap.
+    static func requireRowPositions(_ ids: [UInt64], rows: Int, tableNpy: String) throws {
+        if let bad = ids.first(where: { $0 >= UInt64(rows) }) {
+            throw InputError("--table-npy \(tableNpy): the stream's ids are read as its row positions (id i is row i), "
+                + "but id \(bad) is past its \(rows) rows")
+        }
     }
 
     /// Prints one JSON line in shared/bench's key order, numbers to 6 significant digits.

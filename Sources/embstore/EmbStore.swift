@@ -9,7 +9,7 @@ struct EmbStore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embstore",
         abstract: "An embedded store for compressed embedding tables, on LMDB.",
-        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Stats.self, Verify.self, Eval.self, Bench.self, Codecs.self]
+        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Stats.self, Verify.self, Eval.self, Bench.self, Codecs.self, Demo.self]
     )
 }
 

@@ -237,10 +237,11 @@ final class ProgressLines: Sendable {
     let interval: Double
     private let state: Mutex<(started: Double, last: Double, printed: Bool)>
 
-    init(prefix: String, quiet: Bool) {
+    /// `interval`: seconds between lines (default: 0.5 on a terminal, else 5).
+    init(prefix: String, quiet: Bool, interval: Double? = nil) {
         self.prefix = prefix
         enabled = !quiet
-        interval = isatty(STDERR_FILENO) != 0 ? 0.5 : 5
+        self.interval = interval ?? (isatty(STDERR_FILENO) != 0 ? 0.5 : 5)
         let now = Date().timeIntervalSinceReferenceDate
         state = Mutex((now, now, false))
     }

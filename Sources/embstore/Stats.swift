@@ -46,12 +46,7 @@ struct Stats: ParsableCommand {
         let environment = try store.environmentStatistics()
 
         if let plot, let storage = tables.first {
-            let svg = StatsPlot(storage: storage, storePath: self.store, countsSource: freq).render()
-            do {
-                try svg.write(toFile: plot, atomically: true, encoding: .utf8)
-            } catch {
-                throw InputError("cannot write \(plot): \(error.localizedDescription)")
-            }
+            try StatsPlot(storage: storage, storePath: self.store, countsSource: freq).write(to: plot)
         }
         if json {
             let report = StatsReport(store: self.store, environment: .init(environment), tables: tables.map(StatsReport.Table.init))

@@ -46,6 +46,15 @@ struct StatsPlot {
         return svg.document(width: Self.width, height: height, title: "embstore stats: table '\(storage.table)'")
     }
 
+    /// Renders the chart into the file at `path` (`stats --plot`, and `demo`'s stats.svg).
+    func write(to path: String) throws {
+        do {
+            try render().write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            throw InputError("cannot write \(path): \(error.localizedDescription)")
+        }
+    }
+
     private func header(_ svg: inout SVGCanvas, top: Double) -> Double {
         let usable = Self.width - 2 * Self.margin
         var y = top + 20

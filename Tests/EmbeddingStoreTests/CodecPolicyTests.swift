@@ -154,6 +154,34 @@ func zipfCounts(_ count: Int, total: Double = 1e7, seed: UInt64 = 5) -> [Double]
         #expect(try store.provenance(table, id: 1 << 40) == nil)
     }
 
+    /// A budget's tc rates are fitted (tc:4.970437…): the load's report, the forms stats and eval
+    /// count, and `get --why` spell each one the same way, to three decimals, so a tc row's
+    /// reason finds its share of the load.
+    @Test func budgetRatesAreNamedAlikeInTheReportTheFormsAndTheReasons() throws {
+        let d = 32, count = 6000
+        let rows = embeddingRows(count: count, dimension: d, seed: 6)
+        let counts = zipfCounts(count, seed: 3)
+        let (_, store, report) = try Self.load(rows, count: count, dimension: d, policy: .budget(.fraction(0.2), weighting: .retrieval), counts: counts)
+        let table = try store.table("t")
+        let census = try store.liveRowCodecs(table)
+        let tcShares = report.summary.shares.filter { $0.codec.hasPrefix("tc:") }
+        try #require(!tcShares.isEmpty, "no tc rows at 20%: \(report.summary.shares.map(\.codec))")
+        for share in report.summary.shares {
+            let formRows = census.form.filter { census.forms[Int($0)].name == share.codec }.count
+            #expect(formRows == share.rows, "\(share.codec): the summary has \(share.rows) rows, the census \(formRows)")
+            if share.codec.hasPrefix("tc:") {
+                let decimals = share.codec.split(separator: ".").dropFirst().first?.count ?? 0
+                #expect(decimals <= 3, "\(share.codec)")
+            }
+        }
+        let storage = try store.storageStatistics(table)
+        #expect(Set(storage.forms.map(\.form)) == Set(report.summary.shares.map(\.codec)))
+        #expect(census.ids == (0..<UInt64(count)).map { $0 })
+        let tcRow = try #require(census.form.firstIndex { census.forms[Int($0)].name.hasPrefix("tc:") })
+        let provenance = try #require(try store.provenance(table, id: census.ids[tcRow]))
+        #expect(provenance.reason.contains("\(provenance.codec) rows took access ranks"), "\(provenance.reason)")
+    }
+
     @Test func countsAreCheckedBeforeAnythingIsWritten() throws {
         let d = 8, count = 100
         let rows = embeddingRows(count: count, dimension: d)

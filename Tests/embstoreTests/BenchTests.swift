@@ -47,4 +47,24 @@ import Testing
             #expect(records[1]["batch"] as? Int == 8 && (records[1]["bags_per_s"] as? Double ?? 0) > 0)
         }
     }
+
+    /// --table-npy reads the stream's ids as row positions: sparse 64-bit ids are an error that
+    /// says so, not a crash.
+    @Test func tableNpyWithIdsPastItsRowsIsAnError() throws {
+        try withTemporaryDirectory { dir in
+            let n = 100, d = 8
+            let vectors = dir.appendingPathComponent("table.npy"), ids = dir.appendingPathComponent("ids.npy")
+            try writeFloat32(randomRows(n, d, seed: 2), to: vectors)
+            let sparse = (0..<UInt64(n)).map { $0 &* 0x9E37_79B9_7F4A_7C15 | 1 << 63 }
+            try writeUInt64(sparse, to: ids)
+            let store = dir.appendingPathComponent("store").path
+            try embstoreOK("ingest", store, "--table", "t", "--vectors", vectors.path, "--ids", ids.path, "--codec", "int8")
+            for extra in [[], ["--decode-only"]] {
+                let run = try embstore(["bench", store, "--table", "t", "--ids", ids.path, "--batch", "16", "--reps", "1", "--rep-seconds", "0.01",
+                                        "--table-npy", vectors.path] + extra)
+                #expect(run.status == 1, "\(run)")
+                #expect(run.stderr.contains("ids are read as its row positions") && run.stderr.contains("past its 100 rows"), "\(run.stderr)")
+            }
+        }
+    }
 }
