@@ -42,6 +42,8 @@ struct Demo: ParsableCommand {
     @Option(help: ArgumentHelp("The load's byte budget, a share of the rows' float32 payload on disk (0.25 or 25%).", valueName: "fraction"))
     var budget = "0.25"
     @Option(help: "Seed of the generator: the same seed, rows and dimension write the same files.") var seed: UInt64 = 1
+    @Option(help: "The budget's weighting: traffic (the default here: a serving table, whose decode time per lookup is held to twice int8's) or retrieval.")
+    var weighting: CodecPolicy.Weighting = .traffic
 
     static let table = "demo", baselineTable = "demo_int8"
     /// Below 2,000 rows of 64 values the pages every store has take more than a 25% budget; the
@@ -70,7 +72,7 @@ struct Demo: ParsableCommand {
         let files = Files(directory: directory)
         let n = rows, d = dimension
         let payload = Double(n) * Double(d) * 4
-        let policy = CodecPolicy.budget(.fraction(fraction), weighting: .retrieval)
+        let policy = CodecPolicy.budget(.fraction(fraction), weighting: weighting)
         let budgetText = "budget " + String(format: "%.4g%%", fraction * 100)
         print("embstore demo: \(formatCount(n)) rows × \(d), \(budgetText) of the float32 payload, seed \(seed); files in \(directory)")
         flush()
@@ -201,7 +203,7 @@ struct Demo: ParsableCommand {
         let binary = Self.shellQuoted(CommandLine.arguments.first ?? "embstore")
         let q = Self.shellQuoted
         let commands = [
-            "\(binary) ingest \(q(files.store)) --table \(Self.table) --vectors \(q(files.vectors)) --ids \(q(files.ids)) --freq \(q(files.freq)) --budget \(q(budget))",
+            "\(binary) ingest \(q(files.store)) --table \(Self.table) --vectors \(q(files.vectors)) --ids \(q(files.ids)) --freq \(q(files.freq)) --budget \(q(budget)) --weighting \(weighting.rawValue)",
             "\(binary) ingest \(q(files.store)) --table \(Self.baselineTable) --vectors \(q(files.vectors)) --ids \(q(files.ids)) --codec int8",
             "\(binary) stats \(q(files.store)) --table \(Self.table) --freq \(q(files.freq)) --ids \(q(files.ids)) --plot \(q(files.chart))",
             "\(binary) eval \(q(files.store)) --table \(Self.table) --source \(q(files.vectors)) --ids \(q(files.ids)) --freq \(q(files.freq))",
