@@ -100,6 +100,7 @@ struct PolicyInput: Sendable {
     let fit: FitOptions
     /// Bytes on disk per row beyond its record.
     let overheadBytesPerRow: Double
+    let progress: (@Sendable (WorkProgress) -> Void)?
 
     /// Fits `codec`'s parameters on the sample.
     func planLoad(_ codec: Codec) throws -> LoadPlan {
@@ -460,6 +461,8 @@ enum BudgetPolicy {
                                   }
                                   }
                                   input.source.release()
+                                  // Thread 0 speaks for all: they run at about one speed.
+                                  if t == 0 { input.progress?(WorkProgress(stage: "scoring", done: min(n, (rows.upperBound - start) * threads), total: n, unit: "rows")) }
                                 }
                             }
                         }

@@ -26,15 +26,8 @@ public struct EvaluationOptions: Sendable {
 }
 
 /// Where a running evaluation is: `done` of `total` `unit` of stage `stage`.
-public struct EvaluationProgress: Sendable {
-    /// "checking source", "decoding", "row errors", "exact neighbours", "decoded neighbours" or
-    /// "dot products".
-    public let stage: String
-    public let done: Int
-    public let total: Int
-    /// "rows" or "queries".
-    public let unit: String
-}
+/// Progress of an evaluation (`WorkProgress`).
+public typealias EvaluationProgress = WorkProgress
 
 /// What `Store.evaluate` found. Encodes to the JSON object of `embstore eval --json`.
 public struct EvaluationReport: Sendable, Codable {

@@ -21,6 +21,9 @@ public struct LoadOptions: Sendable {
     /// `DecodeCost`'s model; nil picks it: twice int8's for `traffic` weighting with counts,
     /// no cap for `retrieval`.
     public var maxDecodeNanoseconds: Double?
+    /// Called as the load goes (checking the rows, scoring them for a budget, writing them),
+    /// at most once per stretch of rows, from the loading thread or one of its workers.
+    public var progress: (@Sendable (WorkProgress) -> Void)?
     /// Approximate bytes per segment data part (one LMDB value each).
     public var segmentPartBytes = Store.segmentPartBytes
     public init() {}
@@ -135,6 +138,7 @@ extension Store {
         let order = try Self.sortedOrder(ids)
         try source.forEachStretch { range, rows in
             try Self.checkFinite(rows, dimension: dimension, ids: ids, first: range.lowerBound, table: name)
+            options.progress?(WorkProgress(stage: "checking", done: range.upperBound, total: count, unit: "rows"))
         }
 
         let existing = try? table(name)
@@ -170,7 +174,7 @@ extension Store {
             ? try source.sample(limit: needsBuckets ? fit.sampleLimit : min(fit.sampleLimit, max(20_000, 30 * dimension)))
             : ([Float](), 0)
         let input = PolicyInput(source: source, sample: sample, sampleCount: sampleCount, counts: counts, fit: fit,
-                                overheadBytesPerRow: fit.overheadBytesPerRow)
+                                overheadBytesPerRow: fit.overheadBytesPerRow, progress: options.progress)
         let (groups, candidates, choice, summary) = try plan(policy, input: input, table: name, ids: ids,
                                                              maxDecodeNanoseconds: options.maxDecodeNanoseconds)
         let createdTable = existing == nil
@@ -343,7 +347,7 @@ extension Store {
             let encoderSets = [encoders] + (try (1..<max(threads, 1)).map { _ in try makeEncoders() })
             try writeSegment(table, ids: ids, order: order, source: source, encoderSets: encoderSets,
                              candidates: candidates, choice: choice, formatVersion: formatVersion, summary: summary,
-                             partBytes: options.segmentPartBytes)
+                             partBytes: options.segmentPartBytes, progress: options.progress)
             return report
         }
         // Write in id order; MDB_APPEND when every new id sorts after the table's last one.
@@ -364,6 +368,7 @@ extension Store {
                 }
             }
             start = end
+            options.progress?(WorkProgress(stage: "writing", done: end, total: ids.count, unit: "rows"))
             _ = dimension
         }
         return report
@@ -374,7 +379,7 @@ extension Store {
     /// batch of rows is encoded on every core (one encoder set a thread), then appended in order.
     private func writeSegment(_ table: Table, ids: [UInt64], order: [Int], source: any RowSource,
                               encoderSets: [[(any RowEncoder)?]], candidates: [PolicyCandidate], choice: [UInt8]?, formatVersion: UInt32,
-                              summary: PolicySummary, partBytes: Int) throws {
+                              summary: PolicySummary, partBytes: Int, progress: (@Sendable (WorkProgress) -> Void)?) throws {
         let encoders = encoderSets[0]
         let d = source.dimension
         let capacity = encoders.compactMap { $0?.maximumRecordSize }.max() ?? 1
@@ -437,6 +442,7 @@ extension Store {
                     try emit(ids[i], UnsafeRawBufferPointer(record))
                 }
                 if start / batch % 8 == 7 { source.release() }
+                progress?(WorkProgress(stage: "writing", done: end, total: order.count, unit: "rows"))
                 start = end
             }
             source.release()

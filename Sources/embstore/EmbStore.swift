@@ -54,6 +54,7 @@ struct Ingest: ParsableCommand {
         case perKey = "per-key"
     }
     @Flag(help: "fsync every transaction instead of once at the end.") var durable = false
+    @Flag(help: "No progress on stderr (by default a bar on a terminal, a line every 5 s otherwise).") var quiet = false
 
     /// The policy the options name: exactly one of --codec, --tiers, --budget, --budget-bytes.
     func policy() throws -> CodecPolicy {
@@ -109,7 +110,10 @@ struct Ingest: ParsableCommand {
         var storeOptions = Store.Options()
         storeOptions.durable = durable
         let store = try Store(path: self.store, options: storeOptions)
+        let progress = ProgressLines(prefix: "ingest", quiet: quiet)
+        options.progress = { progress.report($0) }
         let report = try store.load(table: table, ids: idValues, source: try NPYRows(file), policy: policy, counts: counts, options: options)
+        progress.finish(String(format: "%d rows in %.2f s", report.rows, Date().timeIntervalSince(started)))
         try store.sync()
         var line = "ingested \(report.rows) rows of dimension \(dimension) into table '\(table)' as \(policy)"
         if let buckets = report.bucketIDs { line += " (\(buckets.count) bucket rows)" }

@@ -235,34 +235,59 @@ final class ProgressLines: Sendable {
     let prefix: String
     let enabled: Bool
     let interval: Double
-    private let state: Mutex<(started: Double, last: Double, printed: Bool)>
+    /// On a terminal, one line redrawn in place as a bar; otherwise a plain line every `interval`.
+    let bar: Bool
+    private let state: Mutex<(started: Double, last: Double, printed: Bool, stage: String, stageStarted: Double)>
 
     /// `interval`: seconds between lines (default: 0.5 on a terminal, else 5).
     init(prefix: String, quiet: Bool, interval: Double? = nil) {
         self.prefix = prefix
         enabled = !quiet
-        self.interval = interval ?? (isatty(STDERR_FILENO) != 0 ? 0.5 : 5)
+        bar = isatty(STDERR_FILENO) != 0
+        self.interval = interval ?? (bar ? 0.5 : 5)
         let now = Date().timeIntervalSinceReferenceDate
-        state = Mutex((now, now, false))
+        state = Mutex((now, now, false, "", now))
     }
 
-    func report(_ progress: EvaluationProgress) {
+    func report(_ progress: WorkProgress) {
         guard enabled else { return }
         let now = Date().timeIntervalSinceReferenceDate
-        let due = state.withLock { state -> Bool in
-            guard now - state.last >= interval else { return false }
+        let stageStarted = state.withLock { state -> Double? in
+            if state.stage != progress.stage {
+                state.stage = progress.stage
+                state.stageStarted = now
+            }
+            guard now - state.last >= interval else { return nil }
             state.last = now
             state.printed = true
-            return true
+            return state.stageStarted
         }
-        guard due else { return }
+        guard let stageStarted else { return }
         let percent = progress.total > 0 ? 100 * progress.done / progress.total : 100
-        write("\(prefix): \(progress.stage) \(percent)% (\(grouped(progress.done)) of \(grouped(progress.total)) \(progress.unit))...")
+        var line = "\(prefix): \(progress.stage) \(percent)% (\(grouped(progress.done)) of \(grouped(progress.total)) \(progress.unit))"
+        let elapsed = now - stageStarted
+        if elapsed > 0.2, progress.done > 0 {
+            let rate = Double(progress.done) / elapsed
+            line += String(format: ", %@ %@/s", Self.compact(rate), progress.unit)
+            if progress.total > progress.done { line += String(format: ", ETA %.0f s", Double(progress.total - progress.done) / rate) }
+        }
+        if bar {
+            let width = 24, filled = min(width, width * percent / 100)
+            let gauge = "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
+            FileHandle.standardError.write(Data(("\r\u{1B}[K" + gauge + line).utf8))
+        } else {
+            write(line + "...")
+        }
+    }
+
+    static func compact(_ value: Double) -> String {
+        value >= 1e6 ? String(format: "%.2f M", value / 1e6) : value >= 1e3 ? String(format: "%.1f k", value / 1e3) : String(format: "%.0f", value)
     }
 
     /// A last line, only when progress lines were printed.
     func finish(_ text: String) {
         guard enabled, state.withLock({ $0.printed }) else { return }
+        if bar { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         write("\(prefix): \(text)")
     }
 

@@ -1,5 +1,6 @@
 import EmbeddingCodecs
 import Foundation
+import Synchronization
 import Testing
 @testable import EmbeddingStore
 
@@ -212,5 +213,29 @@ func zipfCounts(_ count: Int, total: Double = 1e7, seed: UInt64 = 5) -> [Double]
             } throws: { "\($0)".contains(expected) }
         }
         #expect(try store.tableNames().isEmpty)
+    }
+
+    /// A load reports its stages as it goes, ending each with every row done.
+    @Test func loadsReportProgressByStage() throws {
+        let d = 16, count = 40_000
+        let rows = embeddingRows(count: count, dimension: d, seed: 8)
+        let dir = TemporaryDirectory()
+        let store = try makeStore(dir, mapSize: 1 << 26)
+        let seen = Mutex<[WorkProgress]>([])
+        var options = LoadOptions()
+        options.progress = { progress in seen.withLock { $0.append(progress) } }
+        _ = try rows.withUnsafeBufferPointer {
+            try store.load(table: "t", rows: $0, count: count, dimension: d, policy: .budget(.fraction(0.3), weighting: .traffic),
+                           counts: zipfCounts(count), options: options)
+        }
+        let reports = seen.withLock { $0 }
+        for stage in ["checking", "scoring", "writing"] {
+            let stageReports = reports.filter { $0.stage == stage }
+            #expect(!stageReports.isEmpty, "no \(stage) progress")
+            #expect(stageReports.allSatisfy { $0.total == count && $0.done <= count && $0.unit == "rows" })
+            #expect(stageReports.map(\.done).max() == count || stage == "scoring", "\(stage) ends at every row")
+        }
+        let writing = reports.filter { $0.stage == "writing" }.map(\.done)
+        #expect(writing == writing.sorted(), "writing progress only grows")
     }
 }
