@@ -21,6 +21,9 @@ public struct LoadOptions: Sendable {
     /// `DecodeCost`'s model; nil picks it: twice int8's for `traffic` weighting with counts,
     /// no cap for `retrieval`.
     public var maxDecodeNanoseconds: Double?
+    /// Leave out rows with a NaN or infinite value (counted in `LoadReport.skippedRows`) instead
+    /// of refusing the load.
+    public var skipInvalid = false
     /// Called as the load goes (checking the rows, scoring them for a budget, writing them),
     /// at most once per stretch of rows, from the loading thread or one of its workers.
     public var progress: (@Sendable (WorkProgress) -> Void)?
@@ -51,6 +54,10 @@ public struct LoadReport: Sendable {
     public let bucketIDs: Range<UInt32>?
     /// The PCA basis a `reduced:K` load made the table's current one.
     public let basisID: UInt32?
+    /// Rows left out for a NaN or infinite value (`LoadOptions.skipInvalid`), and the first of
+    /// them (its row in the input, and its id).
+    public internal(set) var skippedRows = 0
+    public internal(set) var firstSkipped: (row: Int, id: UInt64)?
 }
 
 /// What a load stores before its rows, for one or more of the encoders the rows choose from.
@@ -136,9 +143,35 @@ extension Store {
         case .single: break
         }
         let order = try Self.sortedOrder(ids)
+        var skipped: [Int] = []
         try source.forEachStretch { range, rows in
-            try Self.checkFinite(rows, dimension: dimension, ids: ids, first: range.lowerBound, table: name)
+            if options.skipInvalid {
+                for r in 0..<range.count where rows[r * dimension..<(r + 1) * dimension].contains(where: { !$0.isFinite }) {
+                    skipped.append(range.lowerBound + r)
+                }
+            } else {
+                try Self.checkFinite(rows, dimension: dimension, ids: ids, first: range.lowerBound, table: name)
+            }
             options.progress?(WorkProgress(stage: "checking", done: range.upperBound, total: count, unit: "rows"))
+        }
+        if !skipped.isEmpty {
+            // Load the other rows, and say which were left out.
+            guard skipped.count < count else {
+                throw StoreError.invalidArgument("every one of the \(count) rows has a NaN or infinite value; nothing was written")
+            }
+            var keep = [Int]()
+            keep.reserveCapacity(count - skipped.count)
+            var next = 0
+            for i in 0..<count {
+                if next < skipped.count && skipped[next] == i { next += 1 } else { keep.append(i) }
+            }
+            var inner = options
+            inner.skipInvalid = false
+            var report = try load(table: name, ids: keep.map { ids[$0] }, source: SubsetRows(source, rows: keep), policy: policy,
+                                  counts: counts.map { counts in keep.map { counts[$0] } }, options: inner)
+            report.skippedRows = skipped.count
+            report.firstSkipped = (skipped[0], ids[skipped[0]])
+            return report
         }
 
         let existing = try? table(name)

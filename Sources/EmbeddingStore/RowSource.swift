@@ -61,3 +61,29 @@ extension RowSource {
         return (sample, take)
     }
 }
+
+/// Some rows of another source, in its order: `rows` are its row indexes, ascending.
+struct SubsetRows: RowSource {
+    let base: any RowSource
+    let rows: [Int]
+    var count: Int { rows.count }
+    var dimension: Int { base.dimension }
+
+    init(_ base: any RowSource, rows: [Int]) {
+        self.base = base
+        self.rows = rows
+    }
+
+    func withRows<R>(_ range: Range<Int>, _ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R {
+        guard let first = range.first.map({ rows[$0] }) else { return try body(UnsafeBufferPointer(start: nil, count: 0)) }
+        if rows[range.upperBound - 1] - first == range.count - 1 {
+            return try base.withRows(first..<first + range.count, body)
+        }
+        var gathered = [Float]()
+        gathered.reserveCapacity(range.count * dimension)
+        for i in range { try base.withRows(rows[i]..<rows[i] + 1) { gathered.append(contentsOf: $0) } }
+        return try gathered.withUnsafeBufferPointer { try body($0) }
+    }
+
+    func release() { base.release() }
+}

@@ -55,6 +55,7 @@ struct Ingest: ParsableCommand {
     }
     @Flag(help: "fsync every transaction instead of once at the end.") var durable = false
     @Flag(help: "No progress on stderr (by default a bar on a terminal, a line every 5 s otherwise).") var quiet = false
+    @Flag(help: "Leave out rows with a NaN or infinite value (counted and reported) instead of refusing the file.") var skipInvalid = false
 
     /// The policy the options name: exactly one of --codec, --tiers, --budget, --budget-bytes.
     func policy() throws -> CodecPolicy {
@@ -110,6 +111,7 @@ struct Ingest: ParsableCommand {
         var storeOptions = Store.Options()
         storeOptions.durable = durable
         let store = try Store(path: self.store, options: storeOptions)
+        options.skipInvalid = skipInvalid
         let progress = ProgressLines(prefix: "ingest", quiet: quiet)
         options.progress = { progress.report($0) }
         let report = try store.load(table: table, ids: idValues, source: try NPYRows(file), policy: policy, counts: counts, options: options)
@@ -124,6 +126,9 @@ struct Ingest: ParsableCommand {
         }
         line += String(format: " in %.2f s", Date().timeIntervalSince(started))
         print(line)
+        if let first = report.firstSkipped {
+            print("skipped \(report.skippedRows) row\(report.skippedRows == 1 ? "" : "s") with a NaN or infinite value (the first: row \(first.row), id \(first.id))")
+        }
         if report.summary.shares.count > 1 || report.summary.budgetBytes != nil { print(describe(report.summary, rows: count, dimension: dimension)) }
     }
 }

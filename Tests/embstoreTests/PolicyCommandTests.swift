@@ -79,4 +79,24 @@ struct PolicyCommandTests {
             }
         }
     }
+
+    /// NaN and infinite rows: refused, naming the first, or left out and counted with --skip-invalid.
+    @Test func skipInvalidLeavesOutBadRowsAndSaysSo() throws {
+        try withTemporaryDirectory { dir in
+            var rows = randomRows(50, 4, seed: 9)
+            rows[7][2] = .nan
+            rows[31][0] = -.infinity
+            let vectors = dir.appendingPathComponent("bad.npy"), store = dir.appendingPathComponent("store")
+            try writeFloat32(rows, to: vectors)
+            let refused = try embstore("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "int8")
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains("row 7") && refused.stderr.lowercased().contains("nan"), "\(refused)")
+            let loaded = try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "fp32", "--skip-invalid")
+            #expect(loaded.stdout.contains("ingested 48 rows"), "\(loaded)")
+            #expect(loaded.stdout.contains("skipped 2 rows with a NaN or infinite value (the first: row 7, id 7)"), "\(loaded)")
+            let exported = try exportTable(store, "t", in: dir)
+            #expect(exported.ids == (0..<50).filter { $0 != 7 && $0 != 31 }.map(UInt64.init))
+            #expect(exported.rows == rows.enumerated().filter { $0.offset != 7 && $0.offset != 31 }.map(\.element))
+        }
+    }
 }
