@@ -63,6 +63,21 @@ extension Store {
         }
     }
 
+    /// The notes of the table's live segments, newest first: how each load spent its bytes and,
+    /// when it had access counts, the share of them each codec form's rows held.
+    public func loadNotes(_ table: Table) throws -> [(segment: UInt32, summary: PolicySummary)] {
+        try table.requireLive()
+        return try translatingErrors {
+            try environment.read { txn in
+                try segmentManifest(table, in: txn).compactMap { segment in
+                    try txn.withValue(forKey: StoreFormat.loadNoteKey(table.id, segment: segment), in: meta) { bytes in
+                        bytes.flatMap(LoadNote.decode).map { (segment, $0.summary) }
+                    }
+                }
+            }
+        }
+    }
+
     /// Where the live row `id` is and why it has its codec; nil when there is no such row.
     public func provenance(_ table: Table, id: UInt64) throws -> RowProvenance? {
         try table.requireLive()

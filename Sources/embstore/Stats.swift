@@ -56,6 +56,21 @@ struct Stats: ParsableCommand {
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
             printHuman(tables: tables, environment: environment)
+            if freq == nil {
+                // Without --freq, the counts the loads were given, as their notes keep them.
+                for name in names {
+                    for (segment, note) in try store.loadNotes(store.table(name)) where note.shares.contains(where: { $0.lookupShare != nil }) {
+                        print("\ntable '\(name)', segment \(segment), loaded with \(note.policy): lookups served by codec form, from the load's counts")
+                        for share in note.shares {
+                            print("  " + share.codec.padding(toLength: 12, withPad: " ", startingAt: 0)
+                                  + String(format: "%10d rows  %6.2f%% of lookups", share.rows, 100 * (share.lookupShare ?? 0)))
+                        }
+                        if let decode = note.expectedDecodeNanoseconds {
+                            print(String(format: "  expected decode time %.1f ns a lookup (DecodeCost's model)", decode))
+                        }
+                    }
+                }
+            }
             if let plot { print("\nchart written to \(plot)") }
         }
     }

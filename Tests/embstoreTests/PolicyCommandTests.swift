@@ -27,6 +27,12 @@ struct PolicyCommandTests {
             #expect(hot.stdout.contains("access ranks 0%–5%"), "\(hot)")
             let cold = try embstoreOK("get", store.path, "--table", "tiers", "--why", "3999")
             #expect(cold.stdout.contains("codec int4h"), "\(cold)")
+            // Without --freq, stats shows the lookups each form served by the load's own counts.
+            let stats = try embstoreOK("stats", store.path, "--table", "tiers")
+            #expect(stats.stdout.contains("lookups served by codec form, from the load's counts"), "\(stats)")
+            let counts: [Double] = (0..<Self.n).map { Double(1000 / ($0 + 1)) }
+            let hotShare: Double = counts[0..<200].reduce(0, +) / counts.reduce(0, +)
+            #expect(stats.stdout.contains(String(format: "%6.2f%% of lookups", 100 * hotShare)), "fp16's share \(hotShare): \(stats)")
 
             let budget = try embstoreOK("ingest", store.path, "--table", "budget", "--vectors", vectors.path, "--freq", freq.path,
                                         "--budget", "40%", "--weighting", "traffic")
