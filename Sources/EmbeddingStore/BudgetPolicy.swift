@@ -6,14 +6,18 @@ import Foundation
 //
 // Every row is scored under every candidate: the self-contained codecs (fp32, fp16, int8, int4h,
 // int2h) exactly, by encoding and decoding it; tc at a ladder of rates on one shared basis by
-// estimate (one projection; see `TransformCodedLadder.Estimator`). The problem separates by row
-// once a price λ is put on a byte: each row takes the candidate minimising wᵢ·eᵢ(c) + λ·bᵢ(c),
-// and λ is bisected to the smallest price whose choice fits the budget (Everett's theorem: such
-// a choice is optimal among all that take no more bytes). The bytes counted are those of the
-// row's record, its share of the index (the store's measured overhead per row), the pages of the
-// parameter records its candidates need (the tc basis and the model of each rate some row uses),
-// and a fixed allowance for the pages every store has. A rate used by too few rows to pay for
-// its model's pages is dropped and the choice made again.
+// estimate (one projection and the measured residual; see `TransformCodedLadder.Estimator`).
+// Once a price λ is put on a byte the problem separates by row: each row takes the candidate
+// minimising wᵢ·eᵢ(c) + λ·bᵢ(c), which is a point of the lower convex hull of its candidates in
+// (bytes, weighted error). So every row starts at its cheapest hull point and hull steps are taken
+// in order of error saved per byte while they fit: the Lagrangian choice at every price (Everett),
+// filled to within one step. The bytes counted are those of the row's record, its share of the
+// index (the store's measured overhead per row), the pages of the parameter records it needs (the
+// tc basis and the model of each rate some row uses), and a fixed allowance for the pages every
+// store has. Which rates pay for their model's pages is decided on a sample of the rows.
+//
+// Decode cost can be capped: rows, coldest first, may take tc while the lookups they serve times
+// tc's extra decode time fit the cap; the others choose among the fixed-size codecs.
 //
 // Finally the mix is compared with every single candidate that fits the same budget: if one of
 // them has a lower weighted error, every row gets that one. So the policy is never worse than
