@@ -100,10 +100,11 @@ enum BudgetPolicy {
     static let tcLowestBits = 0.25, tcHighestBits = 8.0, tcModels = 12
     static let page = 4096.0
 
-    /// Pages every store has beside a table's rows (meta, free list, database roots): measured
-    /// 12 for one table; kept with two more in hand, and 0.2% of the budget for the estimates.
-    static func fixedAllowance(budget: Double) -> Double { 15 * page + 0.002 * budget }
-    static func pages(_ bytes: Double) -> Double { (bytes / page).rounded(.up) * page }
+    /// Pages every store has beside a table's values (meta, free list, database leaves, the
+    /// pages a load leaves free): `TransformCodedRowCodec.storePages`, which `tc:P%` counts too.
+    static func fixedAllowance(budget: Double) -> Double { TransformCodedRowCodec.storePages * page }
+    /// Pages of a parameter record on its own LMDB overflow pages (a 16-byte page header).
+    static func pages(_ bytes: Double) -> Double { ((bytes + 16) / page).rounded(.up) * page }
 
     static func decide(_ input: PolicyInput, budget: CodecPolicy.Budget, weighting: CodecPolicy.Weighting) throws -> PolicyDecision {
         let n = input.count, d = input.dimension
