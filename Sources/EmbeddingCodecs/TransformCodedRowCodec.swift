@@ -89,22 +89,7 @@ public struct TransformCodedRowCodec: RowCodec {
         let fit = try TransformCodedFit(rows: rows, count: count, dimension: dimension, options: options, codec: codec.description)
         let draft: TransformCodedFit.Draft
         if codec.arguments.count == 2 {
-            var budgetDraft = try Self.draft(fit, budget: codec.arguments[1], rows: count, options: options, codec: codec)
-            // The formula the draft measures its sample with is off from the coder by a fraction
-            // of a byte, and the sample's records are a little smaller than the other rows' (its
-            // tables were fitted on it): as many rows between the sample's are encoded, and the
-            // draft aimed again by the difference (0.1 bytes a row at 1,000,000 × 64). Rows' sizes
-            // vary, so the more rows the better: as many as about 2³¹ multiply-adds project.
-            if count > fit.sampleCount {
-                let measured = min(count, max(fit.sampleCount, (1 << 31) / max(fit.dimension * fit.dimension, 1)))
-                let heldOut = (0..<measured).map { j in min(count - 1, Int(((Double(j) + 0.5) * Double(count) / Double(measured)).rounded(.down))) }
-                let excess = try Self.meanEncodedBytes(fit, budgetDraft, rows: rows, indexes: heldOut) - budgetDraft.meanRecordBytes
-                if abs(excess) > 0.001 * budgetDraft.meanRecordBytes {
-                    budgetDraft = try Self.draft(fit, budget: codec.arguments[1], rows: count, options: options, codec: codec,
-                                                 recordExcess: excess)
-                }
-            }
-            draft = budgetDraft
+            draft = try Self.budgetDraft(fit, budget: codec.arguments[1], rows: rows, count: count, options: options, codec: codec)
         } else {
             draft = fit.draft(meanRecordBytes: Self.targetRecordBytes(bits: codec.arguments[0], dimension: dimension))
         }
@@ -158,6 +143,25 @@ public struct TransformCodedRowCodec: RowCodec {
             modelBytes = exact
         }
         return try best ?? draft(fit, budget: budget * 0.98, rows: rows, options: options, codec: codec, recordExcess: recordExcess)
+    }
+
+    /// The draft whose table of `count` rows fits `budget` × their float32 bytes on disk
+    /// (`draft(_:budget:rows:options:codec:recordExcess:)`), aimed by the coder's sizes on rows
+    /// outside the fit's sample.
+    static func budgetDraft(_ fit: TransformCodedFit, budget: Double, rows: UnsafeBufferPointer<Float>, count: Int,
+                            options: FitOptions, codec: Codec) throws -> TransformCodedFit.Draft {
+        let first = try draft(fit, budget: budget, rows: count, options: options, codec: codec)
+        // The formula the draft measures its sample with is off from the coder by a fraction of
+        // a byte, and the sample's records are a little smaller than the other rows' (its tables
+        // were fitted on it): rows between the sample's are encoded, and the draft aimed again by
+        // the difference (0.06 bytes a row at 1,000,000 × 64). Rows' sizes vary, so the more rows
+        // the better: as many as about 2³¹ multiply-adds project.
+        guard count > fit.sampleCount else { return first }
+        let measured = min(count, max(fit.sampleCount, (1 << 31) / max(fit.dimension * fit.dimension, 1)))
+        let heldOut = (0..<measured).map { j in min(count - 1, Int(((Double(j) + 0.5) * Double(count) / Double(measured)).rounded(.down))) }
+        let excess = try meanEncodedBytes(fit, first, rows: rows, indexes: heldOut) - first.meanRecordBytes
+        guard abs(excess) > 0.001 * first.meanRecordBytes else { return first }
+        return try draft(fit, budget: budget, rows: count, options: options, codec: codec, recordExcess: excess)
     }
 
     /// The mean size of the records `draft` encodes the rows `indexes` of `rows` into.
