@@ -278,20 +278,21 @@ enum BudgetPolicy {
     }
 
     /// The retrieval weighting's choice: the plain codecs and ONE tc rate, the rate whose mix has
-    /// the lowest weighted error (each mix by the same λ bisection as `decide`); nil when none
-    /// fits. Rows of different tc rates are biased against each other in a cosine ranking: a
+    /// the lowest weighted error (each mix by the same λ bisection as `decide`), searched from the
+    /// finest rate every row can take within the budget, coarser and finer, each way until two
+    /// rates in a row are no better; nil when none fits. On npm at 6.25% a mix of rates (0.97 to
+    /// 2 bits) had 6% less weighted squared error than one rate but recall@10 0.905 hot / 0.867
+    /// uniform against one rate's 0.903 / 0.890; at 12.5%, 0.979 / 0.968 against 0.976 / 0.971.
+    /// Probably rows of different rates rank unevenly against each other in a cosine search: a
     /// coarser rate drops more of a row's energy (more coefficients round to zero, fewer are
-    /// coded), so its rows' decoded norms shrink more and they score as nearer to every query
-    /// than finer rows do. On npm at 6.25% a mix of rates (0.97 to 2 bits) had 6% less weighted
-    /// squared error than one rate but recall@10 0.905 hot / 0.867 uniform against one rate's
-    /// 0.903 / 0.890; at 12.5%, 0.979 / 0.968 against 0.976 / 0.971.
+    /// coded), so its rows' decoded norms shrink more.
     static func oneRateChoice(errors: [Float], candidates c: Int, rows n: Int, firstTC: Int, weights: [Double], allowed: [Bool],
                               bytes: (Int, Int) -> Double, fits: (Double, [UInt8]) -> Bool)
         -> (choice: [UInt8], bytes: Double, error: Double, lambda: Double)? {
         let meanWeight = max(weights.reduce(0, +) / Double(max(n, 1)), 1e-30)
         var best: (choice: [UInt8], bytes: Double, error: Double, lambda: Double)?
         var choice = [UInt8](repeating: 0, count: n)
-        for rate in firstTC..<c where allowed[rate] {
+        func mix(_ rate: Int) -> (choice: [UInt8], bytes: Double, error: Double, lambda: Double)? {
             let options = (0..<c).filter { allowed[$0] && ($0 < firstTC || $0 == rate) }
             func choose(_ lambda: Double) -> (bytes: Double, error: Double) {
                 var totalBytes = 0.0, totalError = 0.0
@@ -314,7 +315,7 @@ enum BudgetPolicy {
                 return (totalBytes, totalError)
             }
             // The cheapest this rate's mix can be; then λ bisected as in `decide`.
-            guard choice.isEmpty == false, fits(choose(.infinity).bytes, choice) else { continue }
+            guard fits(choose(.infinity).bytes, choice) else { return nil }
             var low = 1e-12 * meanWeight, high = 1e6 * meanWeight
             var found = choose(high)
             while !fits(found.bytes, choice) && high < 1e300 {
@@ -332,8 +333,27 @@ enum BudgetPolicy {
                 }
                 if high / low < 1.0001 { break }
             }
-            if fits(found.bytes, kept), best.map({ found.error < $0.error }) ?? true {
-                best = (kept, found.bytes, found.error, high)
+            return fits(found.bytes, kept) ? (kept, found.bytes, found.error, high) : nil
+        }
+        // From the finest rate every row can take within the budget, coarser rates and finer
+        // ones (their rows mixed with cheaper codecs), each way until two in a row are no better.
+        let rates = (firstTC..<c).filter { allowed[$0] }
+        guard !rates.isEmpty else { return nil }
+        var start = 0
+        for (position, rate) in rates.enumerated() {
+            for i in 0..<n { choice[i] = UInt8(rate) }
+            if fits((0..<n).reduce(0.0) { $0 + bytes($1, rate) }, choice) { start = position }
+        }
+        for sweep in [Array(rates[...start].reversed()), Array(rates[(start + 1)...])] {
+            var worse = 0
+            for rate in sweep where worse < 2 {
+                guard let found = mix(rate) else { continue }
+                if best.map({ found.error < $0.error }) ?? true {
+                    best = found
+                    worse = 0
+                } else {
+                    worse += 1
+                }
             }
         }
         return best
