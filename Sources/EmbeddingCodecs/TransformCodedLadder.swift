@@ -18,8 +18,11 @@ public final class TransformCodedLadder: @unchecked Sendable {
 
     /// Fits a basis on (a sample of) `rows` and `count` models from about `lowestBits` to
     /// `highestBits` bits a value.
+    /// With `budget` (a fraction of the rows' float32 bytes), one more model: the rate `tc:P%`
+    /// would give every row for that budget (a hair under it), so a policy can weigh the mix
+    /// against one rate that spends the budget exactly.
     public init(rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int, lowestBits: Double, highestBits: Double,
-                models: Int, options: FitOptions) throws {
+                models: Int, budget: Double? = nil, options: FitOptions) throws {
         precondition(models >= 2 && lowestBits > 0 && highestBits > lowestBits)
         let fit = try TransformCodedFit(rows: rows, count: count, dimension: dimension, options: options, codec: "tc")
         fitDimension = dimension
@@ -39,17 +42,44 @@ public final class TransformCodedLadder: @unchecked Sendable {
             let a = exp(log(finest) + (log(coarsest) - log(finest)) * Double(m) / Double(models - 1))
             drafts.append(fit.draft(a))
         }
-        drafts.reverse()   // ascending rate
+        if let budget, let exact = try? TransformCodedRowCodec.budgetDraft(fit, budget: budget * 0.999, rows: rows, count: count,
+                                                                         tableRows: options.tableRows ?? count, options: options,
+                                                                         codec: .transformCoded(budget: budget)),
+           (exact.meanRecordBytes - TransformCodedRowCodec.framingBytes) * 8 / Double(dimension) <= highestBits {
+            // Only within the ladder's span: past 8 bits the int8 basis's own error, which the
+            // estimates leave out, is larger than the coefficients'.
+            drafts.append(exact)
+        }
+        drafts.sort { $0.meanRecordBytes < $1.meanRecordBytes }   // ascending rate
         self.drafts = drafts
         rates = drafts.map { ($0.meanRecordBytes - TransformCodedRowCodec.framingBytes) * 8 / Double(dimension) }
         basis = TransformBasis(fit.basis, keeping: drafts.map(\.k).max() ?? 1)
     }
 
+    /// The basis rows each rate's model codes (its K), ascending with the rate.
+    public var ranks: [Int] { drafts.map(\.k) }
+
+    private init(_ ladder: TransformCodedLadder, rank: Int) {
+        rates = ladder.rates
+        drafts = ladder.drafts
+        fitDimension = ladder.fitDimension
+        basis = TransformBasis(ladder.basis, keeping: rank)
+    }
+
+    /// The same ladder with a basis of the rows the rates `used` (indexes into `rates`) need and
+    /// no more: the ladder is fitted before rows choose their rates, and its finest rates code
+    /// more coefficients. The models of other rates are cut to that basis; they are never stored.
+    public func keeping(rates used: [Int]) -> TransformCodedLadder {
+        let rank = used.map { drafts[$0].k }.max() ?? basis.rank
+        return rank >= basis.rank ? self : TransformCodedLadder(self, rank: rank)
+    }
+
     /// The models, their basis stored as parameter record `basisID`.
     public func models(basisID: UInt32) throws -> [TransformModel] {
         try zip(drafts, rates).map { draft, bits in
-            try TransformModel(basisID: basisID, basis: basis, k: draft.k, targetBits: Float(bits), steps: draft.steps,
-                               tableOf: draft.tableOf, tables: draft.tables)
+            let k = min(draft.k, basis.rank)
+            return try TransformModel(basisID: basisID, basis: basis, k: k, targetBits: Float(bits), steps: Array(draft.steps[0..<k]),
+                                      tableOf: Array(draft.tableOf[0..<k]), tables: draft.tables)
         }
     }
 

@@ -96,7 +96,8 @@ public struct TransformCodedRowCodec: RowCodec {
         let fit = try TransformCodedFit(rows: rows, count: count, dimension: dimension, options: options, codec: codec.description)
         let draft: TransformCodedFit.Draft
         if codec.arguments.count == 2 {
-            draft = try Self.draft(fit, budget: codec.arguments[1], rows: options.tableRows ?? count, options: options, codec: codec)
+            draft = try Self.budgetDraft(fit, budget: codec.arguments[1], rows: rows, count: count, tableRows: options.tableRows ?? count,
+                                         options: options, codec: codec)
         } else {
             draft = fit.draft(meanRecordBytes: Self.targetRecordBytes(bits: codec.arguments[0], dimension: dimension))
         }
@@ -113,18 +114,27 @@ public struct TransformCodedRowCodec: RowCodec {
         return plan
     }
 
+    /// Pages a new store has beside the values of its table's parameters and segment: the two
+    /// meta pages, the leaves of the main, `meta`, `bases` and `segments` databases and of the
+    /// free list, and the pages a load leaves free (6 after a one-segment load of npm's 30,000
+    /// rows, 7 of 1,000,000): 13.
+    public static let storePages = 13.0
+
+    /// Pages of an LMDB value of `bytes` bytes on its own overflow pages (a 16-byte page header).
+    static func overflowPages(_ bytes: Double, page: Double = 4096) -> Double { ((bytes + 16) / page).rounded(.up) * page }
+
     /// The draft whose table fits `budget` × the float32 bytes of `rows` rows: the records, the
-    /// store's overhead per row, the basis and model records in whole pages, and the pages every
-    /// store has (meta, free list, database roots and leaves; measured 12 for one table).
-    static func draft(_ fit: TransformCodedFit, budget: Double, rows: Int, options: FitOptions, codec: Codec) throws -> TransformCodedFit.Draft {
+    /// store's overhead per row (its segment's index, measured exactly by the load), the basis
+    /// and model records in whole pages, and the pages every store has (`storePages`). The
+    /// records' mean size is measured on the fit's sample, which the rows match to well under
+    /// 0.1%: the table lands within a few pages of the budget.
+    static func draft(_ fit: TransformCodedFit, budget: Double, rows: Int, options: FitOptions, codec: Codec,
+                      recordExcess: Double = 0) throws -> TransformCodedFit.Draft {
         let page = 4096.0
-        func pages(_ bytes: Double) -> Double { (bytes / page).rounded(.up) * page }
+        func pages(_ bytes: Double) -> Double { overflowPages(bytes, page: page) }
         let d = Double(fit.dimension)
         let total = budget * 4 * d * Double(rows)
-        // Part 0 and the last data part end on a page boundary (a page between them), the free
-        // list holds a few pages, and a sample's mean record size is off by a fraction of a
-        // percent: two pages and 0.2% of the budget are kept in hand.
-        let fixed = 15 * page + 0.002 * total
+        let fixed = storePages * page
         var modelBytes = pages(20 + 4 * d + Double(fit.basis.rank) * (d + 8)) + pages(28 + 5 * Double(fit.basis.rank) + 32 * 100)
         var best: TransformCodedFit.Draft?
         for _ in 0..<4 {
@@ -132,7 +142,7 @@ public struct TransformCodedRowCodec: RowCodec {
             guard perRow >= framingBytes else {
                 throw CodecError.invalidParameter("\(codec): a budget of \(String(format: "%.4g", budget * 100))% of float32 leaves \(String(format: "%.1f", perRow)) bytes a row for records of \(rows) rows; tc needs at least \(Int(framingBytes)) (a larger budget, or more rows to share the model)")
             }
-            let draft = fit.draft(meanRecordBytes: perRow)
+            let draft = fit.draft(meanRecordBytes: perRow - recordExcess)
             let k = Double(draft.k)
             let tables = draft.tables.reduce(0.0) { $0 + 12 + 2 * Double($1.frequencies.count) }
             let exact = pages(20 + 4 * d + k * (d + 8)) + pages(28 + 5 * k + tables)
@@ -140,7 +150,43 @@ public struct TransformCodedRowCodec: RowCodec {
             if exact == modelBytes { break }
             modelBytes = exact
         }
-        return try best ?? draft(fit, budget: budget * 0.98, rows: rows, options: options, codec: codec)
+        return try best ?? draft(fit, budget: budget * 0.98, rows: rows, options: options, codec: codec, recordExcess: recordExcess)
+    }
+
+    /// The draft whose table of `count` rows fits `budget` × their float32 bytes on disk
+    /// (`draft(_:budget:rows:options:codec:recordExcess:)`), aimed by the coder's sizes on rows
+    /// outside the fit's sample.
+    static func budgetDraft(_ fit: TransformCodedFit, budget: Double, rows: UnsafeBufferPointer<Float>, count: Int, tableRows: Int,
+                            options: FitOptions, codec: Codec) throws -> TransformCodedFit.Draft {
+        let first = try draft(fit, budget: budget, rows: tableRows, options: options, codec: codec)
+        // The formula the draft measures its sample with is off from the coder by a fraction of
+        // a byte, and the sample's records are a little smaller than the other rows' (its tables
+        // were fitted on it): rows between the sample's are encoded, and the draft aimed again by
+        // the difference (0.06 bytes a row at 1,000,000 × 64). Rows' sizes vary, so the more rows
+        // the better: as many as about 2³¹ multiply-adds project.
+        guard count > fit.sampleCount else { return first }
+        let measured = min(count, max(fit.sampleCount, (1 << 31) / max(fit.dimension * fit.dimension, 1)))
+        let heldOut = (0..<measured).map { j in min(count - 1, Int(((Double(j) + 0.5) * Double(count) / Double(measured)).rounded(.down))) }
+        let excess = try meanEncodedBytes(fit, first, rows: rows, indexes: heldOut) - first.meanRecordBytes
+        guard abs(excess) > 0.001 * first.meanRecordBytes else { return first }
+        return try draft(fit, budget: budget, rows: tableRows, options: options, codec: codec, recordExcess: excess)
+    }
+
+    /// The mean size of the records `draft` encodes the rows `indexes` of `rows` into.
+    static func meanEncodedBytes(_ fit: TransformCodedFit, _ draft: TransformCodedFit.Draft, rows: UnsafeBufferPointer<Float>,
+                                 indexes: [Int]) throws -> Double {
+        let basis = TransformBasis(fit.basis, keeping: draft.k)
+        let model = try TransformModel(basisID: 1, basis: basis, k: draft.k, targetBits: 0, steps: draft.steps,
+                                       tableOf: draft.tableOf, tables: draft.tables)
+        let encoder = TransformCodedEncoder(model: model, modelID: 2)
+        var record = [UInt8](repeating: 0, count: encoder.maximumRecordSize)
+        var total = 0
+        try record.withUnsafeMutableBytes { record in
+            for i in indexes {
+                total += try encoder.encode(UnsafeBufferPointer(rebasing: rows[i * fit.dimension..<(i + 1) * fit.dimension]), index: i, into: record)
+            }
+        }
+        return Double(total) / Double(max(indexes.count, 1))
     }
 
     public func parameterID(of record: UnsafeRawBufferPointer) -> UInt32? { ModelIDVarint.decode(record)?.id }

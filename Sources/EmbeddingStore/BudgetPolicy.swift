@@ -125,14 +125,18 @@ struct PolicyInput: Sendable {
 enum BudgetPolicy {
     /// Self-contained codecs the budget may give a row, finest first.
     static let plainLadder: [Codec] = [.fp32, .fp16, .int8, .int4h, .int2h]
-    /// tc rates: a geometric ladder of models between these bits a value.
-    static let tcLowestBits = 0.25, tcHighestBits = 8.0, tcModels = 12
+    /// tc rates: a geometric ladder of models between these bits a value. 24 rates, 16% apart
+    /// (12 left 37% between neighbours; on npm at 6.25% 24 measured +0.001 hot and +0.002
+    /// uniform recall, 5,000 queries a set), and the rate that spends the budget on every row
+    /// (`TransformCodedLadder(budget:)`); a rate's model is stored only when rows use it.
+    static let tcLowestBits = 0.25, tcHighestBits = 8.0, tcModels = 24
     static let page = 4096.0
 
-    /// Pages every store has beside a table's rows (meta, free list, database roots): measured
-    /// 12 for one table; kept with two more in hand, and 0.2% of the budget for the estimates.
-    static func fixedAllowance(budget: Double) -> Double { 15 * page + 0.002 * budget }
-    static func pages(_ bytes: Double) -> Double { (bytes / page).rounded(.up) * page }
+    /// Pages every store has beside a table's values (meta, free list, database leaves, the
+    /// pages a load leaves free): `TransformCodedRowCodec.storePages`, which `tc:P%` counts too.
+    static func fixedAllowance(budget: Double) -> Double { TransformCodedRowCodec.storePages * page }
+    /// Pages of a parameter record on its own LMDB overflow pages (a 16-byte page header).
+    static func pages(_ bytes: Double) -> Double { ((bytes + 16) / page).rounded(.up) * page }
 
     static func decide(_ input: PolicyInput, budget: CodecPolicy.Budget, weighting: CodecPolicy.Weighting,
                        maxDecodeNanoseconds: Double? = nil) throws -> PolicyDecision {
@@ -143,8 +147,12 @@ enum BudgetPolicy {
         // Candidates: the plain ladder, then the tc rates.
         let plainEncoders = try plainLadder.map { try input.planLoad($0).makeEncoder([], nil, []) }
         var candidates = zip(plainLadder, plainEncoders).map { PolicyCandidate(codec: $0, label: $0.description, fixedBytes: $1.maximumRecordSize) }
-        let ladder = try input.sample.withUnsafeBufferPointer { sample in try TransformCodedLadder(rows: sample, count: input.sampleCount, dimension: d, lowestBits: tcLowestBits,
-                                              highestBits: tcHighestBits, models: tcModels, options: input.fit) }
+        var ladderOptions = input.fit
+        ladderOptions.tableRows = n
+        let ladder = try input.sample.withUnsafeBufferPointer { sample in
+            try TransformCodedLadder(rows: sample, count: input.sampleCount, dimension: d, lowestBits: tcLowestBits, highestBits: tcHighestBits,
+                                     models: tcModels, budget: budgetBytes / (Double(n) * Double(d) * 4), options: ladderOptions)
+        }
         let firstTC = candidates.count
         for rate in ladder.rates {
             let bits = (rate * 1000).rounded() / 1000
@@ -154,7 +162,9 @@ enum BudgetPolicy {
         }
         let c = candidates.count
         let modelBytes = try ladder.modelRecordBytes().map { pages(Double($0)) }
-        let basisBytes = pages(Double(ladder.basis.record.count))
+        // The basis keeps the rows the finest rate some row uses needs (`keeping(rates:)`).
+        let basisRowBytes = Double(ladder.basis.record.count - 20 - 4 * d) / Double(ladder.basis.rank)
+        let basisBytes = ladder.ranks.map { pages(Double(20 + 4 * d) + Double($0) * basisRowBytes) }
 
         // Score every row under every candidate (errors; bytes for tc).
         var errors = [Float](repeating: 0, count: n * c)
@@ -255,8 +265,12 @@ enum BudgetPolicy {
         }
 
         func sharedBytes(_ used: [Bool]) -> Double {
-            let models = (0..<ladder.rates.count).reduce(0.0) { $0 + (used[firstTC + $1] ? modelBytes[$1] : 0) }
-            return models > 0 ? models + basisBytes : 0
+            var total = 0.0, basis = 0.0
+            for r in 0..<ladder.rates.count where used[firstTC + r] {
+                total += modelBytes[r]
+                basis = max(basis, basisBytes[r])
+            }
+            return total + basis
         }
         func usedCandidates(_ choice: [UInt8]) -> [Bool] {
             var used = [Bool](repeating: false, count: c)
@@ -324,7 +338,7 @@ enum BudgetPolicy {
                 e += weights[i] * error
                 b += bytes(i, k)
             }
-            if feasible { singles.append((k, e, b + (k >= firstTC ? modelBytes[k - firstTC] + basisBytes : 0) + fixed)) }
+            if feasible { singles.append((k, e, b + (k >= firstTC ? modelBytes[k - firstTC] + basisBytes[k - firstTC] : 0) + fixed)) }
         }
         var bestSingle: (k: Int, error: Double)?
         for single in singles where single.bytes <= budgetBytes {
@@ -335,6 +349,39 @@ enum BudgetPolicy {
         for (low, high) in zip(rates, rates.dropFirst()) where low.bytes <= budgetBytes && budgetBytes < high.bytes && low.error > 0 && high.error > 0 {
             let t = (budgetBytes - low.bytes) / (high.bytes - low.bytes)
             oneRateError = min(oneRateError, exp(log(low.error) + t * (log(high.error) - log(low.error))))
+        }
+
+        // Retrieval (without a decode cap): the fixed-size codecs and ONE tc rate, the rate whose
+        // mix has the lowest weighted error. Rows of different tc rates rank unevenly against
+        // each other in a cosine search: on npm at 6.25% a mix of rates had 6% less weighted
+        // squared error than one rate but recall@10 0.905 hot / 0.867 uniform against 0.903 /
+        // 0.890 (at 12.5%, 0.979 / 0.968 against 0.976 / 0.971). Rates are tried from the finest
+        // every row can take within the budget, coarser and finer, each way until two in a row are
+        // no better.
+        if weighting == .retrieval && maxDecodeNanoseconds == nil {
+            let rates = (firstTC..<c).filter { allowed[$0] }
+            func oneRate(_ k: Int) -> Solution? {
+                var only = allowed
+                for r in firstTC..<c where r != k { only[r] = false }
+                return try? solve(rows: all, allowed: only, recordBudget: budgetBytes - fixed - sharedBytes(only))
+            }
+            var start = 0
+            for (position, k) in rates.enumerated() where singles.contains(where: { $0.k == k && $0.bytes <= budgetBytes }) { start = position }
+            var best: Solution?
+            for direction in [-1, 1] {
+                var position = direction < 0 ? start : start + 1
+                var worse = 0
+                while position >= 0 && position < rates.count && worse < 2 {
+                    if let trial = oneRate(rates[position]), trial.weightedError < (best?.weightedError ?? .infinity) {
+                        best = trial
+                        worse = 0
+                    } else {
+                        worse += 1
+                    }
+                    position += direction
+                }
+            }
+            if let best { solution = best }
         }
 
         // Decode cost: a tc row decodes about fifty to two hundred times slower than an int8 row,
@@ -401,7 +448,7 @@ enum BudgetPolicy {
             bestSingle: bestSingle.map { candidates[$0.k].label }, bestSingleWeightedError: bestSingle?.error,
             lambda: lambda, shares: []))
         if choice.contains(where: { Int($0) >= firstTC }) {
-            decision.ladder = ladder
+            decision.ladder = ladder.keeping(rates: Set(choice.filter { Int($0) >= firstTC }.map { Int($0) - firstTC }).sorted())
             decision.ladderCandidates = Array(firstTC..<c)
         }
         decision.summary.shares = shares(decision, input: input, bytes: bytes)

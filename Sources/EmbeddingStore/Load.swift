@@ -482,13 +482,23 @@ extension Store {
         }
     }
 
-    /// Bytes on disk a row of this load costs beyond its record, as measured from LMDB page
-    /// counts for records of several sizes (`SegmentSizeTests`): one LMDB key a row; a dense
-    /// segment (a size class and an offset share a row); a sparse one (its id, directory, class).
+    /// Bytes on disk a row of this load costs beyond its record. Per-key rows: one LMDB key a
+    /// row, as measured from page counts (`SegmentSizeTests`). A segment: its part 0 exactly as
+    /// FORMAT.md sizes it for these ids (a sized segment, 255 size classes at most), one LMDB
+    /// overflow run (16-byte page header) in whole pages, and half a page more for the rounding
+    /// of the last data part, shared by the rows.
     static func overheadBytesPerRow(ids: [UInt64], order: [Int], layout: LoadLayout) -> Double {
         guard layout == .segment else { return 21 }
         guard let first = order.first.map({ ids[$0] }), let last = order.last.map({ ids[$0] }) else { return 0 }
-        return last - first == UInt64(order.count - 1) ? 1.4 : 10.5
+        let n = order.count
+        var index = SegmentHeader.size + 4 * 255 + n + 4 * ((n + segmentGroupRows - 1) / segmentGroupRows)
+        if last - first != UInt64(n - 1) {
+            let shift = SegmentHeader.directoryShift(count: n, first: first, last: last)
+            index += 8 * n + 4 * (Int((last - first) >> UInt64(shift)) + 2)
+        }
+        let page = 4096
+        let pages = Double((index + 16 + page - 1) / page) + 0.5
+        return pages * Double(page) / Double(n)
     }
 
     /// Positions of `ids` in ascending id order; throws on a duplicate, naming both rows.

@@ -111,6 +111,29 @@ func zipfCounts(_ count: Int, total: Double = 1e7, seed: UInt64 = 5) -> [Double]
         #expect(report.summary.shares.reduce(0) { $0 + $1.rows } == count)
     }
 
+    /// Under the retrieval weighting the tc rows of a budget load share one rate (rows of
+    /// different rates rank unevenly against each other in a cosine search), the mix is still
+    /// no worse than the best single codec that fits, and the store lands within its budget.
+    @Test(arguments: [0.0625, 0.125, 0.25])
+    func retrievalBudgetsGiveTCRowsOneRate(budget: Double) throws {
+        let d = 64, count = 12_000
+        let rows = embeddingRows(count: count, dimension: d, seed: 11)
+        let counts = zipfCounts(count)
+        let weights = counts.map { CodecPolicy.Weighting.retrieval.weight($0) }
+        let limit = budget * Double(count * d * 4)
+        let (directory, store, report) = try Self.load(rows, count: count, dimension: d, policy: .budget(.fraction(budget), weighting: .retrieval), counts: counts)
+        let tcForms = report.summary.shares.filter { $0.codec.hasPrefix("tc:") }
+        #expect(tcForms.count <= 1, "budget \(budget): \(report.summary.shares.map(\.codec))")
+        #expect(Double(store.fileSize) <= limit * 1.01, "budget \(budget): \(store.fileSize) bytes on disk > \(limit) + 1%")
+        let mixError = try Self.weightedError(store, rows: rows, weights: weights, dimension: d)
+        let (singleDirectory, single, _) = try Self.load(rows, count: count, dimension: d, policy: .single(.transformCoded(budget: budget)), counts: nil)
+        let singleError = try Self.weightedError(single, rows: rows, weights: weights, dimension: d)
+        print("[retrieval] budget \(budget): mix \(mixError) (\(report.summary.shares.map { "\($0.codec) \($0.rows)" })), tc:P% \(singleError)")
+        #expect(mixError <= singleError * 1.02, "budget \(budget): mix \(mixError) > tc:P% \(singleError)")
+        #expect(try store.verify().problems.isEmpty)
+        withExtendedLifetime((directory, singleDirectory)) {}
+    }
+
     @Test func aBudgetBelowTheSmallestCodecIsAClearErrorAndWritesNothing() throws {
         let d = 32, count = 2000
         let rows = embeddingRows(count: count, dimension: d)
