@@ -22,7 +22,7 @@ struct CodecsCommandTests {
             try makeTable(in: dir, n: 400, d: 24, seed: 5)
             let table = dir.appendingPathComponent("table.npy")
             // Bucket forms past 256 rows would fit more buckets than rows: one of each is enough.
-            // Budgets (tc:P%) are for tables larger than the 15 pages a store starts with; the
+            // Budgets (tc:P%) are for tables larger than the 13 pages a store starts with; the
             // store tests check them on such tables.
             for codec in codecs where (!codec.hasPrefix("bucket:") || codec.hasPrefix("bucket:256")) && !codec.hasSuffix("%") {
                 let store = dir.appendingPathComponent("store-" + codec.replacingOccurrences(of: ":", with: "_"))
