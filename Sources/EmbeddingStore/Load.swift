@@ -341,7 +341,6 @@ extension Store {
     private func write(into table: Table, groups: [LoadGroup], candidates: [PolicyCandidate], choice: [UInt8]?,
                        summary: PolicySummary, ids: [UInt64], order: [Int], source: any RowSource,
                        options: LoadOptions) throws -> LoadReport {
-        let dimension = source.dimension
         // Store what the rows point at, then make the encoders.
         let stored = try write { batch in
             try groups.map { group -> ([UInt32], Range<UInt32>?, [Float]) in
@@ -402,7 +401,6 @@ extension Store {
             }
             start = end
             options.progress?(WorkProgress(stage: "writing", done: end, total: ids.count, unit: "rows"))
-            _ = dimension
         }
         return report
     }
