@@ -4,19 +4,32 @@
 // gets the same buckets.
 
 /// SplitMix64 (Steele, Lea & Flood 2014): 64-bit state, statistically strong enough for sampling,
-/// and every seed, including 0, gives a full-period stream.
-struct KMeansRandom: RandomNumberGenerator {
+/// and every seed, including 0, gives a full-period stream. The one generator of the package:
+/// k-means here, and evaluation's query draws and the demo's tables build on it.
+package struct SplitMix64: RandomNumberGenerator {
     private var state: UInt64
 
-    init(seed: UInt64) { state = seed }
+    package init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    /// Stream `stream` of `seed`: independent draws for each use of one seed.
+    package init(seed: UInt64, stream: UInt64) { state = seed ^ (stream &* 0xD1B5_4A32_D192_ED03) }
+
+    package mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+}
+
+/// SplitMix64 with the draws k-means uses.
+struct KMeansRandom: RandomNumberGenerator {
+    private var core: SplitMix64
+
+    init(seed: UInt64) { core = SplitMix64(seed: seed) }
+
+    mutating func next() -> UInt64 { core.next() }
 
     /// Uniform in 0 ..< bound by the multiply-high method; the bias, bound / 2⁶⁴, is irrelevant
     /// for sampling rows and keeps one draw per call (so streams stay reproducible).

@@ -1,5 +1,6 @@
 import CEmbeddingKernels
 import Dispatch
+import EmbeddingCodecs
 import Foundation
 import Synchronization
 
@@ -572,19 +573,11 @@ struct DotErrors {
 
 /// SplitMix64, seeded per stream, for the query draws and the dot-product sample.
 struct EvaluationRandom {
-    var state: UInt64
+    private var core: SplitMix64
 
-    init(seed: UInt64, stream: UInt64) {
-        state = seed ^ (stream &* 0xD1B5_4A32_D192_ED03)
-    }
+    init(seed: UInt64, stream: UInt64) { core = SplitMix64(seed: seed, stream: stream) }
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func next() -> UInt64 { core.next() }
 
     /// Uniform in (0, 1].
     mutating func unit() -> Double { Double((next() >> 11) + 1) * 0x1p-53 }

@@ -468,21 +468,15 @@ struct DemoTable {
 
 /// SplitMix64 with Box–Muller normals: small, fast, and the same stream everywhere.
 struct DemoRandom: RandomNumberGenerator {
-    private var state: UInt64
+    private var core: SplitMix64
     private var spare: Double?
 
     init(seed: UInt64, stream: UInt64) {
-        state = seed ^ (stream &* 0xD1B5_4A32_D192_ED03)
+        core = SplitMix64(seed: seed, stream: stream)
         _ = next()
     }
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func next() -> UInt64 { core.next() }
 
     /// Uniform in (0, 1).
     mutating func uniform() -> Double { (Double(next() >> 11) + 0.5) * 0x1p-53 }
