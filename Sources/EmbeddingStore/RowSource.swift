@@ -52,10 +52,17 @@ extension RowSource {
         let take = max(1, min(count, RowSampling.limit(limit, dimension: dimension)))
         var sample = [Float]()
         sample.reserveCapacity(take * dimension)
+        // Released every stretch of the table: rows a stride apart still bring in every page
+        // between them (the kernel maps pages around a fault).
+        let stretchRows = max(1, (1 << 22) / max(dimension, 1))
+        var released = 0
         for j in 0..<take {
             let i = take == count ? j : Int((Double(j) * Double(count) / Double(take)).rounded(.down))
             try withRows(i..<i + 1) { sample.append(contentsOf: $0) }
-            if j % 65_536 == 65_535 { release() }
+            if i - released >= stretchRows {
+                release()
+                released = i
+            }
         }
         release()
         return (sample, take)
@@ -81,7 +88,18 @@ struct SubsetRows: RowSource {
         }
         var gathered = [Float]()
         gathered.reserveCapacity(range.count * dimension)
-        for i in range { try base.withRows(rows[i]..<rows[i] + 1) { gathered.append(contentsOf: $0) } }
+        // Copies: what the base keeps resident of rows scattered over it can go as the gather
+        // moves on, every stretch of the base (the kernel maps pages around each row read).
+        let stretchRows = max(1, (1 << 22) / max(dimension, 1))
+        var released = first
+        for i in range {
+            try base.withRows(rows[i]..<rows[i] + 1) { gathered.append(contentsOf: $0) }
+            if rows[i] - released >= stretchRows {
+                base.release()
+                released = rows[i]
+            }
+        }
+        base.release()
         return try gathered.withUnsafeBufferPointer { try body($0) }
     }
 
