@@ -102,6 +102,9 @@ public struct FitOptions: Sendable {
     /// The rows of the table being loaded, when `planLoad` is given a sample of them rather than
     /// all of them (a budget is for the table; buckets are at most one a row).
     public var tableRows: Int?
+    /// A byte budget scores every candidate on at most this many rows (an even stride), and the
+    /// rest of the table only under the candidates their choice used.
+    public var policySampleRows = 65_536
     public init() {}
 }
 

@@ -91,6 +91,15 @@ struct TransformCodedFit {
         }
     }
 
+    /// `project`, and the energy of the row the k coefficients leave out, measured against the
+    /// stored basis rows: ‖(x − μ) − B̂ᵀc‖².
+    static func projectMeasuringOutside(_ row: UnsafePointer<Float>, basis: TransformBasis, k: Int, into out: UnsafeMutablePointer<Float>) -> Float {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: basis.dimension) { centred in
+            emb_tc_project(basis.mean, basis.rows, k, basis.dimension, row, centred.baseAddress!, out)
+            return emb_tc_outside_energy(basis.rows, k, basis.dimension, centred.baseAddress!, out)
+        }
+    }
+
     /// The steps for tilt scale `a`.
     func steps(_ a: Double) -> [Float] {
         guard sigmaBar > 0 else { return [Float](repeating: 1, count: sigma.count) }

@@ -1,3 +1,4 @@
+import CEmbeddingKernels
 import Foundation
 
 /// tc models at several rates on one shared basis, for a codec policy that gives each row its
@@ -26,7 +27,7 @@ public final class TransformCodedLadder: @unchecked Sendable {
         precondition(models >= 2 && lowestBits > 0 && highestBits > lowestBits)
         let fit = try TransformCodedFit(rows: rows, count: count, dimension: dimension, options: options, codec: "tc")
         fitDimension = dimension
-        func scale(forBits bits: Double) -> Double {
+        @Sendable func scale(forBits bits: Double) -> Double {
             let target = TransformCodedRowCodec.targetRecordBytes(bits: bits, dimension: dimension)
             // The ends need not be exact: a 1% step in a moves the rate by well under 1%.
             var low = log(1e-4), high = log(1e3)
@@ -36,20 +37,33 @@ public final class TransformCodedLadder: @unchecked Sendable {
             }
             return exp(high)
         }
-        let coarsest = scale(forBits: lowestBits), finest = scale(forBits: highestBits)
-        var drafts: [TransformCodedFit.Draft] = []
-        for m in 0..<models {
-            let a = exp(log(finest) + (log(coarsest) - log(finest)) * Double(m) / Double(models - 1))
-            drafts.append(fit.draft(a))
+        // The two ends, then the models between them and the budget's, on every core.
+        var ends = [Double](repeating: 0, count: 2)
+        ends.withUnsafeMutableBufferPointer { ends in
+            nonisolated(unsafe) let out = ends.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: 2) { out[$0] = scale(forBits: $0 == 0 ? lowestBits : highestBits) }
         }
-        if let budget, let exact = try? TransformCodedRowCodec.budgetDraft(fit, budget: budget * 0.999, rows: rows, count: count,
-                                                                         tableRows: options.tableRows ?? count, options: options,
-                                                                         codec: .transformCoded(budget: budget)),
-           (exact.meanRecordBytes - TransformCodedRowCodec.framingBytes) * 8 / Double(dimension) <= highestBits {
-            // Only within the ladder's span: past 8 bits the int8 basis's own error, which the
-            // estimates leave out, is larger than the coefficients'.
-            drafts.append(exact)
+        let coarsest = ends[0], finest = ends[1]
+        var slots = [TransformCodedFit.Draft?](repeating: nil, count: models + 1)
+        nonisolated(unsafe) let rows = rows
+        slots.withUnsafeMutableBufferPointer { slots in
+            nonisolated(unsafe) let out = slots.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: models + 1) { m in
+                if m < models {
+                    let a = exp(log(finest) + (log(coarsest) - log(finest)) * Double(m) / Double(models - 1))
+                    out[m] = fit.draft(a)
+                } else if let budget,
+                          let exact = try? TransformCodedRowCodec.budgetDraft(fit, budget: budget * 0.999, rows: rows, count: count,
+                                                                             tableRows: options.tableRows ?? count, options: options,
+                                                                             codec: .transformCoded(budget: budget)),
+                          (exact.meanRecordBytes - TransformCodedRowCodec.framingBytes) * 8 / Double(dimension) <= highestBits {
+                    // Only within the ladder's span: past 8 bits the int8 basis's own error, which
+                    // the estimates leave out, is larger than the coefficients'.
+                    out[m] = exact
+                }
+            }
         }
+        var drafts = slots.compactMap { $0 }
         drafts.sort { $0.meanRecordBytes < $1.meanRecordBytes }   // ascending rate
         self.drafts = drafts
         rates = drafts.map { ($0.meanRecordBytes - TransformCodedRowCodec.framingBytes) * 8 / Double(dimension) }
@@ -102,8 +116,6 @@ public final class TransformCodedLadder: @unchecked Sendable {
         private var coefficients: [Float]
         /// Energy of the coefficients from j on (the last entry 0), so a rate's dropped tail is one read.
         private var tailEnergy: [Float]
-        private var residual: [Float]
-        private var outsideEnergy: Float = 0
         /// Per rate r, coefficient j: 1/Δ_j and Δ_j at `r * rank + j`.
         private let inverseSteps: [Float], steps: [Float]
         /// Per rate r, coefficient j: where its table's symbol costs start in `costs`, the table's
@@ -117,7 +129,6 @@ public final class TransformCodedLadder: @unchecked Sendable {
             let rank = ladder.basis.rank
             coefficients = [Float](repeating: 0, count: rank)
             tailEnergy = [Float](repeating: 0, count: rank + 1)
-            residual = [Float](repeating: 0, count: ladder.basis.dimension)
             var inverseSteps = [Float](repeating: 0, count: ladder.drafts.count * rank)
             var steps = inverseSteps
             var costStart = [Int32](repeating: 0, count: ladder.drafts.count * rank)
@@ -148,55 +159,52 @@ public final class TransformCodedLadder: @unchecked Sendable {
         /// encoder's division at an exact tie).
         public func estimate(_ row: UnsafePointer<Float>, idBytes: Int, errors: UnsafeMutablePointer<Float>,
                              bytes: UnsafeMutablePointer<Float>) {
+            estimate(row, rates: allRates, idBytes: idBytes, errors: errors, bytes: bytes)
+        }
+
+        private lazy var allRates = Array(ladder.rates.indices)
+
+        /// The same for the rates `rates` (indexes into the ladder's), written in their order.
+        public func estimate(_ row: UnsafePointer<Float>, rates: [Int], idBytes: Int, errors: UnsafeMutablePointer<Float>,
+                             bytes: UnsafeMutablePointer<Float>) {
             let basis = ladder.basis
-            let d = basis.dimension, rank = basis.rank
-            coefficients.withUnsafeMutableBufferPointer { c in
-                TransformCodedFit.project(row, basis: basis, k: rank, into: c.baseAddress!)
-                // The energy the basis leaves out, measured: (x − μ) − B̂ᵀc, B̂ the stored (int8)
-                // rows, which are not exactly orthonormal, so ‖x − μ‖² − ‖c‖² would be off by a
-                // floor the size of a fine rate's whole error.
-                residual.withUnsafeMutableBufferPointer { r in
-                    for i in 0..<d { r[i] = row[i] - basis.mean[i] }
-                    for j in 0..<rank {
-                        let coefficient = c[j], basisRow = basis.rows + j * d
-                        for i in 0..<d { r[i] -= coefficient * basisRow[i] }
-                    }
-                    var energy: Float = 0
-                    for i in 0..<d { energy += r[i] * r[i] }
-                    outsideEnergy = energy
-                }
+            let rank = basis.rank
+            // Only the coefficients the finest of these rates codes: the rest count as outside.
+            var coded = 0
+            for r in rates { coded = max(coded, ladder.drafts[r].k) }
+            coded = min(coded, rank)
+            // The energy the basis leaves out, measured: (x − μ) − B̂ᵀc, B̂ the stored (int8)
+            // rows, which are not exactly orthonormal, so ‖x − μ‖² − ‖c‖² would be off by a
+            // floor the size of a fine rate's whole error.
+            let outside = coefficients.withUnsafeMutableBufferPointer { c in
+                TransformCodedFit.projectMeasuringOutside(row, basis: basis, k: coded, into: c.baseAddress!)
             }
-            let outside = outsideEnergy
             coefficients.withUnsafeMutableBufferPointer { c in
-                // Energy of the coefficients from j on, so a rate's dropped tail is one lookup.
+                // Energy of the coefficients from j on, so a rate's dropped tail is one lookup (the
+                // sum a chain in a register).
                 tailEnergy.withUnsafeMutableBufferPointer { tail in
-                for j in stride(from: rank - 1, through: 0, by: -1) { tail[j] = tail[j + 1] + c[j] * c[j] }
+                var energy: Float = 0
+                tail[coded] = 0
+                for j in stride(from: coded - 1, through: 0, by: -1) {
+                    energy += c[j] * c[j]
+                    tail[j] = energy
+                }
                 inverseSteps.withUnsafeBufferPointer { inverse in
                 steps.withUnsafeBufferPointer { step in
                 costStart.withUnsafeBufferPointer { start in
                 lowest.withUnsafeBufferPointer { low in
                 valueCount.withUnsafeBufferPointer { count in
                 costs.withUnsafeBufferPointer { cost in
-                    for (r, draft) in ladder.drafts.enumerated() {
-                        var error = outside + tail[draft.k]
-                        var bits: Float = 0
-                        var escapes: Float = 0
+                    for (slot, r) in rates.enumerated() {
+                        let draft = ladder.drafts[r]
                         let base = r * rank
-                        for j in 0..<draft.k {
-                            let scaled = c[j] * inverse[base + j]
-                            // Clamped as the encoder clamps; a truncating conversion, no libm call.
-                            let clamped = max(-32767.4, min(32767.4, scaled))
-                            let qi = Int32(clamped + (clamped < 0 ? -0.5 : 0.5))
-                            let e = c[j] - Float(qi) * step[base + j]
-                            error += e * e
-                            let symbol = qi - low[base + j]
-                            let n = count[base + j]
-                            let inside = symbol >= 0 && symbol < n
-                            bits += cost[Int(start[base + j] + (inside ? symbol : n))]
-                            escapes += inside ? 0 : 1
-                        }
-                        errors[r] = error
-                        bytes[r] = Float(1 + idBytes) + 2 * ((bits + 16) / 16).rounded(.up) + 2 * escapes
+                        var error = outside + tail[draft.k]
+                        var bits: Float = 0, escapes: Float = 0
+                        emb_tc_estimate_rate(c.baseAddress!, draft.k, inverse.baseAddress! + base, step.baseAddress! + base,
+                                             start.baseAddress! + base, low.baseAddress! + base, count.baseAddress! + base,
+                                             cost.baseAddress!, &error, &bits, &escapes)
+                        errors[slot] = error
+                        bytes[slot] = Float(1 + idBytes) + 2 * ((bits + 16) / 16).rounded(.up) + 2 * escapes
                     }
                 }}}}}}}
             }

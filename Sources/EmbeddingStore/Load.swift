@@ -18,8 +18,8 @@ public struct LoadOptions: Sendable {
     /// for comparing the two layers).
     public var layout: LoadLayout = .segment
     /// For budget policies: the most a lookup may take to decode on average, in nanoseconds of
-    /// `DecodeCost`'s model; nil picks it: twice int8's for `traffic` weighting with counts,
-    /// no cap for `retrieval`.
+    /// `DecodeCost`'s model; nil picks it: with counts, twice int8's, relaxed while it would
+    /// make the mix worse than one tc rate; none without counts.
     public var maxDecodeNanoseconds: Double?
     /// Leave out rows with a NaN or infinite value (counted in `LoadReport.skippedRows`) instead
     /// of refusing the load.

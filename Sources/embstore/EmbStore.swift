@@ -41,7 +41,7 @@ struct Ingest: ParsableCommand {
     var weighting: CodecPolicy.Weighting = .retrieval
     @Option(help: "Access counts of the rows, in the order of --vectors (.npy uint64, int64, float32 or float64).")
     var freq: String?
-    @Option(help: ArgumentHelp("With a budget: the most a lookup may take to decode on average, in ns (default: twice int8's with --weighting traffic and --freq; none with retrieval).", valueName: "ns"))
+    @Option(help: ArgumentHelp("With a budget: the most a lookup may take to decode on average, in ns (default with --freq: twice int8's, relaxed while it would make the mix worse than one tc rate).", valueName: "ns"))
     var maxDecodeNs: Double?
     @Option(help: "Codec of the bucket rows made by bucket:B (\(RowCodecs.bucketRowCodecNames); default fp32).", transform: parseCodec)
     var bucketCodec: Codec = .fp32

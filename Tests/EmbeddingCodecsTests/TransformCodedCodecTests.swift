@@ -181,6 +181,21 @@ import Testing
             let magnitude = (0..<d).reduce(Float(0)) { $0 + abs(basis[j * d + $1] * (x[$1] - mean[$1])) }
             #expect(abs(fast[j] - portable[j]) <= 1e-5 * max(magnitude, 1e-30), "d \(d) j \(j): \(fast[j]) vs \(portable[j])")
         }
+        // The energy the first k coefficients leave out: both paths, and a float64 reference.
+        for kept in Set([0, 1, k / 2, k]) {
+            var reference = 0.0, scale = 0.0
+            for i in 0..<d {
+                var r = Double(centred[i])
+                for j in 0..<kept { r -= Double(portable[j]) * Double(basis[j * d + i]) }
+                reference += r * r
+                scale += Double(centred[i]) * Double(centred[i]) + (0..<kept).reduce(0.0) { $0 + pow(Double(portable[$1] * basis[$1 * d + i]), 2) }
+            }
+            let a = emb_tc_outside_energy(basis, kept, d, centred, portable)
+            let b = emb_tc_outside_energy_portable(basis, kept, d, centred, portable)
+            for (path, value) in [("dispatched", a), ("portable", b)] {
+                #expect(abs(Double(value) - reference) <= 1e-4 * scale, "d \(d) k \(kept) \(path): \(value) vs \(reference)")
+            }
+        }
     }
 
     @Test func spellings() throws {

@@ -43,6 +43,28 @@ func zipfCounts(_ count: Int, total: Double = 1e7, seed: UInt64 = 5) -> [Double]
         }
     }
 
+    /// A large table's policy sample: its heaviest rows each stand for themselves, a stride of
+    /// the others for all of them, so weighted totals over it estimate the table's.
+    @Test func policySampleKeepsTheHeaviestRowsAndStandsForTheRest() {
+        let counts = zipfCounts(50_000)
+        let weights = counts.map { CodecPolicy.Weighting.traffic.weight($0) }
+        let (rows, multiplicity) = BudgetPolicy.policySample(weights: weights, heavy: 1_000, limit: 4_000)
+        #expect(rows.count == 4_000 && multiplicity.count == 4_000)
+        #expect(zip(rows, rows.dropFirst()).allSatisfy { $0 < $1 }, "ascending and distinct")
+        #expect(abs(multiplicity.reduce(0, +) - 50_000) < 1e-6 * 50_000)
+        let heaviest = Set((0..<weights.count).sorted { weights[$0] > weights[$1] }.prefix(1_000))
+        #expect(heaviest.isSubset(of: Set(rows)))
+        for (row, stands) in zip(rows, multiplicity) where heaviest.contains(row) { #expect(stands == 1) }
+        // The weighted total it estimates: within 2% (the heavy rows carry most of the weight).
+        let estimate = zip(rows, multiplicity).reduce(0.0) { $0 + weights[$1.0] * $1.1 }
+        let total = weights.reduce(0, +)
+        #expect(abs(estimate - total) <= 0.02 * total, "\(estimate) vs \(total)")
+        // Without counts: an even stride, every row standing for the same share.
+        let even = BudgetPolicy.policySample(weights: [Double](repeating: 1, count: 10_000), heavy: 0, limit: 1_000)
+        #expect(even.rows.count == 1_000 && Set(even.multiplicity) == [10])
+        #expect(even.rows.first == 0 && even.rows.last == 9_990)
+    }
+
     @Test func budgetsAreFractionsOrPercentages() throws {
         #expect(try CodecPolicy.parseBudgetFraction("0.125") == 0.125)
         #expect(try CodecPolicy.parseBudgetFraction("12.5%") == 0.125)
@@ -69,11 +91,16 @@ func zipfCounts(_ count: Int, total: Double = 1e7, seed: UInt64 = 5) -> [Double]
         return total
     }
 
-    static func load(_ rows: [Float], count: Int, dimension: Int, policy: CodecPolicy, counts: [Double]?) throws -> (TemporaryDirectory, Store, LoadReport) {
+    /// `policySampleRows` below the row count makes a budget score every candidate on a sample
+    /// and the rest of the rows under the candidates the sample's choice used, as large tables do.
+    static func load(_ rows: [Float], count: Int, dimension: Int, policy: CodecPolicy, counts: [Double]?,
+                     policySampleRows: Int = FitOptions().policySampleRows) throws -> (TemporaryDirectory, Store, LoadReport) {
         let dir = TemporaryDirectory()
         let store = try makeStore(dir, mapSize: 1 << 26)
+        var options = LoadOptions()
+        options.fit.policySampleRows = policySampleRows
         let report = try rows.withUnsafeBufferPointer {
-            try store.load(table: "t", rows: $0, count: count, dimension: dimension, policy: policy, counts: counts)
+            try store.load(table: "t", rows: $0, count: count, dimension: dimension, policy: policy, counts: counts, options: options)
         }
         try store.sync()
         return (dir, store, report)
@@ -83,14 +110,16 @@ func zipfCounts(_ count: Int, total: Double = 1e7, seed: UInt64 = 5) -> [Double]
     /// that of the best single codec whose table fits the same budget on disk, and the store's
     /// file stays within the budget plus 1%.
     /// (3% is checked on a large table by `tools/policy_curve.py`: on one of 12,000 rows the
-    /// pages every store has take more than that, and the load says so.)
-    @Test(arguments: [0.0625, 0.125, 0.25, 0.45, 0.70])
-    func budgetMixIsNeverWorseThanTheBestSingleCodecThatFits(budget: Double) throws {
+    /// pages every store has take more than that, and the load says so.) Each budget with the
+    /// whole table scored under every candidate, and with a sample of 2,500 rows deciding.
+    @Test(arguments: [0.0625, 0.125, 0.25, 0.45, 0.70], [65_536, 2_500])
+    func budgetMixIsNeverWorseThanTheBestSingleCodecThatFits(budget: Double, sampleRows: Int) throws {
         let d = 64, count = 12_000
         let rows = embeddingRows(count: count, dimension: d, seed: 11)
         let counts = zipfCounts(count)
         let limit = budget * Double(count * d * 4)
-        let (mixDirectory, mixStore, report) = try Self.load(rows, count: count, dimension: d, policy: .budget(.fraction(budget), weighting: .traffic), counts: counts)
+        let (mixDirectory, mixStore, report) = try Self.load(rows, count: count, dimension: d, policy: .budget(.fraction(budget), weighting: .traffic), counts: counts,
+                                                             policySampleRows: sampleRows)
         let mixBytes = Double(mixStore.fileSize)
         #expect(mixBytes <= limit * 1.01, "budget \(budget): \(mixBytes) bytes on disk > \(limit) + 1%")
         let mixError = try Self.weightedError(mixStore, rows: rows, weights: counts, dimension: d)
@@ -104,7 +133,7 @@ func zipfCounts(_ count: Int, total: Double = 1e7, seed: UInt64 = 5) -> [Double]
         }
         withExtendedLifetime(mixDirectory) {}
         let best = singles.min { $0.1 < $1.1 }
-        print("[policy] budget \(budget): mix \(mixError) at \(Int(mixBytes)) bytes (\(report.summary.shares.map { "\($0.codec) \($0.rows)" })); best single \(best.map { "\($0.0) \($0.1)" } ?? "none")")
+        print("[policy] budget \(budget), sample \(min(sampleRows, count)): mix \(mixError) at \(Int(mixBytes)) bytes (\(report.summary.shares.map { "\($0.codec) \($0.rows)" })); best single \(best.map { "\($0.0) \($0.1)" } ?? "none")")
         if let best {
             #expect(mixError <= best.1 * 1.0001, "budget \(budget): mix \(mixError) > \(best.0) \(best.1)")
         }
@@ -114,21 +143,22 @@ func zipfCounts(_ count: Int, total: Double = 1e7, seed: UInt64 = 5) -> [Double]
     /// Under the retrieval weighting the tc rows of a budget load share one rate (rows of
     /// different rates rank unevenly against each other in a cosine search), the mix is still
     /// no worse than the best single codec that fits, and the store lands within its budget.
-    @Test(arguments: [0.0625, 0.125, 0.25])
-    func retrievalBudgetsGiveTCRowsOneRate(budget: Double) throws {
+    @Test(arguments: [0.0625, 0.125, 0.25], [65_536, 2_500])
+    func retrievalBudgetsGiveTCRowsOneRate(budget: Double, sampleRows: Int) throws {
         let d = 64, count = 12_000
         let rows = embeddingRows(count: count, dimension: d, seed: 11)
         let counts = zipfCounts(count)
         let weights = counts.map { CodecPolicy.Weighting.retrieval.weight($0) }
         let limit = budget * Double(count * d * 4)
-        let (directory, store, report) = try Self.load(rows, count: count, dimension: d, policy: .budget(.fraction(budget), weighting: .retrieval), counts: counts)
+        let (directory, store, report) = try Self.load(rows, count: count, dimension: d, policy: .budget(.fraction(budget), weighting: .retrieval), counts: counts,
+                                                       policySampleRows: sampleRows)
         let tcForms = report.summary.shares.filter { $0.codec.hasPrefix("tc:") }
         #expect(tcForms.count <= 1, "budget \(budget): \(report.summary.shares.map(\.codec))")
         #expect(Double(store.fileSize) <= limit * 1.01, "budget \(budget): \(store.fileSize) bytes on disk > \(limit) + 1%")
         let mixError = try Self.weightedError(store, rows: rows, weights: weights, dimension: d)
         let (singleDirectory, single, _) = try Self.load(rows, count: count, dimension: d, policy: .single(.transformCoded(budget: budget)), counts: nil)
         let singleError = try Self.weightedError(single, rows: rows, weights: weights, dimension: d)
-        print("[retrieval] budget \(budget): mix \(mixError) (\(report.summary.shares.map { "\($0.codec) \($0.rows)" })), tc:P% \(singleError)")
+        print("[retrieval] budget \(budget), sample \(min(sampleRows, count)): mix \(mixError) (\(report.summary.shares.map { "\($0.codec) \($0.rows)" })), tc:P% \(singleError)")
         #expect(mixError <= singleError * 1.02, "budget \(budget): mix \(mixError) > tc:P% \(singleError)")
         #expect(try store.verify().problems.isEmpty)
         withExtendedLifetime((directory, singleDirectory)) {}

@@ -331,6 +331,19 @@ void emb_tc_project(const float *mean, const float *basis, size_t k, size_t d, c
                     float *out);
 void emb_tc_project_portable(const float *mean, const float *basis, size_t k, size_t d, const float *x,
                              float *centred, float *out);
+/** The energy a projection leaves out: |centred - sum_{j<k} coef[j] * basis[j]|^2, centred and
+ *  coef as emb_tc_project wrote them. Offline (policy estimates); fused multiply-adds allowed. */
+float emb_tc_outside_energy(const float *basis, size_t k, size_t d, const float *centred, const float *coef);
+float emb_tc_outside_energy_portable(const float *basis, size_t k, size_t d, const float *centred, const float *coef);
+
+/** A tc rate's estimate for coefficients c[0..k): each rounded half away from zero through a
+ *  multiply by inverse[j] (clamped to +-32767 as the encoder clamps), its squared error against
+ *  q * step[j] summed into *error, its symbol's cost in bits (costs[start[j] + q - lowest[j]],
+ *  or the escape's at costs[start[j] + count[j]] outside the table) into *bits, and the
+ *  escapes counted into *escapes. */
+void emb_tc_estimate_rate(const float *c, size_t k, const float *inverse, const float *step, const int32_t *start,
+                          const int32_t *lowest, const int32_t *count, const float *costs, float *error, float *bits,
+                          float *escapes);
 
 /* ------------------------------------------------------------------------------------------
  * Brute-force dot products, for evaluating a store against its source rows (`Store.evaluate`):
