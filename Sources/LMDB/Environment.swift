@@ -82,6 +82,7 @@ public final class Environment: @unchecked Sendable {
             try check(mdb_env_set_mapsize(env, configuration.mapSize), "mdb_env_set_mapsize")
             let flags = configuration.flags.rawValue | UInt32(MDB_NOTLS)
             try check(mdb_env_open(env, path, flags, configuration.fileMode), "opening LMDB environment at \(path)")
+            try Environment.checkLength(env, path: path)
         } catch {
             mdb_env_close(env)
             throw error
@@ -100,6 +101,30 @@ public final class Environment: @unchecked Sendable {
 
     deinit {
         if !gate.isClosed { mdb_env_close(handle) }
+    }
+
+    /// Refuses a data file shorter than the pages its newest meta page says are in use, before
+    /// anything reads a page through the map: a read past the end of a mapped file is SIGBUS,
+    /// not an error. LMDB has read the meta pages with `pread` when `mdb_env_open` returns, but
+    /// `mdb_env_info` and `mdb_env_stat` read them through the map, so the file must first hold
+    /// them (two pages).
+    static func checkLength(_ env: OpaquePointer, path: String) throws(LMDBError) {
+        var fd: Int32 = -1
+        try check(mdb_env_get_fd(env, &fd), "mdb_env_get_fd")
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { throw LMDBError(code: errno, context: "fstat of the data file at \(path)") }
+        let length = Int(status.st_size)
+        let osPage = max(4096, sysconf(Int32(_SC_PAGESIZE)))
+        func truncated(_ needed: Int) -> LMDBError {
+            LMDBError(code: MDB_CORRUPTED, context: "the data file at \(path) is truncated: it has \(length) bytes, but its pages in use need \(needed)")
+        }
+        guard length >= 2 * osPage else { throw truncated(2 * osPage) }
+        var stat = MDB_stat()
+        try check(mdb_env_stat(env, &stat), "mdb_env_stat")
+        var info = MDB_envinfo()
+        try check(mdb_env_info(env, &info), "mdb_env_info")
+        let needed = (info.me_last_pgno + 1) * Int(stat.ms_psize)
+        guard length >= needed else { throw truncated(needed) }
     }
 
     /// The error every use of a closed environment throws.
