@@ -31,6 +31,9 @@ public final class Store: Sendable {
     public let path: String
     let environment: Environment
     let meta: Database
+    /// The most tables this store object opens (`Options.maxTables`): LMDB's named databases
+    /// are sized for them when the environment opens.
+    let maxTables: Int
     private let openTables = Mutex<[String: Table]>([:])
 
     /// Opens the store at `path`, creating the directory and an empty store if needed
@@ -38,6 +41,7 @@ public final class Store: Sendable {
     /// by a newer format version.
     public init(path: String, options: Options = Options()) throws {
         self.path = path
+        self.maxTables = options.maxTables
         var isDirectory: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
         if exists && !isDirectory.boolValue {
@@ -164,18 +168,18 @@ public final class Store: Sendable {
 
     /// Names of all tables, in byte order.
     public func tableNames() throws -> [String] {
-        try translatingErrors {
-            try environment.read { txn in
-                try txn.withCursor(meta) { cursor in
-                    var names: [String] = []
-                    var entry = try cursor.seek(atLeast: StoreFormat.tableKeyPrefix)
-                    while let current = entry, current.stringKey.hasPrefix(StoreFormat.tableKeyPrefix) {
-                        names.append(String(current.stringKey.dropFirst(StoreFormat.tableKeyPrefix.count)))
-                        entry = try cursor.next()
-                    }
-                    return names
-                }
+        try translatingErrors { try environment.read { txn in try tableNames(in: txn) } }
+    }
+
+    func tableNames(in txn: borrowing Transaction) throws -> [String] {
+        try txn.withCursor(meta) { cursor in
+            var names: [String] = []
+            var entry = try cursor.seek(atLeast: StoreFormat.tableKeyPrefix)
+            while let current = entry, current.stringKey.hasPrefix(StoreFormat.tableKeyPrefix) {
+                names.append(String(current.stringKey.dropFirst(StoreFormat.tableKeyPrefix.count)))
+                entry = try cursor.next()
             }
+            return names
         }
     }
 
@@ -190,6 +194,12 @@ public final class Store: Sendable {
             try environment.write { txn -> Table in
                 let key = StoreFormat.tableKeyPrefix + name
                 if try txn.withValue(forKey: key, in: meta, { $0 != nil }) { throw StoreError.tableExists(name) }
+                // Each table takes four of LMDB's named databases, sized when the environment
+                // opened: one more would be created here, then fail to open elsewhere.
+                let tables = try tableNames(in: txn).count
+                guard tables < maxTables else {
+                    throw StoreError.invalidArgument("cannot create table '\(name)': the store holds \(tables) tables, the most it is opened for (Store.Options.maxTables = \(maxTables)); drop one, or open the store with a larger maxTables")
+                }
                 let tableID = try txn.withValue(forKey: StoreFormat.nextTableIDKey, in: meta) { bytes -> UInt32 in
                     guard let bytes, bytes.count == 4 else {
                         throw StoreError.notAStore(path: path, reason: "'meta' record 'next_table_id' is missing or not 4 bytes")
@@ -222,6 +232,8 @@ public final class Store: Sendable {
                     flags: .integerKey)
             } catch let error as LMDBError where error == .notFound {
                 throw StoreError.corruptMetadata(table: name, reason: "its databases t\(schema.tableID)/* are missing")
+            } catch let error as LMDBError where error == .databasesFull {
+                throw StoreError.invalidArgument("cannot open table '\(name)': the store holds more tables than it is opened for (Store.Options.maxTables = \(maxTables)); open it with a larger maxTables")
             }
             let table = Table(name: name, schema: schema, rows: databases[0], buckets: databases[1], bases: databases[2],
                               segments: try openSegments(schema.tableID))

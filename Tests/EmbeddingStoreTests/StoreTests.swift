@@ -303,6 +303,46 @@ final class LockedCounter: @unchecked Sendable {
     var value: Int { lock.lock(); defer { lock.unlock() }; return count }
 }
 
+/// LMDB sizes its named databases when the environment opens (four a table): a store refuses
+/// the table beyond `maxTables` with an error that says so, and stays readable, and a process
+/// that opened it for fewer tables than it holds gets a clear error, not "damaged".
+@Suite struct TableLimitTests {
+    @Test func theTableBeyondTheLimitIsRefusedAndTheStoreStaysWhole() throws {
+        let directory = TemporaryDirectory()
+        var options = Store.Options()
+        options.maxTables = 6
+        do {
+            let store = try Store(path: directory.file("s"), options: options)
+            for t in 0..<6 { _ = try store.createTable("t\(t)", dimension: 4) }
+            #expect {
+                _ = try store.createTable("t6", dimension: 4)
+            } throws: { "\($0)".contains("holds 6 tables") && "\($0)".contains("maxTables") }
+            // A dropped table frees its place.
+            try store.dropTable("t0")
+            _ = try store.createTable("t6", dimension: 4)
+            store.close()
+        }
+        let reopened = try Store(path: directory.file("s"), options: options)
+        #expect(try reopened.tableNames() == ["t1", "t2", "t3", "t4", "t5", "t6"])
+        for name in try reopened.tableNames() { _ = try reopened.table(name) }
+        #expect(try reopened.verify().problems.isEmpty)
+        reopened.close()
+        // Opened for fewer tables than it holds: the tables beyond are a clear error.
+        var fewer = Store.Options()
+        fewer.maxTables = 2
+        let small = try Store(path: directory.file("s"), options: fewer)
+        var refused = 0
+        for name in try small.tableNames() {
+            do { _ = try small.table(name) } catch {
+                refused += 1
+                #expect("\(error)".contains("open it with a larger maxTables"), "\(error)")
+            }
+        }
+        #expect(refused > 0)
+        small.close()
+    }
+}
+
 @Suite struct SharedEnvironmentTests {
     /// LMDB forbids opening one environment twice in a process; two Stores share it instead.
     @Test func twoStoresOfOneDirectoryShareTheEnvironment() throws {
