@@ -84,6 +84,17 @@ public enum NPYWriter {
         path: String, dtype: NPYDType, shape: [Int], data: UnsafeRawBufferPointer
     ) throws(NPYError) {
         let header = headerBytes(dtype: dtype, shape: shape)
+        var status = stat()
+        if stat(path, &status) == 0 && (status.st_mode & S_IFMT) != S_IFREG {
+            // A device, pipe or terminal (`/dev/stdout`): written in place, never replaced by a
+            // rename (which, run as root, would put a regular file where /dev/full was).
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw NPYError(path: path, message: "cannot open it for writing: \(errnoText())") }
+            var failure = header.withUnsafeBytes { writeAll(fd, $0) } ?? writeAll(fd, data)
+            if close(fd) != 0 && failure == nil { failure = "close failed: \(errnoText())" }
+            if let failure { throw NPYError(path: path, message: "cannot write it: \(failure)") }
+            return
+        }
         let temporary = path + ".tmp-\(getpid())-\(String(UInt32.random(in: .min ... .max), radix: 16))"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else {

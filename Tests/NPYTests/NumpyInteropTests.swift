@@ -263,11 +263,33 @@ struct NumpyInteropTests {
             expectError("cannot create temporary file", "No such file or directory") {
                 try NPYWriter.writeFloat32(path: directory.file("no/such/dir.npy"), rows: 1, columns: 3, values: buffer)
             }
-            expectError("cannot rename", "into place") {
+            expectError("cannot open it for writing", "Is a directory") {
                 try NPYWriter.writeFloat32(path: directory.path, rows: 1, columns: 3, values: buffer)
             }
+            // A device is written in place, and its write error is the writer's: /dev/full
+            // takes nothing (and is still a device afterwards, not a file renamed over it).
+            expectError("cannot write it", "No space left on device") {
+                try NPYWriter.writeFloat32(path: "/dev/full", rows: 1, columns: 3, values: buffer)
+            }
         }
+        var status = stat()
+        #expect(stat("/dev/full", &status) == 0 && (status.st_mode & S_IFMT) == S_IFCHR)
         #expect(try directory.contents() == [])
+    }
+
+    @Test func writesThroughAPipe() throws {
+        var ends: [Int32] = [0, 0]
+        #expect(pipe(&ends) == 0)
+        let values: [UInt64] = [7, 8, 9]
+        try NPYWriter.writeUInt64(path: "/proc/self/fd/\(ends[1])", values: values)
+        close(ends[1])
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        var total = 0
+        while case let n = read(ends[0], &bytes[total], bytes.count - total), n > 0 { total += n }
+        close(ends[0])
+        let path = directory.file("piped.npy")
+        try Data(bytes[0..<total]).write(to: URL(fileURLWithPath: path))
+        #expect(try NPYFile(path: path).readIDs() == values)
     }
 
     @Test func replacesAnExistingFile() throws {
