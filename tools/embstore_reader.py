@@ -612,8 +612,8 @@ class Store:
         if len(raw) != 24:
             raise FormatError(f"table {name!r}: schema record is {len(raw)} bytes, expected 24")
         tid, d, flags, cur_basis, next_basis, next_bucket = struct.unpack("<6I", raw)
-        if d < 1:
-            raise FormatError(f"table {name!r}: dimension {d} (must be >= 1)")
+        if not 1 <= d <= 1 << 20:
+            raise FormatError(f"table {name!r}: dimension {d} (must be in 1..2**20)")
         if flags != 0:
             raise FormatError(f"table {name!r}: schema flags {flags:#x} not defined in versions 1 "
                               f"to 3")

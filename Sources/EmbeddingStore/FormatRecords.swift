@@ -46,6 +46,8 @@ enum StoreFormat {
 /// A table's schema record, `meta` key `table/<name>` (24 bytes, FORMAT.md "Table schema").
 struct TableSchema: Equatable, Sendable {
     static let size = 24
+    /// The widest row a table may have (FORMAT.md, "Tables").
+    static let maximumDimension: UInt32 = 1 << 20
     var tableID: UInt32
     var dimension: UInt32
     var flags: UInt32 = 0
@@ -72,7 +74,10 @@ struct TableSchema: Equatable, Sendable {
                 tableID: try reader.uint32("table_id"), dimension: try reader.uint32("dimension"),
                 flags: try reader.uint32("flags"), currentBasisID: try reader.uint32("current_basis_id"),
                 nextBasisID: try reader.uint32("next_basis_id"), nextBucketID: try reader.uint32("next_bucket_id"))
-            guard schema.dimension >= 1 else { throw StoreError.corruptMetadata(table: table, reason: "dimension is 0") }
+            // What `createTable` allows: a flipped byte must not ask a lookup for gigabytes a row.
+            guard (1...TableSchema.maximumDimension).contains(schema.dimension) else {
+                throw StoreError.corruptMetadata(table: table, reason: "dimension \(schema.dimension) is outside 1...\(TableSchema.maximumDimension)")
+            }
             guard schema.flags == 0 else {
                 throw StoreError.corruptMetadata(table: table, reason: "unknown schema flags 0x\(String(schema.flags, radix: 16))")
             }

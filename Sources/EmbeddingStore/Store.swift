@@ -186,8 +186,8 @@ public final class Store: Sendable {
     /// Creates an empty table of `dimension` values per row.
     public func createTable(_ name: String, dimension: Int) throws -> Table {
         try Store.validateTableName(name)
-        guard dimension >= 1, dimension <= 1 << 20 else {
-            throw StoreError.invalidArgument("dimension \(dimension) for table '\(name)' is outside 1...\(1 << 20)")
+        guard dimension >= 1, dimension <= Int(TableSchema.maximumDimension) else {
+            throw StoreError.invalidArgument("dimension \(dimension) for table '\(name)' is outside 1...\(TableSchema.maximumDimension)")
         }
         try requireWritable()
         let table = try translatingErrors {

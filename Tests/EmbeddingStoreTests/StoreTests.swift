@@ -303,6 +303,26 @@ final class LockedCounter: @unchecked Sendable {
     var value: Int { lock.lock(); defer { lock.unlock() }; return count }
 }
 
+/// A schema whose dimension a flipped byte made huge is damaged metadata, named as such, not a
+/// request for gigabytes a row.
+@Suite struct SchemaBoundsTests {
+    @Test func aDimensionOutsideTheFormatsBoundIsCorruptMetadata() throws {
+        let directory = TemporaryDirectory()
+        let store = try makeStore(directory)
+        let table = try store.createTable("t", dimension: 64)
+        try store.put(table, id: 1, vector: [Float](repeating: 1, count: 64), codec: .fp32)
+        for flipped: UInt32 in [64 | 1 << 24, 0, (1 << 20) + 1] {
+            let schema = TableSchema(tableID: table.id, dimension: flipped)
+            try store.environment.write { txn in
+                try schema.encode().withUnsafeBytes { try txn.put($0, forKey: StoreFormat.tableKeyPrefix + "t", in: store.meta) }
+            }
+            #expect {
+                _ = try store.table("t")
+            } throws: { "\($0)".contains("corrupt metadata in table 't'") && "\($0)".contains("dimension \(flipped) is outside 1...1048576") }
+        }
+    }
+}
+
 /// LMDB sizes its named databases when the environment opens (four a table): a store refuses
 /// the table beyond `maxTables` with an error that says so, and stays readable, and a process
 /// that opened it for fewer tables than it holds gets a clear error, not "damaged".
