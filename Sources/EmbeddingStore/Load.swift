@@ -185,7 +185,7 @@ extension Store {
         case .budget: firstCodec = .fp32
         }
         guard count > 0 else {
-            _ = try existing ?? createTable(name, dimension: dimension)
+            if existing == nil { _ = try createOrAdoptTable(name, dimension: dimension) }
             return LoadReport(table: name, rows: 0, codec: firstCodec, summary: PolicySummary(policy: policy.description, shares: []),
                               parameterIDs: [], bucketIDs: nil, basisID: nil)
         }
@@ -210,14 +210,28 @@ extension Store {
                                 overheadBytesPerRow: fit.overheadBytesPerRow, progress: options.progress)
         let (groups, candidates, choice, summary) = try plan(policy, input: input, table: name, ids: ids,
                                                              maxDecodeNanoseconds: options.maxDecodeNanoseconds)
-        let createdTable = existing == nil
-        let table = try existing ?? createTable(name, dimension: dimension)
+        let (table, createdTable) = try existing.map { ($0, false) } ?? createOrAdoptTable(name, dimension: dimension)
         do {
             return try write(into: table, groups: groups, candidates: candidates, choice: choice, summary: summary,
                              ids: ids, order: order, source: source, options: options)
         } catch {
             if createdTable { try? dropTable(name) }
             throw error
+        }
+    }
+
+    /// Creates table `name`, or, when another process created it since this one looked, takes
+    /// that one if its dimension matches: two loads creating one table both succeed. Returns
+    /// the table and whether this call created it.
+    func createOrAdoptTable(_ name: String, dimension: Int) throws -> (Table, Bool) {
+        do {
+            return (try createTable(name, dimension: dimension), true)
+        } catch StoreError.tableExists {
+            let table = try table(name)
+            guard table.dimension == dimension else {
+                throw StoreError.dimensionMismatch(table: name, expected: table.dimension, actual: dimension)
+            }
+            return (table, false)
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// What `ingest` accepts and refuses. These tests make their .npy files themselves (no numpy
@@ -181,6 +182,29 @@ struct IngestValidationTests {
                                        "--vectors", vectors.path, "--codec", codec)
                 #expect(run.status != 0, "codec \(codec) was accepted for 3 × 4 rows: \(run)")
                 #expect(!run.stderr.isEmpty, "codec \(codec): no message")
+            }
+        }
+    }
+}
+
+/// Two processes loading into the same new table at once: both succeed (the second to create
+/// it takes the table the first made), every round.
+@Suite struct ConcurrentCreationTests {
+    @Test func twoIngestsCreatingOneTableBothSucceed() throws {
+        try withTemporaryDirectory { dir in
+            let rows = randomRows(500, 8, seed: 3)
+            let vectors = dir.appendingPathComponent("x.npy")
+            try writeFloat32(rows, to: vectors)
+            for round in 0..<6 {
+                let store = dir.appendingPathComponent("store\(round)")
+                let runs = Mutex<[Run]>([])
+                DispatchQueue.concurrentPerform(iterations: 2) { _ in
+                    let run = try? embstore("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "int8", "--quiet")
+                    runs.withLock { $0.append(run ?? Run(status: -1, stdout: "", stderr: "did not run")) }
+                }
+                for run in runs.withLock({ $0 }) { #expect(run.status == 0, "round \(round): \(run)") }
+                let exported = try exportTable(store, "t", in: dir)
+                #expect(exported.ids == (0..<500).map { UInt64($0) })
             }
         }
     }
