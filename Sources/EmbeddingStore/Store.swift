@@ -65,7 +65,16 @@ public final class Store: Sendable {
         if options.readOnly { configuration.flags.insert(.readOnly) }
         if !options.durable { configuration.flags.insert(.noSync) }
         do {
-            let environment = try Store.sharedEnvironment(path: path, configuration: configuration)
+            let environment: Environment
+            do {
+                environment = try Store.sharedEnvironment(path: path, configuration: configuration)
+            } catch let error as LMDBError where options.readOnly && (error.code == EACCES || error.code == EROFS) {
+                // A directory (or lock file) this process may not write: read without LMDB's
+                // lock file. Its readers then do not register, so no writer may run meanwhile
+                // (README, "Read-only stores").
+                configuration.flags.insert(.noLock)
+                environment = try Store.sharedEnvironment(path: path, configuration: configuration)
+            }
             self.environment = environment
             self.isReadOnly = options.readOnly
             self.meta = try Store.openMeta(environment, path: path)

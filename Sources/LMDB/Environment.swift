@@ -26,6 +26,9 @@ public final class Environment: @unchecked Sendable {
         public static let noSync = Flags(rawValue: UInt32(MDB_NOSYNC))
         /// Do not fsync the meta page on commit (`MDB_NOMETASYNC`).
         public static let noMetaSync = Flags(rawValue: UInt32(MDB_NOMETASYNC))
+        /// Use no lock file (`MDB_NOLOCK`): readers do not register, so the caller must make sure
+        /// nothing writes the environment while it is open (a store in a read-only directory).
+        public static let noLock = Flags(rawValue: UInt32(MDB_NOLOCK))
         /// Turn off OS read-ahead; better for random access to a map larger than RAM (`MDB_NORDAHEAD`).
         public static let noReadahead = Flags(rawValue: UInt32(MDB_NORDAHEAD))
     }

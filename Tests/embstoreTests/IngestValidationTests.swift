@@ -209,3 +209,39 @@ struct IngestValidationTests {
         }
     }
 }
+
+/// A store in a directory the reader may not write (nor its lock file) is read without LMDB's
+/// lock file. Run as a user without write permission: as `nobody` through setpriv when the
+/// suite runs as root (root writes anywhere), directly otherwise.
+@Suite struct ReadOnlyDirectoryTests {
+    @Test func aStoreInAReadOnlyDirectoryCanBeRead() throws {
+        guard let binary = Tooling.embstoreBinary else { throw TestFailure("no embstore binary") }
+        try withTemporaryDirectory { dir in
+            let rows = randomRows(300, 8, seed: 4)
+            let vectors = dir.appendingPathComponent("x.npy")
+            try writeFloat32(rows, to: vectors)
+            let store = dir.appendingPathComponent("store")
+            try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "fp32", "--quiet")
+            for path in [dir.path, store.path] { #expect(chmod(path, 0o755) == 0) }
+            for name in ["data.mdb", "lock.mdb"] { #expect(chmod(store.appendingPathComponent(name).path, 0o444) == 0) }
+            #expect(chmod(store.path, 0o555) == 0)
+            defer { _ = chmod(store.path, 0o755) }
+            func asReader(_ arguments: [String]) throws -> Run {
+                guard getuid() == 0 else { return try runProcess(binary, arguments) }
+                return try runProcess(URL(fileURLWithPath: "/usr/bin/setpriv"),
+                                      ["--reuid=65534", "--regid=65534", "--clear-groups", binary.path] + arguments)
+            }
+            let probe = try asReader(["--help"])
+            try #require(probe.status == 0, "cannot run embstore as an unprivileged user here: \(probe)")
+            let info = try asReader(["info", store.path])
+            #expect(info.status == 0 && info.stdout.contains("300 rows"), "\(info)")
+            let verify = try asReader(["verify", store.path])
+            #expect(verify.status == 0, "\(verify)")
+            let get = try asReader(["get", store.path, "--table", "t", "7"])
+            #expect(get.status == 0 && get.stdout.contains("\(rows[7][0])"), "\(get)")
+            // Writing stays refused, with a clear error.
+            let write = try asReader(["ingest", store.path, "--table", "u", "--vectors", vectors.path, "--codec", "fp32", "--quiet"])
+            #expect(write.status != 0 && write.stderr.contains("Permission denied"), "\(write)")
+        }
+    }
+}
