@@ -156,13 +156,12 @@ import Testing
     @Test func wideTablesAreRefusedBeforeAnyAllocation() throws {
         let d = 100_000
         let rows = [Float](repeating: 0.5, count: 10 * d)
-        let started = Date()
+        // Refused up front: a d × d covariance would be 40 GB, which this test could not survive.
         for codec in [Codec.transformCoded(bitsPerValue: 2), .reduced(k: 4)] {
             #expect { try rows.withUnsafeBufferPointer { _ = try codec.rowCodec.planLoad(codec, rows: $0, count: 10, dimension: d, options: FitOptions()) } } throws: { error in
                 "\(error)".contains("2048") && "\(error)".contains("100000")
             }
         }
-        #expect(Date().timeIntervalSince(started) < 5)
     }
 
     /// The encoder's projection: the dispatched path (AVX2 + FMA here) agrees with the portable

@@ -129,10 +129,14 @@ final class TestThread: @unchecked Sendable {
     }
 
     /// True when the thread finished within `timeout` seconds.
-    func join(timeout: Double = 20) -> Bool {
+    func join(timeout: Double = patience) -> Bool {
         finished.wait(timeout: .now() + timeout) == .success
     }
 }
+
+/// How long a test waits for something that must happen: a guard against a deadlock only, which
+/// a busy machine never reaches (no test asserts how fast anything happens).
+let patience = 600.0
 
 /// Seconds taken by `body`.
 func seconds(_ body: () throws -> Void) rethrows -> Double {

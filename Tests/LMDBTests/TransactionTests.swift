@@ -133,7 +133,7 @@ import Testing
         #expect(txn.isActive == false)
         txn.reset()
         try txn.commit()
-        #expect(env.close(timeout: 1))
+        #expect(env.close(timeout: patience))
     }
 
     @Test func twoReadTransactionsOnOneThread() throws {
@@ -299,7 +299,7 @@ import Testing
                 try env.write { txn throws in try txn.put(integer: 3, forKey: 3, in: db) }
             } catch { Issue.record(error) }
         }
-        #expect(thread.join(timeout: 10), "a nested write transaction deadlocked")
+        #expect(thread.join(), "a nested write transaction deadlocked")
         #expect(outcome.withLock { $0 } == [EDEADLK, EDEADLK])
         try env.read { txn throws in
             #expect(try txn.integer(forKey: 1, in: db) == 1)
