@@ -106,6 +106,15 @@ public final class Environment: @unchecked Sendable {
         if !gate.isClosed { mdb_env_close(handle) }
     }
 
+    /// The bytes free on the file system holding the environment when it is full, or nearly (less
+    /// than 1 MiB or a thousandth of it free, what a write cut short leaves); nil otherwise.
+    func freeBytesIfFull() -> Int? {
+        var status = statvfs()
+        guard statvfs(path, &status) == 0 else { return nil }
+        let free = Int(status.f_bavail) * Int(status.f_frsize), size = Int(status.f_blocks) * Int(status.f_frsize)
+        return free < max(1 << 20, size / 1000) ? free : nil
+    }
+
     /// Refuses a data file shorter than the pages its newest meta page says are in use, before
     /// anything reads a page through the map: a read past the end of a mapped file is SIGBUS,
     /// not an error. LMDB has read the meta pages with `pread` when `mdb_env_open` returns, but

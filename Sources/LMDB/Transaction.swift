@@ -94,6 +94,10 @@ public struct Transaction: ~Copyable {
             rc = 0
         }
         finished = true
+        if (rc == EIO || rc == ENOSPC), let free = environment.freeBytesIfFull() {
+            // LMDB reports a write cut short by a full disk as EIO.
+            throw LMDBError(code: ENOSPC, context: "committing a transaction: the file system holding \(environment.path) is full (\(free) bytes free); nothing of this transaction was written")
+        }
         try check(rc, "committing a transaction")
     }
 
