@@ -36,6 +36,18 @@ public final class Reader {
     /// Per id of the current batch: its record, or `missingRecord` (a nil base address).
     private var located: UnsafeMutablePointer<UnsafeRawBufferPointer>
     private var locatedCapacity = 0
+    private var counting: ReaderCounting?
+
+    /// Counts the ids this reader looks up (a sample of them) into `counter`, for
+    /// `AccessCounter.flush` to keep in the store; nil (the default) counts nothing. Setting it
+    /// hands over what the reader counted for the previous counter.
+    public var counter: AccessCounter? {
+        get { counting?.counter }
+        set {
+            counting?.handOver()
+            counting = newValue.map { ReaderCounting(counter: $0) }
+        }
+    }
 
     init(store: Store) throws {
         self.store = store
@@ -47,6 +59,7 @@ public final class Reader {
     }
 
     deinit {
+        counting?.handOver()
         located.deallocate()
     }
 
@@ -102,6 +115,7 @@ public final class Reader {
         }
         let first = bags > 0 ? offsets[0] : 0
         let used = UnsafeBufferPointer(rebasing: ids[first..<(bags > 0 ? offsets[bags] : 0)])
+        defer { counting?.record(used, table: table.id) }
         return try withSnapshot(of: table) { view in
             var batch = try startBatch(used, in: view, missing: missing)
             let located = batch.located
@@ -148,6 +162,7 @@ public final class Reader {
         guard out.count >= ids.count * d else {
             throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(ids.count) ids × dimension \(d) need \(ids.count * d)")
         }
+        defer { counting?.record(ids, table: table.id) }
         return try withSnapshot(of: table) { view in
             var batch = try startBatch(ids, in: view, missing: missing)
             let located = batch.located

@@ -59,7 +59,7 @@ public final class Store: Sendable {
         }
         var configuration = Environment.Configuration()
         configuration.mapSize = max(options.initialMapSize, 1 << 20)
-        configuration.maxDatabases = 4 * options.maxTables + 1   // rows, buckets, bases, segments
+        configuration.maxDatabases = 5 * options.maxTables + 1   // rows, buckets, bases, segments, counts
         configuration.maxReaders = options.maxReaders
         configuration.flags = [.noReadahead]
         if options.readOnly { configuration.flags.insert(.readOnly) }
@@ -203,7 +203,7 @@ public final class Store: Sendable {
             try environment.write { txn -> Table in
                 let key = StoreFormat.tableKeyPrefix + name
                 if try txn.withValue(forKey: key, in: meta, { $0 != nil }) { throw StoreError.tableExists(name) }
-                // Each table takes four of LMDB's named databases, sized when the environment
+                // Each table takes up to five of LMDB's named databases, sized when the environment
                 // opened: one more would be created here, then fail to open elsewhere.
                 let tables = try tableNames(in: txn).count
                 guard tables < maxTables else {
@@ -263,6 +263,9 @@ public final class Store: Sendable {
                     for database in [table.rows, table.buckets, table.bases] + (table.segments.map { [$0] } ?? []) {
                         try txn.drop(database, delete: true)
                     }
+                    do {
+                        try txn.drop(try txn.openDatabase(Store.countsDatabase(table.id), flags: .integerKey), delete: true)
+                    } catch let error as LMDBError where error == .notFound {}   // no counts kept
                     try txn.delete(StoreFormat.tableKeyPrefix + name, in: meta)
                     try deleteLoadNotes(table.id, in: txn)
                 }

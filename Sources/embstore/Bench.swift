@@ -29,6 +29,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Codecs of the decode-only workload, comma-separated (`embstore codecs` lists them); parameters are fitted on the table's first rows.")
     var decodeCodecs = "fp32,fp16,int8,int4,tc:2,tc:4"
     @Flag(help: "Print JSON lines only (no human summary on stderr).") var json = false
+    @Option(help: ArgumentHelp("Count the lookup workload's ids (one in N) and add the counts to the store's access counts afterwards (opens the store writable); the lookup line then says track_every.", valueName: "N"))
+    var trackEvery: Int?
 
     func run() throws {
         guard batch >= 1, bagBatch >= 1, threads >= 1, reps >= 1 else { throw InputError("--batch, --bag-batch, --threads and --reps must be at least 1") }
@@ -37,8 +39,9 @@ struct Bench: ParsableCommand {
         guard batches >= 1 else { throw InputError("\(ids) has \(stream.count) ids, fewer than one batch of \(batch)") }
 
         // First: what a service pays to start serving (open, table, reader, first batch).
+        if let trackEvery, trackEvery < 1 { throw InputError("--track-every must be at least 1") }
         let opening = DispatchTime.now().uptimeNanoseconds
-        let store = try openReadOnly(self.store)
+        let store = try trackEvery == nil ? openReadOnly(self.store) : Store(path: self.store)
         let handle = try store.table(table)
         var firstOut = [Float](repeating: 0, count: batch * handle.dimension)
         try stream.withUnsafeBufferPointer { stream in
@@ -62,9 +65,14 @@ struct Bench: ParsableCommand {
         // lookup: batch j = ids[(j mod P)·B ..< +B], decoded into one reused [B, d] buffer per thread.
         var lookup = common
         lookup["workload"] = "lookup"
+        let counter = trackEvery.map { AccessCounter(sampleEvery: $0) }
         let measured = try Self.measureLookups(store: store, table: handle, stream: stream, batch: batch, threads: threads, reps: reps,
-                                               repSeconds: repSeconds)
+                                               repSeconds: repSeconds, counter: counter)
         lookup.merge(measured) { $1 }
+        if let counter {
+            lookup["track_every"] = counter.sampleEvery
+            lookup["tracked_ids_flushed"] = try counter.flush(to: store)   // the readers handed over when they ended
+        }
         lookup["txn"] = "renew"
         lookup["batch"] = batch
         lookup["ids"] = idsName ?? Self.streamName(ids)
@@ -133,12 +141,13 @@ struct Bench: ParsableCommand {
     /// each thread starts at its own batch. `measure`'s figures (rows_per_s is the median's).
     /// `embstore demo` measures its lookups with this too.
     static func measureLookups(store: Store, table: Table, stream: [UInt64], batch: Int, threads: Int, reps: Int,
-                               repSeconds: Double) throws -> [String: Any] {
+                               repSeconds: Double, counter: AccessCounter? = nil) throws -> [String: Any] {
         let batches = stream.count / batch
         guard batches >= 1 else { throw InputError("an id stream of \(stream.count) ids holds no batch of \(batch)") }
         let d = table.dimension
         return try measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
             let reader = try store.makeReader()
+            reader.counter = counter
             var out = [Float](repeating: 0, count: batch * d)
             var next = thread * batches / threads
             return { units in

@@ -16,9 +16,12 @@ struct Stats: ParsableCommand {
     var plot: String?
     @Option(help: "Lookup counts: a 1-D uint64, int64, float32 or float64 .npy, one count per id.") var freq: String?
     @Option(help: "int64 or uint64 .npy of the ids the counts belong to, same order (default 0..N-1).") var ids: String?
+    @Flag(help: "Lookup counts: the access counts kept in the store (bench --track-every, AccessCounter), instead of --freq.")
+    var tracked = false
 
     func run() throws {
         if ids != nil && freq == nil { throw InputError("--ids gives the ids of --freq's counts; pass --freq too") }
+        if tracked && freq != nil { throw InputError("--tracked and --freq are two sources of counts: give one") }
         let store = try openReadOnly(self.store)
         var names = try store.tableNames()
         if let table {
@@ -26,11 +29,17 @@ struct Stats: ParsableCommand {
                 throw InputError("no table named '\(table)' in \(self.store)" + (names.isEmpty ? " (it has no tables)" : "; tables: \(names.joined(separator: ", "))"))
             }
             names = [table]
-        } else if (freq != nil || plot != nil) && names.count != 1 {
+        } else if (freq != nil || tracked || plot != nil) && names.count != 1 {
             throw InputError(names.isEmpty ? "\(self.store) has no tables"
                 : "\(self.store) has \(names.count) tables (\(names.joined(separator: ", "))): name one with --table for --freq or --plot")
         }
-        let counts = try freq.map { try readCounts(freq: $0) }
+        var counts = try freq.map { try readCounts(freq: $0) }
+        if tracked {
+            let kept = try store.accessCounts(store.table(names[0])).sorted { $0.key < $1.key }
+            guard !kept.isEmpty else { throw InputError("table '\(names[0])' has no access counts kept (embstore bench --track-every N, or an AccessCounter, keeps them)") }
+            counts = try LookupCounts(ids: kept.map(\.key), counts: kept.map { Double($0.value) })
+        }
+        let countsSource = tracked ? "access counts kept in the store" : freq
         var tables: [TableStorage] = []
         for name in names {
             do {
@@ -46,7 +55,7 @@ struct Stats: ParsableCommand {
         let environment = try store.environmentStatistics()
 
         if let plot, let storage = tables.first {
-            try StatsPlot(storage: storage, storePath: self.store, countsSource: freq).write(to: plot)
+            try StatsPlot(storage: storage, storePath: self.store, countsSource: countsSource).write(to: plot)
         }
         if json {
             let report = StatsReport(store: self.store, environment: .init(environment), tables: tables.map(StatsReport.Table.init))
@@ -56,8 +65,8 @@ struct Stats: ParsableCommand {
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
             printHuman(tables: tables, environment: environment)
-            if freq == nil {
-                // Without --freq, the counts the loads were given, as their notes keep them.
+            if counts == nil {
+                // Without counts, those the loads were given, as their notes keep them.
                 for name in names {
                     for (segment, note) in try store.loadNotes(store.table(name)) where note.shares.contains(where: { $0.lookupShare != nil }) {
                         print("\ntable '\(name)', segment \(segment), loaded with \(note.policy): lookups served by codec form, from the load's counts")
