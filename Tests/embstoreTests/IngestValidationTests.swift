@@ -245,3 +245,31 @@ struct IngestValidationTests {
         }
     }
 }
+
+/// Access counts from the command line: two `bench --track-every 1` processes at once both add
+/// their counts, and `stats --tracked` shares the lookups out from them.
+@Suite struct TrackedCountsCommandTests {
+    @Test func benchTracksAndStatsReadsTheCounts() throws {
+        try withTemporaryDirectory { dir in
+            let rows = randomRows(400, 8, seed: 5)
+            let vectors = dir.appendingPathComponent("x.npy"), stream = dir.appendingPathComponent("ids.npy")
+            try writeFloat32(rows, to: vectors)
+            try writeUInt64((0..<2_048).map { UInt64(($0 * 7) % 300) }, to: stream)   // rows 0..<300 only
+            let store = dir.appendingPathComponent("store")
+            try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "int8", "--quiet")
+            let none = try embstore("stats", store.path, "--tracked")
+            #expect(none.status != 0 && none.stderr.contains("no access counts kept"), "\(none)")
+            let runs = Mutex<[Run]>([])
+            DispatchQueue.concurrentPerform(iterations: 2) { _ in
+                let run = try? embstore("bench", store.path, "--table", "t", "--ids", stream.path, "--batch", "256",
+                                        "--reps", "1", "--rep-seconds", "0.01", "--track-every", "1", "--json")
+                runs.withLock { $0.append(run ?? Run(status: -1, stdout: "", stderr: "did not run")) }
+            }
+            for run in runs.withLock({ $0 }) {
+                #expect(run.status == 0 && run.stdout.contains("\"track_every\": 1"), "\(run)")
+            }
+            let stats = try embstoreOK("stats", store.path, "--tracked")
+            #expect(stats.stdout.contains("over 300 rows with a count"), "\(stats)")
+        }
+    }
+}
