@@ -14,11 +14,14 @@ struct SegmentWriter {
     private var classes: [UInt8] = []
     private var groupOffsets: [UInt32] = []
     private var part: [UInt8] = []
-    private var checksum = SegmentChecksum()
+    private var checksum: SegmentChecksum
     private(set) var partsWritten = 0
+    var checksumAlgorithm: SegmentChecksum.Algorithm { checksum.algorithm }
 
     /// `rowsPerPart` must be a positive multiple of 16; `expectedPartBytes` sizes the buffer.
-    init(rowsPerPart: Int, expectedPartBytes: Int = 0) throws(SegmentFormatError) {
+    /// `checksum` is blockmix64 (format version 4) unless a test asks for an older segment.
+    init(rowsPerPart: Int, expectedPartBytes: Int = 0, checksum algorithm: SegmentChecksum.Algorithm = .blockMix64) throws(SegmentFormatError) {
+        checksum = SegmentChecksum(algorithm)
         guard rowsPerPart >= segmentGroupRows, rowsPerPart % segmentGroupRows == 0, rowsPerPart <= 1 << 30 else {
             throw SegmentFormatError(reason: "rows per part \(rowsPerPart) is not a positive multiple of \(segmentGroupRows)")
         }
@@ -85,7 +88,7 @@ struct SegmentWriter {
                                    partCount: UInt32(partsWritten), rowsPerPart: UInt32(rowsPerPart),
                                    sizeClasses: sized ? UInt32(sizes.count) : 0,
                                    directoryShift: sparse ? SegmentHeader.directoryShift(count: rowCount, first: firstID, last: lastID) : 0,
-                                   checksum: 0)
+                                   checksumAlgorithm: checksum.algorithm, checksum: 0)
         var index: [UInt8] = []
         index.reserveCapacity(header.part0Size - SegmentHeader.size)
         if sparse {

@@ -42,6 +42,7 @@ extension Store {
     /// space, never read) until the table is dropped.
     @discardableResult
     func writeSegment(_ table: Table, rowsPerPart: Int, expectedPartBytes: Int = 0, formatVersion: UInt32 = 1, note: [UInt8]? = nil,
+                      checksum: SegmentChecksum.Algorithm = .blockMix64,
                       _ produce: (_ emit: (UInt64, UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> UInt32? {
         try requireWritable()
         try table.requireLive()
@@ -50,7 +51,7 @@ extension Store {
         }
         var writer: SegmentWriter
         do {
-            writer = try SegmentWriter(rowsPerPart: rowsPerPart, expectedPartBytes: expectedPartBytes)
+            writer = try SegmentWriter(rowsPerPart: rowsPerPart, expectedPartBytes: expectedPartBytes, checksum: checksum)
         } catch {
             throw StoreError.invalidArgument("segment for table '\(table.name)': \(error.reason)")
         }
@@ -106,7 +107,7 @@ extension Store {
                         if let note {
                             try note.withUnsafeBytes { try txn.put($0, forKey: StoreFormat.loadNoteKey(table.id, segment: id), in: meta) }
                         }
-                        try upgradeFormat(to: max(StoreFormat.segmentsVersion, formatVersion), in: txn)
+                        try upgradeFormat(to: max(StoreFormat.version(of: writer.checksumAlgorithm), formatVersion), in: txn)
                         return id
                     }
                 }
@@ -122,9 +123,10 @@ extension Store {
 
     /// Convenience for tests and small tables: a segment from records in memory.
     @discardableResult
-    func writeSegment(_ table: Table, ids: [UInt64], records: [[UInt8]], rowsPerPart: Int) throws -> UInt32? {
+    func writeSegment(_ table: Table, ids: [UInt64], records: [[UInt8]], rowsPerPart: Int,
+                      checksum: SegmentChecksum.Algorithm = .blockMix64) throws -> UInt32? {
         guard ids.count == records.count else { throw StoreError.invalidArgument("\(ids.count) ids for \(records.count) records") }
-        return try writeSegment(table, rowsPerPart: rowsPerPart) { emit in
+        return try writeSegment(table, rowsPerPart: rowsPerPart, checksum: checksum) { emit in
             for (id, record) in zip(ids, records) { try record.withUnsafeBytes { try emit(id, $0) } }
         }
     }
@@ -198,12 +200,10 @@ extension Store {
                 let live = try segmentManifest(table, in: txn)
                 for segment in live {
                     let view = try SegmentView(table: table, segment: segment, in: txn)
-                    var sum = SegmentChecksum()
-                    for part in view.parts { sum.update(part) }
                     let index = view.index
-                    sum.update(UnsafeRawBufferPointer(start: index.part0, count: SegmentHeader.checksumOffset))
-                    sum.update(UnsafeRawBufferPointer(start: index.part0 + SegmentHeader.size, count: index.header.part0Size - SegmentHeader.size))
-                    guard sum.value == index.header.checksum else {
+                    let sum = SegmentChecksum.of(parts: view.parts, part0: UnsafeRawBufferPointer(start: index.part0, count: index.header.part0Size),
+                                                 algorithm: index.header.checksumAlgorithm)
+                    guard sum == index.header.checksum else {
                         throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) checksum mismatch: its bytes changed since it was written")
                     }
                     // The checksum does not cover the 64-byte header: a sparse segment's ids must

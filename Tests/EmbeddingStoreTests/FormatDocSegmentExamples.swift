@@ -24,6 +24,7 @@ struct DocSegment {
     var rowsPerPart: Int { Int(u(40, 4)) }
     var classes: Int { Int(u(44, 4)) }
     var shift: UInt64 { u(48, 4) }
+    var checksumAlgorithm: UInt64 { u(52, 4) }
     var checksum: UInt64 { u(56, 8) }
     var sparse: Bool { kind == 3 || kind == 4 }
     var sized: Bool { kind == 2 || kind == 4 }
@@ -78,7 +79,8 @@ struct DocSegment {
             (0, 4, "magic \"ESEG\""), (4, 4, "kind \(kind): \(kinds[kind] ?? "unknown")"), (8, 8, "row count N = \(n)"),
             (16, 8, "first id = \(first)"), (24, 8, "last id = \(last)"), (32, 4, "stride = \(stride)"),
             (36, 4, "part count P = \(parts)"), (40, 4, "rows per part R = \(rowsPerPart)"),
-            (44, 4, "size classes C = \(classes)"), (48, 4, "directory shift s = \(shift)"), (52, 4, "reserved"),
+            (44, 4, "size classes C = \(classes)"), (48, 4, "directory shift s = \(shift)"),
+            (52, 4, "checksum algorithm = \(checksumAlgorithm)" + (checksumAlgorithm == 1 ? ": blockmix64" : checksumAlgorithm == 0 ? ": FNV-1a 64" : "")),
             (56, 8, "checksum = 0x" + String(checksum, radix: 16)),
         ]
         if sparse {
@@ -106,6 +108,37 @@ extension FormatDocTests {
             for byte in chunk { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
         }
         return h
+    }
+
+    /// blockmix64's mix exactly as FORMAT.md defines it.
+    static func blockMix(_ x: UInt64) -> UInt64 {
+        let y = x &* 0x9E37_79B9_7F4A_7C15
+        return y ^ (y >> 32)
+    }
+
+    /// blockmix64's value of piece `q` exactly as FORMAT.md defines it, a byte at a time.
+    static func blockMix64Piece(_ bytes: [UInt8], piece q: UInt64) -> UInt64 {
+        var sum: UInt64 = 0
+        var b = 0
+        while 1024 * b < bytes.count {
+            var h = blockMix(blockMix(UInt64(bytes.count)) ^ (q << 32 | UInt64(b)))
+            for j in 0..<128 {
+                var w: UInt64 = 0
+                for k in 0..<8 {
+                    let at = 1024 * b + 8 * j + k
+                    w |= UInt64(at < bytes.count ? bytes[at] : 0) << (8 * k)
+                }
+                h = blockMix(h ^ w)
+            }
+            sum &+= h
+            b += 1
+        }
+        return sum
+    }
+
+    /// blockmix64 of a segment's pieces in order (FORMAT.md "Checksum").
+    static func blockMix64(_ pieces: [[UInt8]]) -> UInt64 {
+        pieces.enumerated().reduce(UInt64(0)) { $0 &+ blockMix64Piece($1.element, piece: UInt64($1.offset)) }
     }
 
     static func record(_ values: [Float], _ encoding: RowEncoding) throws -> [UInt8] {
@@ -147,8 +180,10 @@ extension FormatDocTests {
         let doc = DocSegment(part0: part0)
         #expect(part0.count == doc.end, "part 0 is \(part0.count) bytes; FORMAT.md's layout gives \(doc.end)")
         #expect(doc.parts == parts.count && parts.count == 1)
-        #expect(fnv1a64(parts + [Array(part0[..<56]), Array(part0[64...])]) == doc.checksum,
-                "the checksum is not FNV-1a 64 over parts 1…P, then part 0's bytes 0..<56 and 64...")
+        let pieces = parts + [Array(part0[..<56]), Array(part0[64...])]
+        #expect(doc.checksumAlgorithm == 1 && blockMix64(pieces) == doc.checksum,
+                "the checksum is not blockmix64 over parts 1…P, then part 0's bytes 0..<56 and 64...")
+        let pieceValues = pieces.enumerated().map { blockMix64Piece($1, piece: UInt64($0)) }
 
         var text = """
             ### Segment: sparse, sized; d = 3, rows of fp32 (13 bytes) and int8 (12 bytes), R = 16
@@ -171,8 +206,12 @@ extension FormatDocTests {
         text += """
             ```
 
-            Part 0 (key `(1 << 32) | 0`), \(part0.count) bytes. The checksum is FNV-1a 64 over part 1's \(parts[0].count) bytes, \
-            then part 0's bytes 0…55 and 64…\(part0.count - 1).
+            Part 0 (key `(1 << 32) | 0`), \(part0.count) bytes. The checksum is blockmix64 (algorithm 1) over three pieces, \
+            each one block: piece 0, part 1's \(parts[0].count) bytes (seed mix(mix(\(parts[0].count)) XOR 0)), value \
+            0x\(String(pieceValues[0], radix: 16)); piece 1, part 0's bytes 0…55 (seed mix(mix(56) XOR 2³²)), value \
+            0x\(String(pieceValues[1], radix: 16)); piece 2, part 0's bytes 64…\(part0.count - 1) \
+            (seed mix(mix(\(part0.count - 64)) XOR 2·2³²)), value 0x\(String(pieceValues[2], radix: 16)); their sum mod 2⁶⁴ \
+            is 0x\(String(doc.checksum, radix: 16)).
 
             ```
             \(doc.annotated())

@@ -1,3 +1,4 @@
+import CEmbeddingKernels
 import EmbeddingCodecs
 import Testing
 @testable import EmbeddingStore
@@ -125,8 +126,9 @@ import Testing
             }
             #expect(index.probeAddress(of: ids.first! &- 1) == nil || ids.first! == 0, sourceLocation: sourceLocation)
             #expect(index.probeAddress(of: ids.last! &+ 1) == nil || ids.last! == .max, sourceLocation: sourceLocation)
-            // Checksum: FNV-1a 64 over the data parts in order, then part 0's bytes 0..<56 and 64...
-            let expected = Self.fnv1a(built.parts + [Array(built.part0[..<56]), Array(built.part0[64...])])
+            // Checksum: blockmix64 over the data parts in order, then part 0's bytes 0..<56 and 64...
+            let expected = FormatDocTests.blockMix64(built.parts + [Array(built.part0[..<56]), Array(built.part0[64...])])
+            #expect(Self.field(built.part0, 52, 4) == 1, sourceLocation: sourceLocation)
             #expect(Self.field(built.part0, 56, 8) == expected, sourceLocation: sourceLocation)
             #expect(header.checksum == expected, sourceLocation: sourceLocation)
         }
@@ -391,23 +393,97 @@ import Testing
 
     // MARK: - Checksum
 
-    @Test func checksumIsFNV1aOfPartsThenIndex() throws {
+    @Test func fnv1aChecksumOfOlderSegments() throws {
         // Published FNV-1a 64 vectors check the independent implementation, and the store's.
         #expect(Self.fnv1a([]) == 0xcbf2_9ce4_8422_2325)
         #expect(Self.fnv1a([Array("a".utf8)]) == 0xaf63_dc4c_8601_ec8c)
         #expect(Self.fnv1a([Array("foobar".utf8)]) == 0x8594_4171_f739_67e8)
-        var sum = SegmentChecksum()
-        Array("foobar".utf8).withUnsafeBytes { sum.update($0) }
+        var sum = SegmentChecksum(.fnv1a64)
+        Array("foo".utf8).withUnsafeBytes { sum.update($0) }
+        Array("bar".utf8).withUnsafeBytes { sum.update($0) }   // pieces run on as one stream
         #expect(sum.value == 0x8594_4171_f739_67e8)
 
+        // A writer asked for an older segment names algorithm 0 and sums as versions 2–3 did.
+        let ids = (0..<70).map { UInt64($0) * 5 }
+        let recs = records(ids, sizes: Self.mixedSizes)
+        var writer = try SegmentWriter(rowsPerPart: 16, checksum: .fnv1a64)
+        var parts: [[UInt8]] = []
+        for (id, record) in zip(ids, recs) {
+            if let full = try record.withUnsafeBytes({ try writer.append(id: id, record: $0) }) { parts.append(full) }
+        }
+        let (last, part0) = try writer.finish()
+        parts += last.map { [$0] } ?? []
+        #expect(Self.field(part0, 52, 4) == 0)
+        #expect(Self.field(part0, 56, 8) == Self.fnv1a(parts + [Array(part0[..<56]), Array(part0[64...])]))
+        let header = try part0.withUnsafeBytes { try SegmentHeader.decode($0) }
+        #expect(header.checksumAlgorithm == .fnv1a64)
+    }
+
+    @Test func blockMix64KernelMatchesTheDefinition() throws {
+        // The C kernel (eight blocks side by side), its scalar twin and FORMAT.md's definition
+        // written out in Swift agree on lengths around the 8-byte word, the 1 KiB block and the
+        // eight-block stride, and on piece numbers up to 2³² − 1.
+        var rng = SeededRandom(seed: 7)
+        for length in [0, 1, 7, 8, 9, 1023, 1024, 1025, 2047, 8 * 1024 - 1, 8 * 1024, 8 * 1024 + 1, 9 * 1024 + 5, 17 * 1024 + 3, 40_000] {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            for piece: UInt32 in [0, 1, 7, .max] {
+                let expected = FormatDocTests.blockMix64Piece(bytes, piece: UInt64(piece))
+                bytes.withUnsafeBytes { raw in
+                    let base = raw.baseAddress ?? UnsafeRawPointer(bitPattern: 16)!
+                    #expect(emb_checksum_piece(base, length, piece) == expected, "length \(length), piece \(piece)")
+                    #expect(emb_checksum_piece_reference(base, length, piece) == expected, "length \(length), piece \(piece)")
+                }
+            }
+        }
+        // An empty piece adds nothing; pieces are numbered in the order they are given.
+        var sum = SegmentChecksum(.blockMix64)
+        [UInt8]().withUnsafeBytes { sum.update($0) }
+        #expect(sum.value == 0)
+        Array("foobar".utf8).withUnsafeBytes { sum.update($0) }
+        #expect(sum.value == FormatDocTests.blockMix64Piece(Array("foobar".utf8), piece: 1))
+        // Zero bytes past the end are not the same piece: the length seeds every block.
+        #expect(FormatDocTests.blockMix64Piece([1, 2, 3], piece: 0) != FormatDocTests.blockMix64Piece([1, 2, 3, 0], piece: 0))
+    }
+
+    @Test func blockMix64CatchesEveryFlippedBit() throws {
+        // Every bit of every data part and of part 0 but the checksum field, flipped one at a
+        // time, changes the checksum (each step of a block's chain is a bijection, so this holds
+        // by construction; the test checks the implementation keeps it).
         let ids = (0..<70).map { UInt64($0) * 5 }
         let built = try build(ids, records(ids, sizes: Self.mixedSizes), rowsPerPart: 16)
         #expect(built.parts.count == 5)
+        func checksum(_ parts: [[UInt8]], _ part0: [UInt8]) -> UInt64 {
+            let pointers = parts.map { part in UnsafeRawBufferPointer(start: part.withUnsafeBytes { UnsafeRawPointer($0.baseAddress!) }, count: part.count) }
+            return part0.withUnsafeBytes { SegmentChecksum.of(parts: pointers, part0: $0, algorithm: .blockMix64) }
+        }
         let stored = Self.field(built.part0, 56, 8)
-        #expect(stored == Self.fnv1a(built.parts + [Array(built.part0[..<56]), Array(built.part0[64...])]))
-        // Order matters: the same bytes with parts swapped give another value.
-        #expect(stored != Self.fnv1a([built.parts[1], built.parts[0]] + built.parts[2...] + [Array(built.part0[..<56]), Array(built.part0[64...])]))
-        // The header (bytes 0..<64) is not covered: the checksum cannot cover itself.
-        #expect(stored != Self.fnv1a(built.parts + [built.part0]))
+        #expect(checksum(built.parts, built.part0) == stored)
+        var missed: [String] = []
+        for p in built.parts.indices {
+            for bit in 0..<8 * built.parts[p].count {
+                var parts = built.parts
+                parts[p][bit / 8] ^= 1 << (bit % 8)
+                if checksum(parts, built.part0) == stored { missed.append("part \(p + 1) bit \(bit)") }
+            }
+        }
+        for bit in 0..<8 * built.part0.count where !(56 * 8..<64 * 8).contains(bit) {
+            var part0 = built.part0
+            part0[bit / 8] ^= 1 << (bit % 8)
+            if checksum(built.parts, part0) == stored { missed.append("part 0 bit \(bit)") }
+        }
+        #expect(missed.isEmpty, "\(missed.prefix(10))")
+        // Order matters: the same parts swapped give another value.
+        #expect(checksum([built.parts[1], built.parts[0]] + built.parts[2...], built.part0) != stored)
+
+        // A part larger than eight blocks (the kernel's interleaved path): random flips.
+        var rng = SeededRandom(seed: 11)
+        let large = (0..<(64 * 1024 + 77)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let clean = large.withUnsafeBytes { emb_checksum_piece($0.baseAddress!, $0.count, 3) }
+        for _ in 0..<2000 {
+            var flipped = large
+            let bit = Int.random(in: 0..<8 * large.count, using: &rng)
+            flipped[bit / 8] ^= 1 << (bit % 8)
+            #expect(flipped.withUnsafeBytes { emb_checksum_piece($0.baseAddress!, $0.count, 3) } != clean, "bit \(bit)")
+        }
     }
 }

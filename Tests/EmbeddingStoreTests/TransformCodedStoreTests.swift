@@ -75,7 +75,7 @@ import Testing
         let version = try store.environment.read { txn in
             try txn.withValue(forKey: StoreFormat.formatKey, in: store.meta) { try StoreFormat.decodeHeader($0!, path: "") }
         }
-        #expect(version == 3)
+        #expect(version == 4, "a new store starts at version 4")
     }
 
     @Test func putsUseTheLoadedModelAndDamageIsNamed() throws {
@@ -191,8 +191,8 @@ struct SeededGenerator: RandomNumberGenerator {
     }
 }
 
-/// A version-2 store stays version 2 until a write needs version 3: an int4h put, an int4h
-/// segment, a tc load (its typed parameter records) each raise it in their own commit.
+/// A version-2 store stays version 2 until a write needs more: an int4h put raises it to 3 (tag
+/// 10); any segment, now written with a blockmix64 checksum, to 4 — each in its own commit.
 @Suite struct FormatVersionUpgradeTests {
     static func version(_ store: Store) throws -> UInt32 {
         try store.environment.read { txn in
@@ -215,10 +215,15 @@ struct SeededGenerator: RandomNumberGenerator {
         let rows = embeddingRows(count: 300, dimension: d, seed: 2)
         let writes: [(String, (Store) throws -> Void, UInt32)] = [
             ("int8 put", { try $0.put(try $0.createTable("t", dimension: d), id: 1, vector: Array(rows[0..<d]), codec: .int8) }, 2),
-            ("int8 segment", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .int8) } }, 2),
+            ("int8 segment", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .int8) } }, 4),
             ("int4h put", { try $0.put(try $0.createTable("t", dimension: d), id: 1, vector: Array(rows[0..<d]), codec: .int4h) }, 3),
-            ("int2h segment", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .int2h) } }, 3),
-            ("tc load", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .transformCoded(bitsPerValue: 3)) } }, 3),
+            ("int2h segment", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .int2h) } }, 4),
+            ("tc load", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .transformCoded(bitsPerValue: 3)) } }, 4),
+            ("tc per-key load", { store in
+                var options = LoadOptions()
+                options.layout = .perKey
+                try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .transformCoded(bitsPerValue: 3), options: options) }
+            }, 3),
         ]
         for (name, write, expected) in writes {
             let dir = TemporaryDirectory()
