@@ -510,7 +510,7 @@ extension Store {
 
     /// Finds the first row with a non-finite value in `rows`, rows `first…` of the load.
     static func checkFinite(_ rows: UnsafeBufferPointer<Float>, dimension: Int, ids: [UInt64], first: Int = 0, table: String) throws(StoreError) {
-        if let bad = rows.firstIndex(where: { !$0.isFinite }) {
+        if let bad = firstNonFinite(rows) {
             let row = first + bad / dimension
             throw .nonFiniteValue(table: table, row: row, id: ids[row], column: bad % dimension, value: rows[bad])
         }
