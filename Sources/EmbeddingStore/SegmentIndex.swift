@@ -14,6 +14,9 @@ struct SegmentWriter {
     private var classes: [UInt8] = []
     private var groupOffsets: [UInt32] = []
     private var part: [UInt8] = []
+    /// An empty buffer to build the next part in once this one is handed out (`recycle`).
+    private var spare: [UInt8]?
+    private let expectedPartBytes: Int
     private var checksum: SegmentChecksum
     private(set) var partsWritten = 0
     var checksumAlgorithm: SegmentChecksum.Algorithm { checksum.algorithm }
@@ -26,6 +29,7 @@ struct SegmentWriter {
             throw SegmentFormatError(reason: "rows per part \(rowsPerPart) is not a positive multiple of \(segmentGroupRows)")
         }
         self.rowsPerPart = rowsPerPart
+        self.expectedPartBytes = expectedPartBytes
         part.reserveCapacity(expectedPartBytes)
     }
 
@@ -72,9 +76,19 @@ struct SegmentWriter {
     private mutating func takePart() -> [UInt8] {
         let full = part
         full.withUnsafeBytes { checksum.update($0) }
-        part.removeAll(keepingCapacity: true)
+        // The next part goes into a returned buffer, not a fresh one (16 MiB of page faults).
+        part = spare ?? []
+        spare = nil
+        part.reserveCapacity(expectedPartBytes)
         partsWritten += 1
         return full
+    }
+
+    /// Gives back a part's buffer once it is written, to build a later part in.
+    mutating func recycle(_ buffer: [UInt8]) {
+        var buffer = buffer
+        buffer.removeAll(keepingCapacity: true)
+        spare = buffer
     }
 
     /// Ends the segment: returns the last, partly filled data part (if any) and part 0.

@@ -1,3 +1,4 @@
+import Foundation
 import EmbeddingCodecs
 import LMDB
 
@@ -55,17 +56,28 @@ extension Store {
         } catch {
             throw StoreError.invalidArgument("segment for table '\(table.name)': \(error.reason)")
         }
-        var segment: UInt32?
+        let claimed = SegmentClaim()
         // A new id follows the highest key written, leftover parts included, so no visible
         // segment's id is reused (a failed write's parts are removed, and its never-visible id
         // may come again). Claimed inside the transaction that writes the first part, so two
         // concurrent writers cannot pick the same one.
-        func claim(_ txn: borrowing Transaction) throws -> UInt32 {
-            if let segment { return segment }
+        @Sendable func claim(_ txn: borrowing Transaction) throws -> UInt32 {
+            if let segment = claimed.segment { return segment }
             let next = try txn.withCursor(database) { cursor in UInt32((try cursor.last()?.integerKey ?? 0) >> 32) + 1 }
-            segment = next
+            claimed.segment = next
             return next
         }
+        // Full parts are written on a thread of their own while the next one is encoded.
+        let environment = environment
+        let parts = SegmentPartWriter { number, full in
+            try translatingErrors {
+                try environment.write { txn in
+                    let id = try claim(txn)
+                    try full.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: number), in: database) }
+                }
+            }
+        }
+        var partsFinished = false
         do {
             try produce { id, record in
                 let full: [UInt8]?
@@ -75,16 +87,10 @@ extension Store {
                     throw StoreError.invalidArgument("segment for table '\(table.name)': \(error.reason)")
                 }
                 guard let full else { return }
-                let number = writer.partsWritten
-                try translatingErrors {
-                    try environment.retryingWhenMapFull {
-                        try environment.write { txn in
-                            let id = try claim(txn)
-                            try full.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: number), in: database) }
-                        }
-                    }
-                }
+                writer.recycle(try parts.send(writer.partsWritten, full))
             }
+            partsFinished = true
+            try parts.finish()
             guard writer.rowCount > 0 else { return nil }
             let (lastPart, part0) = try writer.finish()
             let lastNumber = writer.partsWritten
@@ -113,7 +119,8 @@ extension Store {
                 }
             }
         } catch {
-            if let segment { try? deleteSegmentParts(table, segment: segment) }
+            if !partsFinished { try? parts.finish() }
+            if let segment = claimed.segment { try? deleteSegmentParts(table, segment: segment) }
             if let error = error as? SegmentFormatError {
                 throw StoreError.invalidArgument("segment for table '\(table.name)': \(error.reason)")
             }
@@ -260,6 +267,17 @@ extension Store {
             bucket += 1
         }
         return nil
+    }
+}
+
+/// The id a segment being written claimed, shared by the part writer's thread and the final
+/// commit (which runs after that thread has ended).
+private final class SegmentClaim: @unchecked Sendable {
+    private let lock = NSLock()
+    private var claimed: UInt32?
+    var segment: UInt32? {
+        get { lock.withLock { claimed } }
+        set { lock.withLock { claimed = newValue } }
     }
 }
 
