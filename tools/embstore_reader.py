@@ -139,7 +139,13 @@ TC_FINAL_STATE = 1 << 16
 TC_SYNTH_BLOCK = 256
 #: Rows of one model decoded together (rANS and dequantisation arrays are [rows, K]).
 TC_DECODE_ROWS = 16384
-SEGMENT_KINDS = {1: "dense fixed", 2: "dense sized", 3: "sparse fixed", 4: "sparse sized"}
+SEGMENT_KINDS = {1: "dense fixed", 2: "dense sized", 3: "sparse fixed", 4: "sparse sized",
+                 5: "dense grouped", 6: "sparse grouped"}
+#: Group entries of kinds 5 and 6 (version 4): 64 bytes each, starting at a part-0 offset that is
+#: 48 mod 64; rows per entry by end width (2: u16 ends, 4: u32 ends).
+ENTRY_BYTES = 64
+ENTRY_ALIGN = 48
+ENTRY_ROWS = {2: 29, 4: 14}
 TAG_NAMES = {
     TAG_FP32: "fp32",
     TAG_FP16: "fp16",
@@ -1241,8 +1247,12 @@ class _Segment:
         if self.checksum_algorithm == CHECKSUM_BLOCKMIX64 and version < 4:
             raise CorruptRecordError(f"{where}: blockmix64 checksum (version 4) in a version-"
                                      f"{version} store")
-        self.sparse = kind in (3, 4)
-        self.sized = kind in (2, 4)
+        self.sparse = kind in (3, 4, 6)
+        self.sized = kind in (2, 4, 5, 6)
+        self.grouped = kind in (5, 6)
+        if self.grouped and version < 4:
+            raise CorruptRecordError(f"{where}: segment kind {kind} (version 4) in a version-"
+                                     f"{version} store")
         r = self.rows_per_part
         if n < 1:
             raise CorruptRecordError(f"{where}: row count {n}")
@@ -1263,7 +1273,11 @@ class _Segment:
             if self.shift > 63 or (last - first) >> self.shift >= n:
                 raise CorruptRecordError(f"{where}: directory shift {self.shift} gives more "
                                          f"buckets than rows")
-        if self.sized and not (self.stride == 0 and 1 <= self.size_classes <= 255):
+        if self.grouped and not (self.stride == 0 and self.size_classes in ENTRY_ROWS):
+            raise CorruptRecordError(f"{where}: grouped segment with stride {self.stride} and "
+                                     f"end width {self.size_classes} (2 or 4)")
+        if self.sized and not self.grouped and not (self.stride == 0 and
+                                                     1 <= self.size_classes <= 255):
             raise CorruptRecordError(f"{where}: sized segment with stride {self.stride} and "
                                      f"{self.size_classes} size classes")
         if not self.sized and not (self.stride > 0 and self.size_classes == 0):
@@ -1275,7 +1289,15 @@ class _Segment:
         groups = -(-n // GROUP_ROWS)
         at = 64
         expected = (64 + (8 * n + 4 * (self.buckets + 1) if self.sparse else 0)
-                    + (4 * self.size_classes + n + 4 * groups if self.sized else 0))
+                    + (4 * self.size_classes + n + 4 * groups
+                       if self.sized and not self.grouped else 0))
+        if self.grouped:
+            # Padding to an offset = 48 (mod 64), then one entry per G rows of each part.
+            g_rows = ENTRY_ROWS[self.size_classes]
+            self.entries_at = expected + (ENTRY_ALIGN - expected) % ENTRY_BYTES
+            rows_in_part = np.minimum(r, n - np.arange(self.part_count, dtype=np.int64) * r)
+            self.entry_count = int((-(-rows_in_part // g_rows)).sum())
+            expected = self.entries_at + ENTRY_BYTES * self.entry_count
         if len(part0) != expected:
             raise CorruptRecordError(f"{where}: part 0 has {len(part0)} bytes; kind {kind} with "
                                      f"{n} rows needs {expected}")
@@ -1295,7 +1317,9 @@ class _Segment:
                                    side="left")
             if not np.array_equal(self.directory, want):
                 raise CorruptRecordError(f"{where}: directory does not match the ids")
-        if self.sized:
+        if self.grouped:
+            self._read_group_entries(part0, at, n, r)
+        elif self.sized:
             self.class_sizes = np.frombuffer(part0, "<u4", self.size_classes, at).astype(np.int64)
             at += 4 * self.size_classes
             self.classes = np.frombuffer(part0, np.uint8, n, at)
@@ -1310,7 +1334,9 @@ class _Segment:
         # Data parts 1...P, and where each row's record is in its part.
         rows = np.arange(n, dtype=np.int64)
         self.part_of_row = rows // r                         # 0-based: part number - 1
-        if self.sized:
+        if self.grouped:
+            pass                                             # offsets and sizes read above
+        elif self.sized:
             self.sizes = self.class_sizes[self.classes]
             before = np.cumsum(self.sizes) - self.sizes      # bytes of all earlier rows
             group_start = (rows // GROUP_ROWS) * GROUP_ROWS
@@ -1337,6 +1363,49 @@ class _Segment:
         if tombstones.any():
             raise CorruptRecordError(f"{where}: row {int(np.argmax(tombstones))} has tag 8 "
                                      f"(tombstones are never in segments)")
+
+    def _read_group_entries(self, part0: bytes, at: int, n: int, r: int) -> None:
+        """Kinds 5 and 6 (FORMAT.md "Group entries"): every row's offset in its part and size,
+        from one 64-byte entry per G rows of a part; every entry's check, base and ends are
+        checked (a base must be where the previous entry of its part ended)."""
+        where, width = self.where, self.size_classes
+        g_rows = ENTRY_ROWS[width]
+        if any(part0[at:self.entries_at]):
+            raise CorruptRecordError(f"{where}: padding before the group entries is not 0")
+        raw = np.frombuffer(part0, np.uint8, ENTRY_BYTES * self.entry_count, self.entries_at)
+        raw = raw.reshape(self.entry_count, ENTRY_BYTES)
+        words = raw.view("<u2")
+        check = np.bitwise_xor.reduce(words, axis=1).astype(np.int64)
+        bad = np.flatnonzero(check != np.arange(self.entry_count, dtype=np.int64) % 65536)
+        if bad.size:
+            raise CorruptRecordError(f"{where}: group entry {int(bad[0])} fails its check")
+        base = raw[:, :4].copy().view("<u4").reshape(-1).astype(np.int64)
+        ends = raw[:, 4:4 + width * g_rows].copy().view("<u2" if width == 2 else "<u4")
+        ends = ends.astype(np.int64)
+        rows = np.arange(n, dtype=np.int64)
+        part, in_part = rows // r, rows % r
+        per_part = -(-r // g_rows)
+        entry = part * per_part + in_part // g_rows
+        slot = in_part % g_rows
+        end = ends[entry, slot]
+        start = np.where(slot > 0, ends[entry, np.maximum(slot - 1, 0)], 0)
+        if (end <= start).any():
+            i = int(np.argmax(end <= start))
+            raise CorruptRecordError(f"{where}: group entry {int(entry[i])} has a record of no "
+                                     f"bytes at slot {int(slot[i])}")
+        used = np.zeros(ends.shape, dtype=bool)
+        used[entry, slot] = True
+        if (ends[~used] != 0).any():
+            raise CorruptRecordError(f"{where}: a group entry has an end past its rows")
+        self.offsets = base[entry] + start
+        self.sizes = end - start
+        # Records back to back within each part: an entry's base is where its part's earlier
+        # records end.
+        before = np.cumsum(self.sizes) - self.sizes
+        packed = before - before[part * r]
+        if not np.array_equal(self.offsets, packed):
+            raise CorruptRecordError(f"{where}: group entries do not place the records back to "
+                                     f"back")
 
     @property
     def ids(self) -> np.ndarray:

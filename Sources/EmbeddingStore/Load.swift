@@ -426,7 +426,7 @@ extension Store {
         defer { recordSizes.deallocate() }
         var gathered = [Float]()
         try writeSegment(table, rowsPerPart: rowsPerPart, expectedPartBytes: min(rowsPerPart, order.count) * capacity,
-                         formatVersion: formatVersion, note: note) { emit in
+                         formatVersion: formatVersion, note: note, maximumRecordSize: capacity) { emit in
             var start = 0
             while start < order.count {
                 let end = min(order.count, start + batch)
@@ -481,21 +481,23 @@ extension Store {
     }
 
     /// Bytes on disk a row of this load costs beyond its record. Per-key rows: one LMDB key a
-    /// row, as measured from page counts (`SegmentSizeTests`). A segment: its part 0 exactly as
-    /// FORMAT.md sizes it for these ids (a sized segment, 255 size classes at most), one LMDB
-    /// overflow run (16-byte page header) in whole pages, and half a page more for the rounding
-    /// of the last data part, shared by the rows.
+    /// row, as measured from page counts (`SegmentSizeTests`). A segment: its part 0 as FORMAT.md
+    /// sizes it for these ids (a sized segment: 64-byte group entries of 29 rows, and at most
+    /// 63 bytes of padding before them; a part boundary's partly filled entry is not counted),
+    /// one LMDB overflow run (16-byte page header) in whole pages, and a page more for the
+    /// rounding of the last data part (half a page on average: counting half put a 4,000-row
+    /// tc:25% table 2 KB over its budget once the index grew), shared by the rows.
     static func overheadBytesPerRow(ids: [UInt64], order: [Int], layout: LoadLayout) -> Double {
         guard layout == .segment else { return 21 }
         guard let first = order.first.map({ ids[$0] }), let last = order.last.map({ ids[$0] }) else { return 0 }
         let n = order.count
-        var index = SegmentHeader.size + 4 * 255 + n + 4 * ((n + segmentGroupRows - 1) / segmentGroupRows)
+        var index = SegmentHeader.size + GroupEntry.size - 1 + GroupEntry.size * GroupEntry.count(rows: n, width: 2)
         if last - first != UInt64(n - 1) {
             let shift = SegmentHeader.directoryShift(count: n, first: first, last: last)
             index += 8 * n + 4 * (Int((last - first) >> UInt64(shift)) + 2)
         }
         let page = 4096
-        let pages = Double((index + 16 + page - 1) / page) + 0.5
+        let pages = Double((index + 16 + page - 1) / page) + 1   // the last data part's rounding: at most a page
         return pages * Double(page) / Double(n)
     }
 

@@ -43,7 +43,7 @@ extension Store {
     /// space, never read) until the table is dropped.
     @discardableResult
     func writeSegment(_ table: Table, rowsPerPart: Int, expectedPartBytes: Int = 0, formatVersion: UInt32 = 1, note: [UInt8]? = nil,
-                      checksum: SegmentChecksum.Algorithm = .blockMix64,
+                      maximumRecordSize: Int? = nil, checksum: SegmentChecksum.Algorithm = .blockMix64, sizeClassIndex: Bool = false,
                       _ produce: (_ emit: (UInt64, UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> UInt32? {
         try requireWritable()
         try table.requireLive()
@@ -52,7 +52,8 @@ extension Store {
         }
         var writer: SegmentWriter
         do {
-            writer = try SegmentWriter(rowsPerPart: rowsPerPart, expectedPartBytes: expectedPartBytes, checksum: checksum)
+            writer = try SegmentWriter(rowsPerPart: rowsPerPart, expectedPartBytes: expectedPartBytes, maximumRecordSize: maximumRecordSize,
+                                       checksum: checksum, sizeClassIndex: sizeClassIndex)
         } catch {
             throw StoreError.invalidArgument("segment for table '\(table.name)': \(error.reason)")
         }
@@ -101,9 +102,11 @@ extension Store {
                         if let lastPart {
                             try lastPart.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: lastNumber), in: database) }
                         }
-                        try part0.withUnsafeBytes { bytes in
+                        let header = try part0.withUnsafeBytes { bytes in
                             try txn.put(bytes, forKey: Store.segmentKey(id, part: 0), in: database)
-                            try removeShadowedDelta(table, segment: SegmentIndex(part0: bytes), in: txn)
+                            let index = try SegmentIndex(part0: bytes)
+                            try removeShadowedDelta(table, segment: index, in: txn)
+                            return index.header
                         }
                         let live = try segmentManifest(table, in: txn)
                         var manifest: [UInt8] = []
@@ -113,7 +116,7 @@ extension Store {
                         if let note {
                             try note.withUnsafeBytes { try txn.put($0, forKey: StoreFormat.loadNoteKey(table.id, segment: id), in: meta) }
                         }
-                        try upgradeFormat(to: max(StoreFormat.version(of: writer.checksumAlgorithm), formatVersion), in: txn)
+                        try upgradeFormat(to: max(StoreFormat.version(of: header), formatVersion), in: txn)
                         return id
                     }
                 }
@@ -131,9 +134,10 @@ extension Store {
     /// Convenience for tests and small tables: a segment from records in memory.
     @discardableResult
     func writeSegment(_ table: Table, ids: [UInt64], records: [[UInt8]], rowsPerPart: Int,
-                      checksum: SegmentChecksum.Algorithm = .blockMix64) throws -> UInt32? {
+                      checksum: SegmentChecksum.Algorithm = .blockMix64, sizeClassIndex: Bool = false) throws -> UInt32? {
         guard ids.count == records.count else { throw StoreError.invalidArgument("\(ids.count) ids for \(records.count) records") }
-        return try writeSegment(table, rowsPerPart: rowsPerPart, checksum: checksum) { emit in
+        return try writeSegment(table, rowsPerPart: rowsPerPart, maximumRecordSize: records.map(\.count).max(), checksum: checksum,
+                                sizeClassIndex: sizeClassIndex) { emit in
             for (id, record) in zip(ids, records) { try record.withUnsafeBytes { try emit(id, $0) } }
         }
     }
@@ -219,6 +223,11 @@ extension Store {
                     if index.header.kind.isSparse, let reason = Store.sparseIndexProblem(index) {
                         throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
                     }
+                    // Group entries: every check word, base and end (the checksum does not cover
+                    // entries of a segment whose header was damaged into another layout).
+                    if index.header.kind.hasGroupEntries, let reason = Store.groupEntriesProblem(index, parts: view.parts) {
+                        throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
+                    }
                     // The index must place every record inside its part (sized segments).
                     if index.header.kind.isSized {
                         for p in 1...index.partCount {
@@ -237,6 +246,48 @@ extension Store {
 }
 
 extension Store {
+    /// What is wrong with a kind 5 or 6 segment's group entries, or nil: each entry passes its
+    /// check, starts where the previous one ended (0 for a part's first), its rows' ends rise,
+    /// the slots of rows it lacks are 0, and each part ends with its last record. O(N).
+    static func groupEntriesProblem(_ index: SegmentIndex, parts: [UnsafeRawBufferPointer]) -> String? {
+        let header = index.header
+        let width = header.endWidth, rowsPerGroup = header.rowsPerGroup
+        func load(_ entry: UnsafeRawPointer, _ slot: Int) -> Int {
+            width == 2 ? Int(UInt16(littleEndian: entry.loadUnaligned(fromByteOffset: 4 + 2 * slot, as: UInt16.self)))
+                : Int(UInt32(littleEndian: entry.loadUnaligned(fromByteOffset: 4 + 4 * slot, as: UInt32.self)))
+        }
+        for p in 1...index.partCount {
+            var offset = 0
+            let rows = index.rows(inPart: p)
+            for g in 0..<GroupEntry.count(rows: rows, width: width) {
+                let number = (p - 1) * header.entriesPerPart + g
+                let entry = index.part0 + header.groupsOffset + GroupEntry.size * number
+                guard GroupEntry.xorOfWords(entry) == UInt16(truncatingIfNeeded: number) else { return "group entry \(number) fails its check" }
+                guard Int(UInt32(littleEndian: entry.loadUnaligned(as: UInt32.self))) == offset else {
+                    return "group entry \(number) does not start where the previous one ended"
+                }
+                let used = min(rowsPerGroup, rows - g * rowsPerGroup)
+                var previous = 0
+                for slot in 0..<rowsPerGroup {
+                    let end = load(entry, slot)
+                    if slot < used {
+                        guard end > previous else { return "group entry \(number) has a record of no bytes at slot \(slot)" }
+                        previous = end
+                    } else if end != 0 {
+                        return "group entry \(number) has an end for slot \(slot), past its rows"
+                    }
+                }
+                if width == 4 && entry.loadUnaligned(fromByteOffset: 60, as: UInt16.self) != 0 {
+                    return "group entry \(number) has padding that is not 0"
+                }
+                offset += previous
+            }
+            guard offset == parts[p - 1].count else { return "part \(p) has \(parts[p - 1].count) bytes; its group entries give \(offset)" }
+        }
+        let padding = UnsafeRawBufferPointer(start: index.part0 + header.classSizesOffset, count: header.groupsOffset - header.classSizesOffset)
+        return padding.allSatisfy { $0 == 0 } ? nil : "padding before the group entries is not 0"
+    }
+
     /// What is wrong with a sparse segment's ids and directory given its header, or nil: O(N + B).
     static func sparseIndexProblem(_ index: SegmentIndex) -> String? {
         let header = index.header

@@ -26,16 +26,27 @@ struct DocSegment {
     var shift: UInt64 { u(48, 4) }
     var checksumAlgorithm: UInt64 { u(52, 4) }
     var checksum: UInt64 { u(56, 8) }
-    var sparse: Bool { kind == 3 || kind == 4 }
+    var sparse: Bool { kind == 3 || kind == 4 || kind == 6 }
+    /// Kinds 2 and 4: size classes and group offsets.
     var sized: Bool { kind == 2 || kind == 4 }
+    /// Kinds 5 and 6: 64-byte group entries; field 44 is the end width W, G rows an entry.
+    var grouped: Bool { kind == 5 || kind == 6 }
+    var width: Int { classes }
+    var groupRows: Int { width == 2 ? 29 : 14 }
+    /// Where the entries start: the first offset ≡ 48 (mod 64) at or after the directory's end.
+    var entriesAt: Int { (sizesAt...).first { $0 % 64 == 48 }! }
+    var entriesPerPart: Int { (rowsPerPart + groupRows - 1) / groupRows }
+    var entryCount: Int {
+        Swift.stride(from: 0, to: n, by: rowsPerPart).reduce(0) { $0 + (min(rowsPerPart, n - $1) + groupRows - 1) / groupRows }
+    }
     /// Directory buckets B (the directory has B + 1 entries).
     var buckets: Int { sparse ? Int((last - first) >> shift) + 1 : 0 }
     var idsAt: Int { 64 }
     var directoryAt: Int { idsAt + (sparse ? 8 * n : 0) }
     var sizesAt: Int { directoryAt + (sparse ? 4 * (buckets + 1) : 0) }
-    var classesAt: Int { sizesAt + 4 * classes }
+    var classesAt: Int { sizesAt + (sized ? 4 * classes : 0) }
     var groupsAt: Int { classesAt + (sized ? n : 0) }
-    var end: Int { groupsAt + (sized ? 4 * ((n + 15) / 16) : 0) }
+    var end: Int { grouped ? entriesAt + 64 * entryCount : groupsAt + (sized ? 4 * ((n + 15) / 16) : 0) }
 
     func id(ofRow r: Int) -> UInt64 { sparse ? u(idsAt + 8 * r, 8) : first + UInt64(r) }
     func directory(_ b: Int) -> Int { Int(u(directoryAt + 4 * b, 4)) }
@@ -43,6 +54,10 @@ struct DocSegment {
     func sizeClass(ofRow r: Int) -> Int { Int(part0[classesAt + r]) }
     func groupOffset(_ g: Int) -> Int { Int(u(groupsAt + 4 * g, 4)) }
     func size(ofRow r: Int) -> Int { sized ? classSize(sizeClass(ofRow: r)) : stride }
+
+    /// Kinds 5, 6: entry e's base, and the end of its slot k.
+    func entryBase(_ e: Int) -> Int { Int(u(entriesAt + 64 * e, 4)) }
+    func entryEnd(_ e: Int, _ k: Int) -> Int { Int(u(entriesAt + 64 * e + 4 + width * k, width)) }
 
     /// The row of `id` (nil when the segment does not hold it) and how it was found.
     func row(of id: UInt64) -> (row: Int?, steps: String) {
@@ -59,6 +74,15 @@ struct DocSegment {
     func location(ofRow r: Int) -> (part: Int, offset: Int, length: Int, steps: String) {
         let part = 1 + r / rowsPerPart
         let inPart = r % rowsPerPart
+        if grouped {
+            let e = (part - 1) * entriesPerPart + inPart / groupRows, k = inPart % groupRows
+            let start = k == 0 ? 0 : entryEnd(e, k - 1)
+            let offset = entryBase(e) + start, length = entryEnd(e, k) - start
+            return (part, offset, length,
+                    "part 1 + \(r) / \(rowsPerPart) = \(part), entry (\(part) − 1) × \(entriesPerPart) + (\(r) mod \(rowsPerPart)) / \(groupRows) = \(e), "
+                    + "slot \(k): offset base \(entryBase(e)) + \(k == 0 ? "0" : "end[\(k - 1)] \(start)") = \(offset), "
+                    + "end[\(k)] \(entryEnd(e, k)) − \(start) = \(length) bytes")
+        }
         guard sized else {
             return (part, inPart * stride, stride,
                     "part 1 + \(r) / \(rowsPerPart) = \(part), offset (\(r) mod \(rowsPerPart)) × \(stride) = \(inPart * stride)")
@@ -74,12 +98,14 @@ struct DocSegment {
 
     /// Part 0 as hex, one field or index entry per line: offset, bytes, meaning.
     func annotated() -> String {
-        let kinds: [UInt64: String] = [1: "dense fixed", 2: "dense sized", 3: "sparse fixed", 4: "sparse sized"]
+        let kinds: [UInt64: String] = [1: "dense fixed", 2: "dense sized", 3: "sparse fixed", 4: "sparse sized",
+                                       5: "dense grouped", 6: "sparse grouped"]
         var fields: [(Int, Int, String)] = [
             (0, 4, "magic \"ESEG\""), (4, 4, "kind \(kind): \(kinds[kind] ?? "unknown")"), (8, 8, "row count N = \(n)"),
             (16, 8, "first id = \(first)"), (24, 8, "last id = \(last)"), (32, 4, "stride = \(stride)"),
             (36, 4, "part count P = \(parts)"), (40, 4, "rows per part R = \(rowsPerPart)"),
-            (44, 4, "size classes C = \(classes)"), (48, 4, "directory shift s = \(shift)"),
+            (44, 4, grouped ? "end width W = \(classes) (\(groupRows) rows an entry)" : "size classes C = \(classes)"),
+            (48, 4, "directory shift s = \(shift)"),
             (52, 4, "checksum algorithm = \(checksumAlgorithm)" + (checksumAlgorithm == 1 ? ": blockmix64" : checksumAlgorithm == 0 ? ": FNV-1a 64" : "")),
             (56, 8, "checksum = 0x" + String(checksum, radix: 16)),
         ]
@@ -87,13 +113,25 @@ struct DocSegment {
             for r in 0..<n { fields.append((idsAt + 8 * r, 8, "ids[\(r)] = \(id(ofRow: r))")) }
             for b in 0...buckets { fields.append((directoryAt + 4 * b, 4, "dir[\(b)] = \(directory(b))")) }
         }
+        if grouped {
+            if entriesAt > sizesAt { fields.append((sizesAt, entriesAt - sizesAt, "padding to offset \(entriesAt) (≡ 48 mod 64)")) }
+            for e in 0..<entryCount {
+                let at = entriesAt + 64 * e
+                fields.append((at, 4, "entry \(e): base = \(entryBase(e))"))
+                let used = min(groupRows, (0..<groupRows).firstIndex { entryEnd(e, $0) == 0 } ?? groupRows)
+                for k in 0..<used { fields.append((at + 4 + width * k, width, "  end[\(k)] = \(entryEnd(e, k))")) }
+                let unused = at + 4 + width * used
+                if unused < at + 62 { fields.append((unused, at + 62 - unused, "  ends of rows it lacks, padding: 0")) }
+                fields.append((at + 62, 2, "  check = 0x" + String(u(at + 62, 2), radix: 16) + ": the XOR of the entry's 32 u16 words is \(e)"))
+            }
+        }
         if sized {
             for c in 0..<classes { fields.append((sizesAt + 4 * c, 4, "size of class \(c) = \(classSize(c))")) }
             fields.append((classesAt, n, "class of rows 0…\(n - 1)"))
             for g in 0..<(n + 15) / 16 { fields.append((groupsAt + 4 * g, 4, "group[\(g)] = \(groupOffset(g))")) }
         }
         return fields.map { offset, size, meaning in
-            let bytes = FormatDocTests.hex(part0[offset..<offset + size])
+            let bytes = size > 8 ? FormatDocTests.hex(part0[offset..<offset + 8]) + " … (\(size) bytes)" : FormatDocTests.hex(part0[offset..<offset + size])
             return String(repeating: " ", count: max(0, 4 - String(offset).count)) + "\(offset)  "
                 + bytes.padding(toLength: max(23, bytes.count), withPad: " ", startingAt: 0) + "  " + meaning
         }.joined(separator: "\n")
@@ -167,7 +205,7 @@ extension FormatDocTests {
     /// A sparse sized segment built with `SegmentWriter`, byte by byte, and lookups in it.
     static func segmentExample() throws -> String {
         let d = 3
-        var writer = try SegmentWriter(rowsPerPart: 16)
+        var writer = try SegmentWriter(rowsPerPart: 16, maximumRecordSize: 13)
         var parts: [[UInt8]] = []
         var records: [[UInt8]] = []
         for row in segmentRows {
@@ -186,9 +224,10 @@ extension FormatDocTests {
         let pieceValues = pieces.enumerated().map { blockMix64Piece($1, piece: UInt64($0)) }
 
         var text = """
-            ### Segment: sparse, sized; d = 3, rows of fp32 (13 bytes) and int8 (12 bytes), R = 16
+            ### Segment: sparse, grouped; d = 3, rows of fp32 (13 bytes) and int8 (12 bytes), R = 16
 
-            Rows in: \(zip(segmentRows, records).map { "id \($0.id) \(tagName($1)) \(floats($0.values))" }.joined(separator: ", ")). Kind 4: the ids are not contiguous and the records have two sizes. \
+            Rows in: \(zip(segmentRows, records).map { "id \($0.id) \(tagName($1)) \(floats($0.values))" }.joined(separator: ", ")). Kind 6: the ids are not contiguous and the records have two sizes. \
+            The records are small, so the ends are u16 (W = 2, 29 rows an entry): one entry holds all five rows. \
             The writer picks the smallest shift that leaves at most ⌈5 / 4⌉ = 2 buckets.
 
             Part 1 (key `(1 << 32) | 1`), \(parts[0].count) bytes: the records back to back in id order.

@@ -215,8 +215,8 @@ import LMDB
         #expect(changed == 1)
     }
 
-    /// A segment of format versions 2–3 (FNV-1a 64, header u32 at 52 = 0) beside a new one
-    /// (blockmix64) in the same table: both are read and verified, each checksum catches a
+    /// A segment of format versions 2–3 (FNV-1a 64, header u32 at 52 = 0, kind 4) beside a new
+    /// one (blockmix64, kind 6 would it be mixed) in the same table: both are read and verified, each checksum catches a
     /// flipped bit, and the Python reader checks both. A version-2 store stays version 2 while
     /// only FNV segments are written, and becomes 4 with the first blockmix64 segment.
     @Test func olderFNVSegmentsStayReadableAndVerified() throws {
@@ -232,7 +232,8 @@ import LMDB
         }
         let table = try store.createTable("t", dimension: 2)
         let old = (0..<40).map { UInt64($0) * 3 }, new = (0..<30).map { UInt64($0) * 3 + 1 }
-        let oldSegment = try #require(try store.writeSegment(table, ids: old, records: Self.records(old, mixed: true), rowsPerPart: 16, checksum: .fnv1a64))
+        let oldSegment = try #require(try store.writeSegment(table, ids: old, records: Self.records(old, mixed: true), rowsPerPart: 16,
+                                                             checksum: .fnv1a64, sizeClassIndex: true))
         #expect(try version() == 2)
         let newSegment = try #require(try store.writeSegment(table, ids: new, records: Self.records(new), rowsPerPart: 16))
         #expect(try version() == 4)
