@@ -78,6 +78,46 @@ import Testing
         #expect(version == 4, "a new store starts at version 4")
     }
 
+    /// Lookups set tc rows aside and decode them together at the end of the batch, grouped by
+    /// model: among int8 and fp16 rows, in any order, with missing ids and repeats, every batch
+    /// size gives exactly the rows `get` gives one at a time; a damaged tc record among them is
+    /// named by its own id.
+    @Test func tcRowsSetAsideInABatchLandInTheirPlaces() throws {
+        let dir = TemporaryDirectory()
+        let store = try makeStore(dir)
+        let d = Self.d, count = 600
+        let rows = embeddingRows(count: count, dimension: d, seed: 12)
+        var random = SeededRandom(seed: 4)
+        let counts = (0..<count).map { _ in Double(random.next() % 1000) }
+        try rows.withUnsafeBufferPointer { rows in
+            _ = try store.load(table: "mixed", rows: rows, count: count, dimension: d,
+                               policy: .tiers([.init(codec: .fp16, fraction: 0.2), .init(codec: .int8, fraction: 0.3),
+                                               .init(codec: .transformCoded(bitsPerValue: 2), fraction: 0.25),
+                                               .init(codec: .transformCoded(bitsPerValue: 4), fraction: nil)]),
+                               counts: counts)
+        }
+        let table = try store.table("mixed")
+        #expect(Set(try store.statistics(table).codecs.map(\.codec)) == ["fp16", "int8", "tc"])
+        var expected: [UInt64: [Float]] = [:]
+        for id in 0..<UInt64(count) { expected[id] = try #require(try store.get(table, id: id)) }
+        let reader = try store.makeReader()
+        for batch in [1, 3, 8, 9, 64, 512, 1500] {
+            let ids = (0..<batch).map { _ in random.next() % UInt64(count + 40) }   // ids ≥ 600 are missing
+            let got = try reader.lookup(table, ids: ids)
+            for (i, id) in ids.enumerated() {
+                #expect(Array(got[i * d..<(i + 1) * d]) == expected[id] ?? [Float](repeating: 0, count: d), "batch \(batch), id \(id)")
+            }
+        }
+        // Damage one tc record's model id (a model that does not exist): the lookup names it.
+        let victim = try #require((0..<UInt64(count)).first { id in
+            try store.provenance(table, id: id)?.codec.hasPrefix("tc") == true
+        })
+        try store.environment.write { txn in
+            try ([9, 99] + [UInt8](repeating: 0, count: 8)).withUnsafeBytes { try txn.put($0, forKey: victim, in: table.rows) }
+        }
+        #expect { _ = try store.makeReader().lookup(table, ids: [0, 1, victim, 2]) } throws: { "\($0)".contains("id \(victim)") }
+    }
+
     @Test func putsUseTheLoadedModelAndDamageIsNamed() throws {
         let dir = TemporaryDirectory()
         let (store, table, _, rows, ids) = try Self.loaded(dir)
