@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Standalone reader for embstore stores, written from FORMAT.md (format versions 1 and 2), the
-``tc`` codec's section (format version 3: transform-coded rows, typed parameter records) and the
-blockmix64 checksum (format version 4) alone.
+``tc`` codec's section (format version 3: transform-coded rows, typed parameter records), the
+blockmix64 checksum and the group entries of segment kinds 5 and 6 (format version 4) alone.
 
 Needs only py-lmdb (``import lmdb``) and NumPy.
 

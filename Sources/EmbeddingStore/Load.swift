@@ -415,9 +415,6 @@ extension Store {
         let d = source.dimension
         let capacity = encoders.compactMap { $0?.maximumRecordSize }.max() ?? 1
         let rowsPerPart = SegmentWriter.rowsPerPart(recordSize: capacity, partBytes: partBytes)
-        var sizes = RecordSizes(capacity: capacity)
-        // Sizes of records that cannot be padded come first, so padding never crowds them out.
-        for encoder in encoders.compactMap({ $0 }) where !encoder.acceptsZeroPadding { sizes.reserve(encoder.maximumRecordSize) }
         let note = try LoadNote(summary: summary).encoded()
         let batch = 8192
         let records = UnsafeMutableRawBufferPointer.allocate(byteCount: batch * capacity, alignment: 16)
@@ -466,11 +463,8 @@ extension Store {
                 }
                 for r in 0..<(end - start) {
                     let i = order[start + r]
-                    let size = recordSizes[r]
-                    let stored = encoders[Int(choice?[i] ?? 0)]!.acceptsZeroPadding ? sizes.size(for: size) : size
-                    let record = UnsafeMutableRawBufferPointer(rebasing: records[r * capacity..<r * capacity + stored])
-                    if stored > size { record[size..<stored].initializeMemory(as: UInt8.self, repeating: 0) }
-                    try emit(ids[i], UnsafeRawBufferPointer(record))
+                    // Group entries (kinds 5, 6) take any number of record sizes: no padding.
+                    try emit(ids[i], UnsafeRawBufferPointer(rebasing: records[r * capacity..<r * capacity + recordSizes[r]]))
                 }
                 if start / batch % 8 == 7 { source.release() }
                 progress?(WorkProgress(stage: "writing", done: end, total: order.count, unit: "rows"))
@@ -562,47 +556,5 @@ extension WriteBatch {
             }
         }
         return rows
-    }
-}
-
-/// The record sizes of a segment being written. A segment holds at most 255 sizes; records of
-/// codecs that accept zero padding are padded, once 254 sizes are in use, to the smallest size
-/// already used that fits them, or to the largest record any encoder writes (the 255th size,
-/// kept for that), so every load fits in one segment whatever its rows. Sizes of records that
-/// cannot be padded (fixed-size codecs: a few) are reserved first.
-struct RecordSizes {
-    let capacity: Int
-    private var used: [Int] = []   // ascending
-
-    init(capacity: Int) {
-        self.capacity = capacity
-    }
-
-    /// Claims the size of a record that cannot be padded.
-    mutating func reserve(_ size: Int) {
-        let low = position(of: size)
-        if low == used.count || used[low] != size { used.insert(size, at: low) }
-    }
-
-    private func position(of size: Int) -> Int {
-        var low = 0, high = used.count
-        while low < high {
-            let middle = (low + high) / 2
-            if used[middle] < size { low = middle + 1 } else { high = middle }
-        }
-        return low
-    }
-
-    /// The size a record of `size` bytes that accepts zero padding is stored with.
-    mutating func size(for size: Int) -> Int {
-        let low = position(of: size)
-        if low < used.count && used[low] == size { return size }
-        guard used.count >= 254 else {
-            used.insert(size, at: low)
-            return size
-        }
-        if low < used.count { return used[low] }
-        used.append(capacity)
-        return capacity
     }
 }

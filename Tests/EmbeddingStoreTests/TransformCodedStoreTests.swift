@@ -207,30 +207,6 @@ struct SeededGenerator: RandomNumberGenerator {
     }
 }
 
-/// A segment holds at most 255 record sizes: a codec whose records accept zero padding is
-/// padded into the sizes already used once 254 are taken, and the 255th is its largest record.
-@Suite struct RecordSizesTests {
-    @Test func paddingKeepsEveryLoadWithin255Sizes() {
-        var sizes = RecordSizes(capacity: 1000)
-        sizes.reserve(37)   // a fixed-size codec's records in the same segment
-        sizes.reserve(73)
-        var used: Set<Int> = [37, 73]
-        for size in (1...600).reversed() where size % 2 == 0 {   // 300 sizes, largest first
-            let stored = sizes.size(for: size)
-            #expect(stored >= size)
-            used.insert(stored)
-        }
-        for size in [999, 3, 1000, 601] {
-            let stored = sizes.size(for: size)
-            #expect(stored >= size && stored <= 1000)
-            used.insert(stored)
-        }
-        #expect(used.count <= 255, "\(used.count) sizes")
-        #expect(used.contains(1000))
-        #expect(sizes.size(for: 37) == 37 && sizes.size(for: 73) == 73, "reserved sizes stay their own")
-    }
-}
-
 /// A version-2 store stays version 2 until a write needs more: an int4h put raises it to 3 (tag
 /// 10); any segment, now written with a blockmix64 checksum, to 4 — each in its own commit.
 @Suite struct FormatVersionUpgradeTests {
