@@ -39,7 +39,7 @@ let package = Package(
         .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
         .testTarget(name: "EmbeddingCodecsTests", dependencies: ["EmbeddingCodecs"]),
         .testTarget(name: "NPYTests", dependencies: ["NPY"]),
-        .testTarget(name: "EmbeddingStoreTests", dependencies: ["EmbeddingStore", "LMDB", "EmbeddingCodecs", "NPY"]),
+        .testTarget(name: "EmbeddingStoreTests", dependencies: ["EmbeddingStore", "LMDB", "EmbeddingCodecs", "CEmbeddingKernels", "NPY"]),
         .testTarget(name: "embstoreTests", dependencies: ["embstore", "NPY"]),
     ]
 )

@@ -9,6 +9,10 @@
 # use --n 2000000 for the issue's 2M-row figure). embstore runs as a whole process: it reads
 # table.npy (from the page cache after the first run), and for the budget it also reads freq.npy.
 # Peak RSS is from /usr/bin/time.
+#
+# CODECS lists the cases (default: every plain codec and the budget), e.g.
+# CODECS="fp32 int8" tools/bench_ingest.sh; BASE_BIN=/path/to/embstore adds the same cases run
+# with another build (labelled "base"), interleaved, for before/after ratios in one run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 shared=$(cd ../shared && pwd)
@@ -39,11 +43,13 @@ print(f"{x.shape[0] / t:.0f}")
 EOF
 }
 
-ours() {  # rows/s and peak RSS (KB) of `embstore ingest` with the remaining arguments
+ours() {  # rows/s and peak RSS (KB) of `$1 ingest` with the remaining arguments
+    local exe=$1
+    shift
     rm -rf "$work/store"
     local start end
     start=$(date +%s.%N)
-    /usr/bin/time -f "%M" -o "$work/rss" "$bin" ingest "$work/store" --table t --vectors "$wl/table.npy" "$@" >/dev/null
+    /usr/bin/time -f "%M" -o "$work/rss" "$exe" ingest "$work/store" --table t --vectors "$wl/table.npy" "$@" >/dev/null
     end=$(date +%s.%N)
     local n
     n=$(python3 -c "import numpy as np; print(np.load('$wl/table.npy', mmap_mode='r').shape[0])")
@@ -52,25 +58,35 @@ ours() {  # rows/s and peak RSS (KB) of `embstore ingest` with the remaining arg
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
+cases=(${CODECS:-fp32 fp16 int8 int4 int4h int2h budget})
+builds=(ours)
+[[ -n ${BASE_BIN:-} ]] && builds+=(base)
 declare -A rows rss
 for ((r = 0; r < reps; r++)); do
     rows[raw_fp32]+="$(raw 0) "
     rows[raw_int8]+="$(raw 2) "
-    for case in fp32 int8 int4 budget; do
+    for case in "${cases[@]}"; do
         if [[ $case == budget ]]; then args=(--budget 0.25 --freq "$wl/freq.npy"); else args=(--codec "$case"); fi
-        read -r rate mem < <(ours "${args[@]}")
-        rows[$case]+="$rate "
-        rss[$case]+="$mem "
+        for build in "${builds[@]}"; do
+            exe=$bin
+            [[ $build == base ]] && exe=$BASE_BIN
+            read -r rate mem < <(ours "$exe" "${args[@]}")
+            rows[$build/$case]+="$rate "
+            rss[$build/$case]+="$mem "
+        done
     done
 done
 base=$(echo "${rows[raw_fp32]}" | tr ' ' '\n' | grep . | median)
-printf '%-28s %14s %10s %12s\n' "ingest ($(basename "$wl"))" "rows/s (median)" "x c_lmdb" "peak RSS MB"
-for key in raw_fp32 raw_int8 fp32 int8 int4 budget; do
+printf '%-34s %14s %10s %12s\n' "ingest ($(basename "$wl"))" "rows/s (median)" "x c_lmdb" "peak RSS MB"
+keys=(raw_fp32 raw_int8)
+for case in "${cases[@]}"; do for build in "${builds[@]}"; do keys+=("$build/$case"); done; done
+for key in "${keys[@]}"; do
     m=$(echo "${rows[$key]}" | tr ' ' '\n' | grep . | median)
     mem=""
     [[ -n ${rss[$key]:-} ]] && mem=$(echo "${rss[$key]}" | tr ' ' '\n' | grep . | median | awk '{printf "%.0f", $1 / 1024}')
     label=$key
     case $key in raw_fp32) label="c_lmdb fp32 (append, nosync)";; raw_int8) label="c_lmdb int8 (append, nosync)";;
-        budget) label="embstore --budget 0.25";; *) label="embstore --codec $key";; esac
-    printf '%-28s %14.0f %10.2f %12s\n' "$label" "$m" "$(python3 -c "print($m / $base)")" "$mem"
+        */budget) label="embstore --budget 0.25";; *) label="embstore --codec ${key#*/}";; esac
+    [[ $key == base/* ]] && label="base: $label"
+    printf '%-34s %14.0f %10.2f %12s\n' "$label" "$m" "$(python3 -c "print($m / $base)")" "$mem"
 done

@@ -13,8 +13,9 @@ struct FixedSizeKernels: Sendable {
     var formatVersion: UInt32 = 1
     let payloadSize: @Sendable (_ dimension: Int) -> Int
     let encode: @Sendable (_ row: UnsafeBufferPointer<Float>, _ payload: UnsafeMutableRawBufferPointer) throws(CodecError) -> Void
-    /// Refuses a row the codec cannot hold; most codecs hold every finite row.
-    var check: @Sendable (_ row: UnsafeBufferPointer<Float>) throws(CodecError) -> Void = { _ throws(CodecError) in }
+    /// Refuses a row the codec cannot hold; nil for the codecs that hold every finite row (a
+    /// load then skips its pass of checks over the rows).
+    var check: (@Sendable (_ row: UnsafeBufferPointer<Float>) throws(CodecError) -> Void)?
     /// Decodes `count` payloads of `dimension` values into consecutive rows at `out`; false when
     /// one of them would decode to a non-finite value (the rows are then unspecified).
     let decodeRows: @Sendable (_ payloads: UnsafePointer<UnsafeRawPointer?>, _ count: Int, _ dimension: Int,
@@ -50,7 +51,9 @@ struct FixedSizeRowCodec: RowCodec {
     func makeDecoder(dimension: Int) -> any RowDecoder { FixedSizeDecoder(kernels, dimension: dimension) }
 
     func planLoad(_ codec: Codec, rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int, options: FitOptions) throws -> LoadPlan {
-        .plain(FixedSizeEncoder(kernels, dimension: dimension))
+        var plan = LoadPlan.plain(FixedSizeEncoder(kernels, dimension: dimension))
+        if kernels.check == nil { plan.checkRow = nil }   // every finite row fits: no pass over the rows
+        return plan
     }
 
     func putEncoder(_ codec: Codec, table: any CodecTableState) throws -> any RowEncoder {
@@ -67,7 +70,7 @@ final class FixedSizeEncoder: RowEncoder {
         maximumRecordSize = 1 + kernels.payloadSize(dimension)
     }
 
-    func check(_ row: UnsafeBufferPointer<Float>) throws(CodecError) { try kernels.check(row) }
+    func check(_ row: UnsafeBufferPointer<Float>) throws(CodecError) { try kernels.check?(row) }
 
     func encode(_ row: UnsafeBufferPointer<Float>, index: Int?, into record: UnsafeMutableRawBufferPointer) throws(CodecError) -> Int {
         record.storeBytes(of: kernels.tag, toByteOffset: 0, as: UInt8.self)

@@ -47,6 +47,7 @@ public struct TransformCodedRowCodec: RowCodec {
     static let budgetRange = 0.0001...1.0
     public var canStoreBucketRows: Bool { false }
     public var formatVersion: UInt32 { 3 }
+    public var decodesInBatches: Bool { true }
 
     static func spell(_ bits: Double) -> String {
         bits == bits.rounded() ? String(Int(bits)) : String(bits)

@@ -3,11 +3,19 @@ import EmbeddingCodecs
 /// The store's metadata records, byte for byte as FORMAT.md describes them.
 enum StoreFormat {
     /// The format this code writes and the newest it reads.
-    static let version: UInt32 = 3
+    static let version: UInt32 = 4
     /// The first version with segments and tombstones.
     static let segmentsVersion: UInt32 = 2
     /// The first version with typed parameter records (tc bases and models) and tc rows.
     static let typedParametersVersion: UInt32 = 3
+    /// The first version with blockmix64 segment checksums (header u32 at offset 52 = 1) and
+    /// segments of kinds 5 and 6 (group entries).
+    static let blockChecksumVersion: UInt32 = 4
+
+    /// The version a segment with this header needs.
+    static func version(of segment: SegmentHeader) -> UInt32 {
+        segment.checksumAlgorithm == .fnv1a64 && !segment.kind.hasGroupEntries ? segmentsVersion : blockChecksumVersion
+    }
     static let magic = "EMBSTORE"
     static let metaDatabase = "meta"
     static let formatKey = "format"

@@ -429,9 +429,6 @@ extension Store {
         let d = source.dimension
         let capacity = encoders.compactMap { $0?.maximumRecordSize }.max() ?? 1
         let rowsPerPart = SegmentWriter.rowsPerPart(recordSize: capacity, partBytes: partBytes)
-        var sizes = RecordSizes(capacity: capacity)
-        // Sizes of records that cannot be padded come first, so padding never crowds them out.
-        for encoder in encoders.compactMap({ $0 }) where !encoder.acceptsZeroPadding { sizes.reserve(encoder.maximumRecordSize) }
         let note = try LoadNote(summary: summary).encoded()
         let batch = 8192
         let records = UnsafeMutableRawBufferPointer.allocate(byteCount: batch * capacity, alignment: 16)
@@ -440,7 +437,7 @@ extension Store {
         defer { recordSizes.deallocate() }
         var gathered = [Float]()
         try writeSegment(table, rowsPerPart: rowsPerPart, expectedPartBytes: min(rowsPerPart, order.count) * capacity,
-                         formatVersion: formatVersion, note: note) { emit in
+                         formatVersion: formatVersion, note: note, maximumRecordSize: capacity) { emit in
             var start = 0
             while start < order.count {
                 let end = min(order.count, start + batch)
@@ -480,11 +477,8 @@ extension Store {
                 }
                 for r in 0..<(end - start) {
                     let i = order[start + r]
-                    let size = recordSizes[r]
-                    let stored = encoders[Int(choice?[i] ?? 0)]!.acceptsZeroPadding ? sizes.size(for: size) : size
-                    let record = UnsafeMutableRawBufferPointer(rebasing: records[r * capacity..<r * capacity + stored])
-                    if stored > size { record[size..<stored].initializeMemory(as: UInt8.self, repeating: 0) }
-                    try emit(ids[i], UnsafeRawBufferPointer(record))
+                    // Group entries (kinds 5, 6) take any number of record sizes: no padding.
+                    try emit(ids[i], UnsafeRawBufferPointer(rebasing: records[r * capacity..<r * capacity + recordSizes[r]]))
                 }
                 if start / batch % 8 == 7 { source.release() }
                 progress?(WorkProgress(stage: "writing", done: end, total: order.count, unit: "rows"))
@@ -495,21 +489,23 @@ extension Store {
     }
 
     /// Bytes on disk a row of this load costs beyond its record. Per-key rows: one LMDB key a
-    /// row, as measured from page counts (`SegmentSizeTests`). A segment: its part 0 exactly as
-    /// FORMAT.md sizes it for these ids (a sized segment, 255 size classes at most), one LMDB
-    /// overflow run (16-byte page header) in whole pages, and half a page more for the rounding
-    /// of the last data part, shared by the rows.
+    /// row, as measured from page counts (`SegmentSizeTests`). A segment: its part 0 as FORMAT.md
+    /// sizes it for these ids (a sized segment: 64-byte group entries of 29 rows, and at most
+    /// 63 bytes of padding before them; a part boundary's partly filled entry is not counted),
+    /// one LMDB overflow run (16-byte page header) in whole pages, and a page more for the
+    /// rounding of the last data part (half a page on average: counting half put a 4,000-row
+    /// tc:25% table 2 KB over its budget once the index grew), shared by the rows.
     static func overheadBytesPerRow(ids: [UInt64], order: [Int], layout: LoadLayout) -> Double {
         guard layout == .segment else { return 21 }
         guard let first = order.first.map({ ids[$0] }), let last = order.last.map({ ids[$0] }) else { return 0 }
         let n = order.count
-        var index = SegmentHeader.size + 4 * 255 + n + 4 * ((n + segmentGroupRows - 1) / segmentGroupRows)
+        var index = SegmentHeader.size + GroupEntry.size - 1 + GroupEntry.size * GroupEntry.count(rows: n, width: 2)
         if last - first != UInt64(n - 1) {
             let shift = SegmentHeader.directoryShift(count: n, first: first, last: last)
             index += 8 * n + 4 * (Int((last - first) >> UInt64(shift)) + 2)
         }
         let page = 4096
-        let pages = Double((index + 16 + page - 1) / page) + 0.5
+        let pages = Double((index + 16 + page - 1) / page) + 1   // the last data part's rounding: at most a page
         return pages * Double(page) / Double(n)
     }
 
@@ -524,7 +520,7 @@ extension Store {
 
     /// Finds the first row with a non-finite value in `rows`, rows `first…` of the load.
     static func checkFinite(_ rows: UnsafeBufferPointer<Float>, dimension: Int, ids: [UInt64], first: Int = 0, table: String) throws(StoreError) {
-        if let bad = rows.firstIndex(where: { !$0.isFinite }) {
+        if let bad = firstNonFinite(rows) {
             let row = first + bad / dimension
             throw .nonFiniteValue(table: table, row: row, id: ids[row], column: bad % dimension, value: rows[bad])
         }
@@ -574,47 +570,5 @@ extension WriteBatch {
             }
         }
         return rows
-    }
-}
-
-/// The record sizes of a segment being written. A segment holds at most 255 sizes; records of
-/// codecs that accept zero padding are padded, once 254 sizes are in use, to the smallest size
-/// already used that fits them, or to the largest record any encoder writes (the 255th size,
-/// kept for that), so every load fits in one segment whatever its rows. Sizes of records that
-/// cannot be padded (fixed-size codecs: a few) are reserved first.
-struct RecordSizes {
-    let capacity: Int
-    private var used: [Int] = []   // ascending
-
-    init(capacity: Int) {
-        self.capacity = capacity
-    }
-
-    /// Claims the size of a record that cannot be padded.
-    mutating func reserve(_ size: Int) {
-        let low = position(of: size)
-        if low == used.count || used[low] != size { used.insert(size, at: low) }
-    }
-
-    private func position(of size: Int) -> Int {
-        var low = 0, high = used.count
-        while low < high {
-            let middle = (low + high) / 2
-            if used[middle] < size { low = middle + 1 } else { high = middle }
-        }
-        return low
-    }
-
-    /// The size a record of `size` bytes that accepts zero padding is stored with.
-    mutating func size(for size: Int) -> Int {
-        let low = position(of: size)
-        if low < used.count && used[low] == size { return size }
-        guard used.count >= 254 else {
-            used.insert(size, at: low)
-            return size
-        }
-        if low < used.count { return used[low] }
-        used.append(capacity)
-        return capacity
     }
 }

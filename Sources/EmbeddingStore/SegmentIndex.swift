@@ -10,19 +10,39 @@ struct SegmentWriter {
     private var lastID: UInt64 = 0
     /// Ids are kept only once they stop being contiguous (dense segments need none).
     private var ids: [UInt64] = []
+    /// The index of sized rows: group entries (kinds 5, 6), or size classes (kinds 2, 4, for
+    /// tests of the segments of format versions 2–3).
+    let sizeClassIndex: Bool
     private var sizes: [UInt32] = []
     private var classes: [UInt8] = []
     private var groupOffsets: [UInt32] = []
+    /// Group entries: the size of every record so far while they are all the same (no index
+    /// needed), then the entries, started when a second size arrives.
+    private var uniformSize: Int?
+    private var entries: GroupEntryBuilder?
+    private let entryWidth: Int
     private var part: [UInt8] = []
-    private var checksum = SegmentChecksum()
+    /// An empty buffer to build the next part in once this one is handed out (`recycle`).
+    private var spare: [UInt8]?
+    private let expectedPartBytes: Int
+    private var checksum: SegmentChecksum
     private(set) var partsWritten = 0
+    var checksumAlgorithm: SegmentChecksum.Algorithm { checksum.algorithm }
 
     /// `rowsPerPart` must be a positive multiple of 16; `expectedPartBytes` sizes the buffer.
-    init(rowsPerPart: Int, expectedPartBytes: Int = 0) throws(SegmentFormatError) {
+    /// `maximumRecordSize` (when known) lets group entries use u16 ends; a larger record than
+    /// it may then be refused. `checksum` is blockmix64 and sized rows get group entries
+    /// (format version 4) unless a test asks for an older segment.
+    init(rowsPerPart: Int, expectedPartBytes: Int = 0, maximumRecordSize: Int? = nil,
+         checksum algorithm: SegmentChecksum.Algorithm = .blockMix64, sizeClassIndex: Bool = false) throws(SegmentFormatError) {
+        checksum = SegmentChecksum(algorithm)
+        self.sizeClassIndex = sizeClassIndex
+        entryWidth = GroupEntryBuilder.width(maximumRecordSize: maximumRecordSize)
         guard rowsPerPart >= segmentGroupRows, rowsPerPart % segmentGroupRows == 0, rowsPerPart <= 1 << 30 else {
             throw SegmentFormatError(reason: "rows per part \(rowsPerPart) is not a positive multiple of \(segmentGroupRows)")
         }
         self.rowsPerPart = rowsPerPart
+        self.expectedPartBytes = expectedPartBytes
         part.reserveCapacity(expectedPartBytes)
     }
 
@@ -47,7 +67,31 @@ struct SegmentWriter {
         }
         if !ids.isEmpty || (rowCount > 0 && id != lastID + 1) { ids.append(id) }
         lastID = id
-        let size = UInt32(record.count)
+        guard part.count <= Int(UInt32.max) - record.count else { throw SegmentFormatError(reason: "a data part of more than 4 GiB") }
+        if sizeClassIndex {
+            try addSizeClass(record.count)
+        } else {
+            if uniformSize == nil { uniformSize = record.count }
+            if entries == nil && record.count != uniformSize {
+                // The second record size: index every row so far (all of the first size).
+                var builder = GroupEntryBuilder(width: entryWidth)
+                let size = uniformSize!
+                for r in 0..<rowCount {
+                    let start = r % rowsPerPart * size
+                    try builder.add(start: start, end: start + size, startsPart: r % rowsPerPart == 0)
+                }
+                entries = builder
+            }
+            try entries?.add(start: part.count, end: part.count + record.count, startsPart: rowCount % rowsPerPart == 0)
+        }
+        part.append(contentsOf: record)
+        rowCount += 1
+        return rowCount % rowsPerPart == 0 ? takePart() : nil
+    }
+
+    /// Kinds 2, 4: the record's size class, and a group offset every 16 rows.
+    private mutating func addSizeClass(_ count: Int) throws(SegmentFormatError) {
+        let size = UInt32(count)
         let sizeClass: Int
         if let existing = sizes.firstIndex(of: size) {
             sizeClass = existing
@@ -56,22 +100,26 @@ struct SegmentWriter {
             sizes.append(size)
             sizeClass = sizes.count - 1
         }
-        if rowCount % segmentGroupRows == 0 {
-            guard part.count <= Int(UInt32.max) - record.count else { throw SegmentFormatError(reason: "a data part of more than 4 GiB") }
-            groupOffsets.append(UInt32(part.count))
-        }
+        if rowCount % segmentGroupRows == 0 { groupOffsets.append(UInt32(part.count)) }
         classes.append(UInt8(sizeClass))
-        part.append(contentsOf: record)
-        rowCount += 1
-        return rowCount % rowsPerPart == 0 ? takePart() : nil
     }
 
     private mutating func takePart() -> [UInt8] {
         let full = part
         full.withUnsafeBytes { checksum.update($0) }
-        part.removeAll(keepingCapacity: true)
+        // The next part goes into a returned buffer, not a fresh one (16 MiB of page faults).
+        part = spare ?? []
+        spare = nil
+        part.reserveCapacity(expectedPartBytes)
         partsWritten += 1
         return full
+    }
+
+    /// Gives back a part's buffer once it is written, to build a later part in.
+    mutating func recycle(_ buffer: [UInt8]) {
+        var buffer = buffer
+        buffer.removeAll(keepingCapacity: true)
+        spare = buffer
     }
 
     /// Ends the segment: returns the last, partly filled data part (if any) and part 0.
@@ -79,13 +127,14 @@ struct SegmentWriter {
         guard rowCount >= 1 else { throw SegmentFormatError(reason: "a segment needs at least one row") }
         let lastPart = part.isEmpty ? nil : takePart()
         let sparse = !ids.isEmpty
-        let sized = sizes.count > 1
-        var header = SegmentHeader(kind: SegmentKind(sparse: sparse, sized: sized), rowCount: UInt64(rowCount),
-                                   firstID: firstID, lastID: lastID, stride: sized ? 0 : sizes[0],
+        let sized = sizeClassIndex ? sizes.count > 1 : entries != nil
+        let kind = SegmentKind(sparse: sparse, sized: sized, sizeClasses: sizeClassIndex)
+        var header = SegmentHeader(kind: kind, rowCount: UInt64(rowCount),
+                                   firstID: firstID, lastID: lastID, stride: sized ? 0 : UInt32(sizeClassIndex ? Int(sizes[0]) : uniformSize!),
                                    partCount: UInt32(partsWritten), rowsPerPart: UInt32(rowsPerPart),
-                                   sizeClasses: sized ? UInt32(sizes.count) : 0,
+                                   sizeClasses: kind.hasSizeClasses ? UInt32(sizes.count) : kind.hasGroupEntries ? UInt32(entryWidth) : 0,
                                    directoryShift: sparse ? SegmentHeader.directoryShift(count: rowCount, first: firstID, last: lastID) : 0,
-                                   checksum: 0)
+                                   checksumAlgorithm: checksum.algorithm, checksum: 0)
         var index: [UInt8] = []
         index.reserveCapacity(header.part0Size - SegmentHeader.size)
         if sparse {
@@ -98,10 +147,14 @@ struct SegmentWriter {
                 appendLE(UInt32(row), to: &index)
             }
         }
-        if sized {
+        if kind.hasSizeClasses {
             for size in sizes { appendLE(size, to: &index) }
             index.append(contentsOf: classes)
             for offset in groupOffsets { appendLE(offset, to: &index) }
+        }
+        if kind.hasGroupEntries, let entries {
+            index.append(contentsOf: repeatElement(0, count: header.groupsOffset - SegmentHeader.size - index.count))
+            index.append(contentsOf: entries.finished())
         }
         var part0: [UInt8] = []
         part0.reserveCapacity(header.part0Size)
@@ -128,6 +181,9 @@ struct SegmentIndex {
     private let lastID: UInt64
     private let isSparse: Bool
     private let isSized: Bool
+    private let hasGroupEntries: Bool
+    private let endWidth: Int
+    private let entriesPerPart: Int
     private let rowCount: Int
     private let rowsPerPart: Int
     private let stride: Int
@@ -147,6 +203,9 @@ struct SegmentIndex {
         lastID = header.lastID
         isSparse = header.kind.isSparse
         isSized = header.kind.isSized
+        hasGroupEntries = header.kind.hasGroupEntries
+        endWidth = hasGroupEntries ? header.endWidth : 0
+        entriesPerPart = hasGroupEntries ? header.entriesPerPart : 0
         rowCount = Int(header.rowCount)
         rowsPerPart = Int(header.rowsPerPart)
         stride = Int(header.stride)
@@ -173,6 +232,7 @@ struct SegmentIndex {
         guard id >= firstID, id <= lastID else { return nil }
         let r = id - firstID
         if isSparse { return part0 + directoryOffset + 4 * Int(r >> shift) }
+        if hasGroupEntries { return part0 + entryOffset(ofRow: Int(r)).offset }
         if isSized { return part0 + classesOffset + Int(r) }
         return nil
     }
@@ -230,6 +290,7 @@ struct SegmentIndex {
     /// index does not fit the part (damage).
     @inline(__always)
     func record(ofRow r: Int, partLength: Int) -> (offset: Int, length: Int)? {
+        if hasGroupEntries { return groupedRecord(ofRow: r, partLength: partLength) }
         let inPart = r % rowsPerPart
         if !isSized {
             let stride = stride
@@ -248,5 +309,42 @@ struct SegmentIndex {
             length = Int(load(classSizesOffset + 4 * sizeClass, as: UInt32.self))
         }
         return offset + length <= partLength ? (offset, length) : nil
+    }
+
+    /// Kinds 5, 6: the part-0 offset of row `r`'s group entry, the entry's number and the row's
+    /// place in it. (The group sizes 29 and 14 are constants in each branch, so the divisions
+    /// compile to multiplications.)
+    @inline(__always)
+    func entryOffset(ofRow r: Int) -> (offset: Int, entry: Int, slot: Int) {
+        let part = r / rowsPerPart
+        let inPart = r - part * rowsPerPart
+        let group: Int, slot: Int
+        if endWidth == 2 {
+            (group, slot) = (inPart / 29, inPart % 29)
+        } else {
+            (group, slot) = (inPart / 14, inPart % 14)
+        }
+        let entry = part * entriesPerPart + group
+        return (groupsOffset + GroupEntry.size * entry, entry, slot)
+    }
+
+    /// Kinds 5, 6: one 64-byte entry read. nil when the entry fails its check, its ends do not
+    /// rise, or the record is not inside the part (damage).
+    @inline(__always)
+    private func groupedRecord(ofRow r: Int, partLength: Int) -> (offset: Int, length: Int)? {
+        let (offset, entryNumber, slot) = entryOffset(ofRow: r)
+        let entry = part0 + offset
+        guard GroupEntry.xorOfWords(entry) == UInt16(truncatingIfNeeded: entryNumber) else { return nil }
+        let base = Int(UInt32(littleEndian: entry.loadUnaligned(as: UInt32.self)))
+        let start: Int, end: Int
+        if endWidth == 2 {
+            end = Int(UInt16(littleEndian: entry.loadUnaligned(fromByteOffset: 4 + 2 * slot, as: UInt16.self)))
+            start = slot == 0 ? 0 : Int(UInt16(littleEndian: entry.loadUnaligned(fromByteOffset: 2 + 2 * slot, as: UInt16.self)))
+        } else {
+            end = Int(UInt32(littleEndian: entry.loadUnaligned(fromByteOffset: 4 + 4 * slot, as: UInt32.self)))
+            start = slot == 0 ? 0 : Int(UInt32(littleEndian: entry.loadUnaligned(fromByteOffset: 4 * slot, as: UInt32.self)))
+        }
+        guard start < end, base + end <= partLength else { return nil }
+        return (base + start, end - start)
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import EmbeddingCodecs
 import LMDB
 
@@ -42,6 +43,7 @@ extension Store {
     /// space, never read) until the table is dropped.
     @discardableResult
     func writeSegment(_ table: Table, rowsPerPart: Int, expectedPartBytes: Int = 0, formatVersion: UInt32 = 1, note: [UInt8]? = nil,
+                      maximumRecordSize: Int? = nil, checksum: SegmentChecksum.Algorithm = .blockMix64, sizeClassIndex: Bool = false,
                       _ produce: (_ emit: (UInt64, UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> UInt32? {
         try requireWritable()
         try table.requireLive()
@@ -50,21 +52,33 @@ extension Store {
         }
         var writer: SegmentWriter
         do {
-            writer = try SegmentWriter(rowsPerPart: rowsPerPart, expectedPartBytes: expectedPartBytes)
+            writer = try SegmentWriter(rowsPerPart: rowsPerPart, expectedPartBytes: expectedPartBytes, maximumRecordSize: maximumRecordSize,
+                                       checksum: checksum, sizeClassIndex: sizeClassIndex)
         } catch {
             throw StoreError.invalidArgument("segment for table '\(table.name)': \(error.reason)")
         }
-        var segment: UInt32?
+        let claimed = SegmentClaim()
         // A new id follows the highest key written, leftover parts included, so no visible
         // segment's id is reused (a failed write's parts are removed, and its never-visible id
         // may come again). Claimed inside the transaction that writes the first part, so two
         // concurrent writers cannot pick the same one.
-        func claim(_ txn: borrowing Transaction) throws -> UInt32 {
-            if let segment { return segment }
+        @Sendable func claim(_ txn: borrowing Transaction) throws -> UInt32 {
+            if let segment = claimed.segment { return segment }
             let next = try txn.withCursor(database) { cursor in UInt32((try cursor.last()?.integerKey ?? 0) >> 32) + 1 }
-            segment = next
+            claimed.segment = next
             return next
         }
+        // Full parts are written on a thread of their own while the next one is encoded.
+        let environment = environment
+        let parts = SegmentPartWriter { number, full in
+            try translatingErrors {
+                try environment.write { txn in
+                    let id = try claim(txn)
+                    try full.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: number), in: database) }
+                }
+            }
+        }
+        var partsFinished = false
         do {
             try produce { id, record in
                 let full: [UInt8]?
@@ -74,16 +88,10 @@ extension Store {
                     throw StoreError.invalidArgument("segment for table '\(table.name)': \(error.reason)")
                 }
                 guard let full else { return }
-                let number = writer.partsWritten
-                try translatingErrors {
-                    try environment.retryingWhenMapFull {
-                        try environment.write { txn in
-                            let id = try claim(txn)
-                            try full.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: number), in: database) }
-                        }
-                    }
-                }
+                writer.recycle(try parts.send(writer.partsWritten, full))
             }
+            partsFinished = true
+            try parts.finish()
             guard writer.rowCount > 0 else { return nil }
             let (lastPart, part0) = try writer.finish()
             let lastNumber = writer.partsWritten
@@ -94,9 +102,11 @@ extension Store {
                         if let lastPart {
                             try lastPart.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: lastNumber), in: database) }
                         }
-                        try part0.withUnsafeBytes { bytes in
+                        let header = try part0.withUnsafeBytes { bytes in
                             try txn.put(bytes, forKey: Store.segmentKey(id, part: 0), in: database)
-                            try removeShadowedDelta(table, segment: SegmentIndex(part0: bytes), in: txn)
+                            let index = try SegmentIndex(part0: bytes)
+                            try removeShadowedDelta(table, segment: index, in: txn)
+                            return index.header
                         }
                         let live = try segmentManifest(table, in: txn)
                         var manifest: [UInt8] = []
@@ -106,13 +116,14 @@ extension Store {
                         if let note {
                             try note.withUnsafeBytes { try txn.put($0, forKey: StoreFormat.loadNoteKey(table.id, segment: id), in: meta) }
                         }
-                        try upgradeFormat(to: max(StoreFormat.segmentsVersion, formatVersion), in: txn)
+                        try upgradeFormat(to: max(StoreFormat.version(of: header), formatVersion), in: txn)
                         return id
                     }
                 }
             }
         } catch {
-            if let segment { try? deleteSegmentParts(table, segment: segment) }
+            if !partsFinished { try? parts.finish() }
+            if let segment = claimed.segment { try? deleteSegmentParts(table, segment: segment) }
             if let error = error as? SegmentFormatError {
                 throw StoreError.invalidArgument("segment for table '\(table.name)': \(error.reason)")
             }
@@ -122,9 +133,11 @@ extension Store {
 
     /// Convenience for tests and small tables: a segment from records in memory.
     @discardableResult
-    func writeSegment(_ table: Table, ids: [UInt64], records: [[UInt8]], rowsPerPart: Int) throws -> UInt32? {
+    func writeSegment(_ table: Table, ids: [UInt64], records: [[UInt8]], rowsPerPart: Int,
+                      checksum: SegmentChecksum.Algorithm = .blockMix64, sizeClassIndex: Bool = false) throws -> UInt32? {
         guard ids.count == records.count else { throw StoreError.invalidArgument("\(ids.count) ids for \(records.count) records") }
-        return try writeSegment(table, rowsPerPart: rowsPerPart) { emit in
+        return try writeSegment(table, rowsPerPart: rowsPerPart, maximumRecordSize: records.map(\.count).max(), checksum: checksum,
+                                sizeClassIndex: sizeClassIndex) { emit in
             for (id, record) in zip(ids, records) { try record.withUnsafeBytes { try emit(id, $0) } }
         }
     }
@@ -198,18 +211,21 @@ extension Store {
                 let live = try segmentManifest(table, in: txn)
                 for segment in live {
                     let view = try SegmentView(table: table, segment: segment, in: txn)
-                    var sum = SegmentChecksum()
-                    for part in view.parts { sum.update(part) }
                     let index = view.index
-                    sum.update(UnsafeRawBufferPointer(start: index.part0, count: SegmentHeader.checksumOffset))
-                    sum.update(UnsafeRawBufferPointer(start: index.part0 + SegmentHeader.size, count: index.header.part0Size - SegmentHeader.size))
-                    guard sum.value == index.header.checksum else {
+                    let sum = SegmentChecksum.of(parts: view.parts, part0: UnsafeRawBufferPointer(start: index.part0, count: index.header.part0Size),
+                                                 algorithm: index.header.checksumAlgorithm)
+                    guard sum == index.header.checksum else {
                         throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) checksum mismatch: its bytes changed since it was written")
                     }
                     // The checksum does not cover the 64-byte header: a sparse segment's ids must
                     // run strictly ascending from its first to its last id, and the directory
                     // must count them, or a damaged first id, last id or shift hides rows.
                     if index.header.kind.isSparse, let reason = Store.sparseIndexProblem(index) {
+                        throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
+                    }
+                    // Group entries: every check word, base and end (the checksum does not cover
+                    // entries of a segment whose header was damaged into another layout).
+                    if index.header.kind.hasGroupEntries, let reason = Store.groupEntriesProblem(index, parts: view.parts) {
                         throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
                     }
                     // The index must place every record inside its part (sized segments).
@@ -230,6 +246,48 @@ extension Store {
 }
 
 extension Store {
+    /// What is wrong with a kind 5 or 6 segment's group entries, or nil: each entry passes its
+    /// check, starts where the previous one ended (0 for a part's first), its rows' ends rise,
+    /// the slots of rows it lacks are 0, and each part ends with its last record. O(N).
+    static func groupEntriesProblem(_ index: SegmentIndex, parts: [UnsafeRawBufferPointer]) -> String? {
+        let header = index.header
+        let width = header.endWidth, rowsPerGroup = header.rowsPerGroup
+        func load(_ entry: UnsafeRawPointer, _ slot: Int) -> Int {
+            width == 2 ? Int(UInt16(littleEndian: entry.loadUnaligned(fromByteOffset: 4 + 2 * slot, as: UInt16.self)))
+                : Int(UInt32(littleEndian: entry.loadUnaligned(fromByteOffset: 4 + 4 * slot, as: UInt32.self)))
+        }
+        for p in 1...index.partCount {
+            var offset = 0
+            let rows = index.rows(inPart: p)
+            for g in 0..<GroupEntry.count(rows: rows, width: width) {
+                let number = (p - 1) * header.entriesPerPart + g
+                let entry = index.part0 + header.groupsOffset + GroupEntry.size * number
+                guard GroupEntry.xorOfWords(entry) == UInt16(truncatingIfNeeded: number) else { return "group entry \(number) fails its check" }
+                guard Int(UInt32(littleEndian: entry.loadUnaligned(as: UInt32.self))) == offset else {
+                    return "group entry \(number) does not start where the previous one ended"
+                }
+                let used = min(rowsPerGroup, rows - g * rowsPerGroup)
+                var previous = 0
+                for slot in 0..<rowsPerGroup {
+                    let end = load(entry, slot)
+                    if slot < used {
+                        guard end > previous else { return "group entry \(number) has a record of no bytes at slot \(slot)" }
+                        previous = end
+                    } else if end != 0 {
+                        return "group entry \(number) has an end for slot \(slot), past its rows"
+                    }
+                }
+                if width == 4 && entry.loadUnaligned(fromByteOffset: 60, as: UInt16.self) != 0 {
+                    return "group entry \(number) has padding that is not 0"
+                }
+                offset += previous
+            }
+            guard offset == parts[p - 1].count else { return "part \(p) has \(parts[p - 1].count) bytes; its group entries give \(offset)" }
+        }
+        let padding = UnsafeRawBufferPointer(start: index.part0 + header.classSizesOffset, count: header.groupsOffset - header.classSizesOffset)
+        return padding.allSatisfy { $0 == 0 } ? nil : "padding before the group entries is not 0"
+    }
+
     /// What is wrong with a sparse segment's ids and directory given its header, or nil: O(N + B).
     static func sparseIndexProblem(_ index: SegmentIndex) -> String? {
         let header = index.header
@@ -260,6 +318,17 @@ extension Store {
             bucket += 1
         }
         return nil
+    }
+}
+
+/// The id a segment being written claimed, shared by the part writer's thread and the final
+/// commit (which runs after that thread has ended).
+private final class SegmentClaim: @unchecked Sendable {
+    private let lock = NSLock()
+    private var claimed: UInt32?
+    var segment: UInt32? {
+        get { lock.withLock { claimed } }
+        set { lock.withLock { claimed = newValue } }
     }
 }
 

@@ -30,15 +30,30 @@ final class TableDecoders {
     let table: Table
     /// By tag; nil until the first record of that tag.
     private let decoders = UnsafeMutablePointer<(any RowDecoder)?>.allocate(capacity: 256)
+    /// By tag: whether its codec decodes faster in batches (`RowCodec.decodesInBatches`).
+    private let batched = UnsafeMutablePointer<Bool>.allocate(capacity: 256)
 
     init(table: Table) {
         self.table = table
         decoders.initialize(repeating: nil, count: 256)
+        batched.initialize(repeating: false, count: 256)
+        for tag in 0..<256 { batched[tag] = RowCodecs.codec(tag: UInt8(tag))?.decodesInBatches ?? false }
     }
 
     deinit {
         decoders.deinitialize(count: 256)
         decoders.deallocate()
+        batched.deallocate()
+    }
+
+    /// True when records of `tag` decode faster gathered over a batch (`RowCodec.decodesInBatches`).
+    @inline(__always)
+    func decodesInBatches(_ tag: UInt8) -> Bool { batched[Int(tag)] }
+
+    /// The key batched records are grouped by: their tag, then their parameter record.
+    func batchKey(_ record: UnsafeRawBufferPointer) -> UInt64 {
+        let tag = Self.tag(of: record)
+        return UInt64(tag) << 32 | UInt64(RowCodecs.codec(tag: tag)?.parameterID(of: record) ?? 0)
     }
 
     /// The decoder of `tag`'s codec, nil for a tag no codec has.

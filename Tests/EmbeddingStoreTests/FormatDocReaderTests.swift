@@ -89,11 +89,11 @@ extension FormatDocTests {
                            "found": found.tolist()}, open(sys.argv[1], "w"))
             """
         let result = try PythonReader.run(script, [dir.file("store"), probe.map(String.init).joined(separator: ",")])
-        #expect(result["version"] as? Int == 3)
+        #expect(result["version"] as? Int == 4)
         let layers = try #require(result["layers"] as? [String: Any])
         let segments = try #require(layers["segments"] as? [[String: Any]])
         #expect(segments.map { $0["id"] as? Int } == [5, 4, 3, 2, 1], "manifest order: \(segments)")
-        #expect(segments.map { $0["kind"] as? Int } == [3, 4, 2, 3, 1], "kinds: \(segments)")
+        #expect(segments.map { $0["kind"] as? Int } == [3, 6, 5, 3, 1], "kinds: \(segments)")
         #expect(segments.map { $0["parts"] as? Int } == [1, 3, 3, 4, 3], "parts: \(segments)")
         #expect(layers["delta"] as? Int == 3 && layers["tombstones"] as? Int == 2, "\(layers)")
         let statistics = try store.statistics(table)

@@ -24,17 +24,29 @@ struct DocSegment {
     var rowsPerPart: Int { Int(u(40, 4)) }
     var classes: Int { Int(u(44, 4)) }
     var shift: UInt64 { u(48, 4) }
+    var checksumAlgorithm: UInt64 { u(52, 4) }
     var checksum: UInt64 { u(56, 8) }
-    var sparse: Bool { kind == 3 || kind == 4 }
+    var sparse: Bool { kind == 3 || kind == 4 || kind == 6 }
+    /// Kinds 2 and 4: size classes and group offsets.
     var sized: Bool { kind == 2 || kind == 4 }
+    /// Kinds 5 and 6: 64-byte group entries; field 44 is the end width W, G rows an entry.
+    var grouped: Bool { kind == 5 || kind == 6 }
+    var width: Int { classes }
+    var groupRows: Int { width == 2 ? 29 : 14 }
+    /// Where the entries start: the first offset ≡ 48 (mod 64) at or after the directory's end.
+    var entriesAt: Int { (sizesAt...).first { $0 % 64 == 48 }! }
+    var entriesPerPart: Int { (rowsPerPart + groupRows - 1) / groupRows }
+    var entryCount: Int {
+        Swift.stride(from: 0, to: n, by: rowsPerPart).reduce(0) { $0 + (min(rowsPerPart, n - $1) + groupRows - 1) / groupRows }
+    }
     /// Directory buckets B (the directory has B + 1 entries).
     var buckets: Int { sparse ? Int((last - first) >> shift) + 1 : 0 }
     var idsAt: Int { 64 }
     var directoryAt: Int { idsAt + (sparse ? 8 * n : 0) }
     var sizesAt: Int { directoryAt + (sparse ? 4 * (buckets + 1) : 0) }
-    var classesAt: Int { sizesAt + 4 * classes }
+    var classesAt: Int { sizesAt + (sized ? 4 * classes : 0) }
     var groupsAt: Int { classesAt + (sized ? n : 0) }
-    var end: Int { groupsAt + (sized ? 4 * ((n + 15) / 16) : 0) }
+    var end: Int { grouped ? entriesAt + 64 * entryCount : groupsAt + (sized ? 4 * ((n + 15) / 16) : 0) }
 
     func id(ofRow r: Int) -> UInt64 { sparse ? u(idsAt + 8 * r, 8) : first + UInt64(r) }
     func directory(_ b: Int) -> Int { Int(u(directoryAt + 4 * b, 4)) }
@@ -42,6 +54,10 @@ struct DocSegment {
     func sizeClass(ofRow r: Int) -> Int { Int(part0[classesAt + r]) }
     func groupOffset(_ g: Int) -> Int { Int(u(groupsAt + 4 * g, 4)) }
     func size(ofRow r: Int) -> Int { sized ? classSize(sizeClass(ofRow: r)) : stride }
+
+    /// Kinds 5, 6: entry e's base, and the end of its slot k.
+    func entryBase(_ e: Int) -> Int { Int(u(entriesAt + 64 * e, 4)) }
+    func entryEnd(_ e: Int, _ k: Int) -> Int { Int(u(entriesAt + 64 * e + 4 + width * k, width)) }
 
     /// The row of `id` (nil when the segment does not hold it) and how it was found.
     func row(of id: UInt64) -> (row: Int?, steps: String) {
@@ -58,6 +74,15 @@ struct DocSegment {
     func location(ofRow r: Int) -> (part: Int, offset: Int, length: Int, steps: String) {
         let part = 1 + r / rowsPerPart
         let inPart = r % rowsPerPart
+        if grouped {
+            let e = (part - 1) * entriesPerPart + inPart / groupRows, k = inPart % groupRows
+            let start = k == 0 ? 0 : entryEnd(e, k - 1)
+            let offset = entryBase(e) + start, length = entryEnd(e, k) - start
+            return (part, offset, length,
+                    "part 1 + \(r) / \(rowsPerPart) = \(part), entry (\(part) − 1) × \(entriesPerPart) + (\(r) mod \(rowsPerPart)) / \(groupRows) = \(e), "
+                    + "slot \(k): offset base \(entryBase(e)) + \(k == 0 ? "0" : "end[\(k - 1)] \(start)") = \(offset), "
+                    + "end[\(k)] \(entryEnd(e, k)) − \(start) = \(length) bytes")
+        }
         guard sized else {
             return (part, inPart * stride, stride,
                     "part 1 + \(r) / \(rowsPerPart) = \(part), offset (\(r) mod \(rowsPerPart)) × \(stride) = \(inPart * stride)")
@@ -73,17 +98,32 @@ struct DocSegment {
 
     /// Part 0 as hex, one field or index entry per line: offset, bytes, meaning.
     func annotated() -> String {
-        let kinds: [UInt64: String] = [1: "dense fixed", 2: "dense sized", 3: "sparse fixed", 4: "sparse sized"]
+        let kinds: [UInt64: String] = [1: "dense fixed", 2: "dense sized", 3: "sparse fixed", 4: "sparse sized",
+                                       5: "dense grouped", 6: "sparse grouped"]
         var fields: [(Int, Int, String)] = [
             (0, 4, "magic \"ESEG\""), (4, 4, "kind \(kind): \(kinds[kind] ?? "unknown")"), (8, 8, "row count N = \(n)"),
             (16, 8, "first id = \(first)"), (24, 8, "last id = \(last)"), (32, 4, "stride = \(stride)"),
             (36, 4, "part count P = \(parts)"), (40, 4, "rows per part R = \(rowsPerPart)"),
-            (44, 4, "size classes C = \(classes)"), (48, 4, "directory shift s = \(shift)"), (52, 4, "reserved"),
+            (44, 4, grouped ? "end width W = \(classes) (\(groupRows) rows an entry)" : "size classes C = \(classes)"),
+            (48, 4, "directory shift s = \(shift)"),
+            (52, 4, "checksum algorithm = \(checksumAlgorithm)" + (checksumAlgorithm == 1 ? ": blockmix64" : checksumAlgorithm == 0 ? ": FNV-1a 64" : "")),
             (56, 8, "checksum = 0x" + String(checksum, radix: 16)),
         ]
         if sparse {
             for r in 0..<n { fields.append((idsAt + 8 * r, 8, "ids[\(r)] = \(id(ofRow: r))")) }
             for b in 0...buckets { fields.append((directoryAt + 4 * b, 4, "dir[\(b)] = \(directory(b))")) }
+        }
+        if grouped {
+            if entriesAt > sizesAt { fields.append((sizesAt, entriesAt - sizesAt, "padding to offset \(entriesAt) (≡ 48 mod 64)")) }
+            for e in 0..<entryCount {
+                let at = entriesAt + 64 * e
+                fields.append((at, 4, "entry \(e): base = \(entryBase(e))"))
+                let used = min(groupRows, (0..<groupRows).firstIndex { entryEnd(e, $0) == 0 } ?? groupRows)
+                for k in 0..<used { fields.append((at + 4 + width * k, width, "  end[\(k)] = \(entryEnd(e, k))")) }
+                let unused = at + 4 + width * used
+                if unused < at + 62 { fields.append((unused, at + 62 - unused, "  ends of rows it lacks, padding: 0")) }
+                fields.append((at + 62, 2, "  check = 0x" + String(u(at + 62, 2), radix: 16) + ": the XOR of the entry's 32 u16 words is \(e)"))
+            }
         }
         if sized {
             for c in 0..<classes { fields.append((sizesAt + 4 * c, 4, "size of class \(c) = \(classSize(c))")) }
@@ -91,7 +131,7 @@ struct DocSegment {
             for g in 0..<(n + 15) / 16 { fields.append((groupsAt + 4 * g, 4, "group[\(g)] = \(groupOffset(g))")) }
         }
         return fields.map { offset, size, meaning in
-            let bytes = FormatDocTests.hex(part0[offset..<offset + size])
+            let bytes = size > 8 ? FormatDocTests.hex(part0[offset..<offset + 8]) + " … (\(size) bytes)" : FormatDocTests.hex(part0[offset..<offset + size])
             return String(repeating: " ", count: max(0, 4 - String(offset).count)) + "\(offset)  "
                 + bytes.padding(toLength: max(23, bytes.count), withPad: " ", startingAt: 0) + "  " + meaning
         }.joined(separator: "\n")
@@ -106,6 +146,37 @@ extension FormatDocTests {
             for byte in chunk { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
         }
         return h
+    }
+
+    /// blockmix64's mix exactly as FORMAT.md defines it.
+    static func blockMix(_ x: UInt64) -> UInt64 {
+        let y = x &* 0x9E37_79B9_7F4A_7C15
+        return y ^ (y >> 32)
+    }
+
+    /// blockmix64's value of piece `q` exactly as FORMAT.md defines it, a byte at a time.
+    static func blockMix64Piece(_ bytes: [UInt8], piece q: UInt64) -> UInt64 {
+        var sum: UInt64 = 0
+        var b = 0
+        while 1024 * b < bytes.count {
+            var h = blockMix(blockMix(UInt64(bytes.count)) ^ (q << 32 | UInt64(b)))
+            for j in 0..<128 {
+                var w: UInt64 = 0
+                for k in 0..<8 {
+                    let at = 1024 * b + 8 * j + k
+                    w |= UInt64(at < bytes.count ? bytes[at] : 0) << (8 * k)
+                }
+                h = blockMix(h ^ w)
+            }
+            sum &+= h
+            b += 1
+        }
+        return sum
+    }
+
+    /// blockmix64 of a segment's pieces in order (FORMAT.md "Checksum").
+    static func blockMix64(_ pieces: [[UInt8]]) -> UInt64 {
+        pieces.enumerated().reduce(UInt64(0)) { $0 &+ blockMix64Piece($1.element, piece: UInt64($1.offset)) }
     }
 
     static func record(_ values: [Float], _ encoding: RowEncoding) throws -> [UInt8] {
@@ -134,7 +205,7 @@ extension FormatDocTests {
     /// A sparse sized segment built with `SegmentWriter`, byte by byte, and lookups in it.
     static func segmentExample() throws -> String {
         let d = 3
-        var writer = try SegmentWriter(rowsPerPart: 16)
+        var writer = try SegmentWriter(rowsPerPart: 16, maximumRecordSize: 13)
         var parts: [[UInt8]] = []
         var records: [[UInt8]] = []
         for row in segmentRows {
@@ -147,13 +218,16 @@ extension FormatDocTests {
         let doc = DocSegment(part0: part0)
         #expect(part0.count == doc.end, "part 0 is \(part0.count) bytes; FORMAT.md's layout gives \(doc.end)")
         #expect(doc.parts == parts.count && parts.count == 1)
-        #expect(fnv1a64(parts + [Array(part0[..<56]), Array(part0[64...])]) == doc.checksum,
-                "the checksum is not FNV-1a 64 over parts 1…P, then part 0's bytes 0..<56 and 64...")
+        let pieces = parts + [Array(part0[..<56]), Array(part0[64...])]
+        #expect(doc.checksumAlgorithm == 1 && blockMix64(pieces) == doc.checksum,
+                "the checksum is not blockmix64 over parts 1…P, then part 0's bytes 0..<56 and 64...")
+        let pieceValues = pieces.enumerated().map { blockMix64Piece($1, piece: UInt64($0)) }
 
         var text = """
-            ### Segment: sparse, sized; d = 3, rows of fp32 (13 bytes) and int8 (12 bytes), R = 16
+            ### Segment: sparse, grouped; d = 3, rows of fp32 (13 bytes) and int8 (12 bytes), R = 16
 
-            Rows in: \(zip(segmentRows, records).map { "id \($0.id) \(tagName($1)) \(floats($0.values))" }.joined(separator: ", ")). Kind 4: the ids are not contiguous and the records have two sizes. \
+            Rows in: \(zip(segmentRows, records).map { "id \($0.id) \(tagName($1)) \(floats($0.values))" }.joined(separator: ", ")). Kind 6: the ids are not contiguous and the records have two sizes. \
+            The records are small, so the ends are u16 (W = 2, 29 rows an entry): one entry holds all five rows. \
             The writer picks the smallest shift that leaves at most ⌈5 / 4⌉ = 2 buckets.
 
             Part 1 (key `(1 << 32) | 1`), \(parts[0].count) bytes: the records back to back in id order.
@@ -171,8 +245,12 @@ extension FormatDocTests {
         text += """
             ```
 
-            Part 0 (key `(1 << 32) | 0`), \(part0.count) bytes. The checksum is FNV-1a 64 over part 1's \(parts[0].count) bytes, \
-            then part 0's bytes 0…55 and 64…\(part0.count - 1).
+            Part 0 (key `(1 << 32) | 0`), \(part0.count) bytes. The checksum is blockmix64 (algorithm 1) over three pieces, \
+            each one block: piece 0, part 1's \(parts[0].count) bytes (seed mix(mix(\(parts[0].count)) XOR 0)), value \
+            0x\(String(pieceValues[0], radix: 16)); piece 1, part 0's bytes 0…55 (seed mix(mix(56) XOR 2³²)), value \
+            0x\(String(pieceValues[1], radix: 16)); piece 2, part 0's bytes 64…\(part0.count - 1) \
+            (seed mix(mix(\(part0.count - 64)) XOR 2·2³²)), value 0x\(String(pieceValues[2], radix: 16)); their sum mod 2⁶⁴ \
+            is 0x\(String(doc.checksum, radix: 16)).
 
             ```
             \(doc.annotated())

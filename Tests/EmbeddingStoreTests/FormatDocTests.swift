@@ -60,7 +60,7 @@ import LMDB
         text += try example("bucket+scale, d = 3, bucket row 2 = [0.5, -0.5, 1.0], scale 2", [1.0, -1.0, 2.0],
                             .scaledBucket(id: 2, scale: 2), bucketRow: bucketRow)
         text += try transformExample()
-        text += "### `format` header (version 3)\n\n```\n\(hex(StoreFormat.encodeHeader()))\n```\n\n"
+        text += "### `format` header (version 4)\n\n```\n\(hex(StoreFormat.encodeHeader()))\n```\n\n"
         let schema = TableSchema(tableID: 1, dimension: 3, currentBasisID: 1, nextBasisID: 2, nextBucketID: 3)
         text += "### Table schema: table id 1, d = 3, current basis 1, next basis 2, next bucket 3\n\n```\n\(hex(schema.encode()))\n```\n\n"
         text += try segmentExample()

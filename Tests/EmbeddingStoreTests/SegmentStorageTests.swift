@@ -215,6 +215,57 @@ import LMDB
         #expect(changed == 1)
     }
 
+    /// A segment of format versions 2–3 (FNV-1a 64, header u32 at 52 = 0, kind 4) beside a new
+    /// one (blockmix64, kind 6 would it be mixed) in the same table: both are read and verified, each checksum catches a
+    /// flipped bit, and the Python reader checks both. A version-2 store stays version 2 while
+    /// only FNV segments are written, and becomes 4 with the first blockmix64 segment.
+    @Test func olderFNVSegmentsStayReadableAndVerified() throws {
+        let dir = TemporaryDirectory()
+        let store = try makeStore(dir)
+        try StoreFormat.encodeHeader(version: 2).withUnsafeBytes { header in
+            try store.environment.write { try $0.put(header, forKey: StoreFormat.formatKey, in: store.meta) }
+        }
+        func version() throws -> UInt32 {
+            try store.environment.read { txn in
+                try txn.withValue(forKey: StoreFormat.formatKey, in: store.meta) { try StoreFormat.decodeHeader($0!, path: "") }
+            }
+        }
+        let table = try store.createTable("t", dimension: 2)
+        let old = (0..<40).map { UInt64($0) * 3 }, new = (0..<30).map { UInt64($0) * 3 + 1 }
+        let oldSegment = try #require(try store.writeSegment(table, ids: old, records: Self.records(old, mixed: true), rowsPerPart: 16,
+                                                             checksum: .fnv1a64, sizeClassIndex: true))
+        #expect(try version() == 2)
+        let newSegment = try #require(try store.writeSegment(table, ids: new, records: Self.records(new), rowsPerPart: 16))
+        #expect(try version() == 4)
+        #expect(try store.verifySegments(table) == 2)
+        let all = (old + new).sorted()
+        #expect(try store.makeReader().lookup(table, ids: all) == all.flatMap { Self.values($0) })
+        let result = try PythonReader.run("""
+            from embstore_reader import Store
+            with Store(sys.argv[2]) as s:
+                ids, x = s.export("t")
+                json.dump({"ids": ids.tolist(), "rows": x.astype(float).ravel().tolist()}, open(sys.argv[1], "w"))
+            """, [dir.file("store")])
+        #expect(result["ids"] as? [Int] == all.map { Int($0) })
+        #expect((result["rows"] as? [Double])?.map { Float($0) } == all.flatMap { Self.values($0) })
+        for segment in [oldSegment, newSegment] {
+            try Self.damage(store, table, segment: segment, part: 1) { $0[5] ^= 0x01 }
+            #expect { try store.verifySegments(table) } throws: { "\($0)".contains("segment \(segment) checksum mismatch") }
+            let refused = try PythonReader.run("""
+                from embstore_reader import Store, SegmentChecksumError
+                try:
+                    with Store(sys.argv[2]) as s:
+                        s.export("t")
+                    json.dump({"message": ""}, open(sys.argv[1], "w"))
+                except SegmentChecksumError as e:
+                    json.dump({"message": str(e)}, open(sys.argv[1], "w"))
+                """, [dir.file("store")])
+            #expect((refused["message"] as? String)?.contains("segment \(segment)") == true, "\(refused)")
+            try Self.damage(store, table, segment: segment, part: 1) { $0[5] ^= 0x01 }
+        }
+        #expect(try store.verifySegments(table) == 2)
+    }
+
     /// Any single flipped bit of part 0's 64-byte header is reported by `verifySegments`: the
     /// checksum covers the header (all but its own field, whose flips it catches by mismatch).
     @Test(arguments: [false, true])

@@ -75,7 +75,47 @@ import Testing
         let version = try store.environment.read { txn in
             try txn.withValue(forKey: StoreFormat.formatKey, in: store.meta) { try StoreFormat.decodeHeader($0!, path: "") }
         }
-        #expect(version == 3)
+        #expect(version == 4, "a new store starts at version 4")
+    }
+
+    /// Lookups set tc rows aside and decode them together at the end of the batch, grouped by
+    /// model: among int8 and fp16 rows, in any order, with missing ids and repeats, every batch
+    /// size gives exactly the rows `get` gives one at a time; a damaged tc record among them is
+    /// named by its own id.
+    @Test func tcRowsSetAsideInABatchLandInTheirPlaces() throws {
+        let dir = TemporaryDirectory()
+        let store = try makeStore(dir)
+        let d = Self.d, count = 600
+        let rows = embeddingRows(count: count, dimension: d, seed: 12)
+        var random = SeededRandom(seed: 4)
+        let counts = (0..<count).map { _ in Double(random.next() % 1000) }
+        try rows.withUnsafeBufferPointer { rows in
+            _ = try store.load(table: "mixed", rows: rows, count: count, dimension: d,
+                               policy: .tiers([.init(codec: .fp16, fraction: 0.2), .init(codec: .int8, fraction: 0.3),
+                                               .init(codec: .transformCoded(bitsPerValue: 2), fraction: 0.25),
+                                               .init(codec: .transformCoded(bitsPerValue: 4), fraction: nil)]),
+                               counts: counts)
+        }
+        let table = try store.table("mixed")
+        #expect(Set(try store.statistics(table).codecs.map(\.codec)) == ["fp16", "int8", "tc"])
+        var expected: [UInt64: [Float]] = [:]
+        for id in 0..<UInt64(count) { expected[id] = try #require(try store.get(table, id: id)) }
+        let reader = try store.makeReader()
+        for batch in [1, 3, 8, 9, 64, 512, 1500] {
+            let ids = (0..<batch).map { _ in random.next() % UInt64(count + 40) }   // ids ≥ 600 are missing
+            let got = try reader.lookup(table, ids: ids)
+            for (i, id) in ids.enumerated() {
+                #expect(Array(got[i * d..<(i + 1) * d]) == expected[id] ?? [Float](repeating: 0, count: d), "batch \(batch), id \(id)")
+            }
+        }
+        // Damage one tc record's model id (a model that does not exist): the lookup names it.
+        let victim = try #require((0..<UInt64(count)).first { id in
+            try store.provenance(table, id: id)?.codec.hasPrefix("tc") == true
+        })
+        try store.environment.write { txn in
+            try ([9, 99] + [UInt8](repeating: 0, count: 8)).withUnsafeBytes { try txn.put($0, forKey: victim, in: table.rows) }
+        }
+        #expect { _ = try store.makeReader().lookup(table, ids: [0, 1, victim, 2]) } throws: { "\($0)".contains("id \(victim)") }
     }
 
     @Test func putsUseTheLoadedModelAndDamageIsNamed() throws {
@@ -167,32 +207,8 @@ struct SeededGenerator: RandomNumberGenerator {
     }
 }
 
-/// A segment holds at most 255 record sizes: a codec whose records accept zero padding is
-/// padded into the sizes already used once 254 are taken, and the 255th is its largest record.
-@Suite struct RecordSizesTests {
-    @Test func paddingKeepsEveryLoadWithin255Sizes() {
-        var sizes = RecordSizes(capacity: 1000)
-        sizes.reserve(37)   // a fixed-size codec's records in the same segment
-        sizes.reserve(73)
-        var used: Set<Int> = [37, 73]
-        for size in (1...600).reversed() where size % 2 == 0 {   // 300 sizes, largest first
-            let stored = sizes.size(for: size)
-            #expect(stored >= size)
-            used.insert(stored)
-        }
-        for size in [999, 3, 1000, 601] {
-            let stored = sizes.size(for: size)
-            #expect(stored >= size && stored <= 1000)
-            used.insert(stored)
-        }
-        #expect(used.count <= 255, "\(used.count) sizes")
-        #expect(used.contains(1000))
-        #expect(sizes.size(for: 37) == 37 && sizes.size(for: 73) == 73, "reserved sizes stay their own")
-    }
-}
-
-/// A version-2 store stays version 2 until a write needs version 3: an int4h put, an int4h
-/// segment, a tc load (its typed parameter records) each raise it in their own commit.
+/// A version-2 store stays version 2 until a write needs more: an int4h put raises it to 3 (tag
+/// 10); any segment, now written with a blockmix64 checksum, to 4 — each in its own commit.
 @Suite struct FormatVersionUpgradeTests {
     static func version(_ store: Store) throws -> UInt32 {
         try store.environment.read { txn in
@@ -215,10 +231,15 @@ struct SeededGenerator: RandomNumberGenerator {
         let rows = embeddingRows(count: 300, dimension: d, seed: 2)
         let writes: [(String, (Store) throws -> Void, UInt32)] = [
             ("int8 put", { try $0.put(try $0.createTable("t", dimension: d), id: 1, vector: Array(rows[0..<d]), codec: .int8) }, 2),
-            ("int8 segment", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .int8) } }, 2),
+            ("int8 segment", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .int8) } }, 4),
             ("int4h put", { try $0.put(try $0.createTable("t", dimension: d), id: 1, vector: Array(rows[0..<d]), codec: .int4h) }, 3),
-            ("int2h segment", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .int2h) } }, 3),
-            ("tc load", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .transformCoded(bitsPerValue: 3)) } }, 3),
+            ("int2h segment", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .int2h) } }, 4),
+            ("tc load", { store in try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .transformCoded(bitsPerValue: 3)) } }, 4),
+            ("tc per-key load", { store in
+                var options = LoadOptions()
+                options.layout = .perKey
+                try rows.withUnsafeBufferPointer { _ = try store.load(table: "t", rows: $0, count: 300, dimension: d, codec: .transformCoded(bitsPerValue: 3), options: options) }
+            }, 3),
         ]
         for (name, write, expected) in writes {
             let dir = TemporaryDirectory()

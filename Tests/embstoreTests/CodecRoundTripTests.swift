@@ -197,7 +197,7 @@ struct PythonReaderTests {
         }
     }
 
-    /// A store whose format version (3) is newer than the reader knows (2) is refused, naming both
+    /// A store whose format version (5) is newer than the reader knows (4) is refused, naming both
     /// versions, by the Python reader and by `embstore info`.
     @Test func unknownFormatVersionIsRefused() throws {
         try withTemporaryDirectory { dir in
@@ -210,8 +210,8 @@ struct PythonReaderTests {
                 meta = env.open_db(b"meta")
                 with env.begin(write=True) as txn:
                     header = txn.get(b"format", db=meta)
-                    assert header[:8] == b"EMBSTORE" and struct.unpack_from("<I", header, 8)[0] == 3, header
-                    txn.put(b"format", header[:8] + struct.pack("<I", 4) + header[12:], db=meta)
+                    assert header[:8] == b"EMBSTORE" and struct.unpack_from("<I", header, 8)[0] == 4, header
+                    txn.put(b"format", header[:8] + struct.pack("<I", 5) + header[12:], db=meta)
                 env.close()
                 try:
                     embstore_reader.Store(sys.argv[1])
@@ -219,10 +219,10 @@ struct PythonReaderTests {
                 except embstore_reader.UnsupportedVersionError as e:
                     print("refused:", e)
                 """, [store.path])
-            #expect(out.contains("refused:") && out.contains("4") && out.contains("3"), "\(out)")
+            #expect(out.contains("refused:") && out.contains("5") && out.contains("4"), "\(out)")
             let info = try embstore("info", store.path)
-            #expect(info.status != 0, "embstore info opened a version-4 store: \(info)")
-            #expect(info.stderr.contains("4"), "the error should name version 4: \(info)")
+            #expect(info.status != 0, "embstore info opened a version-5 store: \(info)")
+            #expect(info.stderr.contains("5"), "the error should name version 5: \(info)")
         }
     }
 }

@@ -161,7 +161,7 @@ extension PythonReaderTests {
     }
 
     /// A version-1 store (no segments databases; what embstore wrote before segments) is read
-    /// as delta only; a segment ingest upgrades it to version 2, and the table created under
+    /// as delta only; a segment ingest upgrades it (now to version 4, blockmix64), and the table created under
     /// version 1 that was not written to keeps no segments database.
     @Test func versionOneStoreIsReadAndUpgraded() throws {
         try withTemporaryDirectory { dir in
@@ -193,7 +193,7 @@ extension PythonReaderTests {
             }
             try embstoreOK("ingest", store.path, "--table", "b", "--vectors", later.path, "--ids", laterIDs.path, "--codec", "int4")
             let a = try compareWithReader(store, "a", in: dir, probe: probe)
-            #expect(a.result["version"] as? Int == 2 && a.segmentKinds.isEmpty && a.layers["delta"] as? Int == 50, "\(a.result)")
+            #expect(a.result["version"] as? Int == 4 && a.segmentKinds.isEmpty && a.layers["delta"] as? Int == 50, "\(a.result)")
             let b = try compareWithReader(store, "b", in: dir, probe: probe)
             #expect(b.segmentKinds == [1] && b.layers["delta"] as? Int == 40, "the segment replaces delta rows 40…49: \(b.layers)")
             #expect(b.exported.ids == (0..<70).map { UInt64($0) })

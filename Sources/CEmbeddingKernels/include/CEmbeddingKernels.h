@@ -389,6 +389,31 @@ void emb_knn_scores_portable(const float *queries, size_t qcount, size_t d, cons
 double emb_dot_f64(const float *a, const float *b, size_t d);
 double emb_dot_f64_portable(const float *a, const float *b, size_t d);
 
+/* ------------------------------------------------------------------------------------------
+ * Segment checksum "blockmix64" (FORMAT.md "Checksum", algorithm 1): a piece of `length` bytes
+ * is cut into blocks of EMB_CHECKSUM_BLOCK_BYTES (the last zero-padded); block b of piece q is
+ * hashed by h = mix(mix(length) ^ (q << 32 | b)), then h = mix(h ^ w) for each of its 128
+ * little-endian u64 words w; a piece's value is the sum of its blocks' h (mod 2^64), and a
+ * segment's checksum the sum of its pieces' values. Every step is a bijection of h, so any
+ * change confined to one block (a flipped bit anywhere) changes the checksum. */
+
+#define EMB_CHECKSUM_BLOCK_BYTES 1024
+
+/** mix(x) = y ^ (y >> 32) with y = x * 0x9E3779B97F4A7C15 mod 2^64: a bijection. */
+static inline uint64_t emb_checksum_mix(uint64_t x) {
+    x *= 0x9E3779B97F4A7C15ull;
+    return x ^ (x >> 32);
+}
+
+/** The starting h of block `block` of piece `piece` of `length` bytes. */
+uint64_t emb_checksum_block_seed(uint64_t length, uint64_t piece, uint64_t block);
+
+/** The value of piece number `piece` (its `length` bytes at `bytes`): eight blocks hashed side
+ *  by side. */
+uint64_t emb_checksum_piece(const void *bytes, size_t length, uint32_t piece);
+/** The same value, byte by byte as FORMAT.md words it (the scalar twin the tests compare). */
+uint64_t emb_checksum_piece_reference(const void *bytes, size_t length, uint32_t piece);
+
 #ifdef __cplusplus
 }
 #endif
