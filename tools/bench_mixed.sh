@@ -9,12 +9,14 @@
 # table `int8` (--codec int8), then runs `embstore bench` on each table and each id stream
 # (ids.npy: Zipf, ids_uniform.npy: uniform), the tables alternating, RUNS times (default 5;
 # each run is bench's own median of 5 reps); prints the median rows/s over runs and the ratio.
+# WEIGHTING=retrieval builds `mix` with the default weighting instead of traffic.
 # BASE_BIN=/path/to/embstore also builds a store with that binary and benches it the same way,
 # interleaved, as "base" (before/after in one run). Noisy shared machine: compare ratios.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 wl=${1:-${EMB_BENCH_DIR:-/tmp/embbench}/N1000000_d64}
 runs=${2:-5}
+weighting=${WEIGHTING:-traffic}
 [[ -f $wl/table.npy && -f $wl/freq.npy ]] || { echo "no $wl/table.npy or freq.npy: python3 ../shared/bench/make_workload.py --out $wl" >&2; exit 1; }
 swift build -c release --product embstore >/dev/null
 bin=$(swift build -c release --product embstore --show-bin-path)/embstore
@@ -26,7 +28,7 @@ builds=(ours)
 exe() { [[ $1 == base ]] && echo "$BASE_BIN" || echo "$bin"; }
 for build in "${builds[@]}"; do
     b=$(exe "$build")
-    "$b" ingest "$work/$build" --table mix --vectors "$wl/table.npy" --freq "$wl/freq.npy" --budget 0.25 --weighting traffic --quiet \
+    "$b" ingest "$work/$build" --table mix --vectors "$wl/table.npy" --freq "$wl/freq.npy" --budget 0.25 --weighting "$weighting" --quiet \
         | sed -n '/^  [a-z]/p' | sed "s/^/$build mix: /" >&2
     "$b" ingest "$work/$build" --table int8 --vectors "$wl/table.npy" --codec int8 --quiet >/dev/null
 done
