@@ -102,13 +102,13 @@ extension Store {
                         if let lastPart {
                             try lastPart.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: lastNumber), in: database) }
                         }
-                        let header = try part0.withUnsafeBytes { bytes in
+                        let (header, live) = try part0.withUnsafeBytes { bytes in
                             try txn.put(bytes, forKey: Store.segmentKey(id, part: 0), in: database)
                             let index = try SegmentIndex(part0: bytes)
                             try removeShadowedDelta(table, segment: index, in: txn)
-                            return index.header
+                            let live = try retireShadowedSegments(table, by: index, live: try segmentManifest(table, in: txn), in: txn)
+                            return (index.header, live)
                         }
-                        let live = try segmentManifest(table, in: txn)
                         var manifest: [UInt8] = []
                         appendLE(UInt32(live.count + 1), to: &manifest)
                         for live in [id] + live { appendLE(live, to: &manifest) }
@@ -159,6 +159,31 @@ extension Store {
         return false
     }
 
+    /// Removes from `live` (and from the store: its parts and its load note) every segment whose
+    /// ids `newer` all holds: no lookup can reach its rows any more. A table loaded again and
+    /// again so keeps one segment, and LMDB reuses the pages of the ones replaced. Returns the
+    /// segments left.
+    private func retireShadowedSegments(_ table: Table, by newer: SegmentIndex, live: [UInt32], in txn: borrowing Transaction) throws -> [UInt32] {
+        guard let database = table.segments else { return live }
+        var kept: [UInt32] = []
+        for segment in live {
+            let shadowed = try txn.withValue(forKey: Store.segmentKey(segment, part: 0), in: database) { bytes -> Bool in
+                guard let bytes, let older = try? SegmentIndex(part0: bytes) else { return false }   // damaged: left for verify
+                guard older.header.firstID >= newer.header.firstID, older.header.lastID <= newer.header.lastID else { return false }
+                if !newer.header.kind.isSparse { return true }   // a dense segment holds its whole range
+                for r in 0..<older.count where newer.row(of: older.id(atRow: r)) == nil { return false }
+                return true
+            }
+            guard shadowed else {
+                kept.append(segment)
+                continue
+            }
+            try Store.deleteParts(of: segment, in: database, txn)
+            _ = try txn.delete(StoreFormat.loadNoteKey(table.id, segment: segment), in: meta)
+        }
+        return kept
+    }
+
     /// Deletes the delta rows (and tombstones) of ids that `segment` holds.
     private func removeShadowedDelta(_ table: Table, segment: SegmentIndex, in txn: borrowing Transaction) throws {
         var shadowed: [UInt64] = []
@@ -185,20 +210,23 @@ extension Store {
         }
     }
 
+    /// Deletes every stored part of `segment` (part 0 included).
+    static func deleteParts(of segment: UInt32, in database: Database, _ txn: borrowing Transaction) throws {
+        var keys: [UInt64] = []
+        try txn.withCursor(database) { cursor in
+            var entry = try cursor.seek(atLeast: Store.segmentKey(segment, part: 0))
+            while let current = entry, let key = current.integerKey, key >> 32 == UInt64(segment) {
+                keys.append(key)
+                entry = try cursor.next()
+            }
+        }
+        for key in keys { _ = try txn.delete(key, in: database) }
+    }
+
     /// Removes every stored part of `segment` (after a failed write).
     private func deleteSegmentParts(_ table: Table, segment: UInt32) throws {
         guard let database = table.segments else { return }
-        try environment.write { txn in
-            var keys: [UInt64] = []
-            try txn.withCursor(database) { cursor in
-                var entry = try cursor.seek(atLeast: Store.segmentKey(segment, part: 0))
-                while let current = entry, let key = current.integerKey, key >> 32 == UInt64(segment) {
-                    keys.append(key)
-                    entry = try cursor.next()
-                }
-            }
-            for key in keys { _ = try txn.delete(key, in: database) }
-        }
+        try environment.write { txn in try Store.deleteParts(of: segment, in: database, txn) }
     }
 
     /// Recomputes every live segment's checksum and checks its parts against its index;
