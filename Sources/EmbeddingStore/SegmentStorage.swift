@@ -211,7 +211,8 @@ extension Store {
     }
 
     /// Deletes every stored part of `segment` (part 0 included).
-    static func deleteParts(of segment: UInt32, in database: Database, _ txn: borrowing Transaction) throws {
+    @discardableResult
+    static func deleteParts(of segment: UInt32, in database: Database, _ txn: borrowing Transaction) throws -> Int {
         var keys: [UInt64] = []
         try txn.withCursor(database) { cursor in
             var entry = try cursor.seek(atLeast: Store.segmentKey(segment, part: 0))
@@ -221,12 +222,13 @@ extension Store {
             }
         }
         for key in keys { _ = try txn.delete(key, in: database) }
+        return keys.count
     }
 
     /// Removes every stored part of `segment` (after a failed write).
     private func deleteSegmentParts(_ table: Table, segment: UInt32) throws {
         guard let database = table.segments else { return }
-        try environment.write { txn in try Store.deleteParts(of: segment, in: database, txn) }
+        _ = try environment.write { txn in try Store.deleteParts(of: segment, in: database, txn) }
     }
 
     /// Recomputes every live segment's checksum and checks its parts against its index;

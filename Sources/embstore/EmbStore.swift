@@ -9,7 +9,7 @@ struct EmbStore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embstore",
         abstract: "An embedded store for compressed embedding tables, on LMDB.",
-        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Stats.self, Verify.self, Eval.self, Bench.self, Codecs.self, Demo.self]
+        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Stats.self, Verify.self, Compact.self, Eval.self, Bench.self, Codecs.self, Demo.self]
     )
 }
 
@@ -278,6 +278,22 @@ struct Verify: ParsableCommand {
             throw ExitCode(1)
         }
         print("ok")
+    }
+}
+
+struct Compact: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a compacted, verified copy of a store: only the pages in use, without segment parts a killed load left.")
+
+    @Argument(help: "The store directory.") var store: String
+    @Option(help: "The new store directory (must not exist).") var out: String
+
+    func run() throws {
+        let store = try openReadOnly(self.store)
+        let report = try store.compact(to: out)
+        print("compacted \(self.store) (\(report.bytesBefore) bytes) into \(out): \(report.bytesAfter) bytes"
+              + String(format: " (%.1f%%)", 100 * Double(report.bytesAfter) / Double(max(report.bytesBefore, 1)))
+              + (report.orphanParts > 0 ? ", \(report.orphanParts) orphan segment part(s) left out" : "") + "; verified")
     }
 }
 
