@@ -236,42 +236,43 @@ extension Store {
     @discardableResult
     func verifySegments(_ table: Table) throws -> Int {
         try table.requireLive()
-        return try translatingErrors {
-            try environment.read { txn in
-                let live = try segmentManifest(table, in: txn)
-                for segment in live {
-                    let view = try SegmentView(table: table, segment: segment, in: txn)
-                    let index = view.index
-                    let sum = SegmentChecksum.of(parts: view.parts, part0: UnsafeRawBufferPointer(start: index.part0, count: index.header.part0Size),
-                                                 algorithm: index.header.checksumAlgorithm)
-                    guard sum == index.header.checksum else {
-                        throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) checksum mismatch: its bytes changed since it was written")
-                    }
-                    // The checksum does not cover the 64-byte header: a sparse segment's ids must
-                    // run strictly ascending from its first to its last id, and the directory
-                    // must count them, or a damaged first id, last id or shift hides rows.
-                    if index.header.kind.isSparse, let reason = Store.sparseIndexProblem(index) {
-                        throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
-                    }
-                    // Group entries: every check word, base and end (the checksum does not cover
-                    // entries of a segment whose header was damaged into another layout).
-                    if index.header.kind.hasGroupEntries, let reason = Store.groupEntriesProblem(index, parts: view.parts) {
-                        throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
-                    }
-                    // The index must place every record inside its part (sized segments).
-                    if index.header.kind.isSized {
-                        for p in 1...index.partCount {
-                            let last = min(p * Int(index.header.rowsPerPart), index.count) - 1
-                            guard let (offset, length) = index.record(ofRow: last, partLength: view.parts[p - 1].count),
-                                  offset + length == view.parts[p - 1].count else {
-                                throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) part \(p) does not match its index")
-                            }
-                        }
+        return try translatingErrors { try environment.read { txn in try verifySegments(table, in: txn) } }
+    }
+
+    /// `verifySegments` in the snapshot of `txn`.
+    func verifySegments(_ table: Table, in txn: borrowing Transaction) throws -> Int {
+        let live = try segmentManifest(table, in: txn)
+        for segment in live {
+            let view = try SegmentView(table: table, segment: segment, in: txn)
+            let index = view.index
+            let sum = SegmentChecksum.of(parts: view.parts, part0: UnsafeRawBufferPointer(start: index.part0, count: index.header.part0Size),
+                                         algorithm: index.header.checksumAlgorithm)
+            guard sum == index.header.checksum else {
+                throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) checksum mismatch: its bytes changed since it was written")
+            }
+            // The checksum does not cover the 64-byte header: a sparse segment's ids must
+            // run strictly ascending from its first to its last id, and the directory
+            // must count them, or a damaged first id, last id or shift hides rows.
+            if index.header.kind.isSparse, let reason = Store.sparseIndexProblem(index) {
+                throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
+            }
+            // Group entries: every check word, base and end (the checksum does not cover
+            // entries of a segment whose header was damaged into another layout).
+            if index.header.kind.hasGroupEntries, let reason = Store.groupEntriesProblem(index, parts: view.parts) {
+                throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
+            }
+            // The index must place every record inside its part (sized segments).
+            if index.header.kind.isSized {
+                for p in 1...index.partCount {
+                    let last = min(p * Int(index.header.rowsPerPart), index.count) - 1
+                    guard let (offset, length) = index.record(ofRow: last, partLength: view.parts[p - 1].count),
+                          offset + length == view.parts[p - 1].count else {
+                        throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) part \(p) does not match its index")
                     }
                 }
-                return live.count
             }
         }
+        return live.count
     }
 }
 

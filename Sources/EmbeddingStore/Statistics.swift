@@ -119,10 +119,13 @@ extension Store {
     }
 
     /// Every live row of `table` decoded, in ascending id order: the ids and `ids.count × dimension` floats.
+    /// An offline job: every segment's checksum and index are checked first (as `verify` does),
+    /// so a damaged store fails it instead of handing out wrong rows.
     public func export(_ table: Table) throws -> (ids: [UInt64], values: [Float]) {
         try table.requireLive()
         return try translatingErrors {
             try environment.read { txn in
+                _ = try verifySegments(table, in: txn)
                 let d = table.dimension
                 var ids = [UInt64]()
                 var values = [Float]()

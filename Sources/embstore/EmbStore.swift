@@ -266,10 +266,19 @@ struct Verify: ParsableCommand {
         abstract: "Check every segment's checksum and index, and decode every live row; exit 1 on damage.")
 
     @Argument(help: "The store directory.") var store: String
+    @Flag(help: "Print one JSON object: {store, ok, tables: [{name, segments, rows}], problems: [text]}.") var json = false
 
     func run() throws {
         let store = try openReadOnly(self.store)
         let report = try store.verify()
+        if json {
+            let object: [String: Any] = [
+                "store": self.store, "ok": report.problems.isEmpty, "problems": report.problems,
+                "tables": report.tables.map { ["name": $0.name, "segments": $0.segments, "rows": $0.rows] as [String: Any] }]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+            if !report.problems.isEmpty { throw ExitCode(1) }
+            return
+        }
         for table in report.tables {
             print("table '\(table.name)': \(table.segments) segment(s) checksummed, \(table.rows) live rows decoded")
         }

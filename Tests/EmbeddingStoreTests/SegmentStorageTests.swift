@@ -251,6 +251,8 @@ import LMDB
         for segment in [oldSegment, newSegment] {
             try Self.damage(store, table, segment: segment, part: 1) { $0[5] ^= 0x01 }
             #expect { try store.verifySegments(table) } throws: { "\($0)".contains("segment \(segment) checksum mismatch") }
+            // export, an offline job, refuses it too rather than hand out the flipped bit.
+            #expect { try store.export(table) } throws: { "\($0)".contains("segment \(segment) checksum mismatch") }
             let refused = try PythonReader.run("""
                 from embstore_reader import Store, SegmentChecksumError
                 try:

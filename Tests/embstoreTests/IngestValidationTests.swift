@@ -273,3 +273,30 @@ struct IngestValidationTests {
         }
     }
 }
+
+/// A flipped bit in a row's bytes: `verify --json` says what is damaged and exits 1, and
+/// `export` fails instead of writing the flipped row.
+@Suite struct DamageCommandTests {
+    @Test func verifyJSONAndExportRefuseAFlippedBit() throws {
+        try withTemporaryDirectory { dir in
+            var rows = randomRows(200, 8, seed: 6)
+            rows[17][3] = 1234.5   // a value to find in the file
+            let vectors = dir.appendingPathComponent("x.npy")
+            try writeFloat32(rows, to: vectors)
+            let store = dir.appendingPathComponent("store")
+            try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "fp32", "--quiet")
+            let sound = try embstoreOK("verify", store.path, "--json")
+            #expect(sound.stdout.contains("\"ok\":true"), "\(sound)")
+            let file = store.appendingPathComponent("data.mdb")
+            var bytes = try Data(contentsOf: file)
+            let pattern = withUnsafeBytes(of: Float(1234.5).bitPattern.littleEndian) { Data($0) }
+            let at = try #require(bytes.range(of: pattern)).lowerBound
+            bytes[at] ^= 0x01
+            try bytes.write(to: file)
+            let damaged = try embstore("verify", store.path, "--json")
+            #expect(damaged.status == 1 && damaged.stdout.contains("\"ok\":false") && damaged.stdout.contains("checksum mismatch"), "\(damaged)")
+            let export = try embstore("export", store.path, "--table", "t", "--out", dir.appendingPathComponent("y.npy").path)
+            #expect(export.status != 0 && export.stderr.contains("checksum mismatch"), "\(export)")
+        }
+    }
+}
