@@ -249,15 +249,27 @@ struct SegmentIndex {
         while high - low > 8 {   // binary search down to a few ids (one cache line)
             let mid = (low + high) / 2
             let candidate: UInt64 = load(idsAt + 8 * mid)
-            if candidate < id { low = mid + 1 } else if candidate > id { high = mid } else { return mid }
+            if candidate < id { low = mid + 1 } else if candidate > id { high = mid } else {
+                if let r = checkedRow(mid, id) { return r }
+                break   // out of order around mid (damaged): look through what is left
+            }
         }
         while low < high {
             let candidate: UInt64 = load(idsAt + 8 * low)
-            if candidate == id { return low }
-            if candidate > id { return nil }
+            if candidate == id, let r = checkedRow(low, id) { return r }
+            if candidate > id { return nil }   // damage past here can hide a row, never swap one
             low += 1
         }
         return nil
+    }
+
+    /// Row `r`, whose stored id is `id`, when its neighbours are below and above it; nil when
+    /// not: a damaged id equal to another row's id must not hand out its own row for that id.
+    @inline(__always)
+    private func checkedRow(_ r: Int, _ id: UInt64) -> Int? {
+        if r > 0 && load(idsOffset + 8 * (r - 1), as: UInt64.self) >= id { return nil }
+        if r + 1 < rowCount && load(idsOffset + 8 * (r + 1), as: UInt64.self) <= id { return nil }
+        return r
     }
 
     /// The id of row `r`.

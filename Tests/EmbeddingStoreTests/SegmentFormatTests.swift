@@ -228,6 +228,27 @@ import Testing
         }
     }
 
+    /// A damaged id equal to another row's id: a lookup of that id finds its own row or none,
+    /// never the damaged row (every slot, every other id, in segments of 5 and 40 rows).
+    @Test(arguments: [5, 40])
+    func aDamagedIDNeverHandsOutItsRowForAnotherID(count: Int) throws {
+        let ids = (0..<count).map { UInt64(10 * $0 + 10) }
+        let recs = records(ids, sizes: Self.fixedSizes)
+        let built = try build(ids, recs, rowsPerPart: 16)
+        for slot in 0..<count {
+            for target in 0..<count where target != slot {
+                var part0 = built.part0
+                let at = SegmentHeader.size + 8 * slot
+                withUnsafeBytes(of: ids[target].littleEndian) { for k in 0..<8 { part0[at + k] = $0[k] } }
+                try part0.withUnsafeBytes { bytes in
+                    let index = try SegmentIndex(part0: bytes)
+                    let found = index.row(of: ids[target])
+                    #expect(found == nil || found == target, "slot \(slot) damaged into id \(ids[target]): found row \(found.map(String.init) ?? "none")")
+                }
+            }
+        }
+    }
+
     @Test(arguments: sparseSets, [16, 32])
     func sparseFixedFindsEveryIDAndNoGap(set: String, rowsPerPart: Int) throws {
         let ids = Self.sparseIDs(set)
