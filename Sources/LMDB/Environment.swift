@@ -4,6 +4,20 @@ import Synchronization
 import Glibc
 #endif
 
+/// LMDB checks its pages as it walks them, and aborts the process when one is not what it
+/// expects (a page zeroed or overwritten on disk). It still ends the process (LMDB aborts when
+/// this returns, and nothing can unwind through it), but says what happened and exits with
+/// status 3 instead of dying by SIGABRT: the file is damaged, and `verify` or a copy is what helps.
+private func lmdbFoundDamage(_ env: OpaquePointer?, _ message: UnsafePointer<CChar>?) {
+    var path: UnsafePointer<CChar>?
+    if let env { _ = mdb_env_get_path(env, &path) }
+    let place = path.map { String(cString: $0) } ?? "an LMDB environment"
+    let text = message.map { String(cString: $0) } ?? "an internal check failed"
+    let line = "Error: LMDB found a damaged page in \(place) (\(text)); the store is damaged: restore it from a copy\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+    exit(3)
+}
+
 /// An LMDB environment: one memory-mapped file holding any number of named databases.
 ///
 /// `Environment` is `Sendable`: it is always opened with `MDB_NOTLS`, so a read transaction
@@ -83,6 +97,7 @@ public final class Environment: @unchecked Sendable {
             try check(mdb_env_set_maxdbs(env, maxDatabases), "mdb_env_set_maxdbs")
             try check(mdb_env_set_maxreaders(env, maxReaders), "mdb_env_set_maxreaders")
             try check(mdb_env_set_mapsize(env, configuration.mapSize), "mdb_env_set_mapsize")
+            try check(mdb_env_set_assert(env, lmdbFoundDamage), "mdb_env_set_assert")
             let flags = configuration.flags.rawValue | UInt32(MDB_NOTLS)
             try check(mdb_env_open(env, path, flags, configuration.fileMode), "opening LMDB environment at \(path)")
             try Environment.checkLength(env, path: path)

@@ -304,3 +304,35 @@ struct IngestValidationTests {
         }
     }
 }
+
+/// Every page of a small store zeroed in turn: `verify` never dies by a signal (LMDB's own page
+/// checks end the process with status 3 and a message). Some pages are free, and zeroing them
+/// changes nothing; the counts per exit status are printed.
+@Suite struct ZeroedPageTests {
+    @Test func verifySurvivesEveryZeroedPage() throws {
+        try withTemporaryDirectory { dir in
+            let rows = randomRows(600, 8, seed: 8)
+            let vectors = dir.appendingPathComponent("x.npy")
+            try writeFloat32(rows, to: vectors)
+            let store = dir.appendingPathComponent("store")
+            try embstoreOK("ingest", store.path, "--table", "seg", "--vectors", vectors.path, "--codec", "int8", "--quiet")
+            try embstoreOK("ingest", store.path, "--table", "keys", "--vectors", vectors.path, "--codec", "fp16", "--layout", "per-key", "--quiet")
+            let pristine = try Data(contentsOf: store.appendingPathComponent("data.mdb"))
+            let pages = pristine.count / 4096
+            var byStatus: [Int32: Int] = [:]
+            for page in 2..<pages {   // the two meta pages are LMDB's own to choose between
+                let trial = dir.appendingPathComponent("t\(page)")
+                try FileManager.default.createDirectory(at: trial, withIntermediateDirectories: true)
+                var damaged = pristine
+                damaged.replaceSubrange(page * 4096..<(page + 1) * 4096, with: Data(count: 4096))
+                try damaged.write(to: trial.appendingPathComponent("data.mdb"))
+                let run = try embstore("verify", trial.path)
+                byStatus[run.status, default: 0] += 1
+                #expect(run.status >= 0 && run.status < 128, "page \(page): \(run)")
+                if run.status == 3 { #expect(run.stderr.contains("LMDB found a damaged page"), "page \(page): \(run)") }
+                try FileManager.default.removeItem(at: trial)
+            }
+            print("[zeroed pages] \(pages - 2) pages: verify exit statuses \(byStatus.sorted { $0.key < $1.key })")
+        }
+    }
+}
