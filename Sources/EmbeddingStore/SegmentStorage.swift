@@ -29,7 +29,11 @@ extension Store {
         guard bytes.count == 4 + 4 * count else {
             throw StoreError.corruptMetadata(table: table.name, reason: "segment manifest of \(bytes.count) bytes lists \(count) segments")
         }
-        return (0..<count).map { loadLE(bytes, 4 + 4 * $0) }
+        let segments: [UInt32] = (0..<count).map { loadLE(bytes, 4 + 4 * $0) }
+        if Set(segments).count != count || segments.contains(0) {
+            throw StoreError.corruptMetadata(table: table.name, reason: "segment manifest lists a segment twice or segment 0: \(segments)")
+        }
+        return segments
     }
 
     /// Writes a new segment from the rows `produce` emits (strictly ascending ids, each a record:

@@ -426,4 +426,23 @@ import LMDB
         #expect(try store.get(again, id: 1) == nil)
         #expect(try store.statistics(again).segments == 0)
     }
+
+    /// A manifest that lists a segment twice (or segment 0) is damaged metadata, refused by
+    /// lookups, export and verify alike (FORMAT.md, "Keys and the manifest").
+    @Test func aManifestListingASegmentTwiceIsRefused() throws {
+        let dir = TemporaryDirectory()
+        let store = try makeStore(dir)
+        let table = try store.createTable("t", dimension: 2)
+        let ids = (0..<20).map { UInt64($0) }
+        let segment = try #require(try store.writeSegment(table, ids: ids, records: Self.records(ids), rowsPerPart: 16))
+        for listed in [[segment, segment], [0]] {
+            var manifest: [UInt8] = []
+            appendLE(UInt32(listed.count), to: &manifest)
+            for id in listed { appendLE(id, to: &manifest) }
+            try store.environment.write { txn in try manifest.withUnsafeBytes { try txn.put($0, forKey: 0, in: table.segments!) } }
+            #expect { _ = try store.makeReader().lookup(table, ids: [1]) } throws: { "\($0)".contains("segment manifest lists") }
+            #expect { _ = try store.export(table) } throws: { "\($0)".contains("segment manifest lists") }
+            #expect(try store.verify().problems.contains { $0.contains("segment manifest lists") })
+        }
+    }
 }
