@@ -90,7 +90,7 @@ public enum NPYWriter {
             // rename (which, run as root, would put a regular file where /dev/full was).
             let fd = open(path, O_WRONLY | O_CLOEXEC)
             guard fd >= 0 else { throw NPYError(path: path, message: "cannot open it for writing: \(errnoText())") }
-            var failure = header.withUnsafeBytes { writeAll(fd, $0) } ?? writeAll(fd, data)
+            var failure = writeAll(fd, header: header, data: data)
             if close(fd) != 0 && failure == nil { failure = "close failed: \(errnoText())" }
             if let failure { throw NPYError(path: path, message: "cannot write it: \(failure)") }
             return
@@ -100,7 +100,7 @@ public enum NPYWriter {
         guard fd >= 0 else {
             throw NPYError(path: path, message: "cannot create temporary file \(temporary): \(errnoText())")
         }
-        var failure = header.withUnsafeBytes { writeAll(fd, $0) } ?? writeAll(fd, data)
+        var failure = writeAll(fd, header: header, data: data)
         if failure == nil && fsync(fd) != 0 { failure = "fsync failed: \(errnoText())" }
         if close(fd) != 0 && failure == nil { failure = "close failed: \(errnoText())" }
         if let failure {
@@ -113,6 +113,11 @@ public enum NPYWriter {
             throw NPYError(path: path, message: "cannot rename \(temporary) into place: \(reason)")
         }
         syncDirectory(containing: path)
+    }
+
+    /// Writes the header, then the data; returns the failure text, or nil.
+    private static func writeAll(_ fd: Int32, header: [UInt8], data: UnsafeRawBufferPointer) -> String? {
+        header.withUnsafeBytes { writeAll(fd, $0) } ?? writeAll(fd, data)
     }
 
     /// Writes every byte, retrying short writes and EINTR; returns the failure text, or nil.

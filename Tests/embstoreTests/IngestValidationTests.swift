@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Testing
 
 /// What `ingest` accepts and refuses. These tests make their .npy files themselves (no numpy
@@ -197,12 +196,8 @@ struct IngestValidationTests {
             try writeFloat32(rows, to: vectors)
             for round in 0..<6 {
                 let store = dir.appendingPathComponent("store\(round)")
-                let runs = Mutex<[Run]>([])
-                DispatchQueue.concurrentPerform(iterations: 2) { _ in
-                    let run = try? embstore("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "int8", "--quiet")
-                    runs.withLock { $0.append(run ?? Run(status: -1, stdout: "", stderr: "did not run")) }
-                }
-                for run in runs.withLock({ $0 }) { #expect(run.status == 0, "round \(round): \(run)") }
+                let runs = embstoreAtOnce(2, "ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "int8", "--quiet")
+                for run in runs { #expect(run.status == 0, "round \(round): \(run)") }
                 let exported = try exportTable(store, "t", in: dir)
                 #expect(exported.ids == (0..<500).map { UInt64($0) })
             }
@@ -263,13 +258,9 @@ struct IngestValidationTests {
             try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "int8", "--quiet")
             let none = try embstore("stats", store.path, "--tracked")
             #expect(none.status != 0 && none.stderr.contains("no access counts kept"), "\(none)")
-            let runs = Mutex<[Run]>([])
-            DispatchQueue.concurrentPerform(iterations: 2) { _ in
-                let run = try? embstore("bench", store.path, "--table", "t", "--ids", stream.path, "--batch", "256",
-                                        "--reps", "1", "--rep-seconds", "0.01", "--track-every", "1", "--json")
-                runs.withLock { $0.append(run ?? Run(status: -1, stdout: "", stderr: "did not run")) }
-            }
-            for run in runs.withLock({ $0 }) {
+            let runs = embstoreAtOnce(2, "bench", store.path, "--table", "t", "--ids", stream.path, "--batch", "256",
+                                      "--reps", "1", "--rep-seconds", "0.01", "--track-every", "1", "--json")
+            for run in runs {
                 #expect(run.status == 0 && run.stdout.contains("\"track_every\": 1"), "\(run)")
             }
             let stats = try embstoreOK("stats", store.path, "--tracked")

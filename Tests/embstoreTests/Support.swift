@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 // End-to-end helpers: run the `embstore` binary and python3 as a user would, and make or read
@@ -99,6 +100,17 @@ func embstore(_ arguments: [String]) throws -> Run {
         throw TestFailure("cannot find the embstore executable next to the test bundle (\(Bundle.main.bundleURL.path))")
     }
     return try runProcess(binary, arguments)
+}
+
+/// Runs the CLI `copies` times at once, as separate processes; their runs (a failure to start
+/// one is a run with status -1).
+func embstoreAtOnce(_ copies: Int, _ arguments: String...) -> [Run] {
+    let runs = Mutex<[Run]>([])
+    DispatchQueue.concurrentPerform(iterations: copies) { _ in
+        let run = (try? embstore(arguments)) ?? Run(status: -1, stdout: "", stderr: "did not run")
+        runs.withLock { $0.append(run) }
+    }
+    return runs.withLock { $0 }
 }
 
 /// Runs the CLI and requires exit status 0.
