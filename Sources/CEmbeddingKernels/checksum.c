@@ -6,6 +6,8 @@
  * NumPy across blocks (tools/embstore_reader.py). */
 #include "kernels_internal.h"
 
+#include <pthread.h>
+
 #define BLOCK_WORDS (EMB_CHECKSUM_BLOCK_BYTES / 8)
 #define LANES 8
 
@@ -66,4 +68,38 @@ uint64_t emb_checksum_piece_reference(const void *bytes, size_t length, uint32_t
         sum += h;
     }
     return sum;
+}
+
+/* CRC-32 (zlib's), slice by 8: eight table lookups per 8 bytes, about 1.5 cycles a byte. The
+ * seals it computes cover small records (a row, a schema, a count) and the occasional basis of
+ * a few hundred KiB, so this is far from any lookup's cost. */
+static uint32_t crc_tables[8][256];
+static pthread_once_t crc_tables_once = PTHREAD_ONCE_INIT;
+
+static void crc_tables_build(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_tables[0][n] = c;
+    }
+    for (uint32_t n = 0; n < 256; n++) {
+        for (int t = 1; t < 8; t++) crc_tables[t][n] = (crc_tables[t - 1][n] >> 8) ^ crc_tables[0][crc_tables[t - 1][n] & 0xFF];
+    }
+}
+
+uint32_t emb_crc32(uint32_t crc, const void *bytes, size_t length) {
+    pthread_once(&crc_tables_once, crc_tables_build);
+    const unsigned char *p = (const unsigned char *)bytes;
+    uint32_t c = ~crc;
+    for (; length >= 8; length -= 8, p += 8) {
+        uint32_t lo, hi;
+        memcpy(&lo, p, 4);   /* little-endian hosts only (kernels_internal.h checks) */
+        memcpy(&hi, p + 4, 4);
+        lo ^= c;
+        c = crc_tables[7][lo & 0xFF] ^ crc_tables[6][(lo >> 8) & 0xFF] ^ crc_tables[5][(lo >> 16) & 0xFF] ^
+            crc_tables[4][lo >> 24] ^ crc_tables[3][hi & 0xFF] ^ crc_tables[2][(hi >> 8) & 0xFF] ^
+            crc_tables[1][(hi >> 16) & 0xFF] ^ crc_tables[0][hi >> 24];
+    }
+    while (length--) c = crc_tables[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return ~c;
 }

@@ -192,7 +192,13 @@ final class BucketDecoder: AccumulatingByDecoding {
 
     /// Why bucket row `id` cannot be decoded.
     func bucketProblem<P: CodecParameterSource>(_ id: UInt32, _ parameters: P) -> String {
-        guard let stored = try? parameters.bucketRecord(id) else { return "points at bucket \(id), which does not exist" }
+        let stored: UnsafeRawBufferPointer?
+        do {
+            stored = try parameters.bucketRecord(id)
+        } catch {
+            return "its bucket \(id) cannot be read: \(error)"
+        }
+        guard let stored else { return "points at bucket \(id), which does not exist" }
         guard let tag = stored.first else { return "its bucket \(id) is damaged: the record is empty" }
         guard let codec = RowCodecs.codec(tag: tag) else { return "its bucket \(id) is damaged: unknown codec tag \(tag)" }
         guard codec.canStoreBucketRows else { return "its bucket \(id) has codec \(codec.name), which bucket rows cannot use" }

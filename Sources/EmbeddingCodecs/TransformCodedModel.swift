@@ -16,7 +16,7 @@ public enum TypedParameterKind: UInt32 {
     }
 
     /// The kind of a typed record, nil for a PCA basis record (first u32 ≥ 1) or an unknown kind.
-    static func of(_ record: UnsafeRawBufferPointer) -> UInt32? {
+    public static func of(_ record: UnsafeRawBufferPointer) -> UInt32? {
         guard record.count >= 8, record.loadUnaligned(as: UInt32.self) == 0 else { return nil }
         return UInt32(littleEndian: record.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
     }

@@ -296,10 +296,10 @@ extension Store {
                 try txn.withCursor(database) { cursor in
                     var entry = try cursor.first()
                     while let current = entry {
-                        guard current.value.count == 8, current.key.count == 8 else {
-                            throw StoreError.corruptMetadata(table: table.name, reason: "an access count record has a \(current.key.count)-byte key and a \(current.value.count)-byte value; both must be 8")
+                        guard let id = current.integerKey else {
+                            throw StoreError.corruptMetadata(table: table.name, reason: "an access count record has a \(current.key.count)-byte key, not 8")
                         }
-                        counts[current.key.loadUnaligned(as: UInt64.self)] = UInt64(littleEndian: current.value.loadUnaligned(as: UInt64.self))
+                        counts[id] = try Store.decodeCount(current.value, id: id, table: table)
                         entry = try cursor.next()
                     }
                 }
@@ -312,24 +312,36 @@ extension Store {
     /// transaction; counts of tables that no longer exist are dropped. Returns the ids written.
     func addAccessCounts(_ counts: [UInt32: [(id: UInt64, count: UInt64)]]) throws -> Int {
         try requireWritable()
-        let live = Set(try tableNames().compactMap { try? table($0).id })
+        let tables = Dictionary(try tableNames().compactMap { try? table($0) }.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         return try translatingErrors {
             try environment.write { txn in
                 var written = 0
-                for (tableID, tableCounts) in counts where live.contains(tableID) {
+                for (tableID, tableCounts) in counts where tables[tableID] != nil {
                     let database = try txn.openDatabase(Store.countsDatabase(tableID), flags: [.create, .integerKey])
+                    let table = tables[tableID]!
                     for (id, count) in tableCounts {
+                        // A damaged count is replaced, not added to: counts only inform a policy.
                         let existing = try txn.withValue(forKey: id, in: database) { bytes -> UInt64 in
-                            guard let bytes, bytes.count == 8 else { return 0 }
-                            return UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+                            guard let bytes else { return 0 }
+                            return (try? Store.decodeCount(bytes, id: id, table: table)) ?? 0
                         }
                         let (sum, overflow) = existing.addingReportingOverflow(count)
-                        try withUnsafeBytes(of: (overflow ? UInt64.max : sum).littleEndian) { try txn.put($0, forKey: id, in: database) }
+                        let value = withUnsafeBytes(of: (overflow ? UInt64.max : sum).littleEndian) { Array($0) }
+                        try table.sealing(value, key: id).withUnsafeBytes { try txn.put($0, forKey: id, in: database) }
                         written += 1
                     }
                 }
                 return written
             }
         }
+    }
+
+    /// The count of a `t<T>/counts` value (FORMAT.md "Access counts"), its seal checked (version 5).
+    static func decodeCount(_ value: UnsafeRawBufferPointer, id: UInt64, table: Table) throws -> UInt64 {
+        let bytes = try table.unsealed(value, key: id, what: "the access count of id \(id)")
+        guard bytes.count == 8 else {
+            throw StoreError.corruptMetadata(table: table.name, reason: "the access count of id \(id) has \(bytes.count) bytes, not 8")
+        }
+        return UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
     }
 }

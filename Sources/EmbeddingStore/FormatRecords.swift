@@ -3,7 +3,7 @@ import EmbeddingCodecs
 /// The store's metadata records, byte for byte as FORMAT.md describes them.
 enum StoreFormat {
     /// The format this code writes and the newest it reads.
-    static let version: UInt32 = 4
+    static let version: UInt32 = 5
     /// The first version with segments and tombstones.
     static let segmentsVersion: UInt32 = 2
     /// The first version with typed parameter records (tc bases and models) and tc rows.
@@ -11,6 +11,10 @@ enum StoreFormat {
     /// The first version with blockmix64 segment checksums (header u32 at offset 52 = 1) and
     /// segments of kinds 5 and 6 (group entries).
     static let blockChecksumVersion: UInt32 = 4
+    /// The first version whose records (every value outside segment parts) end with a seal
+    /// (`RecordSeal`). A store is created sealed or not and stays so: no writer raises an
+    /// older store to 5.
+    static let sealedVersion: UInt32 = 5
 
     /// The version a segment with this header needs.
     static func version(of segment: SegmentHeader) -> UInt32 {
@@ -29,13 +33,13 @@ enum StoreFormat {
     static func bucketsDatabase(_ tableID: UInt32) -> String { "t\(tableID)/buckets" }
     static func basesDatabase(_ tableID: UInt32) -> String { "t\(tableID)/bases" }
 
-    /// `format`: 8 ASCII bytes "EMBSTORE", u32 version, u32 reserved (0).
+    /// `format`: 8 ASCII bytes "EMBSTORE", u32 version, u32 reserved (0); sealed from version 5.
     static func encodeHeader(version: UInt32 = version) -> [UInt8] {
-        var writer = ByteWriter(capacity: 16)
+        var writer = ByteWriter(capacity: 20)
         writer.append(ascii: magic)
         writer.append(version)
         writer.append(UInt32(0))
-        return writer.bytes
+        return version >= sealedVersion ? RecordSeal.sealed(writer.bytes, key: formatKey) : writer.bytes
     }
 
     /// Returns the version of a `format` record; throws when it is not one.
@@ -46,6 +50,13 @@ enum StoreFormat {
         let version = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
         guard version >= 1, version <= StoreFormat.version else {
             throw .unsupportedFormatVersion(path: path, found: version, supported: StoreFormat.version)
+        }
+        let expected = version >= sealedVersion ? 16 + RecordSeal.size : 16
+        guard bytes.count == expected else {
+            throw .corruptStore(path: path, reason: "the meta record 'format' of a version-\(version) store has \(bytes.count) bytes, not \(expected)")
+        }
+        if version >= sealedVersion, case .failure(let broken) = RecordSeal.open(bytes, key: formatKey) {
+            throw .corruptStore(path: path, reason: "the meta record 'format': \(broken)")
         }
         return version
     }

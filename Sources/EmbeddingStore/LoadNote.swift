@@ -56,7 +56,7 @@ extension Store {
     public func loadNote(_ table: Table, segment: UInt32) throws -> PolicySummary? {
         try translatingErrors {
             try environment.read { txn in
-                try txn.withValue(forKey: StoreFormat.loadNoteKey(table.id, segment: segment), in: meta) { bytes in
+                try withMetaRecord(StoreFormat.loadNoteKey(table.id, segment: segment), in: txn, table: table.name) { bytes in
                     bytes.flatMap(LoadNote.decode)?.summary
                 }
             }
@@ -70,7 +70,7 @@ extension Store {
         return try translatingErrors {
             try environment.read { txn in
                 try segmentManifest(table, in: txn).compactMap { segment in
-                    try txn.withValue(forKey: StoreFormat.loadNoteKey(table.id, segment: segment), in: meta) { bytes in
+                    try withMetaRecord(StoreFormat.loadNoteKey(table.id, segment: segment), in: txn, table: table.name) { bytes in
                         bytes.flatMap(LoadNote.decode).map { (segment, $0.summary) }
                     }
                 }
@@ -92,7 +92,8 @@ extension Store {
                     }
                     return codec.formName(parameter: stored)
                 }
-                if let record = try txn.unsafeValue(forKey: id, in: table.rows) {
+                if let value = try txn.unsafeValue(forKey: id, in: table.rows) {
+                    let record = try table.deltaRecord(value, id: id)
                     if isTombstone(record) { return nil }
                     return RowProvenance(codec: try form(record), recordBytes: record.count, segment: nil, policy: nil)
                 }
@@ -102,7 +103,7 @@ extension Store {
                     guard let record = view.record(ofRow: row) else {
                         throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) does not match its index at id \(id)")
                     }
-                    let note = try txn.withValue(forKey: StoreFormat.loadNoteKey(table.id, segment: segment), in: meta) { bytes in
+                    let note = try withMetaRecord(StoreFormat.loadNoteKey(table.id, segment: segment), in: txn, table: table.name) { bytes in
                         bytes.flatMap(LoadNote.decode)?.summary
                     }
                     return RowProvenance(codec: try form(record), recordBytes: record.count, segment: segment, policy: note)

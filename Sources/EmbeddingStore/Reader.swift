@@ -305,8 +305,9 @@ public final class Reader {
         let id = ids[i]
         var record: UnsafeRawBufferPointer?
         var inDelta = false
-        if batch.searchDelta, batch.filter.mayContain(id), let delta = try txn.unsafeValue(forKey: id, in: batch.rows) {
+        if batch.searchDelta, batch.filter.mayContain(id), let value = try txn.unsafeValue(forKey: id, in: batch.rows) {
             inDelta = true
+            let delta = try batch.view.table.deltaRecord(value, id: id)
             record = isTombstone(delta) ? nil : delta
         }
         if !inDelta {

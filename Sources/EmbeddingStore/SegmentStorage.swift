@@ -19,7 +19,7 @@ extension Store {
         guard let database = table.segments else { return [] }
         return try txn.withValue(forKey: 0, in: database) { bytes in
             guard let bytes else { return [] }
-            return try Store.decodeManifest(bytes, table: table)
+            return try Store.decodeManifest(try table.unsealed(bytes, key: 0, what: "the segment manifest"), table: table)
         }
     }
 
@@ -116,10 +116,8 @@ extension Store {
                         var manifest: [UInt8] = []
                         appendLE(UInt32(live.count + 1), to: &manifest)
                         for live in [id] + live { appendLE(live, to: &manifest) }
-                        try manifest.withUnsafeBytes { try txn.put($0, forKey: 0, in: database) }
-                        if let note {
-                            try note.withUnsafeBytes { try txn.put($0, forKey: StoreFormat.loadNoteKey(table.id, segment: id), in: meta) }
-                        }
+                        try table.sealing(manifest, key: 0).withUnsafeBytes { try txn.put($0, forKey: 0, in: database) }
+                        if let note { try putMetaRecord(note, key: StoreFormat.loadNoteKey(table.id, segment: id), in: txn) }
                         try upgradeFormat(to: max(StoreFormat.version(of: header), formatVersion), in: txn)
                         return id
                     }
@@ -209,6 +207,8 @@ extension Store {
             guard let bytes else { throw StoreError.notAStore(path: path, reason: "'meta' has no 'format' record") }
             return try StoreFormat.decodeHeader(bytes, path: path)
         }
+        // A store is created sealed (version 5) or not, and nothing unsealed becomes 5.
+        let minimum = sealed ? minimum : min(minimum, StoreFormat.sealedVersion - 1)
         if version < minimum {
             try StoreFormat.encodeHeader(version: minimum).withUnsafeBytes { try txn.put($0, forKey: StoreFormat.formatKey, in: meta) }
         }
@@ -246,37 +246,41 @@ extension Store {
     /// `verifySegments` in the snapshot of `txn`.
     func verifySegments(_ table: Table, in txn: borrowing Transaction) throws -> Int {
         let live = try segmentManifest(table, in: txn)
-        for segment in live {
-            let view = try SegmentView(table: table, segment: segment, in: txn)
-            let index = view.index
-            let sum = SegmentChecksum.of(parts: view.parts, part0: UnsafeRawBufferPointer(start: index.part0, count: index.header.part0Size),
-                                         algorithm: index.header.checksumAlgorithm)
-            guard sum == index.header.checksum else {
-                throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) checksum mismatch: its bytes changed since it was written")
-            }
-            // The checksum does not cover the 64-byte header: a sparse segment's ids must
-            // run strictly ascending from its first to its last id, and the directory
-            // must count them, or a damaged first id, last id or shift hides rows.
-            if index.header.kind.isSparse, let reason = Store.sparseIndexProblem(index) {
-                throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
-            }
-            // Group entries: every check word, base and end (the checksum does not cover
-            // entries of a segment whose header was damaged into another layout).
-            if index.header.kind.hasGroupEntries, let reason = Store.groupEntriesProblem(index, parts: view.parts) {
-                throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
-            }
-            // The index must place every record inside its part (sized segments).
-            if index.header.kind.isSized {
-                for p in 1...index.partCount {
-                    let last = min(p * Int(index.header.rowsPerPart), index.count) - 1
-                    guard let (offset, length) = index.record(ofRow: last, partLength: view.parts[p - 1].count),
-                          offset + length == view.parts[p - 1].count else {
-                        throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) part \(p) does not match its index")
-                    }
+        for segment in live { try Store.verifySegment(try SegmentView(table: table, segment: segment, in: txn), table: table) }
+        return live.count
+    }
+
+    /// Checks one segment: its checksum, its index (ids strictly ascending, group entries) and
+    /// that the index places every record inside its part.
+    static func verifySegment(_ view: SegmentView, table: Table) throws {
+        let segment = view.segment
+        let index = view.index
+        let sum = SegmentChecksum.of(parts: view.parts, part0: UnsafeRawBufferPointer(start: index.part0, count: index.header.part0Size),
+                                     algorithm: index.header.checksumAlgorithm)
+        guard sum == index.header.checksum else {
+            throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) checksum mismatch: its bytes changed since it was written")
+        }
+        // The checksum does not cover the 64-byte header: a sparse segment's ids must
+        // run strictly ascending from its first to its last id, and the directory
+        // must count them, or a damaged first id, last id or shift hides rows.
+        if index.header.kind.isSparse, let reason = Store.sparseIndexProblem(index) {
+            throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
+        }
+        // Group entries: every check word, base and end (the checksum does not cover
+        // entries of a segment whose header was damaged into another layout).
+        if index.header.kind.hasGroupEntries, let reason = Store.groupEntriesProblem(index, parts: view.parts) {
+            throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) \(reason)")
+        }
+        // The index must place every record inside its part (sized segments).
+        if index.header.kind.isSized {
+            for p in 1...index.partCount {
+                let last = min(p * Int(index.header.rowsPerPart), index.count) - 1
+                guard let (offset, length) = index.record(ofRow: last, partLength: view.parts[p - 1].count),
+                      offset + length == view.parts[p - 1].count else {
+                    throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment) part \(p) does not match its index")
                 }
             }
         }
-        return live.count
     }
 }
 

@@ -76,7 +76,7 @@ extension Store {
                     var entry = try cursor.first()
                     while let current = entry {
                         bucketRows += 1
-                        bucketBytes += current.value.count
+                        bucketBytes += current.value.count - (table.sealed ? RecordSeal.size : 0)
                         entry = try cursor.next()
                     }
                 }
@@ -84,7 +84,7 @@ extension Store {
                 try txn.withCursor(table.rows) { cursor in
                     var entry = try cursor.first()
                     while let current = entry {
-                        if isTombstone(current.value) { tombstones += 1 }
+                        if let id = current.integerKey, isTombstone(try table.deltaRecord(current.value, id: id)) { tombstones += 1 }
                         entry = try cursor.next()
                     }
                 }
@@ -154,7 +154,10 @@ extension Store {
 
     /// `forEachLiveRow`, also saying where each row lives: `source` is nil for the delta, or the
     /// index in `segments` (the table's live segments, newest first, as `segmentManifest` lists them).
+    /// With `onDamage`, a delta value whose seal fails and a segment record its index places
+    /// outside its part are handed to it and skipped (verify goes on); without, they throw.
     func forEachLiveRow(_ table: Table, segments: [SegmentView], in txn: borrowing Transaction,
+                        onDamage: ((UInt64, StoreError) throws -> Void)? = nil,
                         _ body: (UInt64, UnsafeRawBufferPointer, _ source: Int?) throws -> Void) throws {
         var next = [Int](repeating: 0, count: segments.count)   // each segment's next row
         try txn.withCursor(table.rows) { cursor in
@@ -177,17 +180,27 @@ extension Store {
                 var deleted = false
                 if let current = delta, current.integerKey == id {
                     // Only the delta holds tombstones; in a segment a 1-byte `08` is a bad record.
-                    deleted = isTombstone(current.value)
-                    record = current.value
+                    do {
+                        let value = try table.deltaRecord(current.value, id: id)
+                        deleted = isTombstone(value)
+                        record = value
+                    } catch let error as StoreError where onDamage != nil {
+                        try onDamage?(id, error)
+                        deleted = true   // what it held is unknown: its older rows are not shown
+                    }
                     delta = try cursor.next()
                 }
                 for (s, segment) in segments.enumerated() where next[s] < segment.index.count && segment.index.id(atRow: next[s]) == id {
-                    if record == nil {
-                        guard let found = segment.record(ofRow: next[s]) else {
-                            throw StoreError.corruptMetadata(table: table.name, reason: "segment \(segment.segment) does not match its index at id \(id)")
+                    if record == nil && !deleted {
+                        if let found = segment.record(ofRow: next[s]) {
+                            record = found
+                            source = s
+                        } else {
+                            let error = StoreError.corruptMetadata(table: table.name, reason: "segment \(segment.segment) does not match its index at id \(id)")
+                            guard let onDamage else { throw error }
+                            try onDamage(id, error)
+                            deleted = true
                         }
-                        record = found
-                        source = s
                     }
                     next[s] += 1
                 }

@@ -24,6 +24,10 @@ public final class Store: Sendable {
         /// Flush to disk on every commit (LMDB's default). Off for offline builds: a crash may
         /// then lose the last commits but never corrupts the store; `sync()` flushes.
         public var durable = true
+        /// The format version a new store is created at (FORMAT.md "Format versions"): the
+        /// newest by default; 4 makes a store that readers of versions 1–4 can read (no record
+        /// seals). Existing stores keep their version.
+        public var formatVersion: UInt32 = StoreFormat.version
         public init() {}
     }
 
@@ -31,6 +35,9 @@ public final class Store: Sendable {
     public let path: String
     let environment: Environment
     let meta: Database
+    /// True when every record outside segment parts ends with a seal (format version 5 on,
+    /// `RecordSeal`); fixed when the store is created.
+    let sealed: Bool
     /// The most tables this store object opens (`Options.maxTables`): LMDB's named databases
     /// are sized for them when the environment opens.
     let maxTables: Int
@@ -77,7 +84,10 @@ public final class Store: Sendable {
             }
             self.environment = environment
             self.isReadOnly = options.readOnly
-            self.meta = try Store.openMeta(environment, path: path)
+            guard (1...StoreFormat.version).contains(options.formatVersion) else {
+                throw StoreError.invalidArgument("format version \(options.formatVersion): this embstore writes versions 1...\(StoreFormat.version)")
+            }
+            (self.meta, self.sealed) = try Store.openMeta(environment, path: path, newVersion: options.formatVersion)
         } catch let error as LMDBError where error == .invalid || error == .versionMismatch {
             throw StoreError.notAStore(path: path, reason: error.description)
         } catch let error as LMDBError {
@@ -114,7 +124,7 @@ public final class Store: Sendable {
     }
 
     /// Opens the `meta` database and checks (or, for a new store, writes) the format header.
-    private static func openMeta(_ environment: Environment, path: String) throws -> Database {
+    private static func openMeta(_ environment: Environment, path: String, newVersion: UInt32) throws -> (Database, sealed: Bool) {
         if environment.isReadOnly {
             let meta: Database
             do {
@@ -122,13 +132,13 @@ public final class Store: Sendable {
             } catch let error as LMDBError where error == .notFound {
                 throw StoreError.notAStore(path: path, reason: "it has no 'meta' database")
             }
-            try environment.read { txn in
+            let version = try environment.read { txn in
                 try txn.withValue(forKey: StoreFormat.formatKey, in: meta) { bytes in
                     guard let bytes else { throw StoreError.notAStore(path: path, reason: "'meta' has no 'format' record") }
-                    _ = try StoreFormat.decodeHeader(bytes, path: path)
+                    return try StoreFormat.decodeHeader(bytes, path: path)
                 }
             }
-            return meta
+            return (meta, version >= StoreFormat.sealedVersion)
         }
         return try environment.write { txn in
             let main = try txn.openDatabase(nil)
@@ -137,19 +147,21 @@ public final class Store: Sendable {
                 throw StoreError.notAStore(path: path, reason: "the LMDB environment has databases but no 'meta'")
             }
             let meta = try txn.openDatabase(StoreFormat.metaDatabase, flags: .create)
-            let hasHeader = try txn.withValue(forKey: StoreFormat.formatKey, in: meta) { bytes -> Bool in
-                guard let bytes else { return false }
-                _ = try StoreFormat.decodeHeader(bytes, path: path)
-                return true
+            let existingVersion = try txn.withValue(forKey: StoreFormat.formatKey, in: meta) { bytes -> UInt32? in
+                guard let bytes else { return nil }
+                return try StoreFormat.decodeHeader(bytes, path: path)
             }
-            if !hasHeader {
-                if try txn.statistics(meta).entries > 0 {
-                    throw StoreError.notAStore(path: path, reason: "'meta' has no 'format' record")
-                }
-                try StoreFormat.encodeHeader().withUnsafeBytes { try txn.put($0, forKey: StoreFormat.formatKey, in: meta) }
-                try withUnsafeBytes(of: UInt32(1).littleEndian) { try txn.put($0, forKey: StoreFormat.nextTableIDKey, in: meta) }
+            if let existingVersion { return (meta, existingVersion >= StoreFormat.sealedVersion) }
+            if try txn.statistics(meta).entries > 0 {
+                throw StoreError.notAStore(path: path, reason: "'meta' has no 'format' record")
             }
-            return meta
+            try StoreFormat.encodeHeader(version: newVersion).withUnsafeBytes { try txn.put($0, forKey: StoreFormat.formatKey, in: meta) }
+            let nextTableID = withUnsafeBytes(of: UInt32(1).littleEndian) { Array($0) }
+            let sealed = newVersion >= StoreFormat.sealedVersion
+            try (sealed ? RecordSeal.sealed(nextTableID, key: StoreFormat.nextTableIDKey) : nextTableID).withUnsafeBytes {
+                try txn.put($0, forKey: StoreFormat.nextTableIDKey, in: meta)
+            }
+            return (meta, sealed)
         }
     }
 
@@ -209,9 +221,9 @@ public final class Store: Sendable {
                 guard tables < maxTables else {
                     throw StoreError.invalidArgument("cannot create table '\(name)': the store holds \(tables) tables, the most it is opened for (Store.Options.maxTables = \(maxTables)); drop one, or open the store with a larger maxTables")
                 }
-                let tableID = try txn.withValue(forKey: StoreFormat.nextTableIDKey, in: meta) { bytes -> UInt32 in
+                let tableID = try withMetaRecord(StoreFormat.nextTableIDKey, in: txn) { bytes -> UInt32 in
                     guard let bytes, bytes.count == 4 else {
-                        throw StoreError.notAStore(path: path, reason: "'meta' record 'next_table_id' is missing or not 4 bytes")
+                        throw StoreError.corruptStore(path: path, reason: "'meta' record 'next_table_id' is missing or not 4 bytes")
                     }
                     return UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self))
                 }
@@ -219,10 +231,10 @@ public final class Store: Sendable {
                 let databases = try [StoreFormat.rowsDatabase, StoreFormat.bucketsDatabase, StoreFormat.basesDatabase, Store.segmentsDatabase].map {
                     try txn.openDatabase($0(tableID), flags: [.create, .integerKey])
                 }
-                try schema.encode().withUnsafeBytes { try txn.put($0, forKey: key, in: meta) }
-                try withUnsafeBytes(of: (tableID + 1).littleEndian) { try txn.put($0, forKey: StoreFormat.nextTableIDKey, in: meta) }
+                try putMetaRecord(schema.encode(), key: key, in: txn)
+                try putMetaRecord(withUnsafeBytes(of: (tableID + 1).littleEndian) { Array($0) }, key: StoreFormat.nextTableIDKey, in: txn)
                 return Table(name: name, schema: schema, rows: databases[0], buckets: databases[1], bases: databases[2],
-                             segments: databases[3])
+                             segments: databases[3], sealed: sealed)
             }
         }
         openTables.withLock { $0[name] = table }
@@ -245,7 +257,7 @@ public final class Store: Sendable {
                 throw StoreError.invalidArgument("cannot open table '\(name)': the store holds more tables than it is opened for (Store.Options.maxTables = \(maxTables)); open it with a larger maxTables")
             }
             let table = Table(name: name, schema: schema, rows: databases[0], buckets: databases[1], bases: databases[2],
-                              segments: try openSegments(schema.tableID))
+                              segments: try openSegments(schema.tableID), sealed: sealed)
             openTables.withLock { $0[name] = table }
             return table
         }
@@ -302,14 +314,14 @@ public final class Store: Sendable {
     }
 
     func readSchema(_ name: String, in txn: borrowing Transaction) throws -> TableSchema {
-        try txn.withValue(forKey: StoreFormat.tableKeyPrefix + name, in: meta) { bytes in
+        try withMetaRecord(StoreFormat.tableKeyPrefix + name, in: txn, table: name) { bytes in
             guard let bytes else { throw StoreError.tableNotFound(name) }
             return try TableSchema.decode(bytes, table: name)
         }
     }
 
     func writeSchema(_ schema: TableSchema, name: String, in txn: borrowing Transaction) throws {
-        try schema.encode().withUnsafeBytes { try txn.put($0, forKey: StoreFormat.tableKeyPrefix + name, in: meta) }
+        try putMetaRecord(schema.encode(), key: StoreFormat.tableKeyPrefix + name, in: txn)
     }
 
     static func validateTableName(_ name: String) throws(StoreError) {

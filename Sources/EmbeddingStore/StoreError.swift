@@ -7,6 +7,8 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
     case notAStore(path: String, reason: String)
     /// The store was written by a newer (or unknown) format version.
     case unsupportedFormatVersion(path: String, found: UInt32, supported: UInt32)
+    /// A store-wide record (not one table's) is damaged.
+    case corruptStore(path: String, reason: String)
     case tableNotFound(String)
     case tableExists(String)
     case invalidTableName(String, reason: String)
@@ -31,6 +33,8 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .notAStore(let path, let reason):
             "\(path) is not an embstore store: \(reason)"
+        case .corruptStore(let path, let reason):
+            "the store at \(path) is damaged: \(reason)"
         case .unsupportedFormatVersion(let path, let found, let supported):
             "\(path) has store format version \(found), but this embstore reads versions 1...\(supported); "
                 + (found > supported ? "open it with a newer embstore" : "the header is damaged")

@@ -17,9 +17,11 @@ public final class Table: Sendable, CustomStringConvertible {
     let bases: Database
     /// `t<T>/segments`; nil only for a table of a version-1 store opened read-only.
     let segments: Database?
+    /// Whether its records end with a seal (`RecordSeal`, format version 5 on).
+    let sealed: Bool
     private let dropped = Atomic<Bool>(false)
 
-    init(name: String, schema: TableSchema, rows: Database, buckets: Database, bases: Database, segments: Database?) {
+    init(name: String, schema: TableSchema, rows: Database, buckets: Database, bases: Database, segments: Database?, sealed: Bool) {
         self.name = name
         self.dimension = Int(schema.dimension)
         self.id = schema.tableID
@@ -27,6 +29,7 @@ public final class Table: Sendable, CustomStringConvertible {
         self.buckets = buckets
         self.bases = bases
         self.segments = segments
+        self.sealed = sealed
     }
 
     /// True once `Store.dropTable` removed this table in this process.

@@ -14,12 +14,19 @@ struct TableParameters: CodecParameterSource {
         self.table = table
     }
 
+    /// Parameter record `id`, its seal checked (version 5): decoders cache what they make of
+    /// it, so a seal is checked once per reader and record, not per row.
     func parameterRecord(_ id: UInt32) throws -> UnsafeRawBufferPointer? {
-        try view.unsafeValue(forKey: UInt64(id), in: table.bases)
+        try view.unsafeValue(forKey: UInt64(id), in: table.bases).map {
+            try table.unsealed($0, key: UInt64(id), what: "parameter record \(id)")
+        }
     }
 
+    /// Bucket row `id`, its seal checked (version 5; decoders cache decoded bucket rows).
     func bucketRecord(_ id: UInt32) throws -> UnsafeRawBufferPointer? {
-        try view.unsafeValue(forKey: UInt64(id), in: table.buckets)
+        try view.unsafeValue(forKey: UInt64(id), in: table.buckets).map {
+            try table.unsealed($0, key: UInt64(id), what: "bucket row \(id)")
+        }
     }
 }
 

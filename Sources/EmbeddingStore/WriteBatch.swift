@@ -54,7 +54,7 @@ public struct WriteBatch: ~Copyable {
         guard exists else { throw StoreError.invalidArgument("table '\(table.name)' has no bucket row \(bucket)") }
         if let scale, !scale.isFinite { throw StoreError.invalidArgument("bucket scale \(scale) for id \(id) is not finite") }
         let record = try BucketCodec.record(bucket: bucket, scale: scale)
-        try record.withUnsafeBytes { try txn.put($0, forKey: id, in: table.rows) }
+        try table.sealing(record, key: id).withUnsafeBytes { try txn.put($0, forKey: id, in: table.rows) }
     }
 
     /// Deletes the row `id`; returns false when there was none. When a segment holds the id,
@@ -62,12 +62,12 @@ public struct WriteBatch: ~Copyable {
     @discardableResult
     public mutating func delete(_ table: Table, id: UInt64) throws -> Bool {
         try table.requireLive()
-        let deltaRecord = try txn.withValue(forKey: id, in: table.rows) { record in record.map { isTombstone($0) ? 0 : 1 } }
+        let deltaRecord = try txn.withValue(forKey: id, in: table.rows) { value in try value.map { isTombstone(try table.deltaRecord($0, id: id)) ? 0 : 1 } }
         if deltaRecord == 0 { return false }   // already deleted
         guard try store.segmentsHold(table, id: id, in: txn) else {
             return try txn.delete(id, in: table.rows)
         }
-        try withUnsafeBytes(of: tombstoneTag) { try txn.put($0, forKey: id, in: table.rows) }
+        try table.sealing([tombstoneTag], key: id).withUnsafeBytes { try txn.put($0, forKey: id, in: table.rows) }
         return true
     }
 
@@ -76,14 +76,15 @@ public struct WriteBatch: ~Copyable {
                              codec: Codec, flags: PutFlags) throws {
         try ensureFormat(codec.rowCodec.formatVersion)
         let capacity = encoder.maximumRecordSize
-        if scratch.count < capacity { scratch = [UInt8](repeating: 0, count: capacity) }
+        if scratch.count < capacity + RecordSeal.size { scratch = [UInt8](repeating: 0, count: capacity + RecordSeal.size) }
         try scratch.withUnsafeMutableBytes { buffer in
-            let size: Int
+            var size: Int
             do {
                 size = try encoder.encode(vector, index: index, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<capacity]))
             } catch let error as CodecError {
                 throw StoreError.encoding(table: table.name, id: id, codec: codec.description, underlying: error)
             }
+            if table.sealed { size = RecordSeal.seal(buffer, count: size, key: id) }
             try txn.put(UnsafeRawBufferPointer(rebasing: buffer[0..<size]), forKey: id, in: table.rows, flags: flags)
         }
     }
@@ -161,7 +162,7 @@ public struct WriteBatch: ~Copyable {
         var schema = try store.readSchema(table.name, in: txn)
         let id = schema.nextBasisID
         guard id < UInt32.max else { throw StoreError.invalidArgument("table '\(table.name)' has used every parameter id") }
-        try record.withUnsafeBytes { try txn.put($0, forKey: UInt64(id), in: table.bases) }
+        try table.sealing(record, key: UInt64(id)).withUnsafeBytes { try txn.put($0, forKey: UInt64(id), in: table.bases) }
         if TypedParameterKind.isTyped(record) {
             try ensureFormat(StoreFormat.typedParametersVersion)
         }
@@ -191,19 +192,20 @@ public struct WriteBatch: ~Copyable {
             throw StoreError.invalidArgument("table '\(table.name)' would exceed \(UInt32.max) bucket ids")
         }
         let first = schema.nextBucketID
-        var record = [UInt8](repeating: 0, count: encoder.maximumRecordSize)
+        var record = [UInt8](repeating: 0, count: encoder.maximumRecordSize + RecordSeal.size)
         for i in 0..<count {
             let row = UnsafeBufferPointer(rebasing: rows[i * d..<(i + 1) * d])
             let bucket = UInt64(first) + UInt64(i)
             try Self.validate(row, table: table, row: i, id: bucket)
             try record.withUnsafeMutableBytes { buffer in
-                let size: Int
+                var size: Int
                 do {
                     try encoder.check(row)
-                    size = try encoder.encode(row, index: nil, into: buffer)
+                    size = try encoder.encode(row, index: nil, into: UnsafeMutableRawBufferPointer(rebasing: buffer.dropLast(RecordSeal.size)))
                 } catch let error as CodecError {
                     throw StoreError.encoding(table: table.name, id: bucket, codec: "bucket row \(codec)", underlying: error)
                 }
+                if table.sealed { size = RecordSeal.seal(buffer, count: size, key: bucket) }
                 try txn.put(UnsafeRawBufferPointer(rebasing: buffer[0..<size]), forKey: bucket, in: table.buckets)
             }
         }

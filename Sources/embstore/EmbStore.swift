@@ -263,27 +263,34 @@ struct Info: ParsableCommand {
 
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check every segment's checksum and index, and decode every live row; exit 1 on damage.")
+        abstract: "Check everything a store holds (every seal and checksum, every record, every row); exit 1 on damage, listing each problem.")
 
     @Argument(help: "The store directory.") var store: String
-    @Flag(help: "Print one JSON object: {store, ok, tables: [{name, segments, rows}], problems: [text]}.") var json = false
+    @Flag(help: "Print one JSON object: {store, ok, tables: [{name, segments, rows, bucketRows, parameterRecords, counts}], problems: [{table, location, problem}], moreProblems}.")
+    var json = false
 
     func run() throws {
         let store = try openReadOnly(self.store)
         let report = try store.verify()
         if json {
             let object: [String: Any] = [
-                "store": self.store, "ok": report.problems.isEmpty, "problems": report.problems,
-                "tables": report.tables.map { ["name": $0.name, "segments": $0.segments, "rows": $0.rows] as [String: Any] }]
+                "store": self.store, "ok": report.isSound, "moreProblems": report.moreProblems,
+                "problems": report.findings.map { ["table": $0.table ?? NSNull(), "location": $0.location, "problem": $0.problem] as [String: Any] },
+                "tables": report.tables.map {
+                    ["name": $0.name, "segments": $0.segments, "rows": $0.rows, "bucketRows": $0.bucketRows,
+                     "parameterRecords": $0.parameterRecords, "counts": $0.counts] as [String: Any]
+                }]
             print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
-            if !report.problems.isEmpty { throw ExitCode(1) }
+            if !report.isSound { throw ExitCode(1) }
             return
         }
         for table in report.tables {
-            print("table '\(table.name)': \(table.segments) segment(s) checksummed, \(table.rows) live rows decoded")
+            print("table '\(table.name)': \(table.segments) segment(s) checksummed, \(table.rows) live rows decoded, "
+                  + "\(table.bucketRows) bucket row(s), \(table.parameterRecords) parameter record(s), \(table.counts) access count(s) checked")
         }
-        if !report.problems.isEmpty {
-            for problem in report.problems { print("damaged: \(problem)") }
+        if !report.isSound {
+            for problem in report.findings { print("damaged: \(problem)") }
+            if report.moreProblems > 0 { print("damaged: \(report.moreProblems) more problem(s) not listed") }
             throw ExitCode(1)
         }
         print("ok")

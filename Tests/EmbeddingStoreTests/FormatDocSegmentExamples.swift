@@ -285,6 +285,34 @@ extension FormatDocTests {
     }
 
     /// Every key and value of an integer-keyed database.
+    /// CRC-32 bit by bit as FORMAT.md "Record seals" defines it (reflected 0xEDB88320, initial
+    /// value and final XOR 0xFFFFFFFF): an independent twin of the store's table-driven one.
+    static func crc32(_ bytes: [UInt8]) -> UInt32 {
+        var c: UInt32 = 0xFFFF_FFFF
+        for byte in bytes {
+            c ^= UInt32(byte)
+            for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        }
+        return ~c
+    }
+
+    /// A sealed value's payload, after checking its seal over `key` ‖ payload by FORMAT.md's rule.
+    static func unseal(_ value: [UInt8], key: [UInt8]) throws -> [UInt8] {
+        try #require(value.count >= 4, "a sealed value of \(value.count) bytes")
+        let payload = Array(value.dropLast(4))
+        let seal = value.suffix(4).reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        #expect(seal == crc32(key + payload), "the seal of key \(hex(key)) does not match FORMAT.md's CRC-32")
+        return payload
+    }
+
+    static func keyBytes(_ key: UInt64) -> [UInt8] { withUnsafeBytes(of: key.littleEndian) { Array($0) } }
+
+    /// "payload ‖ seal" as the examples print a sealed value.
+    static func sealedText(_ value: [UInt8], key: [UInt8]) throws -> String {
+        let payload = try unseal(value, key: key)
+        return "\(hex(payload)) ‖ seal \(hex(value.suffix(4)))"
+    }
+
     static func entries(_ database: Database, in txn: borrowing Transaction) throws -> [(key: UInt64, value: [UInt8])] {
         try txn.withCursor(database) { cursor in
             var result: [(key: UInt64, value: [UInt8])] = []
@@ -314,14 +342,14 @@ extension FormatDocTests {
             (try entries(table.segments!, in: txn), try entries(table.rows, in: txn))
         }
 
-        // FORMAT.md's rules, from the raw entries.
+        // FORMAT.md's rules, from the raw entries: the manifest and delta values are sealed.
         let values = Dictionary(uniqueKeysWithValues: segments.map { ($0.key, $0.value) })
-        let manifestBytes = try #require(values[0])
+        let manifestBytes = try unseal(try #require(values[0]), key: keyBytes(0))
         let count = Int(DocSegment(part0: manifestBytes).u(0, 4))
         let manifest = (0..<count).map { UInt64(DocSegment(part0: manifestBytes).u(4 + 4 * $0, 4)) }
         #expect(manifestBytes.count == 4 + 4 * count)
         let docs = try manifest.map { DocSegment(part0: try #require(values[$0 << 32])) }
-        let deltaByID = Dictionary(uniqueKeysWithValues: delta.map { ($0.key, $0.value) })
+        let deltaByID = Dictionary(uniqueKeysWithValues: try delta.map { ($0.key, try unseal($0.value, key: keyBytes($0.key))) })
         func resolve(_ id: UInt64) -> (record: [UInt8]?, source: String, steps: String) {
             if let record = deltaByID[id] {
                 if record == [tombstoneTag] { return (nil, "", "delta: tombstone → missing") }
@@ -358,25 +386,27 @@ extension FormatDocTests {
         for (key, value) in segments {
             let what = described[key] ?? "segment \(key >> 32) part \(key & 0xffff_ffff)"
             let shown = key >> 32 == 1 ? "\(value.count) bytes, as above"
-                : key == 2 << 32 ? "\(value.count) bytes, below" : "\(value.count) bytes: \(hex(value))"
+                : key == 2 << 32 ? "\(value.count) bytes, below"
+                : key == 0 ? "\(value.count) bytes: \(try sealedText(value, key: keyBytes(key)))" : "\(value.count) bytes: \(hex(value))"
             text += "\(Self.key(key))  \(what): \(shown)\n"
         }
         text += """
             ```
 
-            The manifest lists 2 segments, segment 2 first (newest). Segment 2's part 0:
+            The manifest lists 2 segments, segment 2 first (newest); its seal is the CRC-32 of its key's 8 bytes (all 0) \
+            followed by the 12 bytes before it. Segment parts carry no seal (their checksum covers them). Segment 2's part 0:
 
             ```
             \(docs[0].annotated())
             ```
 
-            `t1/rows`, the delta:
+            `t1/rows`, the delta (each value sealed under its id's 8 key bytes):
 
             ```
 
             """
         for (key, value) in delta {
-            text += "\(Self.key(key))  id \(key): \(hex(value))  \(tagName(value))\n"
+            text += "\(Self.key(key))  id \(key): \(try sealedText(value, key: keyBytes(key)))  \(tagName(deltaByID[key]!))\n"
         }
         text += "```\n\nLookups (delta, then segments 2 and 1):\n\n```\n"
         for id: UInt64 in [5, 9, 12, 1003, 11] {

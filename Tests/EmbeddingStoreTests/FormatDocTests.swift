@@ -60,9 +60,15 @@ import LMDB
         text += try example("bucket+scale, d = 3, bucket row 2 = [0.5, -0.5, 1.0], scale 2", [1.0, -1.0, 2.0],
                             .scaledBucket(id: 2, scale: 2), bucketRow: bucketRow)
         text += try transformExample()
-        text += "### `format` header (version 4)\n\n```\n\(hex(StoreFormat.encodeHeader()))\n```\n\n"
+        let header = StoreFormat.encodeHeader()
+        text += "### `format` header (version 5)\n\nThe 16 bytes, then their seal: the CRC-32 of the key's ASCII bytes `format` followed by them.\n\n"
+            + "```\n\(try sealedText(header, key: Array(StoreFormat.formatKey.utf8)))\n```\n\n"
         let schema = TableSchema(tableID: 1, dimension: 3, currentBasisID: 1, nextBasisID: 2, nextBucketID: 3)
-        text += "### Table schema: table id 1, d = 3, current basis 1, next basis 2, next bucket 3\n\n```\n\(hex(schema.encode()))\n```\n\n"
+        let schemaKey = StoreFormat.tableKeyPrefix + "items"
+        let sealedSchema = RecordSeal.sealed(schema.encode(), key: schemaKey)
+        text += "### Table schema: table id 1, d = 3, current basis 1, next basis 2, next bucket 3\n\n"
+            + "Under the key `\(schemaKey)` (a table called `items`), sealed over those key bytes and the 24 schema bytes:\n\n"
+            + "```\n\(try sealedText(sealedSchema, key: Array(schemaKey.utf8)))\n```\n\n"
         text += try segmentExample()
         text += try layersExample()
         text += end

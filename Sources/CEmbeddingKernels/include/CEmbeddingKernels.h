@@ -414,6 +414,13 @@ uint64_t emb_checksum_piece(const void *bytes, size_t length, uint32_t piece);
 /** The same value, byte by byte as FORMAT.md words it (the scalar twin the tests compare). */
 uint64_t emb_checksum_piece_reference(const void *bytes, size_t length, uint32_t piece);
 
+/* ------------------------------------------------------------------------------------------
+ * Record seal (FORMAT.md "Record seals", version 5): CRC-32 as zlib, PNG and Ethernet define
+ * it (reflected polynomial 0xEDB88320, initial value and final XOR 0xFFFFFFFF; "123456789"
+ * gives 0xCBF43926). `crc` is the value over the bytes so far (0 for none), so a key and a
+ * value chain: emb_crc32(emb_crc32(0, key, k), value, v) = CRC-32 of key ‖ value. */
+uint32_t emb_crc32(uint32_t crc, const void *bytes, size_t length);
+
 #ifdef __cplusplus
 }
 #endif
