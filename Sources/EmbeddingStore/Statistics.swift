@@ -76,7 +76,7 @@ extension Store {
                     var entry = try cursor.first()
                     while let current = entry {
                         bucketRows += 1
-                        bucketBytes += current.value.count - (table.sealed ? RecordSeal.size : 0)
+                        bucketBytes += current.value.count
                         entry = try cursor.next()
                     }
                 }

@@ -1,4 +1,5 @@
 import CEmbeddingKernels
+import EmbeddingCodecs
 import Foundation
 import LMDB
 import Testing
@@ -124,9 +125,9 @@ import Testing
             let (store, loaded, puts) = try Self.populated(dir)
             defer { store.close() }
             try c.damage(store, loaded, puts)
-            #expect(performing: { try c.read(store, loaded, puts) }, throws: { error in
+            #expect("\(c.name): the read refuses the damaged record", performing: { try c.read(store, loaded, puts) }, throws: { error in
                 "\(error)".contains("seal does not match")
-            }, "\(c.name): the read did not refuse the damaged record")
+            })
             let report = try store.verify()
             #expect(report.findings.contains { "\($0)".contains(c.names) && $0.problem.contains("seal does not match") },
                     "\(c.name): verify said \(report.problems)")
@@ -188,10 +189,8 @@ import Testing
 
     @Test func aStoreCreatedAtVersion4HasNoSealsAndStaysAt4() throws {
         let dir = TemporaryDirectory()
-        var options = Store.Options()
-        options.formatVersion = 4
         do {
-            let store = try Store(path: dir.path, options: options)
+            let store = try makeStore(dir, formatVersion: 4)
             #expect(!store.sealed)
             let table = try store.createTable("t", dimension: 3)
             try store.put(table, id: 1, vector: [1, 2, 3], codec: .int8)

@@ -221,7 +221,7 @@ import LMDB
     /// only FNV segments are written, and becomes 4 with the first blockmix64 segment.
     @Test func olderFNVSegmentsStayReadableAndVerified() throws {
         let dir = TemporaryDirectory()
-        let store = try makeStore(dir)
+        let store = try makeStore(dir, formatVersion: 4)
         try StoreFormat.encodeHeader(version: 2).withUnsafeBytes { header in
             try store.environment.write { try $0.put(header, forKey: StoreFormat.formatKey, in: store.meta) }
         }
@@ -439,7 +439,7 @@ import LMDB
             var manifest: [UInt8] = []
             appendLE(UInt32(listed.count), to: &manifest)
             for id in listed { appendLE(id, to: &manifest) }
-            try store.environment.write { txn in try manifest.withUnsafeBytes { try txn.put($0, forKey: 0, in: table.segments!) } }
+            try store.environment.write { txn in try table.sealing(manifest, key: 0).withUnsafeBytes { try txn.put($0, forKey: 0, in: table.segments!) } }
             #expect { _ = try store.makeReader().lookup(table, ids: [1]) } throws: { "\($0)".contains("segment manifest lists") }
             #expect { _ = try store.export(table) } throws: { "\($0)".contains("segment manifest lists") }
             #expect(try store.verify().problems.contains { $0.contains("segment manifest lists") })

@@ -154,7 +154,8 @@ import LMDB
         ]
         try store.environment.write { txn in
             for (id, bytes, _) in rawRecords {
-                try bytes.withUnsafeBytes { try txn.put($0, forKey: id, in: table.rows) }
+                // Sealed (FORMAT.md "Record seals"): the seal holds, what it seals is damaged.
+                try table.sealing(bytes, key: id).withUnsafeBytes { try txn.put($0, forKey: id, in: table.rows) }
             }
         }
         let reader = try store.makeReader()
@@ -171,7 +172,7 @@ import LMDB
         try store.put(table, id: 20, vector: [1, 2, 3, 4], codec: .fp16)
         try store.environment.write { txn in
             let infinity: [UInt8] = [Codec.fp16.tag, 0, 0x3C, 0, 0x7C, 0, 0x3C, 0, 0x3C]
-            try infinity.withUnsafeBytes { try txn.put($0, forKey: 21, in: table.rows) }
+            try table.sealing(infinity, key: 21).withUnsafeBytes { try txn.put($0, forKey: 21, in: table.rows) }
         }
         for (ids, bad) in [([6, 6, 9, 6, 6] as [UInt64], UInt64(9)), ([20, 20, 21, 20], 21)] {
             #expect {
@@ -191,7 +192,7 @@ import LMDB
             let store = try makeStore(dir)
             _ = try store.createTable("t", dimension: 2)
             var header = StoreFormat.encodeHeader()
-            header[8] = 5  // version 5
+            header[8] = 6  // version 6
             try store.environment.write { txn in
                 try header.withUnsafeBytes { try txn.put($0, forKey: StoreFormat.formatKey, in: store.meta) }
             }
@@ -201,7 +202,7 @@ import LMDB
             var options = Store.Options()
             options.readOnly = readOnly
             #expect { try Store(path: dir.file("store"), options: options) } throws: { error in
-                "\(error)".contains("version 5") && "\(error)".contains("newer embstore")
+                "\(error)".contains("version 6") && "\(error)".contains("newer embstore")
             }
         }
     }
@@ -314,7 +315,7 @@ final class LockedCounter: @unchecked Sendable {
         for flipped: UInt32 in [64 | 1 << 24, 0, (1 << 20) + 1] {
             let schema = TableSchema(tableID: table.id, dimension: flipped)
             try store.environment.write { txn in
-                try schema.encode().withUnsafeBytes { try txn.put($0, forKey: StoreFormat.tableKeyPrefix + "t", in: store.meta) }
+                try store.putMetaRecord(schema.encode(), key: StoreFormat.tableKeyPrefix + "t", in: txn)   // sealed: only the dimension is wrong
             }
             #expect {
                 _ = try store.table("t")
