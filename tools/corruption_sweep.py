@@ -5,7 +5,9 @@ commands (with a timeout); every outcome is counted by class:
 
   refused   the command exits non-zero with a message (a clear error)
   intact    it exits 0 and prints what the pristine store gives (the damage hit unused bytes)
-  WRONG     it exits 0 and prints something else: silent wrong data
+  WRONG     it exits 0 and prints something else: silent wrong data. For `verify`: it says ok
+            while an export of some table of the damaged store fails or differs from the
+            pristine one (a verify that missed damage)
   CRASH     it dies by a signal (LMDB's own page checks exit with status 3 and a message: refused)
   HANG      it outlives the timeout
 
@@ -13,12 +15,13 @@ Damage targets:
   <kind>    a flipped bit inside one record of that kind, found by its bytes in the file:
             segment (a data part), index (a segment's part 0), delta (a per-key row),
             bucket (a bucket row), basis (a PCA basis or tc parameter record), schema
-            (a table/<name> record), manifest (a segments manifest)
+            (a table/<name> record), manifest (a segments manifest), counts (an access
+            count), note (a load note), meta (the format header or next_table_id)
   page      a random 4 KiB page of the file zeroed
   byte      a random byte anywhere flipped
   truncate  the file cut at a random page boundary
 
-    python3 tools/corruption_sweep.py [--trials 1000] [--embstore PATH] [--seed 1] [--timeout 30] [--json]
+    python3 tools/corruption_sweep.py [--trials 1000] [--embstore PATH] [--seed 1] [--timeout 30] [--json] [--keep DIR]
 
 Needs numpy and py-lmdb (pip install lmdb). Prints one line per target and class count, and
 the trials that were WRONG, CRASH or HANG (with the command, to reproduce)."""
@@ -55,7 +58,28 @@ def build(embstore, work):
                         ('delta', ['--codec', 'fp16', '--layout', 'per-key'])]:
         subprocess.run([embstore, 'ingest', store, '--table', table, '--vectors', f'{work}/x.npy', '--quiet'] + args,
                        check=True, capture_output=True)
+    add_counts(store, 'mixed', rng.choice(1 << 40, 300, replace=False), rng.integers(1, 1000, 300))
     return store
+
+
+def add_counts(store, table, ids, counts):
+    """Access counts for `table`, written as FORMAT.md says (t<T>/counts, u64 values; sealed
+    with zlib's CRC-32 of key and value in a version-5 store), so verify sees a counts database."""
+    import lmdb, zlib
+    env = lmdb.open(store, max_dbs=64)
+    with env.begin(write=True) as txn:
+        meta = env.open_db(b'meta', txn=txn)
+        header = txn.get(b'format', db=meta)
+        sealed = struct.unpack_from('<I', header, 8)[0] >= 5
+        schema = txn.get(b'table/' + table.encode(), db=meta)
+        tid = struct.unpack_from('<I', schema, 0)[0]
+        db = env.open_db(f't{tid}/counts'.encode(), txn=txn, integerkey=True)
+        for i, c in zip(ids, counts):
+            key, value = struct.pack('<Q', int(i)), struct.pack('<Q', int(c))
+            if sealed:
+                value += struct.pack('<I', zlib.crc32(key + value))
+            txn.put(key, value, db=db)
+    env.close()
 
 
 def records(store):
@@ -69,6 +93,10 @@ def records(store):
         for k, v in txn.cursor(db=meta):
             if k.startswith(b'table/'):
                 found['schema'].append(bytes(v))
+            elif k.startswith(b'load/'):
+                found['note'].append(bytes(v))
+            else:
+                found['meta'].append(bytes(v))
         for name in names:
             if '/' not in name:
                 continue
@@ -85,6 +113,8 @@ def records(store):
                     found['bucket'].append(v)
                 elif kind == 'bases':
                     found['basis'].append(v)
+                elif kind == 'counts':
+                    found['counts'].append(v)
     env.close()
     return found
 
@@ -96,6 +126,7 @@ def main():
     ap.add_argument('--seed', type=int, default=1)
     ap.add_argument('--timeout', type=float, default=30)
     ap.add_argument('--json', action='store_true')
+    ap.add_argument('--keep', metavar='DIR', help='copy the damaged store of every WRONG, CRASH or HANG trial to DIR/trial-N')
     a = ap.parse_args()
     rng = random.Random(a.seed)
     work = tempfile.mkdtemp(prefix='embstore-sweep.')
@@ -104,6 +135,9 @@ def main():
         data = open(f'{store}/data.mdb', 'rb').read()
         kinds = {k: v for k, v in records(store).items() if v}
         tables = ['dense', 'mixed', 'bucket', 'reduced', 'delta']
+        outcome, out = run([a.embstore, 'verify', store], a.timeout)
+        if outcome != 'ok':
+            sys.exit(f'the pristine store does not verify: {out.decode(errors="replace")}')
         baseline = {t: run([a.embstore, 'export', store, '--table', t, '--out', '/dev/stdout'], a.timeout)[1] for t in tables}
         sparse = [str(i) for i in np.load(f'{work}/sparse.npy')[:3]]
         probe = {t: (sparse if t == 'mixed' else ['0', '1', '2']) for t in tables}
@@ -142,10 +176,17 @@ def main():
             checks.append(('get', [a.embstore, 'get', trial_store, '--table', table] + probe[table], gets[table]))
             for command, cmd, expected in checks:
                 outcome, out = run(cmd, a.timeout)
-                if outcome == 'ok':
+                if outcome == 'ok' and command == 'verify':
+                    # verify said ok: every table must then export exactly as before.
+                    missed = [t for t in tables
+                              if run([a.embstore, 'export', trial_store, '--table', t, '--out', '/dev/stdout'], a.timeout) != ('ok', baseline[t])]
+                    outcome = 'WRONG' if missed else 'intact'
+                elif outcome == 'ok':
                     outcome = 'intact' if expected is None or out == expected else 'WRONG'
                 counts[target][f'{command} {outcome}'] += 1
                 if outcome in ('WRONG', 'CRASH', 'HANG'):
+                    if a.keep:
+                        shutil.copytree(trial_store, f'{a.keep}/trial-{trial}', dirs_exist_ok=True)
                     bad.append({'trial': trial, 'target': target, 'offset': offset, 'command': command, 'outcome': outcome})
         if a.json:
             print(json.dumps({'trials': a.trials, 'counts': {k: dict(v) for k, v in counts.items()}, 'bad': bad}))

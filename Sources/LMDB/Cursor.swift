@@ -18,12 +18,14 @@ public struct CursorEntry {
 public struct Cursor: ~Copyable {
     let handle: OpaquePointer
     let database: Database
+    let bounds: MapBounds
 
-    init(transaction: OpaquePointer, database: Database) throws(LMDBError) {
+    init(transaction: OpaquePointer, database: Database, bounds: MapBounds) throws(LMDBError) {
         var cursor: OpaquePointer?
         try check(mdb_cursor_open(transaction, database.handle, &cursor), "opening a cursor on \(database.name ?? "?")")
         self.handle = cursor!
         self.database = database
+        self.bounds = bounds
     }
 
     deinit { mdb_cursor_close(handle) }
@@ -33,7 +35,8 @@ public struct Cursor: ~Copyable {
         let rc = mdb_cursor_get(handle, &key, &data, op)
         if rc == MDB_NOTFOUND { return nil }
         try check(rc, "moving a cursor on \(database.name ?? "?")")
-        return CursorEntry(key: UnsafeRawBufferPointer(key), value: UnsafeRawBufferPointer(data))
+        // Keys live in the node itself (at most 511 bytes, on the page); values may not.
+        return CursorEntry(key: UnsafeRawBufferPointer(key), value: try bounds.checked(data, database))
     }
 
     /// The first entry (`MDB_FIRST`), or nil when the database is empty.

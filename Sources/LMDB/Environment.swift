@@ -77,6 +77,10 @@ public final class Environment: @unchecked Sendable {
     /// calling it while another thread remaps (growMap) or after `close` reads unmapped memory.
     /// Only written at init and inside the gate's exclusive section, right after resizing.
     private let currentMapSize: Atomic<Int>
+    /// Where this process maps the data file (0 when unknown): LMDB does not say
+    /// (`me_mapaddr` is set only for `MDB_FIXEDMAP`), so it is read from `/proc/self/maps`
+    /// at open and after each remap. Bounds the values transactions hand out (`MapBounds`).
+    let mapAddress = Atomic<UInt>(0)
     private let fixedPageSize: Int
     private let fixedMaxKeySize: Int
 
@@ -115,6 +119,32 @@ public final class Environment: @unchecked Sendable {
         mdb_env_stat(env, &stat)
         self.fixedPageSize = Int(stat.ms_psize)
         self.fixedMaxKeySize = Int(mdb_env_get_maxkeysize(env))
+        mapAddress.store(Environment.mappedAddress(env), ordering: .sequentiallyConsistent)
+    }
+
+    /// The address at which the data file is mapped, from `/proc/self/maps` (the mapping of the
+    /// file's device and inode at offset 0); 0 where there is no such file (not Linux) or no
+    /// such line.
+    static func mappedAddress(_ env: OpaquePointer) -> UInt {
+        var fd: Int32 = -1
+        var status = stat()
+        guard mdb_env_get_fd(env, &fd) == 0, fstat(fd, &status) == 0, let maps = fopen("/proc/self/maps", "r") else { return 0 }
+        defer { fclose(maps) }
+        let device = UInt64(status.st_dev)
+        let major = (device >> 8) & 0xfff | (device >> 32) & ~0xfff, minor = device & 0xff | (device >> 12) & ~0xff
+        var line: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        defer { free(line) }
+        while getline(&line, &capacity, maps) > 0, let line {
+            // start-end perms offset major:minor inode path
+            let fields = String(cString: line).split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 5, UInt64(fields[2], radix: 16) == 0, UInt64(fields[4]) == UInt64(status.st_ino) else { continue }
+            let dev = fields[3].split(separator: ":")
+            guard dev.count == 2, UInt64(dev[0], radix: 16) == major, UInt64(dev[1], radix: 16) == minor,
+                  let start = fields[0].split(separator: "-").first.flatMap({ UInt(String($0), radix: 16) }) else { continue }
+            return start
+        }
+        return 0
     }
 
     deinit {
@@ -171,6 +201,7 @@ public final class Environment: @unchecked Sendable {
         var info = MDB_envinfo()
         mdb_env_info(handle, &info)
         currentMapSize.store(info.me_mapsize, ordering: .sequentiallyConsistent)
+        mapAddress.store(Environment.mappedAddress(handle), ordering: .sequentiallyConsistent)
         generation.add(1, ordering: .sequentiallyConsistent)
     }
 

@@ -20,6 +20,8 @@ public struct Transaction: ~Copyable {
     /// False after `reset` (no snapshot held) until `renew`.
     public private(set) var isActive: Bool
     private var finished = false
+    /// Where values read from the map may lie (`MapBounds`); set at begin and at each renew.
+    var bounds: MapBounds
 
     init(environment: Environment, readOnly: Bool) throws(LMDBError) {
         // LMDB's writer lock is not reentrant: a second write transaction begun on the thread
@@ -38,6 +40,7 @@ public struct Transaction: ~Copyable {
                 self.environment = environment
                 self.isReadOnly = readOnly
                 self.isActive = true
+                self.bounds = MapBounds(environment)
                 return
             }
             environment.gate.leave()
@@ -125,6 +128,7 @@ public struct Transaction: ~Copyable {
             let rc = mdb_txn_renew(handle)
             if rc == 0 {
                 isActive = true
+                bounds = MapBounds(environment)
                 return
             }
             environment.gate.leave()
@@ -184,7 +188,7 @@ public struct Transaction: ~Copyable {
         let rc = withStringKey(key) { mdb_get(handle, database.handle, &$0, &data) }
         if rc == MDB_NOTFOUND { return try body(nil) }
         try check(rc, "reading \(key) in \(database.name ?? "?")")
-        return try body(UnsafeRawBufferPointer(data))
+        return try body(try bounds.checked(data, database))
     }
 
     /// The value under an integer key, pointing into the map, or nil. The pointer stays valid
@@ -201,7 +205,7 @@ public struct Transaction: ~Copyable {
     /// at). It is valid exactly while the transaction is active: using it after `reset`,
     /// `commit` or the end of the transaction is undefined behaviour, as is every pointer it
     /// returns (the same lifetime as `unsafeValue`).
-    public var unsafeView: TransactionView { TransactionView(handle: handle) }
+    public var unsafeView: TransactionView { TransactionView(handle: handle, bounds: bounds) }
 
     /// The id of the snapshot a read transaction sees (the last committed write transaction's
     /// id), or of a write transaction. The corresponding LMDB function is `mdb_txn_id`.
@@ -215,7 +219,7 @@ public struct Transaction: ~Copyable {
         let rc = withIntegerKey(key) { mdb_get(handle, database.handle, &$0, &data) }
         if rc == MDB_NOTFOUND { return nil }
         try check(rc, "reading key \(key) in \(database.name ?? "?")")
-        return UnsafeRawBufferPointer(data)
+        return try bounds.checked(data, database)
     }
 
     // MARK: - Writing
@@ -269,7 +273,7 @@ public struct Transaction: ~Copyable {
 
     /// Runs `body` with a cursor over `database`, closed when `body` returns.
     public func withCursor<R>(_ database: Database, _ body: (inout Cursor) throws -> R) throws -> R {
-        var cursor = try Cursor(transaction: handle, database: database)
+        var cursor = try Cursor(transaction: handle, database: database, bounds: bounds)
         return try body(&cursor)
     }
 }
@@ -277,6 +281,7 @@ public struct Transaction: ~Copyable {
 /// A borrowed, copyable reading view of an active transaction (see `Transaction.unsafeView`).
 public struct TransactionView {
     let handle: OpaquePointer
+    let bounds: MapBounds
 
     /// The value under an integer key, pointing into the map, or nil. The corresponding LMDB
     /// function is `mdb_get`.
@@ -285,6 +290,41 @@ public struct TransactionView {
         let rc = withIntegerKey(key) { mdb_get(handle, database.handle, &$0, &data) }
         if rc == MDB_NOTFOUND { return nil }
         try check(rc, "reading key \(key) in \(database.name ?? "?")")
+        return try bounds.checked(data, database)
+    }
+}
+
+/// Where a value LMDB hands out may lie. A value in the map must end within the pages the data
+/// file holds (`me_last_pgno`): a damaged node whose size field was flipped would otherwise
+/// point past the end of the file, and reading it would end the process with SIGBUS (the map
+/// is larger than the file). Values outside the map (a write transaction's dirty pages, in
+/// memory) are not checked. Computed when a transaction begins or renews: the newest
+/// committed state's last page bounds every snapshot at or before it.
+struct MapBounds {
+    let start: UInt
+    let mapEnd: UInt
+    let fileEnd: UInt
+
+    /// Call with the environment's gate entered (no remap under way).
+    init(_ environment: Environment) {
+        var info = MDB_envinfo()
+        mdb_env_info(environment.handle, &info)
+        start = environment.mapAddress.load(ordering: .relaxed)
+        mapEnd = start == 0 ? 0 : start &+ UInt(info.me_mapsize)
+        fileEnd = start &+ UInt(info.me_last_pgno + 1) &* UInt(environment.pageSize)
+    }
+
+    /// `data` as a buffer, or `MDB_CORRUPTED` naming the database when it runs past the file.
+    @inline(__always)
+    func checked(_ data: MDB_val, _ database: Database) throws(LMDBError) -> UnsafeRawBufferPointer {
+        let address = UInt(bitPattern: data.mv_data)
+        if address >= start && address < mapEnd {
+            let (end, overflow) = address.addingReportingOverflow(UInt(data.mv_size))
+            if overflow || end > fileEnd {
+                throw LMDBError(code: MDB_CORRUPTED,
+                                context: "a value of \(data.mv_size) bytes in \(database.name ?? "the main database") runs past the end of the data file (its page is damaged)")
+            }
+        }
         return UnsafeRawBufferPointer(data)
     }
 }

@@ -46,4 +46,40 @@ import Testing
         // LMDB's file ends at its last page in use: every cut loses one, and is refused.
         #expect(refused == data.count / page - 1 && opened == 0, "refused \(refused), opened \(opened) of \(data.count / page - 1)")
     }
+
+    /// A damaged node whose size field says the value runs past the end of the file: reading it
+    /// through the map would be SIGBUS (the map is larger than the file). Every value LMDB hands
+    /// out is checked against the file's extent first, so it is a clear error instead.
+    @Test func aValueRunningPastTheFileIsRefusedNotSIGBUS() throws {
+        let dir = TemporaryDirectory()
+        let id: UInt64 = 0x1122_3344_5566_7788
+        do {
+            let store = try makeStore(dir)
+            let table = try store.createTable("t", dimension: 4)
+            try store.put(table, id: id, vector: [1, 2, 3, 4], codec: .fp32)
+            try store.put(table, id: 5, vector: [5, 6, 7, 8], codec: .fp32)
+            try store.sync()
+            store.close()
+        }
+        // The node before the key: size (low u16, high u16), flags (u16), key size (u16).
+        let path = dir.file("store/data.mdb")
+        var data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let key = withUnsafeBytes(of: id.littleEndian) { Array($0) }
+        let at = try #require((8..<(data.count - 8)).first { Array(data[$0..<$0 + 8]) == key && data[$0 - 2] == 8 && data[$0 - 1] == 0 })
+        let size = 1 + 16 + RecordSeal.size
+        #expect(Int(data[at - 8]) | Int(data[at - 7]) << 8 == size && data[at - 6] == 0 && data[at - 5] == 0)
+        data[at - 5] = 0x10   // + 2^28 bytes: far past the file, inside the map
+        try Data(data).write(to: URL(fileURLWithPath: path))
+
+        var options = Store.Options()
+        options.readOnly = true
+        let store = try Store(path: dir.file("store"), options: options)
+        defer { store.close() }
+        let table = try store.table("t")
+        #expect(performing: { _ = try store.get(table, id: id) }, throws: { "\($0)".contains("runs past the end of the data file") })
+        #expect(try store.get(table, id: 5) == [5, 6, 7, 8])
+        #expect(performing: { _ = try store.export(table) }, throws: { "\($0)".contains("runs past the end of the data file") })
+        let report = try store.verify()
+        #expect(report.findings.contains { $0.table == "t" && $0.problem.contains("runs past the end of the data file") }, "\(report.problems)")
+    }
 }

@@ -99,7 +99,7 @@ struct InspectTests {
             }
             #expect(byName["red"]?.bases == 1)
             #expect(byName["buck"]?.bucketRows == 4)
-            #expect(byName["buck"]?.bucketBytes == 4 * (1 + 2 * d), "bucket rows are fp16 records")
+            #expect(byName["buck"]?.bucketBytes == 4 * (1 + 2 * d + 4), "bucket rows are fp16 records and their 4-byte seals")
             #expect(byName["c32"]?.bucketRows == 0 && byName["c32"]?.bases == 0)
 
             let text = try embstoreOK("info", store.path)
