@@ -71,6 +71,8 @@ public struct RepackReport: Sendable, Codable {
         /// The policy and where the counts came from ("tracked", "given", "none"); nil when copied.
         public let policy: String?
         public let counts: String?
+        /// For tracked counts: how many rows were counted, and what the others weigh.
+        public let countsDetail: String?
         /// Rows encoded from the full-precision source, rows of the source new to the table (in
         /// both counts), and rows without a source row: their values are the stored rows decoded.
         public let rowsFromSource: Int
@@ -90,6 +92,13 @@ public struct RepackReport: Sendable, Codable {
         public let keptAtSamePrecision: Int
         /// The load's summary: the policy's choice, with the kept rows as forms `int8 (kept)`.
         public let summary: PolicySummary?
+
+        // `refusedIds`, so that a snake-case encoder writes `refused_ids`.
+        enum CodingKeys: String, CodingKey {
+            case table, repacked, rowsBefore, rowsAfter, diskBytesBefore, diskBytesAfter, formsBefore, formsAfter, policy, counts,
+                 countsDetail, rowsFromSource, rowsAdded, rowsWithoutSource, promoted, demoted, promotionsRefused,
+                 refusedIDs = "refusedIds", keptAtSamePrecision, summary
+        }
     }
 
     /// The store repacked, and the new store.
@@ -125,10 +134,14 @@ extension Store {
     /// are not rows of the table are an error unless `options.addingNewRows`.
     ///
     /// Access counts kept in the store (`t<T>/counts`) are carried over to the new store for
-    /// every table; counts given in `counts` only weigh the policy (and its load note).
+    /// every table; counts given in `counts` only weigh the policy (and its load note). Kept
+    /// counts are samples: with `.tracked`, rows never counted weigh what Good–Turing gives the
+    /// rows a sample missed (`TableCopy.shareOfUncountedRows`), not 0.
     @discardableResult
     public func repack(to path: String, tables names: [String]? = nil, policy: CodecPolicy, counts: RepackCounts = .none,
                        sources: [String: RepackSource] = [:], options: RepackOptions = RepackOptions()) throws -> RepackReport {
+        var path = path
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }   // the staging directories go beside it
         guard !FileManager.default.fileExists(atPath: path) else {
             throw StoreError.invalidArgument("\(path) exists: repack writes a new store and replaces nothing")
         }
@@ -144,10 +157,13 @@ extension Store {
                 throw StoreError.invalidArgument("counts are given for table '\(name)', which is not repacked")
             }
         }
-        let staging = path + ".repacking-\(getpid())"
-        try? FileManager.default.removeItem(atPath: staging)   // left by a killed repack of this pid
+        // Built table by table in one directory, then copied compacted (only the pages in use)
+        // into another, which is verified and renamed to `path`.
+        let build = path + ".repacking-\(getpid())", staging = path + ".repacked-\(getpid())"
+        for directory in [build, staging] { try? FileManager.default.removeItem(atPath: directory) }   // a killed repack's
+        defer { try? FileManager.default.removeItem(atPath: build) }
         do {
-            let report = try repack(into: staging, publishedAt: path, tables: all, rebuilt: Set(rebuilt), policy: policy,
+            let report = try repack(building: build, into: staging, publishedAt: path, tables: all, rebuilt: Set(rebuilt), policy: policy,
                                     counts: counts, sources: sources, options: options)
             try Store.publish(staging, at: path)
             return report
@@ -171,11 +187,15 @@ extension Store {
         } catch {
             throw StoreError.invalidArgument("cannot move the repacked store from \(staging) to \(path): \(error.localizedDescription)")
         }
+        // The rename is durable once the directory holding both names is.
+        let parent = (path as NSString).deletingLastPathComponent
+        syncDirectory(parent.isEmpty ? "." : parent)
     }
 
-    /// Builds the new store in `staging` from one snapshot of this one, syncs and verifies it.
-    private func repack(into staging: String, publishedAt path: String, tables all: [String], rebuilt: Set<String>,
-                        policy: CodecPolicy, counts: RepackCounts, sources: [String: RepackSource],
+    /// Builds the new store in `build` from one snapshot of this one, then writes its compacting
+    /// copy into `staging` and verifies that.
+    private func repack(building build: String, into staging: String, publishedAt path: String, tables all: [String],
+                        rebuilt: Set<String>, policy: CodecPolicy, counts: RepackCounts, sources: [String: RepackSource],
                         options: RepackOptions) throws -> RepackReport {
         let bytesBefore = fileSize
         // Handles first: opening a database takes a transaction of its own.
@@ -185,33 +205,45 @@ extension Store {
         var targetOptions = Options()
         targetOptions.durable = false   // an offline build: one sync at the end
         targetOptions.maxTables = max(maxTables, all.count)
-        let target = try Store(path: staging, options: targetOptions)
+        let target = try Store(path: build, options: targetOptions)
         defer { target.close() }
         let snapshot = try translatingErrors { try RepackSnapshot(environment) }
-        var reports: [RepackReport.TableReport] = []
+        var outcomes: [RebuildOutcome?] = []
+        var written: [Int] = []
         for (index, table) in tables.enumerated() {
             // An offline job reads a damaged store loudly, as export does.
             try translatingErrors { _ = try verifySegments(table, in: snapshot.txn) }
             let copy = TableCopy(source: self, table: table, counts: countDatabases[index], snapshot: snapshot, target: target)
             let new = try copy.createTable()
-            guard rebuilt.contains(table.name) else {
-                try copy.copyRows(into: new)
-                reports.append(try tableReport(table.name, before: before[index], after: target.storageStatistics(new)))
-                continue
+            if rebuilt.contains(table.name) {
+                let outcome = try copy.rebuild(into: new, policy: policy, counts: counts, source: sources[table.name], options: options)
+                outcomes.append(outcome)
+                written.append(outcome.rows)
+            } else {
+                outcomes.append(nil)
+                written.append(try copy.copyRows(into: new))
             }
-            let outcome = try copy.rebuild(into: new, policy: policy, counts: counts, source: sources[table.name], options: options)
-            reports.append(try tableReport(table.name, before: before[index], after: target.storageStatistics(new), outcome: outcome))
         }
         try target.sync()
-        let verified = try target.verify()
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        try translatingErrors { try target.environment.copy(to: staging, compact: true) }
+        var readOnly = Options()
+        readOnly.readOnly = true
+        readOnly.maxTables = targetOptions.maxTables
+        let copy = try Store(path: staging, options: readOnly)
+        defer { copy.close() }
+        let verified = try copy.verify()
         guard verified.problems.isEmpty else {
             throw StoreError.invalidArgument("the repacked store failed verify (removed): \(verified.problems.joined(separator: "; "))")
         }
-        let expected = reports.map(\.rowsAfter)
-        guard verified.tables.map(\.rows) == expected else {
-            throw StoreError.invalidArgument("the repacked store decodes \(verified.tables.map(\.rows)) rows where \(expected) were written (removed)")
+        guard verified.tables.map(\.rows) == written else {
+            throw StoreError.invalidArgument("the repacked store decodes \(verified.tables.map(\.rows)) rows where \(written) were written (removed)")
         }
-        return RepackReport(store: self.path, path: path, bytesBefore: bytesBefore, bytesAfter: target.fileSize, tables: reports)
+        let reports = try tables.indices.map { index in
+            try tableReport(tables[index].name, before: before[index], after: copy.storageStatistics(copy.table(tables[index].name)),
+                            outcome: outcomes[index])
+        }
+        return RepackReport(store: self.path, path: path, bytesBefore: bytesBefore, bytesAfter: copy.fileSize, tables: reports)
     }
 
     private func tableReport(_ name: String, before: TableStorage, after: TableStorage, outcome: RebuildOutcome? = nil) -> RepackReport.TableReport {
@@ -221,7 +253,7 @@ extension Store {
         return RepackReport.TableReport(
             table: name, repacked: outcome != nil, rowsBefore: before.rows, rowsAfter: after.rows,
             diskBytesBefore: before.diskBytes, diskBytesAfter: after.diskBytes, formsBefore: forms(before), formsAfter: forms(after),
-            policy: outcome?.policy, counts: outcome?.counts, rowsFromSource: outcome?.rowsFromSource ?? 0,
+            policy: outcome?.policy, counts: outcome?.counts, countsDetail: outcome?.countsDetail, rowsFromSource: outcome?.rowsFromSource ?? 0,
             rowsAdded: outcome?.rowsAdded ?? 0, rowsWithoutSource: outcome?.rowsWithoutSource ?? 0,
             promoted: outcome?.promoted ?? 0, demoted: outcome?.demoted ?? 0,
             promotionsRefused: outcome?.refusedIDs.count ?? 0, refusedIDs: outcome?.refusedIDs ?? [],
@@ -236,6 +268,14 @@ extension Store {
             return nil
         }
     }
+}
+
+/// Flushes a directory's entries (a rename in it) to disk; best effort.
+private func syncDirectory(_ path: String) {
+    let directory = open(path, O_RDONLY)
+    guard directory >= 0 else { return }
+    _ = fsync(directory)
+    _ = close(directory)
 }
 
 /// One read transaction of the store being repacked, held for the whole repack, so that every

@@ -4,8 +4,11 @@ import LMDB
 
 /// What rebuilding one table did, for its report.
 struct RebuildOutcome {
+    /// Rows written.
+    var rows = 0
     var policy: String
     var counts: String
+    var countsDetail: String?
     var rowsFromSource = 0
     var rowsAdded = 0
     var rowsWithoutSource = 0
@@ -137,8 +140,8 @@ struct TableCopy {
 
     /// Copies every live row's record into one segment of `new`, with every parameter record
     /// and bucket row: the rows decode bit for bit as before. The load note goes along when the
-    /// table was one segment and nothing else (it then describes the same rows).
-    func copyRows(into new: Table) throws {
+    /// table was one segment and nothing else (it then describes the same rows). Returns the rows.
+    func copyRows(into new: Table) throws -> Int {
         try copyParameters(into: new)
         var rows = 0, largest = 1
         var version: UInt32 = 1
@@ -149,7 +152,7 @@ struct TableCopy {
                 version = max(version, RowCodecs.codec(tag: TableDecoders.tag(of: record))?.formatVersion ?? 1)
             }
         }
-        guard rows > 0 else { return }
+        guard rows > 0 else { return 0 }
         let note = try translatingErrors { () -> [UInt8] in
             let segments = try source.segmentManifest(table, in: snapshot.txn)
             let delta = try snapshot.txn.statistics(table.rows).entries
@@ -165,6 +168,7 @@ struct TableCopy {
                                 note: note, maximumRecordSize: largest) { emit in
             try translatingErrors { try source.forEachLiveRow(table, in: snapshot.txn) { id, record in try emit(id, record) } }
         }
+        return rows
     }
 
     // MARK: - Rebuilding a table
@@ -187,11 +191,11 @@ struct TableCopy {
         }
         let census = try takeCensus(sourceIDs: sourceIDs, order: try Store.sortedOrder(sourceIDs), progress: options.load.progress)
         if let (row, count) = census.added.first.map({ ($0, census.added.count) }), !options.addingNewRows {
-            throw StoreError.invalidArgument("\(count) id\(count == 1 ? " of the source is" : "s of the source are") not rows of table '\(table.name)' "
+            throw StoreError.invalidArgument("\(count) id\(count == 1 ? " of the source is not a row" : "s of the source are not rows") of table '\(table.name)' "
                 + "(the first: id \(sourceIDs[row]), source row \(row)); add them as new rows (RepackOptions.addingNewRows, --add-new) or give this table's own rows")
         }
         let ids = sourceIDs + census.storeOnlyIDs
-        var outcome = RebuildOutcome(policy: policy.description, counts: "none")
+        var outcome = RebuildOutcome(rows: ids.count, policy: policy.description, counts: "none")
         outcome.rowsFromSource = sourceCount - census.added.count
         outcome.rowsAdded = census.added.count
         outcome.rowsWithoutSource = census.storeOnlyIDs.count
@@ -263,6 +267,20 @@ struct TableCopy {
         return census
     }
 
+    /// The count each never-counted row gets from sampled counts, and how many rows those are.
+    ///
+    /// Kept counts are samples (an `AccessCounter` counts one lookup in s, adding s): a row never
+    /// sampled was looked up less than s times, not never, and weighing it 0 would give it the
+    /// cheapest codec whatever the budget leaves. By Good–Turing, the lookups of the rows never
+    /// seen are about as many as those of the rows seen once (the rows holding the smallest
+    /// count, s): those are shared out evenly among them.
+    static func shareOfUncountedRows(_ counts: [Double]) -> (share: Double, rows: Int) {
+        let uncounted = counts.count(where: { $0 == 0 })
+        guard uncounted > 0, let unit = counts.filter({ $0 > 0 }).min() else { return (0, uncounted) }
+        let once = counts.count(where: { $0 == unit })
+        return (Double(once) * unit / Double(uncounted), uncounted)
+    }
+
     /// The access counts of the load's rows (`ids`) from `counts`, nil for none.
     private func weights(of ids: [UInt64], counts: RepackCounts, outcome: inout RebuildOutcome) throws -> [Double]? {
         switch counts {
@@ -273,14 +291,21 @@ struct TableCopy {
                 throw StoreError.invalidArgument("table '\(table.name)' has no access counts kept (an AccessCounter's flush, or embstore bench --track-every N, keeps them); give counts instead")
             }
             outcome.counts = "tracked"
-            return ids.map { kept[$0] ?? 0 }
+            var weights = ids.map { kept[$0] ?? 0 }
+            let (share, uncounted) = Self.shareOfUncountedRows(weights)
+            if uncounted > 0 {
+                for i in weights.indices where weights[i] == 0 { weights[i] = share }
+            }
+            outcome.countsDetail = String(format: "%d of %d rows counted; the %d never counted weigh %.4g each (Good–Turing: together as much as the rows counted once)",
+                                          ids.count - uncounted, ids.count, uncounted, share)
+            return weights
         case .given(let given):
             guard let counted = given[table.name] else { return nil }
             outcome.counts = "given"
             let rows = Set(ids)
             if let first = counted.ids.firstIndex(where: { !rows.contains($0) }) {
                 let unknown = counted.ids.count(where: { !rows.contains($0) })
-                throw StoreError.invalidArgument("\(unknown) counted id\(unknown == 1 ? " is" : "s are") not rows of table '\(table.name)' "
+                throw StoreError.invalidArgument("\(unknown) counted id\(unknown == 1 ? " is not a row" : "s are not rows") of table '\(table.name)' "
                     + "(nor new rows of its source); the first is id \(counted.ids[first]) at index \(first)")
             }
             let byID = Dictionary(uniqueKeysWithValues: zip(counted.ids, counted.counts))

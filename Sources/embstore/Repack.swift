@@ -117,6 +117,7 @@ struct Repack: ParsableCommand {
                          + "\(table.rowsBefore) → \(table.rowsAfter) rows, \(disk)")
             lines.append("  rows from the source \(table.rowsFromSource) (added \(table.rowsAdded)), without a source row \(table.rowsWithoutSource); "
                          + "promoted \(table.promoted), demoted \(table.demoted), kept as stored at the same precision \(table.keptAtSamePrecision)")
+            if let detail = table.countsDetail { lines.append("  tracked counts: \(detail)") }
             if table.promotionsRefused > 0 {
                 lines.append("  \(table.promotionsRefused) rows not promoted: \(RepackReport.refusalReason); their ids: --json or --refused-out")
             }
