@@ -120,9 +120,10 @@ public struct RepackReport: Sendable, Codable {
 extension Store {
     /// Writes a new store at `path` (a directory that must not exist) holding every table of
     /// this one: the tables in `tables` (default: all) rebuilt under `policy`, the others copied
-    /// as they are. The new store is built in a staging directory beside `path`, verified, and
-    /// renamed into place; on any error nothing is left at `path`. This store is only read (one
-    /// snapshot), and may be read and written meanwhile.
+    /// as they are. The new store is built in a directory beside `path`, copied compacted (only
+    /// the pages in use) into another, verified there and renamed into place; on any error nothing
+    /// is left at `path`. This store is only read (one snapshot), and may be read and written
+    /// meanwhile.
     ///
     /// A rebuilt table becomes one segment holding its live rows (delta folded in, replaced
     /// segments and deleted rows gone), each row with the codec `policy` gives it under `counts`.
@@ -216,7 +217,8 @@ extension Store {
             let copy = TableCopy(source: self, table: table, counts: countDatabases[index], snapshot: snapshot, target: target)
             let new = try copy.createTable()
             if rebuilt.contains(table.name) {
-                let outcome = try copy.rebuild(into: new, policy: policy, counts: counts, source: sources[table.name], options: options)
+                let outcome = try copy.rebuild(into: new, policy: policy, counts: counts, source: sources[table.name], options: options,
+                                               liveRows: before[index].rows)
                 outcomes.append(outcome)
                 written.append(outcome.rows)
             } else {

@@ -178,7 +178,7 @@ struct TableCopy {
     /// one and from its decoded row otherwise, rows without a source row kept as stored unless
     /// the policy demotes them (`Store.repack`).
     func rebuild(into new: Table, policy: CodecPolicy, counts: RepackCounts, source rowSource: RepackSource?,
-                 options: RepackOptions) throws -> RebuildOutcome {
+                 options: RepackOptions, liveRows: Int) throws -> RebuildOutcome {
         let d = table.dimension
         let sourceRows = rowSource?.rows
         let sourceCount = sourceRows?.count ?? 0
@@ -189,7 +189,8 @@ struct TableCopy {
         guard sourceIDs.count == sourceCount else {
             throw StoreError.invalidArgument("\(sourceIDs.count) source ids for \(sourceCount) source rows of table '\(table.name)'")
         }
-        let census = try takeCensus(sourceIDs: sourceIDs, order: try Store.sortedOrder(sourceIDs), progress: options.load.progress)
+        let census = try takeCensus(sourceIDs: sourceIDs, order: try Store.sortedOrder(sourceIDs), liveRows: liveRows,
+                                    progress: options.load.progress)
         if let (row, count) = census.added.first.map({ ($0, census.added.count) }), !options.addingNewRows {
             throw StoreError.invalidArgument("\(count) id\(count == 1 ? " of the source is not a row" : "s of the source are not rows") of table '\(table.name)' "
                 + "(the first: id \(sourceIDs[row]), source row \(row)); add them as new rows (RepackOptions.addingNewRows, --add-new) or give this table's own rows")
@@ -228,7 +229,7 @@ struct TableCopy {
         var added: [Int] = []
     }
 
-    private func takeCensus(sourceIDs: [UInt64], order: [Int], progress: (@Sendable (WorkProgress) -> Void)?) throws -> Census {
+    private func takeCensus(sourceIDs: [UInt64], order: [Int], liveRows: Int, progress: (@Sendable (WorkProgress) -> Void)?) throws -> Census {
         let d = table.dimension
         var census = Census(form: [Int32](repeating: -1, count: sourceIDs.count), bits: [Double](repeating: .nan, count: sourceIDs.count))
         var classifier = FormClassifier(parameters: TableParameters(snapshot.txn, table: table))
@@ -258,7 +259,7 @@ struct TableCopy {
                         census.decoded.append(contentsOf: row)
                     }
                     seen += 1
-                    if seen % 65_536 == 0 { progress?(WorkProgress(stage: "reading the store", done: seen, total: seen, unit: "rows")) }
+                    if seen % 65_536 == 0 { progress?(WorkProgress(stage: "reading the store", done: seen, total: max(seen, liveRows), unit: "rows")) }
                 }
             }
         }
