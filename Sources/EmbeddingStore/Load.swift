@@ -29,6 +29,9 @@ public struct LoadOptions: Sendable {
     public var progress: (@Sendable (WorkProgress) -> Void)?
     /// Approximate bytes per segment data part (one LMDB value each).
     public var segmentPartBytes = Store.segmentPartBytes
+    /// Repack's hook: revises the policy's decision (rows kept as they are stored) after the
+    /// policy decided and before anything is written (`Repack.swift`).
+    var revision: (@Sendable (inout LoadDecision) throws -> Void)?
     public init() {}
 }
 
@@ -58,6 +61,16 @@ public struct LoadReport: Sendable {
     /// them (its row in the input, and its id).
     public internal(set) var skippedRows = 0
     public internal(set) var firstSkipped: (row: Int, id: UInt64)?
+}
+
+/// What a load decided before it writes: its groups, the candidates, each row's choice (nil:
+/// all the first) and the summary its note keeps.
+struct LoadDecision {
+    var groups: [LoadGroup]
+    var candidates: [PolicyCandidate]
+    var choice: [UInt8]?
+    var summary: PolicySummary
+    let input: PolicyInput
 }
 
 /// What a load stores before its rows, for one or more of the encoders the rows choose from.
@@ -210,10 +223,12 @@ extension Store {
                                 overheadBytesPerRow: fit.overheadBytesPerRow, progress: options.progress)
         let (groups, candidates, choice, summary) = try plan(policy, input: input, table: name, ids: ids,
                                                              maxDecodeNanoseconds: options.maxDecodeNanoseconds)
+        var decision = LoadDecision(groups: groups, candidates: candidates, choice: choice, summary: summary, input: input)
+        try options.revision?(&decision)
         let (table, createdTable) = try existing.map { ($0, false) } ?? createOrAdoptTable(name, dimension: dimension)
         do {
-            return try write(into: table, groups: groups, candidates: candidates, choice: choice, summary: summary,
-                             ids: ids, order: order, source: source, options: options)
+            return try write(into: table, groups: decision.groups, candidates: decision.candidates, choice: decision.choice,
+                             summary: decision.summary, ids: ids, order: order, source: source, options: options)
         } catch {
             if createdTable { try? dropTable(name) }
             throw error

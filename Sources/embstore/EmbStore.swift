@@ -9,7 +9,7 @@ struct EmbStore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embstore",
         abstract: "An embedded store for compressed embedding tables, on LMDB.",
-        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Stats.self, Verify.self, Compact.self, Eval.self, Bench.self, Codecs.self, Demo.self]
+        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Stats.self, Verify.self, Compact.self, Repack.self, Eval.self, Bench.self, Codecs.self, Demo.self]
     )
 }
 
@@ -27,24 +27,9 @@ struct Ingest: ParsableCommand {
     @Option(help: "Table name.") var table: String
     @Option(help: "float32 or float16 .npy file of shape [N, d].") var vectors: String
     @Option(help: "int64 or uint64 .npy file of N ids (default 0..N-1).") var ids: String?
-    @Option(help: "The codec of every row; `embstore codecs` lists every spelling (\(RowCodecs.spellings)).",
-            transform: parseCodec)
-    var codec: Codec?
-    @Option(help: ArgumentHelp("Codecs by access rank, hottest rows first: CODEC:P% entries, the last may take the rest (fp16:1%,int8:9%,int4:40%,int2h). Needs --freq.",
-                               valueName: "spec"))
-    var tiers: String?
-    @Option(help: ArgumentHelp("Choose each row's codec to fit this share of the float32 payload on disk (0.125 or 12.5%).", valueName: "fraction"))
-    var budget: String?
-    @Option(help: ArgumentHelp("Choose each row's codec to fit this many bytes on disk.", valueName: "bytes"))
-    var budgetBytes: Int?
-    @Option(help: "What a row's error weighs in a budget: traffic (its access count) or retrieval (log2(2 + count)).")
-    var weighting: CodecPolicy.Weighting = .retrieval
+    @OptionGroup var policyOptions: PolicyOptions
     @Option(help: "Access counts of the rows, in the order of --vectors (.npy uint64, int64, float32 or float64).")
     var freq: String?
-    @Option(help: ArgumentHelp("With a budget: the most a lookup may take to decode on average, in ns (default with --freq: twice int8's, relaxed while it would make the mix worse than one tc rate).", valueName: "ns"))
-    var maxDecodeNs: Double?
-    @Option(help: "Codec of the bucket rows made by bucket:B (\(RowCodecs.bucketRowCodecNames); default fp32).", transform: parseCodec)
-    var bucketCodec: Codec = .fp32
     @Option(help: "Where the rows go.") var layout: Layout = .segment
 
     enum Layout: String, ExpressibleByArgument, CaseIterable {
@@ -57,36 +42,11 @@ struct Ingest: ParsableCommand {
     @Flag(help: "No progress on stderr (by default a bar on a terminal, a line every 5 s otherwise).") var quiet = false
     @Flag(help: "Leave out rows with a NaN or infinite value (counted and reported) instead of refusing the file.") var skipInvalid = false
 
-    /// The policy the options name: exactly one of --codec, --tiers, --budget, --budget-bytes.
-    func policy() throws -> CodecPolicy {
-        let given = [codec != nil, tiers != nil, budget != nil, budgetBytes != nil].filter { $0 }.count
-        guard given == 1 else {
-            throw InputError(given == 0 ? "give one of --codec, --tiers, --budget or --budget-bytes"
-                                        : "give only one of --codec, --tiers, --budget and --budget-bytes")
-        }
-        if let codec { return .single(codec) }
-        if let tiers {
-            let parsed = try CodecPolicy.parseTiers(tiers)
-            guard freq != nil else { throw InputError("--tiers ranks rows by access count: give --freq") }
-            return .tiers(parsed)
-        }
-        if let budget { return .budget(.fraction(try CodecPolicy.parseBudgetFraction(budget)), weighting: weighting) }
-        guard let budgetBytes, budgetBytes > 0 else { throw InputError("--budget-bytes must be a positive number of bytes") }
-        return .budget(.bytes(budgetBytes), weighting: weighting)
-    }
-
     func run() throws {
         let started = Date()
-        let policy = try policy()
+        let policy = try policyOptions.policy(counts: freq != nil ? "--freq" : nil)
         var options = LoadOptions()
-        guard bucketCodec.rowCodec.canStoreBucketRows else {
-            throw InputError("--bucket-codec must be a codec without table parameters (\(RowCodecs.bucketRowCodecNames)), not '\(bucketCodec)'")
-        }
-        options.bucketCodec = bucketCodec
-        if let maxDecodeNs {
-            guard maxDecodeNs > 0, maxDecodeNs.isFinite else { throw InputError("--max-decode-ns must be a positive number of nanoseconds") }
-            options.maxDecodeNanoseconds = maxDecodeNs
-        }
+        try policyOptions.apply(to: &options)
         options.layout = layout == .segment ? .segment : .perKey
         let file = try NPYFile(path: vectors)
         let (count, dimension) = try file.matrixShape()

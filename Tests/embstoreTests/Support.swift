@@ -116,6 +116,11 @@ func embstoreAtOnce(_ copies: Int, _ arguments: String...) -> [Run] {
 /// Runs the CLI and requires exit status 0.
 @discardableResult
 func embstoreOK(_ arguments: String...) throws -> Run {
+    try embstoreOK(arguments)
+}
+
+@discardableResult
+func embstoreOK(_ arguments: [String]) throws -> Run {
     let run = try embstore(arguments)
     guard run.status == 0 else {
         throw TestFailure("embstore \(arguments.joined(separator: " ")) failed: \(run)")
