@@ -53,7 +53,7 @@ struct TableCopy {
             let database = try translatingErrors {
                 try target.environment.openDatabases([Store.countsDatabase(new.id)], flags: [.create, .integerKey])[0]
             }
-            try copyEntries(of: counts, to: database) { _ in true }
+            try copyEntries(of: counts, to: database, in: new, what: "the access count of id") { _ in true }
         }
         return new
     }
@@ -62,8 +62,8 @@ struct TableCopy {
     /// of them when nil) under the same ids; the table's current basis stays current if copied.
     func copyParameters(into new: Table, parameters keepParameter: ((UInt32) -> Bool)? = nil,
                         buckets keepBucket: ((UInt32) -> Bool)? = nil) throws {
-        try copyEntries(of: table.bases, to: new.bases) { keepParameter?(UInt32(truncatingIfNeeded: $0)) ?? true }
-        try copyEntries(of: table.buckets, to: new.buckets) { keepBucket?(UInt32(truncatingIfNeeded: $0)) ?? true }
+        try copyEntries(of: table.bases, to: new.bases, in: new, what: "parameter record") { keepParameter?(UInt32(truncatingIfNeeded: $0)) ?? true }
+        try copyEntries(of: table.buckets, to: new.buckets, in: new, what: "bucket row") { keepBucket?(UInt32(truncatingIfNeeded: $0)) ?? true }
         let current = try translatingErrors { try source.readSchema(table.name, in: snapshot.txn).currentBasisID }
         if current != 0 && keepParameter?(current) ?? true {
             try translatingErrors {
@@ -77,8 +77,9 @@ struct TableCopy {
     }
 
     /// Copies the entries of `database` (integer keys, in the snapshot) whose keys `keep`
-    /// accepts into `destination` of the new store, byte for byte, in key order.
-    private func copyEntries(of database: Database, to destination: Database, keep: (UInt64) -> Bool) throws {
+    /// accepts into `destination` of the new store, in key order: each record byte for byte,
+    /// its seal checked in the old store and made for the new one (FORMAT.md "Record seals").
+    private func copyEntries(of database: Database, to destination: Database, in new: Table, what: String, keep: (UInt64) -> Bool) throws {
         var keys: [UInt64] = []
         var values: [UInt8] = []
         var ends: [Int] = []
@@ -106,7 +107,12 @@ struct TableCopy {
                     }
                     if keep(key) {
                         keys.append(key)
-                        values.append(contentsOf: current.value)
+                        let record = try table.unsealed(current.value, key: key, what: "\(what) \(key)")
+                        if new.sealed {
+                            values.append(contentsOf: RecordSeal.sealed(Array(record), key: key))
+                        } else {
+                            values.append(contentsOf: record)
+                        }
                         ends.append(values.count)
                         if keys.count >= Self.entriesPerTransaction || values.count >= 64 << 20 { try flush() }
                     }
@@ -125,10 +131,10 @@ struct TableCopy {
             try snapshot.txn.withCursor(counts) { cursor in
                 var entry = try cursor.first()
                 while let current = entry {
-                    guard let id = current.integerKey, current.value.count == 8 else {
-                        throw StoreError.corruptMetadata(table: table.name, reason: "an access count record has a \(current.key.count)-byte key and a \(current.value.count)-byte value; both must be 8")
+                    guard let id = current.integerKey else {
+                        throw StoreError.corruptMetadata(table: table.name, reason: "an access count record has a \(current.key.count)-byte key, not 8")
                     }
-                    kept[id] = Double(UInt64(littleEndian: current.value.loadUnaligned(as: UInt64.self)))
+                    kept[id] = Double(try Store.decodeCount(current.value, id: id, table: table))
                     entry = try cursor.next()
                 }
             }
@@ -157,7 +163,7 @@ struct TableCopy {
             let segments = try source.segmentManifest(table, in: snapshot.txn)
             let delta = try snapshot.txn.statistics(table.rows).entries
             if segments.count == 1 && delta == 0,
-               let kept = try snapshot.txn.withValue(forKey: StoreFormat.loadNoteKey(table.id, segment: segments[0]), in: source.meta, { $0.map(Array.init) }) {
+               let kept = try source.withMetaRecord(StoreFormat.loadNoteKey(table.id, segment: segments[0]), in: snapshot.txn, table: table.name, { $0.map(Array.init) }) {
                 return kept
             }
             let policy = "copied by repack (\(segments.count) segment\(segments.count == 1 ? "" : "s") and \(delta) delta entr\(delta == 1 ? "y" : "ies") folded)"
