@@ -1,4 +1,5 @@
 import CEmbeddingKernels
+import EmbeddingCodecs
 import Foundation
 import LMDB
 import Testing
@@ -124,9 +125,8 @@ import Testing
             let (store, loaded, puts) = try Self.populated(dir)
             defer { store.close() }
             try c.damage(store, loaded, puts)
-            #expect(performing: { try c.read(store, loaded, puts) }, throws: { error in
-                "\(error)".contains("seal does not match")
-            }, "\(c.name): the read did not refuse the damaged record")
+            #expect("\(c.name): the read did not refuse the damaged record", performing: { try c.read(store, loaded, puts) },
+                    throws: { error in "\(error)".contains("seal does not match") })
             let report = try store.verify()
             #expect(report.findings.contains { "\($0)".contains(c.names) && $0.problem.contains("seal does not match") },
                     "\(c.name): verify said \(report.problems)")
@@ -191,7 +191,7 @@ import Testing
         var options = Store.Options()
         options.formatVersion = 4
         do {
-            let store = try Store(path: dir.path, options: options)
+            let store = try Store(path: dir.file("store"), options: options)   // where makeStore reopens it
             #expect(!store.sealed)
             let table = try store.createTable("t", dimension: 3)
             try store.put(table, id: 1, vector: [1, 2, 3], codec: .int8)
