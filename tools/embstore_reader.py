@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Standalone reader for embstore stores, written from FORMAT.md (format versions 1 and 2), the
 ``tc`` codec's section (format version 3: transform-coded rows, typed parameter records), the
-blockmix64 checksum and the group entries of segment kinds 5 and 6 (format version 4) alone.
+blockmix64 checksum and the group entries of segment kinds 5 and 6 (format version 4) and the
+record seals (format version 5) alone.
 
 Needs only py-lmdb (``import lmdb``) and NumPy.
 
@@ -23,7 +24,22 @@ As a module::
 A table is its delta (``t<T>/rows``: row records and tombstones) plus, from version 2, its
 segments (``t<T>/segments``: packed, indexed runs of row records, newest first in the manifest).
 A lookup takes the delta's value if there is one (a tombstone means missing), else the first
-segment in manifest order that holds the id; an export merges all layers in id order.
+segment in manifest order that holds the id; an export merges all layers in id order.  Every
+store, version 1 included, is read by these rules (FORMAT.md "Format versions": a version-1
+store written by a writer of that page has no manifest and no tombstones, so for it they mean
+"delta only"; there is no separate version-1 path).  How a record or a segment is read follows
+from its own bytes (tag, parameter record kind, segment kind, checksum algorithm), never from the
+store's version, as embstore reads them; the version decides only whether values are sealed.
+
+Seals (version 5).  In a version-5 store every value outside segment parts ends with 4 bytes, the
+CRC-32 (zlib's) of the value's key bytes followed by the rest of the value, little-endian:
+``format`` (20 bytes), ``next_table_id`` (checked when the store opens), the table schemas, the
+delta's row records and tombstones, bucket rows, parameter records and each table's segment
+manifest (key 0 of ``t<T>/segments``).  Each is checked and stripped before anything reads its
+bytes; a value too short for its seal, or whose seal differs, raises ``SealError`` naming the
+database and the key.  Segment parts are not sealed (their checksum covers them).  Load notes
+(``meta`` ``load/<T>/<S>``) and access counts (``t<T>/counts``) are sealed too, but this reader
+never reads them.  Stores of versions 1 to 4 have no seals.
 
 Version 3 adds the ``tc`` codec (tag 9): a row's PCA coefficients, quantised with a step per
 coefficient and rANS-coded (12-bit frequencies, 16-bit words) under static frequency tables.
@@ -81,6 +97,7 @@ import contextlib
 import os
 import struct
 import sys
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,13 +115,19 @@ __all__ = [
     "CorruptRecordError",
     "TableNotFoundError",
     "SegmentChecksumError",
+    "SealError",
     "FORMAT_VERSION",
+    "SEALED_VERSION",
     "fnv1a64",
     "blockmix64_piece",
 ]
 
-#: The newest format version this reader implements (it reads versions 1 to 4).
-FORMAT_VERSION = 4
+#: The newest format version this reader implements (it reads versions 1 to 5).
+FORMAT_VERSION = 5
+#: The first (and only) version whose values outside segment parts end with a seal.
+SEALED_VERSION = 5
+#: Bytes of a seal: a little-endian u32, the CRC-32 of the key's bytes followed by the payload.
+SEAL_BYTES = 4
 MAGIC = b"EMBSTORE"
 SEGMENT_MAGIC = b"ESEG"
 FNV_OFFSET_BASIS = 0xCBF29CE484222325
@@ -186,6 +209,29 @@ class CorruptRecordError(FormatError):
 
 class SegmentChecksumError(CorruptRecordError):
     """A segment's bytes do not match the checksum in its header."""
+
+
+class SealError(CorruptRecordError):
+    """A sealed value (format version 5) is too short to hold its seal, or its seal is not the
+    CRC-32 of its key and payload: the value or its key changed after it was written."""
+
+
+def unseal(value: bytes, key: bytes, database: str, what: str) -> bytes:
+    """The payload of sealed ``value`` stored under ``key`` (the exact LMDB key bytes) in
+    ``database``; ``what`` names the key in errors.  FORMAT.md "Record seals": the last 4 bytes
+    are the little-endian CRC-32 of ``key + payload``; a shorter value or another seal is
+    refused, and the payload is never used then."""
+    if len(value) < SEAL_BYTES:
+        raise SealError(f"database {database!r} {what}: value of {len(value)} bytes has no room "
+                        f"for its {SEAL_BYTES}-byte seal (format version {SEALED_VERSION})")
+    payload = value[:-SEAL_BYTES]
+    (stored,) = struct.unpack_from("<I", value, len(value) - SEAL_BYTES)
+    actual = zlib.crc32(payload, zlib.crc32(key))
+    if stored != actual:
+        raise SealError(f"database {database!r} {what}: seal 0x{stored:08x} does not match the "
+                        f"CRC-32 0x{actual:08x} of its key and payload ({len(payload)} bytes): "
+                        f"the value or its key changed after it was written")
+    return payload
 
 
 class TableNotFoundError(KeyError):
@@ -544,7 +590,7 @@ def _tc_synthesise(out: np.ndarray, mu: np.ndarray, v: np.ndarray, c: np.ndarray
 
 
 class Store:
-    """A read-only view of an embstore store directory (format version 1, 2 or 3)."""
+    """A read-only view of an embstore store directory (format versions 1 to 5)."""
 
     def __init__(self, path: str | os.PathLike, *, lock: bool = True,
                  verify_checksums: bool = True):
@@ -609,21 +655,61 @@ class Store:
         self.close()
 
     def _check_format(self) -> int:
+        """The format version, and (checked once, when the store opens) the ``next_table_id``
+        record: a u32, sealed in version 5.  Readers do not need its value; it is checked
+        because every sealed value this reader meets is."""
         with self._env.begin() as txn:
-            return self._read_format(txn)
+            version = self._read_format(txn)
+            raw = txn.get(b"next_table_id", db=self._meta)
+            if raw is not None:
+                raw = self._meta_payload(raw, b"next_table_id", version)
+                if len(raw) != 4:
+                    raise FormatError(f"{self.path}: 'next_table_id' record is {len(raw)} bytes, "
+                                      f"expected 4")
+            return version
 
     def _read_format(self, txn) -> int:
+        """The ``format`` record (FORMAT.md "Format header"): the magic, then the version at
+        offset 8, read before the length is checked (it says whether the record is sealed):
+        16 bytes in versions 1 to 4, 20 in version 5, whose last 4 are the seal."""
         header = txn.get(b"format", db=self._meta)
         if header is None:
             raise FormatError(f"{self.path}: meta has no 'format' record, not an embstore store")
-        if len(header) != 16:
-            raise FormatError(f"{self.path}: 'format' record is {len(header)} bytes, expected 16")
+        if len(header) < 12:
+            raise FormatError(f"{self.path}: 'format' record is {len(header)} bytes, too short "
+                              f"to hold a format version")
         if header[:8] != MAGIC:
             raise FormatError(f"{self.path}: bad magic {header[:8]!r}, expected {MAGIC!r}")
         (version,) = struct.unpack_from("<I", header, 8)
         if version == 0 or version > FORMAT_VERSION:
             raise UnsupportedVersionError(version)
+        expected = 16 + (SEAL_BYTES if version >= SEALED_VERSION else 0)
+        if len(header) != expected:
+            raise FormatError(f"{self.path}: 'format' record of a version-{version} store is "
+                              f"{len(header)} bytes, expected {expected}")
+        self._meta_payload(header, b"format", version)
         return version
+
+    def _meta_payload(self, value: bytes, key: bytes, version: int) -> bytes:
+        """A ``meta`` value's payload: the value less its checked seal in version 5."""
+        if version < SEALED_VERSION:
+            return value
+        try:
+            label = key.decode("utf-8")
+        except UnicodeDecodeError:
+            label = repr(key)
+        return unseal(value, key, "meta", f"key {label!r}")
+
+    @staticmethod
+    def _int_payload(value: bytes, key: bytes, version: int, database: bytes,
+                     what: str) -> bytes:
+        """A value of an integer-keyed database (``t<T>/rows``, ``buckets``, ``bases``, the
+        manifest of ``segments``): the value less its checked seal in version 5.  ``what``
+        says what the key is ("id 5 of table 'items'")."""
+        if version < SEALED_VERSION:
+            return value
+        (number,) = struct.unpack("<Q", key)
+        return unseal(value, key, database.decode("ascii"), f"key {number} ({what})")
 
     # -- tables -----------------------------------------------------------------------------
 
@@ -644,12 +730,14 @@ class Store:
 
     def schema(self, name: str) -> TableSchema:
         with self._env.begin(db=self._meta) as txn:
-            return self._schema(txn, name)
+            return self._schema(txn, name, self._read_format(txn))
 
-    def _schema(self, txn, name: str) -> TableSchema:
-        raw = txn.get(_TABLE_PREFIX + name.encode("utf-8"), db=self._meta)
+    def _schema(self, txn, name: str, version: int) -> TableSchema:
+        key = _TABLE_PREFIX + name.encode("utf-8")
+        raw = txn.get(key, db=self._meta)
         if raw is None:
             raise TableNotFoundError(f"{self.path}: no table named {name!r}")
+        raw = self._meta_payload(raw, key, version)
         if len(raw) != 24:
             raise FormatError(f"table {name!r}: schema record is {len(raw)} bytes, expected 24")
         tid, d, flags, cur_basis, next_basis, next_bucket = struct.unpack("<6I", raw)
@@ -657,7 +745,7 @@ class Store:
             raise FormatError(f"table {name!r}: dimension {d} (must be in 1..2**20)")
         if flags != 0:
             raise FormatError(f"table {name!r}: schema flags {flags:#x} not defined in versions 1 "
-                              f"to 3")
+                              f"to {FORMAT_VERSION}")
         return TableSchema(name, tid, d, flags, cur_basis, next_basis, next_bucket)
 
     def _table_dbs(self, schema: TableSchema):
@@ -674,20 +762,21 @@ class Store:
 
         LMDB only lets a transaction use database handles opened before it began, so the
         table's databases are opened first, in their own transaction; if the snapshot then
-        shows a change that needs another handle (the table replaced, the store upgraded to
-        version 2), this starts over."""
+        shows a change that needs another handle (the table replaced, its segments database
+        created meanwhile), this starts over.  The segments database is read in every version
+        (FORMAT.md "Format versions": a version-1 store is read by the rules of version 2)."""
         for _ in range(3):
             schema = self.schema(name)
             self._table_dbs(schema)
             segments = self._open_segments_db(schema)
             with self._env.begin() as txn:
                 version = self._read_format(txn)
-                current = self._schema(txn, name)
+                current = self._schema(txn, name, version)
                 if current.table_id != schema.table_id or (
-                        version >= 2 and segments is None and txn.get(current.segments_db)):
+                        segments is None and txn.get(current.segments_db)):
                     continue
                 rows, _, _ = self._table_dbs(current)
-                yield _TableTxn(txn, current, version, rows, segments if version >= 2 else None)
+                yield _TableTxn(txn, current, version, rows, segments)
                 return
         raise FormatError(f"{self.path}: table {name!r} keeps changing while it is read")
 
@@ -732,28 +821,29 @@ class Store:
     def _param(self, txn, schema: TableSchema, param_id: int, where: str, version: int,
                expect: type):
         """Parameter record ``param_id`` of ``t<T>/bases``, parsed, checked and cached: a PCA
-        basis (``_Basis``), or in version 3 a typed record (first u32 0): a tc basis (kind 1)
-        or a tc model (kind 2).  ``expect`` is the class the caller needs; a record of another
-        kind is refused (before it is parsed, so a model never recurses into a model).  A missing
-        record is refused naming ``where`` (the row that needs it)."""
+        basis (``_Basis``), or a typed record (first u32 0; version 3): a tc basis (kind 1)
+        or a tc model (kind 2).  Which it is follows from its bytes, not from the store's
+        ``version`` (which says only whether the record is sealed: version 5).  ``expect`` is
+        the class the caller needs; a record of another kind is refused (before it is parsed,
+        so a model never recurses into a model).  A missing record is refused naming ``where``
+        (the row that needs it)."""
         noun = self._PARAM_NOUNS[expect]
         cache_key = (schema.table_id, param_id)
         record = self._params.get(cache_key)
         if record is None:
             _, _, bases = self._table_dbs(schema)
-            raw = txn.get(_u64_key(param_id), db=bases) if 1 <= param_id < 2**32 else None
+            key = _u64_key(param_id)
+            raw = txn.get(key, db=bases) if 1 <= param_id < 2**32 else None
             if raw is None:
                 raise CorruptRecordError(f"{where}: {noun} {param_id} is missing")
+            raw = self._int_payload(raw, key, version, schema.bases_db,
+                                    f"parameter record {param_id} of table {schema.name!r}")
             pwhere = f"table {schema.name!r} parameter record {param_id}"
             if len(raw) < 8:
                 raise CorruptRecordError(f"{pwhere}: record is {len(raw)} bytes (truncated)")
             first, kind = struct.unpack_from("<2I", raw, 0)
             if first != 0:
                 cls = _Basis
-            elif version < 3:
-                raise CorruptRecordError(
-                    f"{pwhere}: first u32 is 0 (a typed parameter record, which needs format "
-                    f"version 3; this store is version {version})")
             elif kind == PARAM_TC_BASIS:
                 cls = _TcBasis
             elif kind == PARAM_TC_MODEL:
@@ -788,8 +878,7 @@ class Store:
         except CorruptRecordError as exc:
             if str(exc).startswith(where + ":"):
                 raise
-            raise CorruptRecordError(f"{exc} (needed by id {where.rsplit(' id ', 1)[-1]})") \
-                from exc
+            raise type(exc)(f"{exc} (needed by id {where.rsplit(' id ', 1)[-1]})") from exc
 
     @staticmethod
     def _parse_pca_basis(schema: TableSchema, basis_id: int, raw: bytes, pwhere: str) -> _Basis:
@@ -909,22 +998,25 @@ class Store:
         return _TcModel(model_id, basis, float(target_bits), steps, table_of, lo, n, theta,
                         freq, cum, symbol)
 
-    def _bucket(self, txn, schema: TableSchema, bucket_id: int, where: str) -> np.ndarray:
+    def _bucket(self, txn, schema: TableSchema, bucket_id: int, where: str,
+                version: int) -> np.ndarray:
+        """Bucket row ``bucket_id`` decoded (cached: bucket rows never change), its seal checked
+        in version 5; a missing one is refused naming ``where`` (the row that needs it)."""
         cache_key = (schema.table_id, bucket_id)
         row = self._buckets.get(cache_key)
         if row is not None:
             return row
         _, buckets, _ = self._table_dbs(schema)
-        raw = txn.get(_u64_key(bucket_id), db=buckets) if bucket_id < 2**32 else None
+        key = _u64_key(bucket_id)
+        raw = txn.get(key, db=buckets) if bucket_id < 2**32 else None
         if raw is None:
             raise CorruptRecordError(f"{where}: bucket row {bucket_id} is missing")
+        raw = self._int_payload(raw, key, version, schema.buckets_db,
+                                f"bucket row {bucket_id} of table {schema.name!r}")
         bwhere = f"table {schema.name!r} bucket row {bucket_id}"
         if len(raw) == 0:
             raise CorruptRecordError(f"{bwhere}: empty record")
         tag = raw[0]
-        if tag in (TAG_INT4H, TAG_INT2H) and self.format_version < 3:
-            raise CorruptRecordError(f"{bwhere}: tag {tag} ({TAG_NAMES[tag]}) needs format version 3; "
-                                     f"this store is version {self.format_version}")
         if tag not in _PLAIN_TAGS:
             raise CorruptRecordError(f"{bwhere}: tag {tag} is not allowed in a bucket row "
                                      f"(only 1-4, 10, 11: fp32, fp16, int8, int4, int4h, "
@@ -944,9 +1036,10 @@ class Store:
 
     def _decode(self, txn, schema: TableSchema, ids: np.ndarray, recs: "_Records",
                 version: int):
-        """Decode row records ``recs`` (of ids ``ids``) into float32 [n, d], in a store of format
-        ``version``.  Records are decoded in groups of one tag (tc: of one model) and placed at
-        their rows, so the output keeps the order of ``recs``."""
+        """Decode row records ``recs`` (of ids ``ids``; seals already stripped) into float32
+        [n, d], in a store of format ``version`` (which says whether the parameter records and
+        bucket rows they point at are sealed).  Records are decoded in groups of one tag (tc:
+        of one model) and placed at their rows, so the output keeps the order of ``recs``."""
         d = schema.dimension
         n = len(recs)
         out = np.empty((n, d), dtype=np.float32)
@@ -972,9 +1065,6 @@ class Store:
                     problem = "truncated" if length < expected else "too long"
                     raise CorruptRecordError(f"{where(i)}: {TAG_NAMES[tag]} record is {length} "
                                              f"bytes, expected {expected} ({problem})")
-                if tag in (TAG_INT4H, TAG_INT2H) and version < 3:
-                    raise CorruptRecordError(f"{where(int(sel[0]))}: tag {tag} ({TAG_NAMES[tag]}) needs "
-                                             f"format version 3; this store is version {version}")
                 mat = recs.matrix(sel, expected)
                 if tag in _PLAIN_TAGS:
                     out[sel] = _decode_plain(mat, tag, d)
@@ -982,7 +1072,8 @@ class Store:
                 bids = np.ascontiguousarray(mat[:, 1:5]).view("<u4").reshape(-1)  # bucket rows
                 uniq, inverse = np.unique(bids, return_inverse=True)
                 table = np.stack([
-                    self._bucket(txn, schema, int(b), where(int(sel[np.argmax(bids == b)])))
+                    self._bucket(txn, schema, int(b), where(int(sel[np.argmax(bids == b)])),
+                                 version)
                     for b in uniq
                 ])
                 rows = table[inverse.reshape(-1)]
@@ -1023,7 +1114,7 @@ class Store:
                             acc = acc + coeffs[:, c:c + 1] * basis.components[c]
                         acc = basis.mean + acc
                     out[part] = acc
-            elif tag == TAG_TC and version >= 3:
+            elif tag == TAG_TC:
                 model_ids, word_start, state = _tc_headers(recs, sel, where)
                 for model_id in np.unique(model_ids).tolist():
                     in_model = model_ids == model_id
@@ -1035,15 +1126,11 @@ class Store:
                         b = a + TC_DECODE_ROWS
                         out[part[a:b]] = _decode_tc(model, recs, part[a:b], starts[a:b],
                                                     states[a:b], where)
-            elif tag == TAG_TC:
-                raise CorruptRecordError(f"{where(int(sel[0]))}: tag 9 (tc) needs format "
-                                         f"version 3; this store is version {version}")
             elif tag == TAG_TOMBSTONE:
                 i = int(sel[0])
                 raise CorruptRecordError(
                     f"{where(i)}: tag 8 (tombstone) in a record of {int(recs.size[i])} bytes; a "
-                    f"tombstone is exactly one byte, and only in the delta of a version-2 or "
-                    f"later store")
+                    f"tombstone is exactly one byte, and only in the delta")
             else:
                 raise CorruptRecordError(f"{where(int(sel[0]))}: unknown tag {tag}"
                                          + (" (tag 0 is never written)" if tag == 0 else ""))
@@ -1056,8 +1143,16 @@ class Store:
 
     # -- layers -----------------------------------------------------------------------------
 
+    def _delta_value(self, ctx: "_TableTxn", key: bytes, value: bytes) -> bytes:
+        """A delta value (row record or tombstone) less its checked seal (version 5)."""
+        return self._int_payload(value, key, ctx.version, ctx.schema.rows_db,
+                                 f"id {struct.unpack('<Q', key)[0]} of table "
+                                 f"{ctx.schema.name!r}")
+
     def _delta(self, ctx: "_TableTxn") -> tuple[np.ndarray, "_Records"]:
-        """The delta (``t<T>/rows``): ids ascending, and their values (records, tombstones)."""
+        """The delta (``t<T>/rows``): ids ascending, and their values (records, tombstones),
+        each value's seal checked and stripped in version 5.  Tombstones are read in every
+        version (a version-1 store is read by the rules of version 2)."""
         keys: list[bytes] = []
         values: list[bytes] = []
         for k, v in ctx.txn.cursor(db=ctx.rows):
@@ -1065,17 +1160,12 @@ class Store:
                 raise CorruptRecordError(f"table {ctx.schema.name!r}: row key of {len(k)} bytes "
                                          f"(expected a u64)")
             keys.append(k)
-            values.append(v)
+            values.append(self._delta_value(ctx, k, v))
         ids = np.frombuffer(b"".join(keys), dtype="<u8").astype(np.uint64)
         if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
             raise CorruptRecordError(f"table {ctx.schema.name!r}: row keys are not in ascending "
                                      f"order (was rows opened without MDB_INTEGERKEY?)")
-        recs = _Records.from_values(values)
-        if ctx.version < 2 and recs.tombstones().any():
-            i = int(np.argmax(recs.tombstones()))
-            raise CorruptRecordError(f"table {ctx.schema.name!r} id {int(ids[i])}: tombstone "
-                                     f"in a version-1 store")
-        return ids, recs
+        return ids, _Records.from_values(values)
 
     def _segments(self, ctx: "_TableTxn") -> list["_Segment"]:
         """The table's live segments in manifest order (newest first), checked and, unless
@@ -1086,6 +1176,8 @@ class Store:
         manifest = ctx.txn.get(_u64_key(0), db=ctx.segments)
         if manifest is None:
             return []
+        manifest = self._int_payload(manifest, _u64_key(0), ctx.version, ctx.schema.segments_db,
+                                     f"the segment manifest of table {name!r}")
         if len(manifest) < 4:
             raise CorruptRecordError(f"table {name!r}: segment manifest of {len(manifest)} "
                                      f"bytes")
@@ -1104,7 +1196,7 @@ class Store:
                 raise CorruptRecordError(f"{where}: listed in the manifest but has no part 0")
             segment = _Segment(where, segment_id, part0,
                                lambda p, s=segment_id: ctx.txn.get(_u64_key(s << 32 | p),
-                                                                   db=ctx.segments), ctx.version)
+                                                                   db=ctx.segments))
             if self.verify_checksums:
                 key = (ctx.schema.table_id, segment_id, segment.checksum)
                 if key not in self._verified:
@@ -1149,11 +1241,10 @@ class Store:
             found = np.zeros(ids.size, dtype=bool)
             present_ids, values = [], []
             for i, row_id in enumerate(ids.tolist()):
-                record = ctx.txn.get(_u64_key(row_id), db=ctx.rows)
+                key = _u64_key(row_id)
+                record = ctx.txn.get(key, db=ctx.rows)
                 if record is not None:
-                    if ctx.version < 2 and record == TOMBSTONE:
-                        raise CorruptRecordError(f"table {name!r} id {row_id}: tombstone in a "
-                                                 f"version-1 store")
+                    record = self._delta_value(ctx, key, record)
                     if record == TOMBSTONE:
                         continue                      # deleted: hides every segment's row
                 else:
@@ -1180,7 +1271,7 @@ class _TableTxn:
     schema: TableSchema
     version: int
     rows: object
-    segments: object            # None: the table has no segments database (or version 1)
+    segments: object            # None: the table has no segments database
 
 
 class _Records:
@@ -1228,7 +1319,7 @@ class _Segment:
     """One segment as FORMAT.md ("Segments") lays it out, checked on construction: part 0's
     header and index, and every data part's length against the index."""
 
-    def __init__(self, where: str, segment_id: int, part0: bytes, get_part, version: int):
+    def __init__(self, where: str, segment_id: int, part0: bytes, get_part):
         self.where, self.segment_id, self.part0 = where, segment_id, part0
         if len(part0) < 64:
             raise CorruptRecordError(f"{where}: part 0 has {len(part0)} bytes, less than the "
@@ -1244,15 +1335,9 @@ class _Segment:
         if self.checksum_algorithm not in (CHECKSUM_FNV1A64, CHECKSUM_BLOCKMIX64):
             raise CorruptRecordError(f"{where}: unknown checksum algorithm "
                                      f"{self.checksum_algorithm} (0 FNV-1a 64, 1 blockmix64)")
-        if self.checksum_algorithm == CHECKSUM_BLOCKMIX64 and version < 4:
-            raise CorruptRecordError(f"{where}: blockmix64 checksum (version 4) in a version-"
-                                     f"{version} store")
         self.sparse = kind in (3, 4, 6)
         self.sized = kind in (2, 4, 5, 6)
         self.grouped = kind in (5, 6)
-        if self.grouped and version < 4:
-            raise CorruptRecordError(f"{where}: segment kind {kind} (version 4) in a version-"
-                                     f"{version} store")
         r = self.rows_per_part
         if n < 1:
             raise CorruptRecordError(f"{where}: row count {n}")
@@ -1454,7 +1539,7 @@ class _Segment:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="embstore_reader.py",
-        description="Read an embstore store (FORMAT.md versions 1 to 4) with py-lmdb and NumPy.")
+        description="Read an embstore store (FORMAT.md versions 1 to 5) with py-lmdb and NumPy.")
     parser.add_argument("store", help="store directory")
     parser.add_argument("--list", action="store_true", help="list tables")
     parser.add_argument("--table", help="table to export or read from")

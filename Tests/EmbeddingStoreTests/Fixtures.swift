@@ -64,8 +64,8 @@ func squaredError(_ a: [Float], _ b: [Float]) -> Double { squaredError(a[...], b
 func squaredNorm(_ a: [Float]) -> Double { a.reduce(0) { $0 + Double($1) * Double($1) } }
 
 /// Opens a writable store in `directory`.
-/// A store in `directory`; `formatVersion` below 5 makes one without record seals, whose header
-/// a test may then rewrite to an older version (a sealed store's records would not match it).
+/// A new (or reopened) store in `directory`; `formatVersion` is the version a new one is created
+/// at (below 5: no record seals, as a writer of that version made it).
 func makeStore(_ directory: TemporaryDirectory, name: String = "store", mapSize: Int = 1 << 24,
                formatVersion: UInt32 = StoreFormat.version) throws -> Store {
     var options = Store.Options()

@@ -89,7 +89,7 @@ extension FormatDocTests {
                            "found": found.tolist()}, open(sys.argv[1], "w"))
             """
         let result = try PythonReader.run(script, [dir.file("store"), probe.map(String.init).joined(separator: ",")])
-        #expect(result["version"] as? Int == 4)
+        #expect(result["version"] as? Int == 5, "a new store is created at version 5 (sealed)")
         let layers = try #require(result["layers"] as? [String: Any])
         let segments = try #require(layers["segments"] as? [[String: Any]])
         #expect(segments.map { $0["id"] as? Int } == [5, 4, 3, 2, 1], "manifest order: \(segments)")

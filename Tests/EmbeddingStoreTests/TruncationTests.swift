@@ -65,9 +65,15 @@ import Testing
         let path = dir.file("store/data.mdb")
         var data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         let key = withUnsafeBytes(of: id.littleEndian) { Array($0) }
-        let at = try #require((8..<(data.count - 8)).first { Array(data[$0..<$0 + 8]) == key && data[$0 - 2] == 8 && data[$0 - 1] == 0 })
-        let size = 1 + 16 + RecordSeal.size
-        #expect(Int(data[at - 8]) | Int(data[at - 7]) << 8 == size && data[at - 6] == 0 && data[at - 5] == 0)
+        func isNode(_ i: Int) -> Bool {
+            let keySize = Int(data[i - 2]) | Int(data[i - 1]) << 8
+            return keySize == 8 && Array(data[i..<(i + 8)]) == key
+        }
+        let found: Int? = (8..<(data.count - 8)).first(where: isNode)
+        let at = try #require(found)
+        let size = Int(data[at - 8]) | Int(data[at - 7]) << 8
+        let high = Int(data[at - 6]) | Int(data[at - 5]) << 8
+        #expect(size == 1 + 16 + RecordSeal.size && high == 0)
         data[at - 5] = 0x10   // + 2^28 bytes: far past the file, inside the map
         try Data(data).write(to: URL(fileURLWithPath: path))
 

@@ -160,9 +160,15 @@ extension PythonReaderTests {
         }
     }
 
-    /// A version-1 store (no segments databases; what embstore wrote before segments) is read
-    /// as delta only; a segment ingest upgrades it (now to version 4, blockmix64), and the table created under
-    /// version 1 that was not written to keeps no segments database.
+    /// A version-1 store (no segments databases, no seals; what embstore wrote before segments)
+    /// is read as delta only; a segment ingest upgrades it to version 4 (blockmix64), not 5 (a
+    /// store below 5 is never sealed), and the table created under version 1 that was not
+    /// written to keeps no segments database. A tombstone in a store marked version 1 (no writer
+    /// of FORMAT.md makes one) is read as version 2 reads it, by the reader and by embstore alike.
+    ///
+    /// The CLI creates stores at version 5 only, so the version-1 store is made from one: its
+    /// per-key rows (int8 and fp32, tags of version 1) are what a version-1 writer wrote, less
+    /// their seals; the script checks each seal as it strips it and writes the 16-byte header.
     @Test func versionOneStoreIsReadAndUpgraded() throws {
         try withTemporaryDirectory { dir in
             let store = dir.appendingPathComponent("store")
@@ -174,23 +180,58 @@ extension PythonReaderTests {
             try embstoreOK("ingest", store.path, "--table", "a", "--vectors", vectors.path, "--codec", "int8", "--layout", "per-key")
             try embstoreOK("ingest", store.path, "--table", "b", "--vectors", vectors.path, "--codec", "fp32", "--layout", "per-key")
             let downgrade = """
-                import lmdb, struct
+                import json, lmdb, struct, zlib
                 env = lmdb.open(sys.argv[1], max_dbs=16)
-                meta = env.open_db(b"meta")
+                with env.begin() as txn:
+                    names = [k for k, _ in txn.cursor()]
+                assert sorted(names) == [b"meta", b"t1/bases", b"t1/buckets", b"t1/rows", b"t1/segments",
+                                         b"t2/bases", b"t2/buckets", b"t2/rows", b"t2/segments"], names
+                dbs = {name: env.open_db(name, integerkey=name != b"meta") for name in names}
+                def strip(name, key, value):
+                    assert len(value) >= 4 and struct.unpack_from("<I", value, len(value) - 4)[0] == zlib.crc32(key + value[:-4]), (name, key, value)
+                    return value[:-4]
+                stripped = 0
                 with env.begin(write=True) as txn:
                     for name in (b"t1/segments", b"t2/segments"):
-                        txn.drop(env.open_db(name, txn=txn, integerkey=True), delete=True)
-                    header = txn.get(b"format", db=meta)
-                    txn.put(b"format", header[:8] + struct.pack("<I", 1) + header[12:], db=meta)
+                        assert txn.stat(dbs[name])["entries"] == 0, name
+                        txn.drop(dbs[name], delete=True)
+                    for name in names:
+                        if name.endswith(b"/segments"):
+                            continue
+                        items = list(txn.cursor(db=dbs[name]))
+                        for key, value in items:
+                            payload = strip(name, key, value)
+                            if name == b"meta" and key == b"format":
+                                assert payload[:8] == b"EMBSTORE" and struct.unpack_from("<I", payload, 8)[0] == 5, payload
+                                payload = payload[:8] + struct.pack("<I", 1) + payload[12:]
+                            txn.put(key, payload, db=dbs[name])
+                            stripped += 1
                 env.close()
-                print("{}")
+                print(json.dumps({"stripped": stripped}))
                 """
-            try pythonJSON(downgrade, [store.path])
-            let probe: [UInt64] = [0, 25, 49, 50, 69]
+            let stripped = try pythonJSON(downgrade, [store.path])
+            #expect(stripped["stripped"] as? Int == 4 + 50 + 50, "format, next_table_id, two schemas, 100 rows: \(stripped)")
+            let probe: [UInt64] = [0, 3, 25, 49, 50, 69]
             for table in ["a", "b"] {
                 let c = try compareWithReader(store, table, in: dir, probe: probe)
                 #expect(c.result["version"] as? Int == 1 && c.segmentKinds.isEmpty && c.layers["delta"] as? Int == 50, "\(table): \(c.result)")
             }
+
+            // A tombstone (unsealed, as every value of a version-1 store) in a copy: id 3 is
+            // missing for the reader and for embstore, and the store stays version 1.
+            let marked = dir.appendingPathComponent("marked")
+            try FileManager.default.copyItem(at: store, to: marked)
+            try python("""
+                import lmdb, struct
+                env = lmdb.open(sys.argv[1], max_dbs=16)
+                rows = env.open_db(b"t1/rows", integerkey=True)
+                with env.begin(write=True) as txn:
+                    assert txn.put(struct.pack("<Q", 3), bytes([8]), db=rows, overwrite=True)
+                env.close()
+                """, [marked.path])
+            let m = try compareWithReader(marked, "a", in: dir, probe: probe)
+            #expect(m.result["version"] as? Int == 1 && m.layers["tombstones"] as? Int == 1 && m.layers["rows"] as? Int == 49, "\(m.result)")
+            #expect(m.got[3] == .some(nil) && !m.exported.ids.contains(3), "\(m.got)")
             try embstoreOK("ingest", store.path, "--table", "b", "--vectors", later.path, "--ids", laterIDs.path, "--codec", "int4")
             let a = try compareWithReader(store, "a", in: dir, probe: probe)
             #expect(a.result["version"] as? Int == 4 && a.segmentKinds.isEmpty && a.layers["delta"] as? Int == 50, "\(a.result)")
@@ -205,6 +246,97 @@ extension PythonReaderTests {
                 """, [store.path])
             #expect(databases["names"] as? [String] == ["meta", "t1/bases", "t1/buckets", "t1/rows", "t2/bases", "t2/buckets", "t2/rows", "t2/segments"],
                     "\(databases)")
+        }
+    }
+
+    /// Every kind of sealed value the Python reader reads (format version 5, FORMAT.md "Record
+    /// seals"): one flipped bit in it — in a field a reader otherwise ignores where there is one —
+    /// a delta row filed under another id, a value cut short of its seal and one without a
+    /// seal. The reader refuses each with a `SealError` naming the database and the key, on
+    /// export and on lookups, and `embstore verify` fails on each too.
+    @Test func pythonReaderRefusesEveryBrokenSeal() throws {
+        try withTemporaryDirectory { dir in
+            let store = dir.appendingPathComponent("store")
+            try makeTable(in: dir, n: 300, d: 16, seed: 8)
+            let vectors = dir.appendingPathComponent("table.npy")
+            // Table ids follow creation: t1 buckets (bucket rows), t2 reduced (a PCA basis),
+            // t3 keyed (delta rows), t4 tc (a tc basis and a tc model).
+            for (name, codec, layout) in [("buckets", "bucket:16:scaled", "segment"), ("reduced", "reduced:4", "segment"),
+                                          ("keyed", "int8", "per-key"), ("tc", "tc:3", "segment")] {
+                try embstoreOK("ingest", store.path, "--table", name, "--vectors", vectors.path, "--codec", codec, "--layout", layout)
+            }
+            let damage = """
+                import lmdb, struct
+                store, name, kind, key, action = sys.argv[1:6]
+                env = lmdb.open(store, max_dbs=32)
+                db = env.open_db(name.encode(), integerkey=kind == "int")
+                k = key.encode() if kind == "str" else struct.pack("<Q", int(key))
+                what, _, arg = action.partition(":")
+                with env.begin(write=True) as txn:
+                    value = txn.get(k, db=db)
+                    assert value is not None, (name, key)
+                    if what == "flip":
+                        b = bytearray(value); b[int(arg)] ^= 0x01; txn.put(k, bytes(b), db=db)
+                    elif what == "move":
+                        assert txn.get(struct.pack("<Q", int(arg)), db=db) is None
+                        txn.delete(k, db=db); txn.put(struct.pack("<Q", int(arg)), value, db=db)
+                    elif what == "cut":
+                        txn.put(k, value[:int(arg)], db=db)
+                    elif what == "unseal":
+                        txn.put(k, value[:-4], db=db)
+                    else:
+                        raise SystemExit("unknown action " + action)
+                env.close()
+                """
+            let read = """
+                import json, embstore_reader
+                out = {}
+                for path in ("export", "get"):
+                    try:
+                        with embstore_reader.Store(sys.argv[1]) as s:
+                            if path == "export":
+                                s.export(sys.argv[2])
+                            else:
+                                s.get(sys.argv[2], list(range(300)) + [1000])
+                        out[path] = {"type": None, "message": ""}
+                    except embstore_reader.FormatError as e:
+                        out[path] = {"type": type(e).__name__, "message": str(e)}
+                print(json.dumps(out))
+                """
+            for table in ["buckets", "reduced", "keyed", "tc"] {
+                let sound = try pythonJSON(read, [store.path, table])
+                #expect((sound["export"] as? [String: Any])?["type"] is NSNull && (sound["get"] as? [String: Any])?["type"] is NSNull,
+                        "\(table): \(sound)")
+            }
+            // (database, key kind, key, damage, table read, what the error must name)
+            let cases: [(String, String, String, String, String, String)] = [
+                ("meta", "str", "format", "flip:12", "keyed", "key 'format'"),            // the reserved u32
+                ("meta", "str", "next_table_id", "flip:0", "keyed", "key 'next_table_id'"),
+                ("meta", "str", "table/keyed", "flip:20", "keyed", "key 'table/keyed'"), // next bucket id
+                ("t1/segments", "int", "0", "flip:0", "buckets", "key 0 ("),              // the manifest
+                ("t1/buckets", "int", "0", "flip:1", "buckets", "key 0 ("),
+                ("t2/bases", "int", "1", "flip:8", "reduced", "key 1 ("),
+                ("t4/bases", "int", "1", "flip:20", "tc", "key 1 ("),                     // tc basis
+                ("t4/bases", "int", "2", "flip:16", "tc", "key 2 ("),                     // tc model's target bits
+                ("t3/rows", "int", "7", "flip:1", "keyed", "key 7 ("),
+                ("t3/rows", "int", "7", "move:1000", "keyed", "key 1000 ("),
+                ("t3/rows", "int", "8", "cut:3", "keyed", "key 8 ("),
+                ("t3/rows", "int", "9", "unseal", "keyed", "key 9 ("),
+            ]
+            for (i, (database, kind, key, action, table, named)) in cases.enumerated() {
+                let damaged = dir.appendingPathComponent("damaged-\(i)")
+                try FileManager.default.copyItem(at: store, to: damaged)
+                try python(damage, [damaged.path, database, kind, key, action])
+                let result = try pythonJSON(read, [damaged.path, table])
+                for path in ["export", "get"] {
+                    let r = result[path] as? [String: Any] ?? [:]
+                    let message = r["message"] as? String ?? ""
+                    #expect(r["type"] as? String == "SealError" && message.contains("'\(database)'") && message.contains(named),
+                            "\(database) \(key) \(action), \(path): \(r)")
+                }
+                let verify = try embstore("verify", damaged.path)
+                #expect(verify.status != 0, "\(database) \(key) \(action): embstore verify passed: \(verify)")
+            }
         }
     }
 
