@@ -508,6 +508,10 @@ extension Store {
                         for database in [table.rows, table.buckets, table.bases] + (table.segments.map { [$0] } ?? []) {
                             pages += try txn.statistics(database).pages
                         }
+                        // Access counts, when kept (FORMAT.md "Access counts").
+                        if let counts = try? txn.openDatabase(Store.countsDatabase(table.id), flags: .integerKey) {
+                            pages += try txn.statistics(counts).pages
+                        }
                         tablePages.append(.init(table: table.name, pages: pages))
                     }
                     return EnvironmentStorage(

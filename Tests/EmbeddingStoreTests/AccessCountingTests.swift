@@ -37,6 +37,8 @@ import Testing
         }
         let kept = try store.accessCounts(table)
         #expect(kept == expected.mapValues { 2 * $0 })
+        // The counts database's pages belong to its table in the store's page accounting.
+        #expect(try store.environmentStatistics().unaccountedPages == 0)
         withExtendedLifetime(directory) {}
     }
 

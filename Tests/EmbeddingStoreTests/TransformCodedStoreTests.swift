@@ -75,7 +75,7 @@ import Testing
         let version = try store.environment.read { txn in
             try txn.withValue(forKey: StoreFormat.formatKey, in: store.meta) { try StoreFormat.decodeHeader($0!, path: "") }
         }
-        #expect(version == 4, "a new store starts at version 4")
+        #expect(version == 5, "a new store starts at version 5")
     }
 
     /// Lookups set tc rows aside and decode them together at the end of the batch, grouped by
