@@ -19,9 +19,9 @@ public struct Cursor: ~Copyable {
     let handle: OpaquePointer
     let database: Database
 
-    init(transaction: OpaquePointer, database: Database) throws(LMDBError) {
+    init(transaction: OpaquePointer, dbi: MDB_dbi, database: Database) throws(LMDBError) {
         var cursor: OpaquePointer?
-        try check(mdb_cursor_open(transaction, database.handle, &cursor), "opening a cursor on \(database.name ?? "?")")
+        try check(mdb_cursor_open(transaction, dbi, &cursor), "opening a cursor on \(database.name ?? "?")")
         self.handle = cursor!
         self.database = database
     }
