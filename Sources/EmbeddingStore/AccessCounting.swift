@@ -283,7 +283,7 @@ extension Store {
     /// The access counts kept for `table` (`AccessCounter.flush`), by id; empty when none were
     /// flushed.
     public func accessCounts(_ table: Table) throws -> [UInt64: UInt64] {
-        try table.requireLive()
+        let table = try resolve(table)
         return try translatingErrors {
             let database: Database
             do {
@@ -312,23 +312,25 @@ extension Store {
     /// transaction; counts of tables that no longer exist are dropped. Returns the ids written.
     func addAccessCounts(_ counts: [UInt32: [(id: UInt64, count: UInt64)]]) throws -> Int {
         try requireWritable()
-        let live = Set(try tableNames().compactMap { try? table($0).id })
-        return try translatingErrors {
-            try environment.write { txn in
-                var written = 0
-                for (tableID, tableCounts) in counts where live.contains(tableID) {
-                    let database = try txn.openDatabase(Store.countsDatabase(tableID), flags: [.create, .integerKey])
-                    for (id, count) in tableCounts {
-                        let existing = try txn.withValue(forKey: id, in: database) { bytes -> UInt64 in
-                            guard let bytes, bytes.count == 8 else { return 0 }
-                            return UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+        return try followingSwaps {
+            let live = Set(try tableNames().compactMap { try? table($0).id })
+            return try translatingErrors {
+                try writeTransaction { txn in
+                    var written = 0
+                    for (tableID, tableCounts) in counts where live.contains(tableID) {
+                        let database = try txn.openDatabase(Store.countsDatabase(tableID), flags: [.create, .integerKey])
+                        for (id, count) in tableCounts {
+                            let existing = try txn.withValue(forKey: id, in: database) { bytes -> UInt64 in
+                                guard let bytes, bytes.count == 8 else { return 0 }
+                                return UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+                            }
+                            let (sum, overflow) = existing.addingReportingOverflow(count)
+                            try withUnsafeBytes(of: (overflow ? UInt64.max : sum).littleEndian) { try txn.put($0, forKey: id, in: database) }
+                            written += 1
                         }
-                        let (sum, overflow) = existing.addingReportingOverflow(count)
-                        try withUnsafeBytes(of: (overflow ? UInt64.max : sum).littleEndian) { try txn.put($0, forKey: id, in: database) }
-                        written += 1
                     }
+                    return written
                 }
-                return written
             }
         }
     }
