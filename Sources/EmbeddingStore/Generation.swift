@@ -42,15 +42,17 @@ final class Generation: Sendable {
     deinit {
         // The last user in this process let go of a generation a swap replaced: close it now
         // (not whenever its last transaction object happens to be freed), then remove it unless
-        // another process still has it open. Off this thread: a reader's batch ends here.
+        // another process still has it open. A reader's batch may end here: the close waits for
+        // nothing (an operation still in a transaction of it keeps it open, and it closes when
+        // that ends), and the files are removed on another thread.
         guard isRetired else { return }
-        environment.close()
+        environment.close(timeout: 0)
         let directory = GenerationDirectory(root: root)
         DispatchQueue.global(qos: .utility).async { _ = try? directory.removeRetired() }
     }
 
     /// What the messages call this generation.
-    var label: String { name ?? "the store directory's own environment" }
+    var label: String { name ?? GenerationDirectory.rootEnvironmentName }
 
     var isRetired: Bool { retired.load(ordering: .acquiring) }
 
@@ -150,7 +152,7 @@ final class Generation: Sendable {
             }
             // Never write into a generation the pointer has left (a new store's header included).
             guard try GenerationDirectory(root: root).readPointer() == name else {
-                throw StoreError.generationRetired(path: root, generation: name ?? "the store directory's own environment")
+                throw StoreError.generationRetired(path: root, generation: name ?? GenerationDirectory.rootEnvironmentName)
             }
             let meta = try translatingErrors { try Store.openMeta(environment, path: directory) }
             let generation = Generation(root: root, name: name, directory: directory, environment: environment, meta: meta,

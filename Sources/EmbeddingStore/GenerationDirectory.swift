@@ -156,18 +156,28 @@ struct GenerationDirectory {
     /// next swap). The store directory's own environment counts as generation 0 once there is a
     /// pointer; its `data.mdb` and `lock.mdb` are removed, not the directory.
     func removeRetired() throws(StoreError) -> (removed: [String], inUse: [String]) {
-        guard let current = try readPointer(), let currentNumber = Self.number(current) else { return ([], []) }
+        guard let current = try readPointer() else { return ([], []) }
         // One removal at a time in the process: a reader's last release and a swap may both try.
         Self.removing.lock()
         defer { Self.removing.unlock() }
-        let listing = list()
         var removed: [String] = [], inUse: [String] = []
-        var retired = listing.generations.filter { $0.key < currentNumber }.sorted { $0.key < $1.key }.map { ($0.value, path($0.value), true) }
-        if listing.hasRootEnvironment { retired.insert(("(the store directory's own environment)", root, false), at: 0) }
-        for (name, directory, whole) in retired {
+        for (name, directory, whole) in retired(below: current) {
             if removeIfUnused(directory, wholeDirectory: whole) { removed.append(name) } else { inUse.append(name) }
         }
         return (removed, inUse)
+    }
+
+    /// What the messages call the store directory's own environment once it is retired.
+    static let rootEnvironmentName = "the plain store's data.mdb"
+
+    /// The generations numbered below `current` present now (the store directory's own
+    /// environment first): names, directories, and whether the whole directory goes.
+    func retired(below current: String) -> [(name: String, directory: String, wholeDirectory: Bool)] {
+        let currentNumber = Self.number(current) ?? 0
+        let listing = list()
+        var retired = listing.generations.filter { $0.key < currentNumber }.sorted { $0.key < $1.key }.map { ($0.value, path($0.value), true) }
+        if listing.hasRootEnvironment { retired.insert((Self.rootEnvironmentName, root, false), at: 0) }
+        return retired
     }
 
     /// Removes the environment in `directory` unless a process has it open; true when removed.

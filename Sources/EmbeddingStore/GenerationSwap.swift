@@ -47,9 +47,11 @@ extension Store {
     }
 
     /// Moves this store to the generation its directory's pointer names, when a swap changed it;
-    /// returns whether it moved. Later operations use the new generation, table handles
-    /// from before included. The old environment closes when its last user in this process lets
-    /// go. A writer whose write was refused calls this itself.
+    /// returns whether it moved. Its readers follow at their next batch (each lookup in flight
+    /// finishes on the snapshot it began with); later operations use the new generation, table
+    /// handles from before included. The old environment closes when its last user in this
+    /// process lets go. Readers call this themselves when they see the swap; a writer whose
+    /// write was refused does too.
     @discardableResult
     public func refresh() throws -> Bool {
         try moving.withLock { _ in
@@ -69,9 +71,30 @@ extension Store {
 
     /// Moves to the generation the pointer names if it is not this store's, ignoring errors (the
     /// store then stays where it is and the next look tries again). Costs one read of a small
-    /// file: called where an operation starts.
+    /// file: called where an operation starts, and by readers every `Reader.pointerCheckInterval`
+    /// batches.
     func followPointer() {
         if (try? GenerationDirectory(root: path).readPointer()) != generation.name { _ = try? refresh() }
+    }
+
+    /// How often, at most, the readers of a store have it read its pointer: a swap made by
+    /// another `Store` or process is noticed by readers within this time (a swap made through
+    /// this store, at their next batch).
+    static let pointerCheckInterval: Duration = .milliseconds(100)
+
+    /// True for the one caller that finds the store's next pointer check due (then scheduled
+    /// `pointerCheckInterval` later). Costs a read of the coarse monotonic clock (vDSO, no
+    /// system call) and one atomic load.
+    @inline(__always)
+    func pointerCheckDue() -> Bool {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
+        let nanoseconds = Int(now.tv_sec) &* 1_000_000_000 &+ Int(now.tv_nsec)
+        let due = nextPointerCheck.load(ordering: .relaxed)
+        guard nanoseconds >= due else { return false }
+        let interval = Int(Store.pointerCheckInterval.components.attoseconds / 1_000_000_000)
+            + Int(Store.pointerCheckInterval.components.seconds) * 1_000_000_000
+        return nextPointerCheck.compareExchange(expected: due, desired: nanoseconds &+ interval, ordering: .relaxed).exchanged
     }
 
     /// Runs `attempt` and, when it was refused because a swap retired the generation it used
@@ -160,7 +183,11 @@ extension Store {
         try requireWritable()
         for _ in 0..<64 {
             if var report = try swap(from: generation, expecting: version, stage) {
-                (report.removed, report.inUse) = (try? GenerationDirectory(root: path).removeRetired()) ?? ([], [])
+                // `removed` lists what the pointer had moved past when the swap ended: removed
+                // here, or by the release of its last user in this process, unless still in use.
+                let retired = report.removed
+                report.inUse = (try? GenerationDirectory(root: path).removeRetired().inUse) ?? retired
+                report.removed = retired.filter { !report.inUse.contains($0) }
                 return report
             }
             _ = try refresh()
@@ -191,13 +218,15 @@ extension Store {
         try layout.publish(directory, as: name)
         try layout.writePointer(name)
         // The swap is done: the path holds the new generation. Mark the old one in the
-        // transaction that kept it still (readers of it see the mark at their next batch).
+        // transaction that kept it still; writers waiting for its lock find the mark.
         _ = try? Array(name.utf8).withUnsafeBytes { try txn.put($0, forKey: StoreFormat.retiredKey, in: old.meta) }
         try? txn.commit()
         old.markRetired()
         _ = try? refresh()
+        // Listed while `old` is still held here (its release may remove it).
+        let retired = layout.retired(below: name).map(\.name)
         return GenerationSwapReport(previous: old.name, current: name, bytesBefore: bytesBefore,
-                                    bytesAfter: GenerationDirectory(root: path).size(of: name), orphanParts: orphans, removed: [], inUse: [])
+                                    bytesAfter: layout.size(of: name), orphanParts: orphans, removed: retired, inUse: [])
     }
 
     /// A write transaction of `environment`, LMDB's errors made `StoreError`s.

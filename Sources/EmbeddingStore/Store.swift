@@ -31,10 +31,13 @@ public final class Store: Sendable {
     public let path: String
     /// The generation this store uses now (FORMAT.md, "Generations"); a plain store has one.
     private let current: Mutex<Generation>
-    /// Raised each time this store moves to a new generation.
+    /// Raised each time this store moves to a new generation: readers compare it with the
+    /// value they last saw at every batch, and move when it changed.
     let generationSerial = Atomic<Int>(0)
     /// One move at a time.
     let moving = Mutex<Void>(())
+    /// When (coarse monotonic clock, ns) a reader next has the pointer read (`pointerCheckDue`).
+    let nextPointerCheck = Atomic<Int>(0)
     let configuration: Environment.Configuration
     /// The most tables this store object opens (`Options.maxTables`): LMDB's named databases
     /// are sized for them when the environment opens.

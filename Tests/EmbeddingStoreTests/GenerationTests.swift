@@ -82,8 +82,7 @@ import Testing
             while !stop.load(ordering: .acquiring) {
                 do {
                     let reader = try Store(path: path, options: readOnly)
-                    let table = try reader.table("t")
-                    let rows = try reader.makeReader().lookup(table, ids: [0, 499], missing: .error)
+                    let rows = try reader.makeReader().lookup(try reader.table("t"), ids: [0, 499], missing: .error)
                     if Self.generation(of: rows[0..<Self.d], id: 0) != 0 || Self.generation(of: rows[Self.d...], id: 499) != 0 {
                         failures.withLock { $0.append("wrong rows \(rows)") }
                     }
@@ -260,5 +259,97 @@ import Testing
         let open = try Store(path: directory.file("open"))
         try Self.load(open, count: 10, generation: 2)
         #expect(throws: StoreError.self) { try store.installGeneration(at: directory.file("open")) }
+    }
+
+    // MARK: - Hot swap
+
+    /// Reader threads look up batches in a loop, each row checked against its generation, while
+    /// another handle installs three new generations: no lookup fails, no batch mixes
+    /// generations, every reader reaches the last one, and the old environments close.
+    @Test func readersMoveToEachNewGenerationAtABatchBoundary() throws {
+        let directory = TemporaryDirectory()
+        let path = directory.file("store")
+        let count = 2_000
+        let store = try makeStore(directory)
+        try Self.load(store, count: count, generation: 0)
+        let table = try store.table("t")
+        let pool = ReaderPool(store: store, capacity: 2)
+        let swapper = try Store(path: path)
+        let generations = 3
+        let threads = 4
+        struct Tally { var batches = 0, failed = 0, mixed = 0, wrong = 0, newest = 0, errors: [String] = [] }
+        let tallies = Mutex<[Tally]>(Array(repeating: Tally(), count: threads))
+        let lowest = Atomic<Int>(0)   // the newest generation every thread has read
+        let finished = DispatchSemaphore(value: 0)
+        for thread in 0..<threads {
+            Thread {
+                var random = SeededRandom(seed: UInt64(thread) + 1)
+                // Half the threads use a reader of their own, half the pool's. (An idle reader would
+                // keep its generation open until its next batch.)
+                let own = thread % 2 == 0 ? try? store.makeReader() : nil
+                var tally = Tally()
+                while tally.newest < generations {
+                    let ids = (0..<64).map { _ in random.next() % UInt64(count) }
+                    do {
+                        let rows = try thread % 2 == 0 ? own!.lookup(table, ids: ids, missing: .error)
+                                                       : pool.withReader { try $0.lookup(table, ids: ids, missing: .error) }
+                        let seen = Set(ids.indices.map { Self.generation(of: rows[$0 * Self.d..<($0 + 1) * Self.d], id: ids[$0]) })
+                        if seen.contains(nil) { tally.wrong += 1 } else if seen.count > 1 { tally.mixed += 1 }
+                        if seen.count == 1, let g = seen.first!, g > tally.newest {
+                            tally.newest = g
+                            tallies.withLock { $0[thread].newest = g }
+                            let everyone = tallies.withLock { $0.map(\.newest).min()! }
+                            lowest.store(everyone, ordering: .releasing)
+                        }
+                    } catch {
+                        tally.failed += 1
+                        tally.errors.append("\(error)")
+                    }
+                    tally.batches += 1
+                }
+                let final = tally
+                tallies.withLock { $0[thread] = final }
+                finished.signal()
+            }.start()
+        }
+        for generation in 1...generations {
+            let staging = path + "/staged-\(generation)"
+            do {
+                let staged = try Store(path: staging)
+                try Self.load(staged, count: count, generation: generation)
+                staged.close()
+            }
+            // Every reader is reading generation - 1 when the next one goes in.
+            let deadline = ContinuousClock.now.advanced(by: .seconds(600))   // deadlock guard only
+            while lowest.load(ordering: .acquiring) < generation - 1 && ContinuousClock.now < deadline { usleep(200) }   // gives the readers a chance
+            try swapper.installGeneration(at: staging)
+        }
+        for _ in 0..<threads { #expect(finished.wait(timeout: .now() + 600) == .success) }   // deadlock guard only
+        let result = tallies.withLock { $0 }
+        for tally in result {
+            #expect(tally.failed == 0, "\(tally.errors.prefix(3))")
+            #expect(tally.mixed == 0 && tally.wrong == 0)
+            #expect(tally.newest == generations)
+        }
+        // The readers (and the store) let go of the old generations: nothing keeps them open.
+        #expect(store.generationName == "gen-000003")
+        let removal = try swapper.removeRetiredGenerations()
+        #expect(Self.entries(path) == ["CURRENT", "gen-000003"], "\(removal)")
+    }
+
+    @Test func aReaderLetsGoOfTheOldEnvironmentAtItsNextBatch() throws {
+        let directory = TemporaryDirectory()
+        let store = try makeStore(directory)
+        try Self.load(store, count: 10, generation: 0)
+        let table = try store.table("t")
+        let reader = try store.makeReader()
+        _ = try reader.lookup(table, ids: [1])
+        weak let old = reader.generation.environment
+        try store.compactInPlace()
+        #expect(old != nil)   // the reader still holds it: no batch since
+        #expect(!reader.isOnCurrentGeneration)
+        _ = try reader.lookup(table, ids: [1])
+        #expect(reader.isOnCurrentGeneration)
+        #expect(old == nil || old!.isClosed)
     }
 }
