@@ -32,6 +32,19 @@ import Testing
         return Int(g)
     }
 
+    /// A store `store` in `directory` with `count` rows of generation 0 in table `t`; its path.
+    static func loadedStore(_ directory: TemporaryDirectory, count: Int) throws -> (path: String, store: Store) {
+        let store = try makeStore(directory)
+        try load(store, count: count, generation: 0)
+        return (directory.file("store"), store)
+    }
+
+    /// Row `id` of table `t` as a store newly opened at `path` reads it.
+    static func freshRow(_ path: String, _ id: UInt64) throws -> [Float]? {
+        let store = try Store(path: path)
+        return try store.get(try store.table("t"), id: id)
+    }
+
     static func entries(_ directory: String) -> Set<String> {
         Set((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
     }
@@ -72,9 +85,7 @@ import Testing
 
     @Test func thePathOpensAtEveryInstantOfASwap() throws {
         let directory = TemporaryDirectory()
-        let path = directory.file("store")
-        let store = try makeStore(directory)
-        try Self.load(store, count: 500, generation: 0)
+        let (path, store) = try Self.loadedStore(directory, count: 500)
         let opened = Atomic<Int>(0), failures = Mutex<[String]>([]), stop = Atomic<Bool>(false)
         let opener = Thread {
             var readOnly = Store.Options()
@@ -108,9 +119,7 @@ import Testing
 
     @Test func leftoversOfASwapThatDiedAreRemovedAndNeverReused() throws {
         let directory = TemporaryDirectory()
-        let path = directory.file("store")
-        let store = try makeStore(directory)
-        try Self.load(store, count: 100, generation: 0)
+        let (path, store) = try Self.loadedStore(directory, count: 100)
         try store.compactInPlace()
         // A swap killed while staging, one killed after publishing its generation, and one killed
         // while writing the pointer's new content.
@@ -128,9 +137,7 @@ import Testing
 
     @Test func aWriteThroughAHandleFromBeforeASwapGoesToTheNewGeneration() throws {
         let directory = TemporaryDirectory()
-        let path = directory.file("store")
-        let writer = try makeStore(directory)
-        try Self.load(writer, count: 100, generation: 0)
+        let (path, writer) = try Self.loadedStore(directory, count: 100)
         let table = try writer.table("t")
         let swapper = try Store(path: path)
         try swapper.compactInPlace()
@@ -143,15 +150,12 @@ import Testing
         #expect(marked == "gen-000001")
         try writer.put(table, id: 1_000, vector: [Float](repeating: 3, count: Self.d), codec: .fp32)
         #expect(writer.generationName == "gen-000001")
-        let fresh = try Store(path: path)
-        #expect(try fresh.get(try fresh.table("t"), id: 1_000) == [Float](repeating: 3, count: Self.d))
+        #expect(try Self.freshRow(path, 1_000) == [Float](repeating: 3, count: Self.d))
     }
 
     @Test func aSwapKilledBeforeMarkingTheOldGenerationStillTurnsItsWritersAway() throws {
         let directory = TemporaryDirectory()
-        let path = directory.file("store")
-        let writer = try makeStore(directory)
-        try Self.load(writer, count: 100, generation: 0)
+        let (path, writer) = try Self.loadedStore(directory, count: 100)
         let table = try writer.table("t")
         // What a swap leaves when killed right after the pointer moved: no `retired` record.
         try writer.compact(to: path + "/gen-000003")
@@ -159,15 +163,12 @@ import Testing
         try GenerationDirectory(root: path).writePointer("gen-000003")
         try writer.put(table, id: 5_000, vector: [Float](repeating: 1, count: Self.d), codec: .fp32)
         #expect(writer.generationName == "gen-000003")
-        let fresh = try Store(path: path)
-        #expect(try fresh.get(try fresh.table("t"), id: 5_000) == [Float](repeating: 1, count: Self.d))
+        #expect(try Self.freshRow(path, 5_000) == [Float](repeating: 1, count: Self.d))
     }
 
     @Test func aSegmentLoadCutByASwapFailsClearlyAndNothingCommittedIsLost() throws {
         let directory = TemporaryDirectory()
-        let path = directory.file("store")
-        let writer = try makeStore(directory)
-        try Self.load(writer, count: 100, generation: 0)
+        let (path, writer) = try Self.loadedStore(directory, count: 100)
         let swapper = try Store(path: path)
         // The load writes a part, then the swap happens, then the load commits its segment.
         var options = LoadOptions()
@@ -195,9 +196,7 @@ import Testing
 
     @Test func writesDuringSwapsAreAllKept() throws {
         let directory = TemporaryDirectory()
-        let path = directory.file("store")
-        let writer = try makeStore(directory)
-        try Self.load(writer, count: 100, generation: 0)
+        let (path, writer) = try Self.loadedStore(directory, count: 100)
         let swapper = try Store(path: path)
         let table = try writer.table("t")
         let committed = Atomic<Int>(0), stop = Atomic<Bool>(false), failures = Mutex<[String]>([])
@@ -236,9 +235,7 @@ import Testing
 
     @Test func installGenerationSwapsInAStagedEnvironmentAndRefusesAStaleOne() throws {
         let directory = TemporaryDirectory()
-        let path = directory.file("store")
-        let store = try makeStore(directory)
-        try Self.load(store, count: 200, generation: 0)
+        let (path, store) = try Self.loadedStore(directory, count: 200)
         let version = try store.version()
         #expect(version.generation == nil)
         let staging = path + "/gen-repack.staging"   // anywhere on the store's file system
