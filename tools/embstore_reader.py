@@ -589,6 +589,20 @@ def _tc_synthesise(out: np.ndarray, mu: np.ndarray, v: np.ndarray, c: np.ndarray
                 xb[r] = xb[r] + cb[r, j:j + 1] * v[j]
 
 
+def read_pointer(path: str) -> str | None:
+    """The generation a store directory's CURRENT names, or None for a plain store."""
+    try:
+        with open(os.path.join(path, "CURRENT"), "rb") as f:
+            text = f.read(64)
+    except FileNotFoundError:
+        return None
+    name = text[:-1].decode("ascii", "replace")
+    digits = name[4:]
+    if not (text.endswith(b"\n") and name.startswith("gen-") and 6 <= len(digits) <= 18 and digits.isdigit()):
+        raise FormatError(f"{path}: CURRENT holds {text!r}, not a generation name and a newline")
+    return name
+
+
 class Store:
     """A read-only view of an embstore store directory (format versions 1 to 5)."""
 
@@ -597,16 +611,21 @@ class Store:
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise FormatError(f"{path}: not a directory (an embstore store is a directory)")
-        if not os.path.exists(os.path.join(path, "data.mdb")):
-            raise FormatError(f"{path}: no data.mdb here, not an embstore store")
         self.path = path
-        # The main database holds one record per named database; size max_dbs from it.
-        probe = self._open_env(path, lock, 0)
-        try:
-            named = probe.stat()["entries"]
-        finally:
-            probe.close()
-        self._env = self._open_env(path, lock, named + 2)
+        # FORMAT.md "Generations": follow CURRENT; a generation removed between reading the
+        # pointer and opening it means a swap happened, so read the pointer again.
+        for _ in range(64):
+            name = read_pointer(path)
+            env_path = os.path.join(path, name) if name else path
+            try:
+                self._env = self._open_generation(env_path, lock)
+                break
+            except FormatError:
+                if read_pointer(path) == name:
+                    raise
+        else:
+            raise FormatError(f"{path}: its CURRENT pointer kept changing")
+        self.env_path = env_path
         self._dbs: dict[bytes, object] = {}
         #: Parsed parameter records of ``t<T>/bases`` by (table id, id): they never change.
         self._params: dict[tuple[int, int], object] = {}
@@ -623,6 +642,18 @@ class Store:
             raise
 
     # -- environment ------------------------------------------------------------------------
+
+    @classmethod
+    def _open_generation(cls, path: str, lock: bool):
+        if not os.path.exists(os.path.join(path, "data.mdb")):
+            raise FormatError(f"{path}: no data.mdb here, not an embstore store")
+        # The main database holds one record per named database; size max_dbs from it.
+        probe = cls._open_env(path, lock, 0)
+        try:
+            named = probe.stat()["entries"]
+        finally:
+            probe.close()
+        return cls._open_env(path, lock, named + 2)
 
     @staticmethod
     def _open_env(path: str, lock: bool, max_dbs: int):

@@ -283,7 +283,7 @@ extension Store {
     /// The access counts kept for `table` (`AccessCounter.flush`), by id; empty when none were
     /// flushed.
     public func accessCounts(_ table: Table) throws -> [UInt64: UInt64] {
-        try table.requireLive()
+        let table = try resolve(table)
         return try translatingErrors {
             let database: Database
             do {
@@ -312,26 +312,28 @@ extension Store {
     /// transaction; counts of tables that no longer exist are dropped. Returns the ids written.
     func addAccessCounts(_ counts: [UInt32: [(id: UInt64, count: UInt64)]]) throws -> Int {
         try requireWritable()
-        let tables = Dictionary(try tableNames().compactMap { try? table($0) }.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
-        return try translatingErrors {
-            try environment.write { txn in
-                var written = 0
-                for (tableID, tableCounts) in counts where tables[tableID] != nil {
-                    let database = try txn.openDatabase(Store.countsDatabase(tableID), flags: [.create, .integerKey])
-                    let table = tables[tableID]!
-                    for (id, count) in tableCounts {
-                        // A damaged count is replaced, not added to: counts only inform a policy.
-                        let existing = try txn.withValue(forKey: id, in: database) { bytes -> UInt64 in
-                            guard let bytes else { return 0 }
-                            return (try? Store.decodeCount(bytes, id: id, table: table)) ?? 0
+        return try followingSwaps {
+            let tables = Dictionary(try tableNames().compactMap { try? table($0) }.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+            return try translatingErrors {
+                try writeTransaction { txn in
+                    var written = 0
+                    for (tableID, tableCounts) in counts {
+                        guard let table = tables[tableID] else { continue }
+                        let database = try txn.openDatabase(Store.countsDatabase(tableID), flags: [.create, .integerKey])
+                        for (id, count) in tableCounts {
+                            // A damaged count is replaced, not added to: counts only inform a policy.
+                            let existing = try txn.withValue(forKey: id, in: database) { bytes -> UInt64 in
+                                guard let bytes else { return 0 }
+                                return (try? Store.decodeCount(bytes, id: id, table: table)) ?? 0
+                            }
+                            let (sum, overflow) = existing.addingReportingOverflow(count)
+                            let value = withUnsafeBytes(of: (overflow ? UInt64.max : sum).littleEndian) { Array($0) }
+                            try table.sealing(value, key: id).withUnsafeBytes { try txn.put($0, forKey: id, in: database) }
+                            written += 1
                         }
-                        let (sum, overflow) = existing.addingReportingOverflow(count)
-                        let value = withUnsafeBytes(of: (overflow ? UInt64.max : sum).littleEndian) { Array($0) }
-                        try table.sealing(value, key: id).withUnsafeBytes { try txn.put($0, forKey: id, in: database) }
-                        written += 1
                     }
+                    return written
                 }
-                return written
             }
         }
     }

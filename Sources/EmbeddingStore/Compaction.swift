@@ -23,39 +23,57 @@ extension Store {
         guard !FileManager.default.fileExists(atPath: path) else {
             throw StoreError.invalidArgument("\(path) exists: compact writes a new store and replaces nothing")
         }
-        let before = fileSize
-        let staging = path + ".compacting-\(getpid())"
-        defer { try? FileManager.default.removeItem(atPath: staging) }
+        let generation = generation
+        let before = generation.fileSize
         do {
-            try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
-            try translatingErrors { try environment.copy(to: staging, compact: true) }
-            let orphans: Int
-            do {
-                let copy = try Store(path: staging)
-                defer { copy.close() }
-                orphans = try copy.removeOrphanParts()
-                if orphans > 0 {
-                    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-                    try translatingErrors { try copy.environment.copy(to: path, compact: true) }
-                }
-            }
-            if orphans == 0 {
-                try FileManager.default.removeItem(atPath: staging + "/lock.mdb")
-                try FileManager.default.moveItem(atPath: staging, toPath: path)
-            }
-            var readOnly = Options()
-            readOnly.readOnly = true
-            let copy = try Store(path: path, options: readOnly)
-            defer { copy.close() }
-            let report = try copy.verify()
-            guard report.problems.isEmpty else {
-                throw StoreError.invalidArgument("the compacted copy at \(path) failed verify (removed): \(report.problems.joined(separator: "; "))")
-            }
-            return CompactionReport(bytesBefore: before, bytesAfter: copy.fileSize, orphanParts: orphans)
+            let orphans = try Store.writeCompactedCopy(of: generation.environment, to: path)
+            let after = try Store.verifyCopy(at: path)
+            return CompactionReport(bytesBefore: before, bytesAfter: after, orphanParts: orphans)
         } catch {
             try? FileManager.default.removeItem(atPath: path)
             throw error
         }
+    }
+
+    /// Writes LMDB's compacting copy of `environment` into the new directory `path`: the
+    /// snapshot of a read transaction the copy begins (every commit before it), only the pages
+    /// in use, without the segment parts no manifest lists (removed from a first copy, which is
+    /// then copied once more). Returns how many parts were left out. Leaves `data.mdb` alone in
+    /// `path`, or nothing when it fails.
+    static func writeCompactedCopy(of environment: Environment, to path: String) throws -> Int {
+        let staging = path + ".compacting-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: staging) }
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        try translatingErrors { try environment.copy(to: staging, compact: true) }
+        let orphans: Int
+        do {
+            let copy = try Store(path: staging)
+            defer { copy.close() }
+            orphans = try copy.removeOrphanParts()
+            if orphans > 0 {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+                try translatingErrors { try copy.environment.copy(to: path, compact: true) }
+            }
+        }
+        if orphans == 0 {
+            try FileManager.default.removeItem(atPath: staging + "/lock.mdb")
+            try FileManager.default.moveItem(atPath: staging, toPath: path)
+        }
+        return orphans
+    }
+
+    /// Verifies the store copied to `path`, opened read-only, and returns its data file's size;
+    /// throws, naming the problems, when it is damaged.
+    static func verifyCopy(at path: String) throws -> Int {
+        var readOnly = Options()
+        readOnly.readOnly = true
+        let copy = try Store(path: path, options: readOnly)
+        defer { copy.close() }
+        let report = try copy.verify()
+        guard report.problems.isEmpty else {
+            throw StoreError.invalidArgument("the compacted copy at \(path) failed verify (removed): \(report.problems.joined(separator: "; "))")
+        }
+        return copy.fileSize
     }
 
     /// Deletes, in one write transaction, every segment part whose segment no manifest lists;
@@ -63,7 +81,7 @@ extension Store {
     func removeOrphanParts() throws -> Int {
         let tables = try tableNames().map { try table($0) }
         return try translatingErrors {
-            try environment.write { txn in
+            try writeTransaction { txn in
                 var removed = 0
                 for table in tables {
                     guard let database = table.segments else { continue }

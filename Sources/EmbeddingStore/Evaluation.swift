@@ -169,7 +169,7 @@ extension Store {
                          ids givenIDs: [UInt64]? = nil, frequencies: [Double]? = nil,
                          options: EvaluationOptions = EvaluationOptions(),
                          progress: (@Sendable (EvaluationProgress) -> Void)? = nil) throws -> EvaluationReport {
-        try table.requireLive()
+        let table = try resolve(table)
         let d = table.dimension
         guard dimension == d else {
             throw StoreError.invalidArgument("the source rows have dimension \(dimension), but table '\(table.name)' has dimension \(d)")

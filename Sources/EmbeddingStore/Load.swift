@@ -125,6 +125,7 @@ extension Store {
     public func load(table name: String, ids: [UInt64]? = nil, source: any RowSource, policy: CodecPolicy, counts: [Double]? = nil,
                      options: LoadOptions = LoadOptions()) throws -> LoadReport {
         try requireWritable()
+        followPointer()   // a load started after a swap goes to the new generation
         try Store.validateTableName(name)
         let count = source.count, dimension = source.dimension
         guard dimension >= 1 else {

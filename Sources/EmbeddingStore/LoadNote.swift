@@ -54,7 +54,8 @@ public struct RowProvenance: Sendable, Equatable {
 extension Store {
     /// The note of the load that wrote `segment` of `table`, nil when there is none.
     public func loadNote(_ table: Table, segment: UInt32) throws -> PolicySummary? {
-        try translatingErrors {
+        let table = try resolve(table)
+        return try translatingErrors {
             try environment.read { txn in
                 try withMetaRecord(StoreFormat.loadNoteKey(table.id, segment: segment), in: txn, table: table.name) { bytes in
                     bytes.flatMap(LoadNote.decode)?.summary
@@ -66,7 +67,7 @@ extension Store {
     /// The notes of the table's live segments, newest first: how each load spent its bytes and,
     /// when it had access counts, the share of them each codec form's rows held.
     public func loadNotes(_ table: Table) throws -> [(segment: UInt32, summary: PolicySummary)] {
-        try table.requireLive()
+        let table = try resolve(table)
         return try translatingErrors {
             try environment.read { txn in
                 try segmentManifest(table, in: txn).compactMap { segment in
@@ -80,7 +81,7 @@ extension Store {
 
     /// Where the live row `id` is and why it has its codec; nil when there is no such row.
     public func provenance(_ table: Table, id: UInt64) throws -> RowProvenance? {
-        try table.requireLive()
+        let table = try resolve(table)
         return try translatingErrors {
             try environment.read { txn -> RowProvenance? in
                 let parameters = TableParameters(txn, table: table)

@@ -31,8 +31,12 @@ public enum Pooling: Sendable {
 /// unchanged store reads no metadata and allocates nothing.
 public final class Reader {
     let store: Store
-    private var txn: Transaction
-    private var views: [UInt32: TableView] = [:]
+    /// The store's generation this reader reads, and `store.generationSerial` when it moved
+    /// there; it moves to the store's next one at a batch boundary (Reader+Generations.swift).
+    var generation: Generation
+    var generationSerial: Int
+    var txn: Transaction
+    var views: [UInt32: TableView] = [:]
     /// Per id of the current batch: its record, or `missingRecord` (a nil base address).
     private var located: UnsafeMutablePointer<UnsafeRawBufferPointer>
     private var locatedCapacity = 0
@@ -55,7 +59,9 @@ public final class Reader {
 
     init(store: Store) throws {
         self.store = store
-        var txn = try store.environment.beginRead()
+        generationSerial = store.generationSerial.load(ordering: .acquiring)
+        generation = store.generation
+        var txn = try generation.environment.beginRead()
         txn.reset()
         self.txn = txn
         located = .allocate(capacity: 1)
@@ -124,7 +130,7 @@ public final class Reader {
         return try withSnapshot(of: table) { view in
             var batch = try startBatch(used, in: view, missing: missing)
             let located = batch.located
-            let parameters = TableParameters(txn, table: table)
+            let parameters = TableParameters(txn, table: view.table)
             for b in 0..<bags {
                 let pooled = out.baseAddress! + b * d
                 pooled.initialize(repeating: 0, count: d)
@@ -172,7 +178,7 @@ public final class Reader {
             var batch = try startBatch(ids, in: view, missing: missing)
             let located = batch.located
             let base = out.baseAddress!
-            let parameters = TableParameters(txn, table: table)
+            let parameters = TableParameters(txn, table: view.table)
             var setAside = 0
             var i = 0
             while i < ids.count {
@@ -332,11 +338,12 @@ public final class Reader {
     /// Runs `body` inside one snapshot (the transaction renewed, then reset) with the table's
     /// view, refreshed when the snapshot or the map changed since its last use.
     private func withSnapshot<R>(of table: Table, _ body: (TableView) throws -> R) throws -> R {
+        followStoreIfMoved()
         let view: TableView
-        if let existing = views[table.id], existing.table === table {
+        if let existing = views[table.id], existing.caller === table {
             view = existing
         } else {
-            view = TableView(table: table)
+            view = TableView(table: try generation.local(table), caller: table)
             views[table.id] = view
         }
         try translatingErrors { try txn.renew() }
@@ -421,7 +428,10 @@ struct DeltaFilter {
 
 /// What one reader knows about one table in its current snapshot.
 final class TableView {
+    /// The table in the reader's generation, and the handle the caller gave (from the same
+    /// generation, or one before a swap).
     let table: Table
+    let caller: Table
     let decoders: TableDecoders
     private var snapshot = -1
     private var mapGeneration = -1
@@ -434,8 +444,9 @@ final class TableView {
     private var filterSnapshot = -1
     private var filterStorage = UnsafeMutableBufferPointer<UInt64>(start: nil, count: 0)
 
-    init(table: Table) {
+    init(table: Table, caller: Table) {
         self.table = table
+        self.caller = caller
         decoders = TableDecoders(table: table)
     }
 
@@ -487,7 +498,7 @@ final class TableView {
 
     /// Re-reads the delta size and the segments' locations when the snapshot or map changed.
     func refresh(store: Store, txn: borrowing Transaction) throws {
-        let generation = store.environment.mapGeneration
+        let generation = txn.environment.mapGeneration
         let id = txn.snapshotID
         guard id != snapshot || generation != mapGeneration else { return }
         snapshot = -1

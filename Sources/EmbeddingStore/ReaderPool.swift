@@ -17,6 +17,8 @@ public final class ReaderPool: Sendable {
 
     private let store: Store
     private let idle = Mutex<[Parked]>([])
+    /// `store.generationSerial` when the idle readers last moved to the store's generation.
+    private let idleSerial = Atomic<Int>(0)
     private let created = Atomic<Int>(0)
     /// Most readers this pool creates; callers beyond it wait for one to come back.
     public let capacity: Int
@@ -38,7 +40,15 @@ public final class ReaderPool: Sendable {
     }
 
     private func checkOut() throws -> Reader {
-        if let parked = idle.withLock({ $0.popLast() }) { return parked.reader }
+        if let parked = idle.withLock({ idle -> Parked? in
+            // After a swap, idle readers move at once rather than at their next use (the pool
+            // hands out the last one parked first): each keeps the old generation open meanwhile.
+            let serial = store.generationSerial.load(ordering: .acquiring)
+            if idleSerial.exchange(serial, ordering: .relaxed) != serial {
+                for parked in idle { parked.reader.moveToStoreGeneration() }
+            }
+            return idle.popLast()
+        }) { return parked.reader }
         created.wrappingAdd(1, ordering: .relaxed)
         return try store.makeReader()
     }

@@ -112,7 +112,7 @@ extension Table {
     }
 }
 
-extension Store {
+extension Generation {
     /// The payload of `meta` record `key` (its seal checked from version 5 on), or nil when the
     /// store has no such record. A broken seal names `table` when the record is one table's.
     func withMetaRecord<R>(_ key: String, in txn: borrowing Transaction, table: String? = nil,
@@ -123,13 +123,38 @@ extension Store {
             case .success(let payload): return try body(payload)
             case .failure(let broken):
                 if let table { throw StoreError.corruptMetadata(table: table, reason: "meta record '\(key)': \(broken)") }
-                throw StoreError.corruptStore(path: path, reason: "meta record '\(key)': \(broken)")
+                throw StoreError.corruptStore(path: directory, reason: "meta record '\(key)': \(broken)")
             }
         }
     }
 
-    /// Writes `meta` record `key`, sealed when the store seals records.
+    /// Writes `meta` record `key`, sealed when the generation seals records.
     func putMetaRecord(_ payload: [UInt8], key: String, in txn: borrowing Transaction) throws {
         try (sealed ? RecordSeal.sealed(payload, key: key) : payload).withUnsafeBytes { try txn.put($0, forKey: key, in: meta) }
+    }
+}
+
+extension Store {
+    /// `Generation.withMetaRecord` in the current generation.
+    func withMetaRecord<R>(_ key: String, in txn: borrowing Transaction, table: String? = nil,
+                           _ body: (UnsafeRawBufferPointer?) throws -> R) throws -> R {
+        try generation.withMetaRecord(key, in: txn, table: table, body)
+    }
+
+    /// `Generation.putMetaRecord` in the current generation.
+    func putMetaRecord(_ payload: [UInt8], key: String, in txn: borrowing Transaction) throws {
+        try generation.putMetaRecord(payload, key: key, in: txn)
+    }
+}
+
+extension Store {
+    /// A table's schema in the current generation (`Generation.readSchema`).
+    func readSchema(_ name: String, in txn: borrowing Transaction) throws -> TableSchema {
+        try generation.readSchema(name, in: txn)
+    }
+
+    /// Writes a table's schema in the current generation (`Generation.writeSchema`).
+    func writeSchema(_ schema: TableSchema, name: String, in txn: borrowing Transaction) throws {
+        try generation.writeSchema(schema, name: name, in: txn)
     }
 }

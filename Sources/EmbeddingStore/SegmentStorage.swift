@@ -50,7 +50,10 @@ extension Store {
                       maximumRecordSize: Int? = nil, checksum: SegmentChecksum.Algorithm = .blockMix64, sizeClassIndex: Bool = false,
                       _ produce: (_ emit: (UInt64, UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> UInt32? {
         try requireWritable()
-        try table.requireLive()
+        // Every transaction of the load goes to this generation, and is refused once a swap has
+        // replaced it: the parts written before would not be in the new one.
+        let generation = generation
+        let table = try generation.local(table)
         guard let database = table.segments else {
             throw StoreError.corruptMetadata(table: table.name, reason: "it has no segments database")
         }
@@ -73,10 +76,11 @@ extension Store {
             return next
         }
         // Full parts are written on a thread of their own while the next one is encoded.
-        let environment = environment
+        let environment = generation.environment
         let parts = SegmentPartWriter { number, full in
             try translatingErrors {
                 try environment.write { txn in
+                    try generation.requireCurrent(txn)
                     let id = try claim(txn)
                     try full.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: number), in: database) }
                 }
@@ -102,6 +106,7 @@ extension Store {
             return try translatingErrors {
                 try environment.retryingWhenMapFull {
                     try environment.write { txn in
+                        try generation.requireCurrent(txn)
                         let id = try claim(txn)
                         if let lastPart {
                             try lastPart.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: lastNumber), in: database) }
@@ -117,7 +122,7 @@ extension Store {
                         appendLE(UInt32(live.count + 1), to: &manifest)
                         for live in [id] + live { appendLE(live, to: &manifest) }
                         try table.sealing(manifest, key: 0).withUnsafeBytes { try txn.put($0, forKey: 0, in: database) }
-                        if let note { try putMetaRecord(note, key: StoreFormat.loadNoteKey(table.id, segment: id), in: txn) }
+                        if let note { try generation.putMetaRecord(note, key: StoreFormat.loadNoteKey(table.id, segment: id), in: txn) }
                         try upgradeFormat(to: max(StoreFormat.version(of: header), formatVersion), in: txn)
                         return id
                     }
@@ -232,14 +237,14 @@ extension Store {
     /// Removes every stored part of `segment` (after a failed write).
     private func deleteSegmentParts(_ table: Table, segment: UInt32) throws {
         guard let database = table.segments else { return }
-        _ = try environment.write { txn in try Store.deleteParts(of: segment, in: database, txn) }
+        _ = try writeTransaction { txn in try Store.deleteParts(of: segment, in: database, txn) }
     }
 
     /// Recomputes every live segment's checksum and checks its parts against its index;
     /// returns the number of segments checked.
     @discardableResult
     func verifySegments(_ table: Table) throws -> Int {
-        try table.requireLive()
+        let table = try resolve(table)
         return try translatingErrors { try environment.read { txn in try verifySegments(table, in: txn) } }
     }
 

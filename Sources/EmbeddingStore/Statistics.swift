@@ -53,7 +53,7 @@ public struct TableStatistics: Sendable, Equatable, Codable {
 extension Store {
     /// Counts a table's live rows and bytes per codec, and what each layer holds (a scan).
     public func statistics(_ table: Table) throws -> TableStatistics {
-        try table.requireLive()
+        let table = try resolve(table)
         return try translatingErrors {
             try environment.read { txn in
                 var rows = [Int](repeating: 0, count: 256)
@@ -101,7 +101,7 @@ extension Store {
     /// policy report per codec. Rows are grouped by form: by codec, and for codecs whose records
     /// name a parameter record that sets their rate (tc models), by that record (`tc:1.5`).
     public func liveRowCodecs(_ table: Table) throws -> LiveRowCodecs {
-        try table.requireLive()
+        let table = try resolve(table)
         return try translatingErrors {
             try environment.read { txn in
                 var classifier = FormClassifier(parameters: TableParameters(txn, table: table))
@@ -122,7 +122,7 @@ extension Store {
     /// An offline job: every segment's checksum and index are checked first (as `verify` does),
     /// so a damaged store fails it instead of handing out wrong rows.
     public func export(_ table: Table) throws -> (ids: [UInt64], values: [Float]) {
-        try table.requireLive()
+        let table = try resolve(table)
         return try translatingErrors {
             try environment.read { txn in
                 _ = try verifySegments(table, in: txn)

@@ -246,7 +246,7 @@ extension Store {
     /// out and reported (`.ignore`). Live rows without a count count 0.
     public func storageStatistics(_ table: Table, counts: LookupCounts? = nil,
                                   unknownIDs: UnknownCountedIDs = .error) throws -> TableStorage {
-        try table.requireLive()
+        let table = try resolve(table)
         return try translatingErrors {
             try environment.read { txn in
                 try storageStatistics(table, counts: counts, unknownIDs: unknownIDs, in: txn)

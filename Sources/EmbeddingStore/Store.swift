@@ -33,19 +33,25 @@ public final class Store: Sendable {
 
     /// The store's directory.
     public let path: String
-    let environment: Environment
-    let meta: Database
-    /// True when every record outside segment parts ends with a seal (format version 5 on,
-    /// `RecordSeal`); fixed when the store is created.
-    let sealed: Bool
+    /// The generation this store uses now (FORMAT.md, "Generations"); a plain store has one.
+    private let current: Mutex<Generation>
+    /// Raised each time this store moves to a new generation: readers compare it with the
+    /// value they last saw at every batch, and move when it changed.
+    let generationSerial = Atomic<Int>(0)
+    /// One move at a time.
+    let moving = Mutex<Void>(())
+    /// When (coarse monotonic clock, ns) a reader next has the pointer read (`pointerCheckDue`).
+    let nextPointerCheck = Atomic<Int>(0)
+    let configuration: Environment.Configuration
     /// The most tables this store object opens (`Options.maxTables`): LMDB's named databases
     /// are sized for them when the environment opens.
     let maxTables: Int
-    private let openTables = Mutex<[String: Table]>([:])
 
     /// Opens the store at `path`, creating the directory and an empty store if needed
     /// (unless read-only). Refuses directories that hold something else and stores written
-    /// by a newer format version.
+    /// by a newer format version. A store directory with a pointer (`CURRENT`) opens the
+    /// generation it names; a writable open also removes generations a swap retired that no
+    /// process has open any more.
     public init(path: String, options: Options = Options()) throws {
         self.path = path
         self.maxTables = options.maxTables
@@ -61,8 +67,6 @@ public final class Store: Sendable {
             } catch {
                 throw StoreError.invalidArgument("cannot create the store directory \(path): \(error.localizedDescription)")
             }
-        } else if options.readOnly && !FileManager.default.fileExists(atPath: path + "/data.mdb") {
-            throw StoreError.notAStore(path: path, reason: "it has no data.mdb")
         }
         var configuration = Environment.Configuration()
         configuration.mapSize = max(options.initialMapSize, 1 << 20)
@@ -71,60 +75,34 @@ public final class Store: Sendable {
         configuration.flags = [.noReadahead]
         if options.readOnly { configuration.flags.insert(.readOnly) }
         if !options.durable { configuration.flags.insert(.noSync) }
-        do {
-            let environment: Environment
-            do {
-                environment = try Store.sharedEnvironment(path: path, configuration: configuration)
-            } catch let error as LMDBError where options.readOnly && (error.code == EACCES || error.code == EROFS) {
-                // A directory (or lock file) this process may not write: read without LMDB's
-                // lock file. Its readers then do not register, so no writer may run meanwhile
-                // (README, "Read-only stores").
-                configuration.flags.insert(.noLock)
-                environment = try Store.sharedEnvironment(path: path, configuration: configuration)
-            }
-            self.environment = environment
-            self.isReadOnly = options.readOnly
-            guard (1...StoreFormat.version).contains(options.formatVersion) else {
-                throw StoreError.invalidArgument("format version \(options.formatVersion): this embstore writes versions 1...\(StoreFormat.version)")
-            }
-            (self.meta, self.sealed) = try Store.openMeta(environment, path: path, newVersion: options.formatVersion)
-        } catch let error as LMDBError where error == .invalid || error == .versionMismatch {
-            throw StoreError.notAStore(path: path, reason: error.description)
-        } catch let error as LMDBError {
-            throw StoreError.lmdb(error)
+        self.configuration = configuration
+        self.isReadOnly = options.readOnly
+        guard (1...StoreFormat.version).contains(options.formatVersion) else {
+            throw StoreError.invalidArgument("format version \(options.formatVersion): this embstore writes versions 1...\(StoreFormat.version)")
         }
-    }
-
-    /// Environments open in this process, by the store directory's real path.
-    ///
-    /// > Do not have open an LMDB database twice in the same process at the same time. Not even
-    /// > from a plain open() call - close()ing it breaks flock() advisory locking.
-    ///
-    /// So a second `Store` of the same directory shares the first one's environment.
-    private static let openEnvironments = Mutex<[String: WeakEnvironment]>([:])
-
-    private struct WeakEnvironment {
-        weak var environment: Environment?
-    }
-
-    private static func sharedEnvironment(path: String, configuration: Environment.Configuration) throws -> Environment {
-        let key = URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL.path
-        return try openEnvironments.withLock { open in
-            if let existing = open[key]?.environment, !existing.isClosed {
-                if existing.isReadOnly && !configuration.flags.contains(.readOnly) {
-                    throw StoreError.invalidArgument("\(path) is already open read-only in this process; close that Store before opening it for writing")
-                }
-                return existing
-            }
-            let environment = try Environment(path: path, configuration: configuration)
-            open = open.filter { $0.value.environment != nil }
-            open[key] = WeakEnvironment(environment: environment)
-            return environment
+        let generation = try translatingErrors {
+            try Generation.open(root: path, configuration: configuration, maxTables: options.maxTables, newVersion: options.formatVersion)
         }
+        current = Mutex(generation)
+        if !options.readOnly { _ = try? GenerationDirectory(root: path).removeRetired() }
     }
+
+    /// The generation in use: where `environment` and `meta` are.
+    var generation: Generation { current.withLock { $0 } }
+
+    func setGeneration(_ generation: Generation) {
+        current.withLock { $0 = generation }
+    }
+    /// The current generation's environment. An operation reads it once and keeps it: after a
+    /// move the next read gives the new one (a `Database` of the other is then refused).
+    var environment: Environment { generation.environment }
+    var meta: Database { generation.meta }
+    /// True when the current generation's records end with a seal (format version 5 on,
+    /// `RecordSeal`); fixed when a store is created, kept by compaction.
+    var sealed: Bool { generation.sealed }
 
     /// Opens the `meta` database and checks (or, for a new store, writes) the format header.
-    private static func openMeta(_ environment: Environment, path: String, newVersion: UInt32) throws -> (Database, sealed: Bool) {
+    static func openMeta(_ environment: Environment, path: String, newVersion: UInt32) throws -> (Database, sealed: Bool) {
         if environment.isReadOnly {
             let meta: Database
             do {
@@ -140,6 +118,7 @@ public final class Store: Sendable {
             }
             return (meta, version >= StoreFormat.sealedVersion)
         }
+        if let existing = try existingMeta(environment, path: path) { return existing }
         return try environment.write { txn in
             let main = try txn.openDatabase(nil)
             let existing = try txn.withValue(forKey: StoreFormat.metaDatabase, in: main) { $0 != nil }
@@ -165,6 +144,30 @@ public final class Store: Sendable {
         }
     }
 
+    /// `meta` of a store that has one with a valid header, opened in a read transaction that
+    /// commits (so the handle stays open): no writer lock, which a swap may hold for a while.
+    /// Nil when the writer must create or check more.
+    private static func existingMeta(_ environment: Environment, path: String) throws -> (Database, sealed: Bool)? {
+        let txn = try environment.beginRead()
+        guard let meta = try databaseIfPresent(StoreFormat.metaDatabase, in: txn) else { return nil }
+        let version = try txn.withValue(forKey: StoreFormat.formatKey, in: meta) { bytes -> UInt32? in
+            guard let bytes else { return nil }
+            return try StoreFormat.decodeHeader(bytes, path: path)
+        }
+        guard let version else { return nil }
+        try txn.commit()
+        return (meta, version >= StoreFormat.sealedVersion)
+    }
+
+    /// The named database, or nil when the environment has none of that name.
+    private static func databaseIfPresent(_ name: String, in txn: borrowing Transaction) throws -> Database? {
+        do {
+            return try txn.openDatabase(name)
+        } catch let error where error == .notFound {
+            return nil
+        }
+    }
+
     /// True when opened read-only.
     public let isReadOnly: Bool
 
@@ -173,10 +176,8 @@ public final class Store: Sendable {
         try translatingErrors { try environment.sync(force: true) }
     }
 
-    /// Size in bytes of the store's data file.
-    public var fileSize: Int {
-        (try? FileManager.default.attributesOfItem(atPath: path + "/data.mdb")[.size] as? Int) ?? 0
-    }
+    /// Size in bytes of the current generation's data file.
+    public var fileSize: Int { generation.fileSize }
 
     /// Closes the store once its in-flight transactions finish. Using it afterwards throws.
     /// Other `Store`s of the same directory in this process share its environment and are
@@ -189,19 +190,9 @@ public final class Store: Sendable {
 
     /// Names of all tables, in byte order.
     public func tableNames() throws -> [String] {
-        try translatingErrors { try environment.read { txn in try tableNames(in: txn) } }
-    }
-
-    func tableNames(in txn: borrowing Transaction) throws -> [String] {
-        try txn.withCursor(meta) { cursor in
-            var names: [String] = []
-            var entry = try cursor.seek(atLeast: StoreFormat.tableKeyPrefix)
-            while let current = entry, current.stringKey.hasPrefix(StoreFormat.tableKeyPrefix) {
-                names.append(String(current.stringKey.dropFirst(StoreFormat.tableKeyPrefix.count)))
-                entry = try cursor.next()
-            }
-            return names
-        }
+        followPointer()
+        let generation = generation
+        return try translatingErrors { try generation.environment.read { txn in try generation.tableNames(in: txn) } }
     }
 
     /// Creates an empty table of `dimension` values per row.
@@ -211,78 +202,76 @@ public final class Store: Sendable {
             throw StoreError.invalidArgument("dimension \(dimension) for table '\(name)' is outside 1...\(TableSchema.maximumDimension)")
         }
         try requireWritable()
-        let table = try translatingErrors {
-            try environment.write { txn -> Table in
-                let key = StoreFormat.tableKeyPrefix + name
-                if try txn.withValue(forKey: key, in: meta, { $0 != nil }) { throw StoreError.tableExists(name) }
-                // Each table takes up to five of LMDB's named databases, sized when the environment
-                // opened: one more would be created here, then fail to open elsewhere.
-                let tables = try tableNames(in: txn).count
-                guard tables < maxTables else {
-                    throw StoreError.invalidArgument("cannot create table '\(name)': the store holds \(tables) tables, the most it is opened for (Store.Options.maxTables = \(maxTables)); drop one, or open the store with a larger maxTables")
-                }
-                let tableID = try withMetaRecord(StoreFormat.nextTableIDKey, in: txn) { bytes -> UInt32 in
-                    guard let bytes, bytes.count == 4 else {
-                        throw StoreError.corruptStore(path: path, reason: "'meta' record 'next_table_id' is missing or not 4 bytes")
+        return try followingSwaps {
+            let generation = generation
+            let table = try translatingErrors {
+                try generation.environment.write { txn -> Table in
+                    try generation.requireCurrent(txn)
+                    let key = StoreFormat.tableKeyPrefix + name
+                    if try txn.withValue(forKey: key, in: generation.meta, { $0 != nil }) { throw StoreError.tableExists(name) }
+                    // Each table takes up to five of LMDB's named databases, sized when the environment
+                    // opened: one more would be created here, then fail to open elsewhere.
+                    let tables = try generation.tableNames(in: txn).count
+                    guard tables < maxTables else {
+                        throw StoreError.invalidArgument("cannot create table '\(name)': the store holds \(tables) tables, the most it is opened for (Store.Options.maxTables = \(maxTables)); drop one, or open the store with a larger maxTables")
                     }
-                    return UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self))
+                    let tableID = try generation.withMetaRecord(StoreFormat.nextTableIDKey, in: txn) { bytes -> UInt32 in
+                        guard let bytes, bytes.count == 4 else {
+                            throw StoreError.corruptStore(path: path, reason: "'meta' record 'next_table_id' is missing or not 4 bytes")
+                        }
+                        return UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self))
+                    }
+                    let schema = TableSchema(tableID: tableID, dimension: UInt32(dimension))
+                    let databases = try [StoreFormat.rowsDatabase, StoreFormat.bucketsDatabase, StoreFormat.basesDatabase, Store.segmentsDatabase].map {
+                        try txn.openDatabase($0(tableID), flags: [.create, .integerKey])
+                    }
+                    try generation.writeSchema(schema, name: name, in: txn)
+                    try generation.putMetaRecord(withUnsafeBytes(of: (tableID + 1).littleEndian) { Array($0) }, key: StoreFormat.nextTableIDKey, in: txn)
+                    return Table(name: name, schema: schema, generationID: generation.id, rows: databases[0], buckets: databases[1],
+                                 bases: databases[2], segments: databases[3], sealed: generation.sealed)
                 }
-                let schema = TableSchema(tableID: tableID, dimension: UInt32(dimension))
-                let databases = try [StoreFormat.rowsDatabase, StoreFormat.bucketsDatabase, StoreFormat.basesDatabase, Store.segmentsDatabase].map {
-                    try txn.openDatabase($0(tableID), flags: [.create, .integerKey])
-                }
-                try putMetaRecord(schema.encode(), key: key, in: txn)
-                try putMetaRecord(withUnsafeBytes(of: (tableID + 1).littleEndian) { Array($0) }, key: StoreFormat.nextTableIDKey, in: txn)
-                return Table(name: name, schema: schema, rows: databases[0], buckets: databases[1], bases: databases[2],
-                             segments: databases[3], sealed: sealed)
             }
+            generation.remember(table)
+            return table
         }
-        openTables.withLock { $0[name] = table }
-        return table
     }
 
     /// The table called `name`; throws `tableNotFound` when there is none.
     public func table(_ name: String) throws -> Table {
-        try translatingErrors {
-            let schema = try environment.read { txn in try readSchema(name, in: txn) }
-            if let cached = openTables.withLock({ $0[name] }), cached.id == schema.tableID { return cached }
-            let databases: [Database]
-            do {
-                databases = try environment.openDatabases(
-                    [StoreFormat.rowsDatabase(schema.tableID), StoreFormat.bucketsDatabase(schema.tableID), StoreFormat.basesDatabase(schema.tableID)],
-                    flags: .integerKey)
-            } catch let error as LMDBError where error == .notFound {
-                throw StoreError.corruptMetadata(table: name, reason: "its databases t\(schema.tableID)/* are missing")
-            } catch let error as LMDBError where error == .databasesFull {
-                throw StoreError.invalidArgument("cannot open table '\(name)': the store holds more tables than it is opened for (Store.Options.maxTables = \(maxTables)); open it with a larger maxTables")
-            }
-            let table = Table(name: name, schema: schema, rows: databases[0], buckets: databases[1], bases: databases[2],
-                              segments: try openSegments(schema.tableID), sealed: sealed)
-            openTables.withLock { $0[name] = table }
-            return table
-        }
+        followPointer()
+        return try generation.table(named: name)
+    }
+
+    /// This store's current handle of `table` (a handle may come from before a swap), checked
+    /// not to be dropped: what every operation on a table starts with.
+    func resolve(_ table: Table) throws -> Table {
+        try generation.local(table)
     }
 
     /// Deletes a table and all its rows. Waits for this process's in-flight lookups to finish,
     /// since LMDB frees a deleted database's handle at once.
     public func dropTable(_ name: String) throws {
         try requireWritable()
-        let table = try self.table(name)
-        try translatingErrors {
-            try environment.withExclusiveAccess {
-                try environment.write { txn in
-                    _ = try readSchema(name, in: txn)
-                    for database in [table.rows, table.buckets, table.bases] + (table.segments.map { [$0] } ?? []) {
-                        try txn.drop(database, delete: true)
+        try followingSwaps {
+            let generation = generation
+            let table = try generation.table(named: name)
+            try translatingErrors {
+                try generation.environment.withExclusiveAccess {
+                    try generation.environment.write { txn in
+                        try generation.requireCurrent(txn)
+                        _ = try generation.readSchema(name, in: txn)
+                        for database in [table.rows, table.buckets, table.bases] + (table.segments.map { [$0] } ?? []) {
+                            try txn.drop(database, delete: true)
+                        }
+                        do {
+                            try txn.drop(try txn.openDatabase(Store.countsDatabase(table.id), flags: .integerKey), delete: true)
+                        } catch let error as LMDBError where error == .notFound {}   // no counts kept
+                        try txn.delete(StoreFormat.tableKeyPrefix + name, in: generation.meta)
+                        try deleteLoadNotes(table.id, in: txn)
                     }
-                    do {
-                        try txn.drop(try txn.openDatabase(Store.countsDatabase(table.id), flags: .integerKey), delete: true)
-                    } catch let error as LMDBError where error == .notFound {}   // no counts kept
-                    try txn.delete(StoreFormat.tableKeyPrefix + name, in: meta)
-                    try deleteLoadNotes(table.id, in: txn)
+                    generation.forget(name)
+                    table.markDropped()
                 }
-                openTables.withLock { $0[name] = nil }
-                table.markDropped()
             }
         }
     }
@@ -299,29 +288,6 @@ public final class Store: Sendable {
             }
         }
         for key in keys { _ = try txn.delete(key, in: meta) }
-    }
-
-    /// The table's segments database. Tables of version-1 stores have none: it is created when
-    /// the store is writable, and left out (no segments) when it is read-only.
-    private func openSegments(_ tableID: UInt32) throws -> Database? {
-        let name = Store.segmentsDatabase(tableID)
-        do {
-            return try environment.openDatabases([name], flags: .integerKey)[0]
-        } catch let error as LMDBError where error == .notFound {
-            if isReadOnly { return nil }
-            return try environment.write { txn in try txn.openDatabase(name, flags: [.create, .integerKey]) }
-        }
-    }
-
-    func readSchema(_ name: String, in txn: borrowing Transaction) throws -> TableSchema {
-        try withMetaRecord(StoreFormat.tableKeyPrefix + name, in: txn, table: name) { bytes in
-            guard let bytes else { throw StoreError.tableNotFound(name) }
-            return try TableSchema.decode(bytes, table: name)
-        }
-    }
-
-    func writeSchema(_ schema: TableSchema, name: String, in txn: borrowing Transaction) throws {
-        try putMetaRecord(schema.encode(), key: StoreFormat.tableKeyPrefix + name, in: txn)
     }
 
     static func validateTableName(_ name: String) throws(StoreError) {
@@ -341,11 +307,21 @@ public final class Store: Sendable {
     /// Runs `body` in one write transaction and commits it; nothing of it is visible if it
     /// throws. If the map fills up, the transaction is rolled back, the map grown and `body` run
     /// again, so `body` should not have effects outside the batch.
+    ///
+    /// When a swap replaced the store's generation (`compact --in-place`, an installed repack),
+    /// the batch is refused there and `body` runs again in the new generation; table handles
+    /// from before the swap name the same tables there.
     public func write<R>(_ body: (inout WriteBatch) throws -> R) throws -> R {
         try requireWritable()
-        return try translatingErrors {
-            try environment.retryingWhenMapFull {
-                var batch = WriteBatch(store: self, transaction: try environment.beginWrite())
+        return try followingSwaps { try write(in: generation, body) }
+    }
+
+    /// One attempt of `write` in `generation`.
+    private func write<R>(in generation: Generation, _ body: (inout WriteBatch) throws -> R) throws -> R {
+        try translatingErrors {
+            try generation.environment.retryingWhenMapFull {
+                var batch = WriteBatch(store: self, generation: generation, transaction: try generation.environment.beginWrite())
+                try generation.requireCurrent(batch.txn)
                 let result = try body(&batch)
                 try batch.commit()
                 return result

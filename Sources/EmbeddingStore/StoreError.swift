@@ -1,5 +1,6 @@
-import LMDB
 import EmbeddingCodecs
+import Foundation
+import LMDB
 
 /// Everything that can go wrong in the store, each naming what is wrong and where.
 public enum StoreError: Error, Sendable, CustomStringConvertible {
@@ -27,6 +28,14 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
     case missingCodecParameters(table: String, reason: String)
     case invalidArgument(String)
     case readOnly(path: String)
+    /// A write reached a generation of the store that a swap (`compact --in-place`, an installed
+    /// repack) has replaced: nothing of it was kept. Retryable: `Store.write` and the other
+    /// one-transaction writes retry by themselves in the new generation; a load must run again.
+    case generationRetired(path: String, generation: String)
+    /// `installGeneration(at:expecting:)` was given a version the store has moved on from.
+    case storeChangedSinceStaging(path: String, staged: StoreVersion, now: StoreVersion)
+    /// A file operation on the store's directory failed (`code` is the errno).
+    case fileSystem(path: String, operation: String, code: Int32)
     case lmdb(LMDBError)
 
     public var description: String {
@@ -55,6 +64,14 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
         case .missingCodecParameters(let table, let reason): "table '\(table)': \(reason)"
         case .invalidArgument(let text): text
         case .readOnly(let path): "the store at \(path) is open read-only"
+        case .generationRetired(let path, let generation):
+            "the store at \(path) was swapped to a new generation (compact or repack --in-place) while this write "
+                + "was going to \(generation); nothing of it was kept: run it again"
+        case .storeChangedSinceStaging(let path, let staged, let now):
+            "the store at \(path) changed since the environment to install was staged (\(staged); now \(now)): "
+                + "it would lose what was written meanwhile; stage it again"
+        case .fileSystem(let path, let operation, let code):
+            "\(operation) \(path): \(String(cString: strerror(code)))"
         case .lmdb(let error): "LMDB: \(error)"
         }
     }

@@ -4,7 +4,9 @@ import Synchronization
 /// A handle on one table of an open store: its name, dimension and LMDB databases.
 ///
 /// Handles are immutable and `Sendable`; get one from `Store.table(_:)` or `createTable`.
-/// A handle of a dropped table fails with `tableNotFound` when used.
+/// A handle of a dropped table fails with `tableNotFound` when used. A handle stays usable
+/// after its store was swapped to a new generation: the store and its readers use the table of
+/// the same name there.
 public final class Table: Sendable, CustomStringConvertible {
     /// The table's name.
     public let name: String
@@ -12,6 +14,8 @@ public final class Table: Sendable, CustomStringConvertible {
     public let dimension: Int
     /// The id that names its databases (`t<id>/...`); never reused within a store.
     public let id: UInt32
+    /// The generation (`Generation.id`) whose environment opened its databases.
+    let generationID: Int
     let rows: Database
     let buckets: Database
     let bases: Database
@@ -21,10 +25,12 @@ public final class Table: Sendable, CustomStringConvertible {
     let sealed: Bool
     private let dropped = Atomic<Bool>(false)
 
-    init(name: String, schema: TableSchema, rows: Database, buckets: Database, bases: Database, segments: Database?, sealed: Bool) {
+    init(name: String, schema: TableSchema, generationID: Int, rows: Database, buckets: Database, bases: Database, segments: Database?,
+         sealed: Bool) {
         self.name = name
         self.dimension = Int(schema.dimension)
         self.id = schema.tableID
+        self.generationID = generationID
         self.rows = rows
         self.buckets = buckets
         self.bases = bases

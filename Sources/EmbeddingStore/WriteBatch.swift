@@ -8,6 +8,8 @@ import EmbeddingCodecs
 /// (`reduced(k)`: its PCA basis; `bucket`: the nearest of its bucket rows).
 public struct WriteBatch: ~Copyable {
     let store: Store
+    /// The generation the transaction belongs to; tables are this generation's handles.
+    let generation: Generation
     let txn: Transaction
     /// Record bytes are encoded here first, so a row that fails to encode leaves nothing behind.
     private var scratch: [UInt8] = []
@@ -21,8 +23,9 @@ public struct WriteBatch: ~Copyable {
         let codec: Codec
     }
 
-    init(store: Store, transaction: consuming Transaction) {
+    init(store: Store, generation: Generation, transaction: consuming Transaction) {
         self.store = store
+        self.generation = generation
         self.txn = transaction
     }
 
@@ -36,7 +39,7 @@ public struct WriteBatch: ~Copyable {
     /// table parameters use the table's current ones (`reduced:K`: its current PCA basis;
     /// `bucket`: the nearest of its bucket rows).
     public mutating func put(_ table: Table, id: UInt64, vector: UnsafeBufferPointer<Float>, codec: Codec) throws {
-        try table.requireLive()
+        let table = try generation.local(table)
         try Self.validate(vector, table: table, row: 0, id: id)
         let encoder = try encoder(codec, for: table)
         try putEncoded(table, id: id, vector: vector, index: nil, encoder: encoder, codec: codec, flags: [])
@@ -49,7 +52,7 @@ public struct WriteBatch: ~Copyable {
 
     /// Stores a row that points at bucket row `bucket`, with an optional per-row scale.
     public mutating func putBucketPointer(_ table: Table, id: UInt64, bucket: UInt32, scale: Float? = nil) throws {
-        try table.requireLive()
+        let table = try generation.local(table)
         let exists = try txn.withValue(forKey: UInt64(bucket), in: table.buckets) { $0 != nil }
         guard exists else { throw StoreError.invalidArgument("table '\(table.name)' has no bucket row \(bucket)") }
         if let scale, !scale.isFinite { throw StoreError.invalidArgument("bucket scale \(scale) for id \(id) is not finite") }
@@ -61,7 +64,7 @@ public struct WriteBatch: ~Copyable {
     /// a tombstone in the delta hides it (segments are immutable until repacked).
     @discardableResult
     public mutating func delete(_ table: Table, id: UInt64) throws -> Bool {
-        try table.requireLive()
+        let table = try generation.local(table)
         let deltaRecord = try txn.withValue(forKey: id, in: table.rows) { value in try value.map { isTombstone(try table.deltaRecord($0, id: id)) ? 0 : 1 } }
         if deltaRecord == 0 { return false }   // already deleted
         guard try store.segmentsHold(table, id: id, in: txn) else {
@@ -74,6 +77,7 @@ public struct WriteBatch: ~Copyable {
     /// Encodes `vector` (row `index` of a load, nil for a put) and stores it under `id`.
     mutating func putEncoded(_ table: Table, id: UInt64, vector: UnsafeBufferPointer<Float>, index: Int?, encoder: any RowEncoder,
                              codec: Codec, flags: PutFlags) throws {
+        let table = try generation.local(table)
         try ensureFormat(codec.rowCodec.formatVersion)
         let capacity = encoder.maximumRecordSize
         if scratch.count < capacity + RecordSeal.size { scratch = [UInt8](repeating: 0, count: capacity + RecordSeal.size) }
@@ -123,7 +127,7 @@ public struct WriteBatch: ~Copyable {
     /// What a codec may encode with: the table's parameter records and bucket rows in this
     /// transaction.
     private func tableState(_ table: Table) throws -> WriteTableState {
-        let schema = try store.readSchema(table.name, in: txn)
+        let schema = try generation.readSchema(table.name, in: txn)
         func keys(_ database: Database) throws -> [UInt32] {
             try txn.withCursor(database) { cursor in
                 var ids: [UInt32] = []
@@ -149,7 +153,7 @@ public struct WriteBatch: ~Copyable {
     /// Rows written earlier keep decoding with the basis they were written with.
     @discardableResult
     public mutating func addBasis(_ basis: PCABasis, to table: Table) throws -> UInt32 {
-        try table.requireLive()
+        let table = try generation.local(table)
         guard basis.dimension == table.dimension else {
             throw StoreError.dimensionMismatch(table: table.name, expected: table.dimension, actual: basis.dimension)
         }
@@ -159,7 +163,7 @@ public struct WriteBatch: ~Copyable {
     /// Stores a parameter record (FORMAT.md, `t<T>/bases`) under the table's next parameter id
     /// and returns the id; with `makeCurrentBasis` it becomes the basis of new `reduced` rows.
     mutating func addParameterRecord(_ record: [UInt8], to table: Table, makeCurrentBasis: Bool) throws -> UInt32 {
-        var schema = try store.readSchema(table.name, in: txn)
+        var schema = try generation.readSchema(table.name, in: txn)
         let id = schema.nextBasisID
         guard id < UInt32.max else { throw StoreError.invalidArgument("table '\(table.name)' has used every parameter id") }
         try table.sealing(record, key: UInt64(id)).withUnsafeBytes { try txn.put($0, forKey: UInt64(id), in: table.bases) }
@@ -168,7 +172,7 @@ public struct WriteBatch: ~Copyable {
         }
         if makeCurrentBasis { schema.currentBasisID = id }
         schema.nextBasisID += 1
-        try store.writeSchema(schema, name: table.name, in: txn)
+        try generation.writeSchema(schema, name: table.name, in: txn)
         encoders = [:]
         return id
     }
@@ -176,7 +180,7 @@ public struct WriteBatch: ~Copyable {
     /// Appends bucket rows (`count` rows of `table.dimension` values, row-major) stored with
     /// `codec` (one that needs no table parameters: `RowCodecs.bucketRowCodecNames`) and returns their ids.
     public mutating func addBucketRows(_ table: Table, rows: UnsafeBufferPointer<Float>, codec: Codec) throws -> Range<UInt32> {
-        try table.requireLive()
+        let table = try generation.local(table)
         let d = table.dimension
         guard rows.count % d == 0 else {
             throw StoreError.dimensionMismatch(table: table.name, expected: d, actual: rows.count % d)
@@ -186,7 +190,7 @@ public struct WriteBatch: ~Copyable {
         }
         let encoder = try self.encoder(codec, for: table)
         try ensureFormat(codec.rowCodec.formatVersion)
-        var schema = try store.readSchema(table.name, in: txn)
+        var schema = try generation.readSchema(table.name, in: txn)
         let count = rows.count / d
         guard UInt64(schema.nextBucketID) + UInt64(count) <= UInt64(UInt32.max) else {
             throw StoreError.invalidArgument("table '\(table.name)' would exceed \(UInt32.max) bucket ids")
@@ -210,7 +214,7 @@ public struct WriteBatch: ~Copyable {
             }
         }
         schema.nextBucketID = first + UInt32(count)
-        try store.writeSchema(schema, name: table.name, in: txn)
+        try generation.writeSchema(schema, name: table.name, in: txn)
         encoders = [:]
         return first..<schema.nextBucketID
     }

@@ -20,9 +20,9 @@ public struct Cursor: ~Copyable {
     let database: Database
     let bounds: MapBounds
 
-    init(transaction: OpaquePointer, database: Database, bounds: MapBounds) throws(LMDBError) {
+    init(transaction: OpaquePointer, dbi: MDB_dbi, database: Database, bounds: MapBounds) throws(LMDBError) {
         var cursor: OpaquePointer?
-        try check(mdb_cursor_open(transaction, database.handle, &cursor), "opening a cursor on \(database.name ?? "?")")
+        try check(mdb_cursor_open(transaction, dbi, &cursor), "opening a cursor on \(database.name ?? "?")")
         self.handle = cursor!
         self.database = database
         self.bounds = bounds

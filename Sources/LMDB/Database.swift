@@ -2,15 +2,21 @@ import CLMDB
 
 /// A named database inside an environment (an LMDB `MDB_dbi`).
 ///
-/// Handles are plain numbers, valid for the environment that opened them.
+/// Handles are plain numbers, valid only for the environment that opened them: another
+/// environment may use the same number for another database. So a handle remembers its
+/// environment, and a transaction of any other refuses it (`LMDBError.foreignDatabase`)
+/// instead of reading or writing whatever that number names there.
 public struct Database: Sendable, Hashable {
     public let handle: UInt32
     /// The name it was opened with (nil for the unnamed main database).
     public let name: String?
+    /// `Environment.identity` of the environment that opened it.
+    public let environmentID: Int
 
-    init(handle: MDB_dbi, name: String?) {
+    init(handle: MDB_dbi, name: String?, environmentID: Int) {
         self.handle = handle
         self.name = name
+        self.environmentID = environmentID
     }
 }
 

@@ -64,6 +64,10 @@ public final class Environment: @unchecked Sendable {
     }
 
     let handle: OpaquePointer
+    /// Tells this environment from every other one this process opens (never reused), so that
+    /// a `Database` handle can name the environment it belongs to.
+    public let identity = Environment.identities.add(1, ordering: .relaxed).newValue
+    private static let identities = Atomic<Int>(0)
     let gate = TransactionGate()
     /// The thread holding this process's write transaction (0 when none), to refuse a nested
     /// `beginWrite` on it that would deadlock on LMDB's writer lock.

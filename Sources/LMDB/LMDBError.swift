@@ -39,11 +39,15 @@ public struct LMDBError: Error, Hashable, Sendable, CustomStringConvertible {
     public static let badDatabase = LMDBError(code: MDB_BAD_DBI)
     /// The wrapper could not grow the map because read transactions of this process stayed open.
     public static let resizeBlocked = LMDBError(code: -1_000_001)
+    /// A database handle used in a transaction of another environment than the one that opened it.
+    public static let foreignDatabase = LMDBError(code: -1_000_002)
 
     public var description: String {
         let text: String
         if code == LMDBError.resizeBlocked.code {
             text = "the map is full and could not be grown: read transactions of this process stayed open"
+        } else if code == LMDBError.foreignDatabase.code {
+            text = "the database handle belongs to another environment"
         } else {
             text = String(cString: mdb_strerror(code))
         }
@@ -67,6 +71,7 @@ public struct LMDBError: Error, Hashable, Sendable, CustomStringConvertible {
         case MDB_BAD_TXN: return "the transaction failed earlier and must be aborted"
         case EDEADLK: return "LMDB's writer lock is not reentrant: use the write transaction this thread already has open"
         case -1_000_001: return "finish open lookups on this thread before writing, or open with a larger map size"
+        case -1_000_002: return "open the database again in this environment"
         default: return nil
         }
     }

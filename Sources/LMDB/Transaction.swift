@@ -14,7 +14,8 @@ import Glibc
 /// so they must not escape the closure.
 public struct Transaction: ~Copyable {
     let handle: OpaquePointer
-    let environment: Environment
+    /// The environment the transaction belongs to.
+    public let environment: Environment
     /// True for a read-only transaction.
     public let isReadOnly: Bool
     /// False after `reset` (no snapshot held) until `renew`.
@@ -149,7 +150,7 @@ public struct Transaction: ~Copyable {
     public func openDatabase(_ name: String?, flags: DatabaseFlags = []) throws(LMDBError) -> Database {
         var dbi: MDB_dbi = 0
         try check(mdb_dbi_open(handle, name, flags.rawValue, &dbi), "opening database \(name ?? "(main)")")
-        return Database(handle: dbi, name: name)
+        return Database(handle: dbi, name: name, environmentID: environment.identity)
     }
 
     /// Deletes every entry of `database`, and with `delete` the database itself.
@@ -163,13 +164,13 @@ public struct Transaction: ~Copyable {
     /// Only drop with `delete` when no other transaction will use the handle any more
     /// (> mdb_dbi_close: This call is not mutex protected.)
     public func drop(_ database: Database, delete: Bool) throws(LMDBError) {
-        try check(mdb_drop(handle, database.handle, delete ? 1 : 0), "dropping database \(database.name ?? "?")")
+        try check(mdb_drop(handle, try dbi(database), delete ? 1 : 0), "dropping database \(database.name ?? "?")")
     }
 
     /// B-tree statistics. The corresponding LMDB function is `mdb_stat`.
     public func statistics(_ database: Database) throws(LMDBError) -> DatabaseStatistics {
         var stat = MDB_stat()
-        try check(mdb_stat(handle, database.handle, &stat), "mdb_stat \(database.name ?? "?")")
+        try check(mdb_stat(handle, try dbi(database), &stat), "mdb_stat \(database.name ?? "?")")
         return DatabaseStatistics(stat)
     }
 
@@ -185,7 +186,8 @@ public struct Transaction: ~Copyable {
     /// Calls `body` with the value stored under a byte-string key, or nil when there is none.
     public func withValue<R>(forKey key: String, in database: Database, _ body: (UnsafeRawBufferPointer?) throws -> R) throws -> R {
         var data = MDB_val()
-        let rc = withStringKey(key) { mdb_get(handle, database.handle, &$0, &data) }
+        let dbi = try dbi(database)
+        let rc = withStringKey(key) { mdb_get(handle, dbi, &$0, &data) }
         if rc == MDB_NOTFOUND { return try body(nil) }
         try check(rc, "reading \(key) in \(database.name ?? "?")")
         return try body(try bounds.checked(data, database))
@@ -205,7 +207,13 @@ public struct Transaction: ~Copyable {
     /// at). It is valid exactly while the transaction is active: using it after `reset`,
     /// `commit` or the end of the transaction is undefined behaviour, as is every pointer it
     /// returns (the same lifetime as `unsafeValue`).
-    public var unsafeView: TransactionView { TransactionView(handle: handle, bounds: bounds) }
+    public var unsafeView: TransactionView { TransactionView(handle: handle, environmentID: environment.identity, bounds: bounds) }
+
+    /// `database`'s handle, when this transaction's environment opened it.
+    @inline(__always)
+    func dbi(_ database: Database) throws(LMDBError) -> MDB_dbi {
+        try database.handle(in: environment.identity)
+    }
 
     /// The id of the snapshot a read transaction sees (the last committed write transaction's
     /// id), or of a write transaction. The corresponding LMDB function is `mdb_txn_id`.
@@ -216,7 +224,8 @@ public struct Transaction: ~Copyable {
     @usableFromInline
     func value(forKey key: UInt64, in database: Database) throws(LMDBError) -> UnsafeRawBufferPointer? {
         var data = MDB_val()
-        let rc = withIntegerKey(key) { mdb_get(handle, database.handle, &$0, &data) }
+        let dbi = try dbi(database)
+        let rc = withIntegerKey(key) { mdb_get(handle, dbi, &$0, &data) }
         if rc == MDB_NOTFOUND { return nil }
         try check(rc, "reading key \(key) in \(database.name ?? "?")")
         return try bounds.checked(data, database)
@@ -226,16 +235,18 @@ public struct Transaction: ~Copyable {
 
     /// Stores `value` under an integer key. The corresponding LMDB function is `mdb_put`.
     public func put(_ value: UnsafeRawBufferPointer, forKey key: UInt64, in database: Database, flags: PutFlags = []) throws(LMDBError) {
+        let dbi = try dbi(database)
         let rc = withIntegerKey(key) { keyVal in
-            withBytesValue(value) { mdb_put(handle, database.handle, &keyVal, &$0, flags.rawValue) }
+            withBytesValue(value) { mdb_put(handle, dbi, &keyVal, &$0, flags.rawValue) }
         }
         try check(rc, "writing key \(key) in \(database.name ?? "?")")
     }
 
     /// Stores `value` under a byte-string key.
     public func put(_ value: UnsafeRawBufferPointer, forKey key: String, in database: Database, flags: PutFlags = []) throws(LMDBError) {
+        let dbi = try dbi(database)
         let rc = withStringKey(key) { keyVal in
-            withBytesValue(value) { mdb_put(handle, database.handle, &keyVal, &$0, flags.rawValue) }
+            withBytesValue(value) { mdb_put(handle, dbi, &keyVal, &$0, flags.rawValue) }
         }
         try check(rc, "writing \(key) in \(database.name ?? "?")")
     }
@@ -245,7 +256,8 @@ public struct Transaction: ~Copyable {
     public func reserve(count: Int, forKey key: UInt64, in database: Database, flags: PutFlags = [],
                         _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
         var data = MDB_val(mv_size: count, mv_data: nil)
-        let rc = withIntegerKey(key) { mdb_put(handle, database.handle, &$0, &data, flags.rawValue | UInt32(MDB_RESERVE)) }
+        let dbi = try dbi(database)
+        let rc = withIntegerKey(key) { mdb_put(handle, dbi, &$0, &data, flags.rawValue | UInt32(MDB_RESERVE)) }
         try check(rc, "reserving key \(key) in \(database.name ?? "?")")
         try fill(UnsafeMutableRawBufferPointer(start: data.mv_data, count: count))
     }
@@ -254,7 +266,8 @@ public struct Transaction: ~Copyable {
     /// The corresponding LMDB function is `mdb_del`.
     @discardableResult
     public func delete(_ key: UInt64, in database: Database) throws(LMDBError) -> Bool {
-        let rc = withIntegerKey(key) { mdb_del(handle, database.handle, &$0, nil) }
+        let dbi = try dbi(database)
+        let rc = withIntegerKey(key) { mdb_del(handle, dbi, &$0, nil) }
         if rc == MDB_NOTFOUND { return false }
         try check(rc, "deleting key \(key) in \(database.name ?? "?")")
         return true
@@ -263,7 +276,8 @@ public struct Transaction: ~Copyable {
     /// Deletes a byte-string key; returns false when it was not there.
     @discardableResult
     public func delete(_ key: String, in database: Database) throws(LMDBError) -> Bool {
-        let rc = withStringKey(key) { mdb_del(handle, database.handle, &$0, nil) }
+        let dbi = try dbi(database)
+        let rc = withStringKey(key) { mdb_del(handle, dbi, &$0, nil) }
         if rc == MDB_NOTFOUND { return false }
         try check(rc, "deleting \(key) in \(database.name ?? "?")")
         return true
@@ -273,7 +287,7 @@ public struct Transaction: ~Copyable {
 
     /// Runs `body` with a cursor over `database`, closed when `body` returns.
     public func withCursor<R>(_ database: Database, _ body: (inout Cursor) throws -> R) throws -> R {
-        var cursor = try Cursor(transaction: handle, database: database, bounds: bounds)
+        var cursor = try Cursor(transaction: handle, dbi: try dbi(database), database: database, bounds: bounds)
         return try body(&cursor)
     }
 }
@@ -281,13 +295,15 @@ public struct Transaction: ~Copyable {
 /// A borrowed, copyable reading view of an active transaction (see `Transaction.unsafeView`).
 public struct TransactionView {
     let handle: OpaquePointer
+    let environmentID: Int
     let bounds: MapBounds
 
     /// The value under an integer key, pointing into the map, or nil. The corresponding LMDB
     /// function is `mdb_get`.
     public func unsafeValue(forKey key: UInt64, in database: Database) throws(LMDBError) -> UnsafeRawBufferPointer? {
         var data = MDB_val()
-        let rc = withIntegerKey(key) { mdb_get(handle, database.handle, &$0, &data) }
+        let dbi = try database.handle(in: environmentID)
+        let rc = withIntegerKey(key) { mdb_get(handle, dbi, &$0, &data) }
         if rc == MDB_NOTFOUND { return nil }
         try check(rc, "reading key \(key) in \(database.name ?? "?")")
         return try bounds.checked(data, database)
@@ -326,5 +342,16 @@ struct MapBounds {
             }
         }
         return UnsafeRawBufferPointer(data)
+    }
+}
+
+extension Database {
+    /// The handle, when the environment `identity` opened it; `foreignDatabase` otherwise.
+    @inline(__always)
+    func handle(in identity: Int) throws(LMDBError) -> MDB_dbi {
+        guard environmentID == identity else {
+            throw LMDBError(code: LMDBError.foreignDatabase.code, context: "using database \(name ?? "(main)")")
+        }
+        return handle
     }
 }

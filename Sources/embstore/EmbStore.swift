@@ -191,6 +191,8 @@ struct Info: ParsableCommand {
 
     struct Report: Codable {
         let path: String
+        /// The generation in use (nil: a plain store, the directory itself holds data.mdb).
+        let generation: String?
         let fileBytes: Int
         let tables: [TableStatistics]
     }
@@ -198,14 +200,15 @@ struct Info: ParsableCommand {
     func run() throws {
         let store = try openReadOnly(self.store)
         let tables = try store.tableNames().map { try store.statistics(store.table($0)) }
-        let report = Report(path: self.store, fileBytes: store.fileSize, tables: tables)
+        let report = Report(path: self.store, generation: store.generationName, fileBytes: store.fileSize, tables: tables)
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
             return
         }
-        print("store \(report.path): \(report.fileBytes) bytes in data.mdb, \(tables.count) table(s)")
+        print("store \(report.path): \(report.fileBytes) bytes in "
+              + (report.generation.map { "\($0)/data.mdb (generation)" } ?? "data.mdb") + ", \(tables.count) table(s)")
         for table in tables {
             print("table '\(table.name)': dimension \(table.dimension), \(table.rows) rows")
             for usage in table.codecs {
@@ -259,17 +262,42 @@ struct Verify: ParsableCommand {
 
 struct Compact: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a compacted, verified copy of a store: only the pages in use, without segment parts a killed load left.")
+        abstract: "Compact a store: only the pages in use, without segment parts a killed load left, verified; into a new directory, or in place.",
+        discussion: """
+            --in-place writes the compacted store as the store's next generation and swaps it in \
+            atomically: readers go on and move to it, writers wait for the swap and then write to it. \
+            The old generation is removed once no process has it open.
+            """)
 
     @Argument(help: "The store directory.") var store: String
-    @Option(help: "The new store directory (must not exist).") var out: String
+    @Option(help: "The new store directory (must not exist).") var out: String?
+    @Flag(help: "Swap the compacted store in as the store's next generation instead.") var inPlace = false
+
+    func validate() throws {
+        guard (out != nil) != inPlace else { throw ValidationError("give either --out NEW or --in-place") }
+    }
 
     func run() throws {
+        if inPlace {
+            let report = try Store(path: self.store).compactInPlace()
+            print("compacted \(self.store) in place: \(report.previous ?? "plain store") (\(report.bytesBefore) bytes) -> "
+                  + "\(report.current) (\(report.bytesAfter) bytes" + percent(report.bytesAfter, of: report.bytesBefore) + ")"
+                  + (report.orphanParts > 0 ? ", \(report.orphanParts) orphan segment part(s) left out" : "") + "; verified")
+            if !report.removed.isEmpty { print("removed \(report.removed.joined(separator: ", "))") }
+            if !report.inUse.isEmpty {
+                print("still open elsewhere, removed when the last process lets go: \(report.inUse.joined(separator: ", "))")
+            }
+            return
+        }
         let store = try openReadOnly(self.store)
-        let report = try store.compact(to: out)
-        print("compacted \(self.store) (\(report.bytesBefore) bytes) into \(out): \(report.bytesAfter) bytes"
-              + String(format: " (%.1f%%)", 100 * Double(report.bytesAfter) / Double(max(report.bytesBefore, 1)))
+        let report = try store.compact(to: out!)
+        print("compacted \(self.store) (\(report.bytesBefore) bytes) into \(out!): \(report.bytesAfter) bytes"
+              + percent(report.bytesAfter, of: report.bytesBefore)
               + (report.orphanParts > 0 ? ", \(report.orphanParts) orphan segment part(s) left out" : "") + "; verified")
+    }
+
+    private func percent(_ after: Int, of before: Int) -> String {
+        String(format: " (%.1f%%)", 100 * Double(after) / Double(max(before, 1)))
     }
 }
 
