@@ -145,7 +145,7 @@ import Testing
         // The old generation says it was retired (in the transaction that held it still).
         let old = writer.generation
         let marked = try old.environment.read { txn in
-            try txn.withValue(forKey: StoreFormat.retiredKey, in: old.meta) { $0.map { String(decoding: $0, as: UTF8.self) } }
+            try old.withMetaRecord(StoreFormat.retiredKey, in: txn) { $0.map { String(decoding: $0, as: UTF8.self) } }   // sealed
         }
         #expect(marked == "gen-000001")
         try writer.put(table, id: 1_000, vector: [Float](repeating: 3, count: Self.d), codec: .fp32)
