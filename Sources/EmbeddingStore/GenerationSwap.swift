@@ -151,7 +151,9 @@ extension Store {
     /// generation of the store at `storePath`, with the same atomic swap as `compactInPlace`.
     /// With `expecting`, refuses when the store has changed since that version (take it before
     /// reading what the staged environment was built from): a write committed meanwhile would
-    /// not be in it. The directory is moved, not copied.
+    /// not be in it. The directory is moved, not copied. Stage it under a name a swap does not
+    /// take for its own (not `gen-…` nor `CURRENT…` in the store directory, whose leftovers a
+    /// swap removes): beside the store, or `STORE/repack-<pid>`.
     @discardableResult
     public static func installGeneration(at stagingPath: String, into storePath: String,
                                          expecting version: StoreVersion? = nil) throws -> GenerationSwapReport {

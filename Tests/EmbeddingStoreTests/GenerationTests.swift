@@ -334,6 +334,55 @@ import Testing
         #expect(Self.entries(path) == ["CURRENT", "gen-000003"], "\(removal)")
     }
 
+    /// The embstore executable built beside this test bundle, or nil.
+    static let embstoreBinary: String? = {
+        let candidate = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("embstore").path
+        return FileManager.default.isExecutableFile(atPath: candidate) ? candidate : nil
+    }()
+
+    /// A serving process (this one) reads while another process runs `embstore compact
+    /// --in-place`: no lookup fails or reads a wrong row, the readers move (the store notices the
+    /// pointer itself), and once they have, this process's release lets the old environment go.
+    @Test(.enabled(if: embstoreBinary != nil, "the embstore executable is not built beside the tests"))
+    func aServingStoreFollowsASwapMadeByAnotherProcess() throws {
+        let directory = TemporaryDirectory()
+        let (path, store) = try Self.loadedStore(directory, count: 1_000)
+        let table = try store.table("t")
+        let failures = Mutex<[String]>([]), done = DispatchSemaphore(value: 0)
+        for thread in 0..<2 {
+            Thread {
+                var random = SeededRandom(seed: UInt64(thread) + 7)
+                var afterMove = 0
+                do {
+                    let reader = try store.makeReader()
+                    while afterMove < 3 {
+                        let ids = (0..<64).map { _ in random.next() % 1_000 }
+                        let rows = try reader.lookup(table, ids: ids, missing: .error)
+                        if ids.indices.contains(where: { Self.generation(of: rows[$0 * Self.d..<($0 + 1) * Self.d], id: ids[$0]) != 0 }) {
+                            failures.withLock { $0.append("wrong rows") }
+                        }
+                        if store.generationName == "gen-000001" && reader.isOnCurrentGeneration { afterMove += 1 }
+                    }
+                } catch {
+                    failures.withLock { $0.append("\(error)") }
+                }
+                done.signal()
+            }.start()
+        }
+        let swap = Process()
+        swap.executableURL = URL(fileURLWithPath: Self.embstoreBinary!)
+        swap.arguments = ["compact", path, "--in-place"]
+        swap.standardOutput = FileHandle.nullDevice
+        try swap.run()
+        swap.waitUntilExit()
+        #expect(swap.terminationStatus == 0)
+        for _ in 0..<2 { #expect(done.wait(timeout: .now() + 600) == .success) }   // deadlock guard only
+        #expect(failures.withLock { $0 } == [])
+        _ = try store.removeRetiredGenerations()
+        #expect(Self.entries(path) == ["CURRENT", "gen-000001"])
+    }
+
     @Test func aReaderLetsGoOfTheOldEnvironmentAtItsNextBatch() throws {
         let directory = TemporaryDirectory()
         let store = try makeStore(directory)
