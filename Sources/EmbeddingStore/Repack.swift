@@ -286,3 +286,25 @@ final class RepackSnapshot: @unchecked Sendable {   // used by the repacking thr
     let txn: Transaction
     init(_ environment: Environment) throws { txn = try environment.beginRead() }
 }
+
+extension Store {
+    /// `repack(to:…)` into this store's next generation, swapped in atomically under live
+    /// readers (`installGeneration(at:expecting:)`, as `compactInPlace` does): at every instant
+    /// the store directory holds the complete old store or the complete, verified new one.
+    /// The new generation is built in `STORE/repack-<pid>` (on the store's file system, a name
+    /// no swap takes for its own). A write committed to the store while the repack ran would
+    /// not be in the new generation: the swap then refuses, leaving the store as it was, and the
+    /// repack can be run again.
+    public func repackInPlace(tables names: [String]? = nil, policy: CodecPolicy, counts: RepackCounts = .none,
+                              sources: [String: RepackSource] = [:],
+                              options: RepackOptions = RepackOptions()) throws -> (repack: RepackReport, swap: GenerationSwapReport) {
+        try requireWritable()
+        let version = try self.version()
+        let staged = path + "/repack-\(getpid())"
+        try? FileManager.default.removeItem(atPath: staged)   // a killed repack's
+        defer { try? FileManager.default.removeItem(atPath: staged) }
+        let report = try repack(to: staged, tables: names, policy: policy, counts: counts, sources: sources, options: options)
+        let swap = try installGeneration(at: staged, expecting: version)
+        return (report, swap)
+    }
+}

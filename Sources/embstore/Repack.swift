@@ -16,7 +16,9 @@ struct Repack: ParsableCommand {
             """)
 
     @Argument(help: "The store directory (only read).") var store: String
-    @Option(help: "The new store directory (must not exist).") var out: String
+    @Option(help: "The new store directory (must not exist).") var out: String?
+    @Flag(help: "Repack into the store's next generation and swap it in atomically under live readers (instead of --out).")
+    var inPlace = false
     @Option(help: "Only this table (default: every table); the others are copied as they are.") var table: String?
     @OptionGroup var policyOptions: PolicyOptions
     @Option(help: "Access counts (.npy uint64, int64, float32 or float64): in the order of --source, or of --ids without --source.")
@@ -34,6 +36,7 @@ struct Repack: ParsableCommand {
 
     func run() throws {
         let started = Date()
+        guard (out != nil) != inPlace else { throw InputError("give one of --out NEW and --in-place") }
         if tracked && freq != nil { throw InputError("--tracked and --freq are two sources of counts: give one") }
         if ids != nil && source == nil && freq == nil { throw InputError("--ids gives the ids of --source's rows or --freq's counts; pass one of them") }
         let policy = try policyOptions.policy(counts: tracked ? "--tracked" : freq, countOptions: "--freq or --tracked")
@@ -43,7 +46,8 @@ struct Repack: ParsableCommand {
         let progress = ProgressLines(prefix: "repack", quiet: quiet || json)
         options.load.progress = { progress.report($0) }
 
-        let storeHandle = try openReadOnly(store)
+        if inPlace && !FileManager.default.fileExists(atPath: store) { throw InputError("\(store) does not exist") }
+        let storeHandle = inPlace ? try Store(path: store) : try openReadOnly(store)
         var tables: [String]?
         if let table {
             guard try storeHandle.tableNames().contains(table) else { throw InputError("no table named '\(table)' in \(store)") }
@@ -88,7 +92,13 @@ struct Repack: ParsableCommand {
             }
         }
 
-        let report = try storeHandle.repack(to: out, tables: tables, policy: policy, counts: counts, sources: sources, options: options)
+        var swap: GenerationSwapReport?
+        let report: RepackReport
+        if let out {
+            report = try storeHandle.repack(to: out, tables: tables, policy: policy, counts: counts, sources: sources, options: options)
+        } else {
+            (report, swap) = try storeHandle.repackInPlace(tables: tables, policy: policy, counts: counts, sources: sources, options: options)
+        }
         progress.finish(String(format: "done in %.2f s", Date().timeIntervalSince(started)))
         if let refusedOut {
             try NPYWriter.writeUInt64(path: refusedOut, values: report.tables.first { $0.table == single }?.refusedIDs ?? [])
@@ -101,6 +111,10 @@ struct Repack: ParsableCommand {
             return
         }
         print(Self.describe(report, seconds: Date().timeIntervalSince(started)))
+        if let swap {
+            print("swapped in as \(swap.current) of \(store) (was \(swap.previous ?? "the plain store")): "
+                  + "\(swap.bytesBefore) → \(swap.bytesAfter) bytes" + (swap.inUse.isEmpty ? "" : "; \(swap.inUse.joined(separator: ", ")) still open elsewhere"))
+        }
     }
 
     /// The report in lines: the stores' bytes, then per table its rows, bytes and forms.

@@ -89,6 +89,35 @@ import Testing
         }
     }
 
+    /// `repackInPlace`: the same rebuild, swapped in as the store's next generation; a reader of
+    /// the store from before the swap moves to it at its next lookup, and a write committed
+    /// while a repack ran makes the swap refuse (the store keeps that write).
+    @Test func inPlaceTheStoreBecomesTheRepackedOneUnderItsReaders() throws {
+        let directory = TemporaryDirectory()
+        let (store, rows) = try Self.tableUnderA(directory)
+        let reader = try store.makeReader()
+        let before = try reader.lookup(try store.table("t"), ids: [0, 1, 1999])
+        let (report, swap) = try rows.withUnsafeBufferPointer { rows in
+            try store.repackInPlace(policy: Self.tiers, counts: try Self.counts(Self.countsB),
+                                    sources: ["t": RepackSource(rows: MemoryRows(rows, count: Self.n, dimension: Self.d))])
+        }
+        #expect(swap.previous == nil && swap.current == store.generationName && report.tables[0].rowsFromSource == Self.n)
+        #expect(!FileManager.default.fileExists(atPath: directory.file("store/repack-\(getpid())")))
+        let forms = try Self.forms(store, "t")
+        let expected = Self.tiers(under: Self.countsB)
+        #expect((0..<Self.n).allSatisfy { forms[UInt64($0)] == expected[$0] }, "every row in its tier under B")
+        #expect(try store.verify().isSound)
+        // Row 0 was fp16 under A and is int2h under B: the reader sees the new generation.
+        let after = try reader.lookup(try store.table("t"), ids: [0, 1, 1999])
+        #expect(after != before)
+        #expect(Array(after[0..<Self.d]) == (try store.get(try store.table("t"), id: 0)))
+        // A reopened store opens the new generation.
+        store.close()
+        let reopened = try makeStore(directory)
+        #expect(reopened.generationName == swap.current)
+        #expect(try Self.forms(reopened, "t") == forms)
+    }
+
     @Test func withoutASourcePromotionsAreRefusedAndDemotionsReencodeTheDecodedRow() throws {
         let directory = TemporaryDirectory()
         let (store, _) = try Self.tableUnderA(directory)
