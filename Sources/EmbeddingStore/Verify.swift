@@ -78,6 +78,17 @@ extension Store {
         return VerifyReport(tables: tables, findings: findings.kept, moreProblems: findings.more)
     }
 
+    /// The cursor's next entry; a cursor that cannot move on (a damaged page) is a problem, and
+    /// the walk of that database ends there, said, not silently.
+    static func nextEntry(_ cursor: inout Cursor, _ findings: Findings, _ table: String?, _ location: String) -> CursorEntry? {
+        do {
+            return try cursor.next()
+        } catch {
+            findings.add(table, location, "the walk stopped: \(error)")
+            return nil
+        }
+    }
+
     /// Problems kept up to the limit, the rest counted.
     final class Findings {
         var kept: [VerifyReport.Problem] = []
@@ -101,7 +112,7 @@ extension Store {
             var entry = try cursor.first()
             while let current = entry {
                 let key = current.stringKey
-                defer { entry = try? cursor.next() }
+                defer { entry = Store.nextEntry(&cursor, findings, nil, "meta") }
                 let tableName = key.hasPrefix(StoreFormat.tableKeyPrefix) ? String(key.dropFirst(StoreFormat.tableKeyPrefix.count)) : nil
                 if key == StoreFormat.formatKey {
                     do { _ = try StoreFormat.decodeHeader(current.value, path: path) } catch { findings.add(nil, "meta 'format'", "\(error)") }
@@ -190,7 +201,7 @@ extension Store {
         try txn.withCursor(table.buckets) { cursor in
             var entry = try cursor.first()
             while let current = entry {
-                defer { entry = try? cursor.next() }
+                defer { entry = Store.nextEntry(&cursor, findings, name, "bucket rows") }
                 bucketRows += 1
                 guard let key = current.integerKey, key <= UInt64(UInt32.max) else {
                     findings.add(name, "bucket rows", "a key that is not a 32-bit id (\(current.key.count) bytes)")
@@ -217,7 +228,7 @@ extension Store {
         try txn.withCursor(table.bases) { cursor in
             var entry = try cursor.first()
             while let current = entry {
-                defer { entry = try? cursor.next() }
+                defer { entry = Store.nextEntry(&cursor, findings, name, "parameter records") }
                 parameterRecords += 1
                 guard let key = current.integerKey, key >= 1, key <= UInt64(UInt32.max) else {
                     findings.add(name, "parameter records", "a key that is not an id in 1...2³²−1")
@@ -235,7 +246,7 @@ extension Store {
             try txn.withCursor(database) { cursor in
                 var entry = try cursor.first()
                 while let current = entry {
-                    defer { entry = try? cursor.next() }
+                    defer { entry = Store.nextEntry(&cursor, findings, name, "access counts") }
                     counts += 1
                     guard let id = current.integerKey else {
                         findings.add(name, "access counts", "a key of \(current.key.count) bytes, not 8")
