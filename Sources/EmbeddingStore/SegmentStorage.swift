@@ -81,6 +81,7 @@ extension Store {
                     try full.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: number), in: database) }
                 }
             }
+            CrashPoints.reach("segment.part-written")
         }
         var partsFinished = false
         do {
@@ -99,7 +100,8 @@ extension Store {
             guard writer.rowCount > 0 else { return nil }
             let (lastPart, part0) = try writer.finish()
             let lastNumber = writer.partsWritten
-            return try translatingErrors {
+            CrashPoints.reach("segment.before-commit")
+            let segment = try translatingErrors {
                 try environment.retryingWhenMapFull {
                     try environment.write { txn in
                         let id = try claim(txn)
@@ -121,10 +123,13 @@ extension Store {
                             try note.withUnsafeBytes { try txn.put($0, forKey: StoreFormat.loadNoteKey(table.id, segment: id), in: meta) }
                         }
                         try upgradeFormat(to: max(StoreFormat.version(of: header), formatVersion), in: txn)
+                        try publishIfBeingCreated(table, in: txn)
                         return id
                     }
                 }
             }
+            CrashPoints.reach("segment.committed")
+            return segment
         } catch {
             if !partsFinished { try? parts.finish() }
             if let segment = claimed.segment { try? deleteSegmentParts(table, segment: segment) }

@@ -206,9 +206,7 @@ public final class Store: Sendable {
                 // Each table takes up to five of LMDB's named databases, sized when the environment
                 // opened: one more would be created here, then fail to open elsewhere.
                 let tables = try tableNames(in: txn).count
-                guard tables < maxTables else {
-                    throw StoreError.invalidArgument("cannot create table '\(name)': the store holds \(tables) tables, the most it is opened for (Store.Options.maxTables = \(maxTables)); drop one, or open the store with a larger maxTables")
-                }
+                guard tables < maxTables else { throw Store.tooManyTables(name, tables: tables, maxTables: maxTables) }
                 let tableID = try txn.withValue(forKey: StoreFormat.nextTableIDKey, in: meta) { bytes -> UInt32 in
                     guard let bytes, bytes.count == 4 else {
                         throw StoreError.notAStore(path: path, reason: "'meta' record 'next_table_id' is missing or not 4 bytes")
@@ -306,10 +304,6 @@ public final class Store: Sendable {
             guard let bytes else { throw StoreError.tableNotFound(name) }
             return try TableSchema.decode(bytes, table: name)
         }
-    }
-
-    func writeSchema(_ schema: TableSchema, name: String, in txn: borrowing Transaction) throws {
-        try schema.encode().withUnsafeBytes { try txn.put($0, forKey: StoreFormat.tableKeyPrefix + name, in: meta) }
     }
 
     static func validateTableName(_ name: String) throws(StoreError) {

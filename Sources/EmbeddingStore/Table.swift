@@ -17,9 +17,12 @@ public final class Table: Sendable, CustomStringConvertible {
     let bases: Database
     /// `t<T>/segments`; nil only for a table of a version-1 store opened read-only.
     let segments: Database?
+    /// True for the handle of a load creating the table: its schema may still be the
+    /// `creating/<name>` record that readers do not see (`Store.tableForLoad`).
+    let isBeingCreated: Bool
     private let dropped = Atomic<Bool>(false)
 
-    init(name: String, schema: TableSchema, rows: Database, buckets: Database, bases: Database, segments: Database?) {
+    init(name: String, schema: TableSchema, rows: Database, buckets: Database, bases: Database, segments: Database?, beingCreated: Bool = false) {
         self.name = name
         self.dimension = Int(schema.dimension)
         self.id = schema.tableID
@@ -27,6 +30,7 @@ public final class Table: Sendable, CustomStringConvertible {
         self.buckets = buckets
         self.bases = bases
         self.segments = segments
+        self.isBeingCreated = beingCreated
     }
 
     /// True once `Store.dropTable` removed this table in this process.

@@ -122,7 +122,7 @@ public struct WriteBatch: ~Copyable {
     /// What a codec may encode with: the table's parameter records and bucket rows in this
     /// transaction.
     private func tableState(_ table: Table) throws -> WriteTableState {
-        let schema = try store.readSchema(table.name, in: txn)
+        let schema = try store.schemaRecord(of: table, in: txn).schema
         func keys(_ database: Database) throws -> [UInt32] {
             try txn.withCursor(database) { cursor in
                 var ids: [UInt32] = []
@@ -158,7 +158,8 @@ public struct WriteBatch: ~Copyable {
     /// Stores a parameter record (FORMAT.md, `t<T>/bases`) under the table's next parameter id
     /// and returns the id; with `makeCurrentBasis` it becomes the basis of new `reduced` rows.
     mutating func addParameterRecord(_ record: [UInt8], to table: Table, makeCurrentBasis: Bool) throws -> UInt32 {
-        var schema = try store.readSchema(table.name, in: txn)
+        let schemaRecord = try store.schemaRecord(of: table, in: txn)
+        var schema = schemaRecord.schema
         let id = schema.nextBasisID
         guard id < UInt32.max else { throw StoreError.invalidArgument("table '\(table.name)' has used every parameter id") }
         try record.withUnsafeBytes { try txn.put($0, forKey: UInt64(id), in: table.bases) }
@@ -167,7 +168,7 @@ public struct WriteBatch: ~Copyable {
         }
         if makeCurrentBasis { schema.currentBasisID = id }
         schema.nextBasisID += 1
-        try store.writeSchema(schema, name: table.name, in: txn)
+        try schema.encode().withUnsafeBytes { try txn.put($0, forKey: schemaRecord.key, in: store.meta) }
         encoders = [:]
         return id
     }
@@ -185,7 +186,8 @@ public struct WriteBatch: ~Copyable {
         }
         let encoder = try self.encoder(codec, for: table)
         try ensureFormat(codec.rowCodec.formatVersion)
-        var schema = try store.readSchema(table.name, in: txn)
+        let schemaRecord = try store.schemaRecord(of: table, in: txn)
+        var schema = schemaRecord.schema
         let count = rows.count / d
         guard UInt64(schema.nextBucketID) + UInt64(count) <= UInt64(UInt32.max) else {
             throw StoreError.invalidArgument("table '\(table.name)' would exceed \(UInt32.max) bucket ids")
@@ -208,7 +210,7 @@ public struct WriteBatch: ~Copyable {
             }
         }
         schema.nextBucketID = first + UInt32(count)
-        try store.writeSchema(schema, name: table.name, in: txn)
+        try schema.encode().withUnsafeBytes { try txn.put($0, forKey: schemaRecord.key, in: store.meta) }
         encoders = [:]
         return first..<schema.nextBucketID
     }

@@ -1,0 +1,124 @@
+import LMDB
+
+// A load that creates its table makes it visible in the commit of its last rows, not before:
+// until then the table's schema record is `creating/<name>`, which readers do not look at, so
+// a load that fails or is killed part-way leaves no table (issue 9 found an empty one in 12 of
+// 24 SIGKILLs of a first load). FORMAT.md, "`meta` records".
+
+extension StoreFormat {
+    /// `creating/<name>`: the schema record of a table a load is creating, moved to
+    /// `table/<name>` in the commit of its last rows. Readers ignore it.
+    static let creatingKeyPrefix = "creating/"
+}
+
+extension Store {
+    /// The table a load of `name` writes into: the existing table; when there is none, the table
+    /// another load is creating (under `creating/<name>`, with this dimension); otherwise a new
+    /// one, committed under `creating/<name>` with its databases. Returns it and whether this call
+    /// made it. A table being created becomes visible in the load's last commit
+    /// (`publishIfBeingCreated`); two loads creating one table write into the same one and both
+    /// succeed. A marker of another dimension (a load that was killed, or one still running) is
+    /// replaced: that load, if it runs, then fails with an error that says to run it again.
+    func tableForLoad(_ name: String, dimension: Int) throws -> (table: Table, created: Bool) {
+        try Store.validateTableName(name)
+        guard dimension >= 1, dimension <= Int(TableSchema.maximumDimension) else {
+            throw StoreError.invalidArgument("dimension \(dimension) for table '\(name)' is outside 1...\(TableSchema.maximumDimension)")
+        }
+        try requireWritable()
+        let made = try translatingErrors {
+            try environment.write { txn -> (Table, Bool)? in
+                if try txn.withValue(forKey: StoreFormat.tableKeyPrefix + name, in: meta, { $0 != nil }) { return nil }
+                let markerKey = StoreFormat.creatingKeyPrefix + name
+                if let marker = try schema(at: markerKey, table: name, in: txn), marker.dimension == UInt32(dimension) {
+                    return (try openTableDatabases(name, schema: marker, beingCreated: true, in: txn), false)
+                }
+                let tables = try tableNames(in: txn).count
+                guard tables < maxTables else { throw Store.tooManyTables(name, tables: tables, maxTables: maxTables) }
+                let tableID = try txn.withValue(forKey: StoreFormat.nextTableIDKey, in: meta) { bytes -> UInt32 in
+                    guard let bytes, bytes.count == 4 else {
+                        throw StoreError.notAStore(path: path, reason: "'meta' record 'next_table_id' is missing or not 4 bytes")
+                    }
+                    return UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self))
+                }
+                let schema = TableSchema(tableID: tableID, dimension: UInt32(dimension))
+                let table = try openTableDatabases(name, schema: schema, beingCreated: true, in: txn)
+                try schema.encode().withUnsafeBytes { try txn.put($0, forKey: markerKey, in: meta) }
+                try withUnsafeBytes(of: (tableID + 1).littleEndian) { try txn.put($0, forKey: StoreFormat.nextTableIDKey, in: meta) }
+                return (table, true)
+            }
+        }
+        if let made { return made }
+        let existing = try table(name)
+        guard existing.dimension == dimension else {
+            throw StoreError.dimensionMismatch(table: name, expected: existing.dimension, actual: dimension)
+        }
+        return (existing, false)
+    }
+
+    /// Opens (creating them when missing) the four databases of table `schema.tableID` in a
+    /// write transaction, which must commit for the handles to stay open.
+    private func openTableDatabases(_ name: String, schema: TableSchema, beingCreated: Bool, in txn: borrowing Transaction) throws -> Table {
+        let databases = try [StoreFormat.rowsDatabase, StoreFormat.bucketsDatabase, StoreFormat.basesDatabase, Store.segmentsDatabase].map {
+            try txn.openDatabase($0(schema.tableID), flags: [.create, .integerKey])
+        }
+        return Table(name: name, schema: schema, rows: databases[0], buckets: databases[1], bases: databases[2],
+                     segments: databases[3], beingCreated: beingCreated)
+    }
+
+    /// In the commit of a load's last rows: moves the schema of a table the load is creating from
+    /// `creating/<name>` to `table/<name>`, making the table and its rows visible together.
+    /// Nothing to do when another load of it did so first. Throws, so that the commit fails and
+    /// the load leaves nothing visible, when the table was created otherwise meanwhile.
+    func publishIfBeingCreated(_ table: Table, in txn: borrowing Transaction) throws {
+        guard table.isBeingCreated else { return }
+        let (key, schema) = try schemaRecord(of: table, in: txn)
+        guard key.hasPrefix(StoreFormat.creatingKeyPrefix) else { return }
+        let tables = try tableNames(in: txn).count
+        guard tables < maxTables else { throw Store.tooManyTables(table.name, tables: tables, maxTables: maxTables) }
+        try schema.encode().withUnsafeBytes { try txn.put($0, forKey: StoreFormat.tableKeyPrefix + table.name, in: meta) }
+        _ = try txn.delete(key, in: meta)
+    }
+
+    /// After a load that created `table` failed: removes the table (its marker and databases),
+    /// unless another load of it made it visible meanwhile or took its name over.
+    func dropIfStillBeingCreated(_ table: Table) throws {
+        guard table.isBeingCreated else { return }
+        try translatingErrors {
+            try environment.withExclusiveAccess {
+                let dropped = try environment.write { txn -> Bool in
+                    guard let (key, _) = try? schemaRecord(of: table, in: txn), key.hasPrefix(StoreFormat.creatingKeyPrefix) else { return false }
+                    for database in [table.rows, table.buckets, table.bases] + (table.segments.map { [$0] } ?? []) {
+                        try txn.drop(database, delete: true)
+                    }
+                    _ = try txn.delete(key, in: meta)
+                    try deleteLoadNotes(table.id, in: txn)
+                    return true
+                }
+                if dropped { table.markDropped() }
+            }
+        }
+    }
+
+    /// The `meta` key that holds `table`'s schema in this transaction (`table/<name>`, or
+    /// `creating/<name>` while a load creates it) and the schema. Throws `tableNotFound` when
+    /// neither holds this table's id (it was dropped, or its name given to another table).
+    func schemaRecord(of table: Table, in txn: borrowing Transaction) throws -> (key: String, schema: TableSchema) {
+        let keys = [StoreFormat.tableKeyPrefix + table.name] + (table.isBeingCreated ? [StoreFormat.creatingKeyPrefix + table.name] : [])
+        for key in keys {
+            if let schema = try schema(at: key, table: table.name, in: txn), schema.tableID == table.id { return (key, schema) }
+        }
+        if table.isBeingCreated {
+            throw StoreError.invalidArgument("table '\(table.name)' was created by another load, or dropped, while this one ran; nothing of this load was written: run it again")
+        }
+        throw StoreError.tableNotFound(table.name)
+    }
+
+    /// The schema record under `key` of `meta`, nil when there is none.
+    private func schema(at key: String, table name: String, in txn: borrowing Transaction) throws -> TableSchema? {
+        try txn.withValue(forKey: key, in: meta) { bytes in try bytes.map { try TableSchema.decode($0, table: name) } }
+    }
+
+    static func tooManyTables(_ name: String, tables: Int, maxTables: Int) -> StoreError {
+        .invalidArgument("cannot create table '\(name)': the store holds \(tables) tables, the most it is opened for (Store.Options.maxTables = \(maxTables)); drop one, or open the store with a larger maxTables")
+    }
+}
