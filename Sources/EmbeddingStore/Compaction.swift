@@ -9,52 +9,106 @@ extension Store {
         public var bytesAfter: Int
         /// Segment parts no manifest refers to (a load that crashed), left out of the copy.
         public var orphanParts: Int
+        /// Tables a load was creating when it was killed (never visible), left out of the copy.
+        public var abandonedTables: Int
     }
 
     /// Writes a compacted copy of this store into the new directory `path`: LMDB's compacting
     /// copy (`mdb_env_copy2` with `MDB_CP_COMPACT`) of one snapshot writes only the pages in use,
     /// renumbered, without the free ones; segment parts no manifest lists (left by a load killed
-    /// part-way) are then removed from the copy, and the copy compacted once more if there were
-    /// any (this store is not changed: such parts may belong to a load still running). The copy
-    /// is verified before this returns; on any error nothing is left at `path`. Readers and
-    /// writers of this store may go on meanwhile; the copy holds the snapshot it started from.
+    /// part-way) and tables a killed load was creating (`creating/<name>`) are then removed from
+    /// the copy, and the copy compacted once more if there were any (this store is not changed:
+    /// they may belong to a load still running). The copy is built and verified in a staging
+    /// directory beside `path` and renamed to `path` last, so `path` never holds a half-made
+    /// store, even if this process is killed; a killed compaction's staging directory is removed
+    /// by the next one to the same path. Readers and writers of this store may go on meanwhile;
+    /// the copy holds the snapshot it started from.
     @discardableResult
     public func compact(to path: String) throws -> CompactionReport {
-        guard !FileManager.default.fileExists(atPath: path) else {
+        let fileManager = FileManager.default
+        guard !fileManager.fileExists(atPath: path) else {
             throw StoreError.invalidArgument("\(path) exists: compact writes a new store and replaces nothing")
         }
+        Store.removeAbandonedStaging(for: path)
         let before = fileSize
-        let staging = path + ".compacting-\(getpid())"
-        defer { try? FileManager.default.removeItem(atPath: staging) }
+        let staging = path + Store.stagingSuffix + "\(getpid())"
+        defer { try? fileManager.removeItem(atPath: staging) }
+        let copied = staging + "/copy", final = staging + "/final"
+        try fileManager.createDirectory(atPath: copied, withIntermediateDirectories: true)
+        try translatingErrors { try environment.copy(to: copied, compact: true) }
+        CrashPoints.reach("compact.copied")
+        let (orphans, abandoned): (Int, Int)
         do {
-            try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
-            try translatingErrors { try environment.copy(to: staging, compact: true) }
-            let orphans: Int
-            do {
-                let copy = try Store(path: staging)
-                defer { copy.close() }
-                orphans = try copy.removeOrphanParts()
-                if orphans > 0 {
-                    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-                    try translatingErrors { try copy.environment.copy(to: path, compact: true) }
-                }
+            let copy = try Store(path: copied)
+            defer { copy.close() }
+            orphans = try copy.removeOrphanParts()
+            abandoned = try copy.removeTablesBeingCreated()
+            if orphans + abandoned > 0 {
+                try fileManager.createDirectory(atPath: final, withIntermediateDirectories: true)
+                try translatingErrors { try copy.environment.copy(to: final, compact: true) }
             }
-            if orphans == 0 {
-                try FileManager.default.removeItem(atPath: staging + "/lock.mdb")
-                try FileManager.default.moveItem(atPath: staging, toPath: path)
-            }
+        }
+        let result = orphans + abandoned > 0 ? final : copied
+        let report: CompactionReport
+        do {
             var readOnly = Options()
             readOnly.readOnly = true
-            let copy = try Store(path: path, options: readOnly)
+            let copy = try Store(path: result, options: readOnly)
             defer { copy.close() }
-            let report = try copy.verify()
-            guard report.problems.isEmpty else {
-                throw StoreError.invalidArgument("the compacted copy at \(path) failed verify (removed): \(report.problems.joined(separator: "; "))")
+            let verified = try copy.verify()
+            guard verified.problems.isEmpty else {
+                throw StoreError.invalidArgument("the compacted copy of \(self.path) failed verify (removed): \(verified.problems.joined(separator: "; "))")
             }
-            return CompactionReport(bytesBefore: before, bytesAfter: copy.fileSize, orphanParts: orphans)
-        } catch {
-            try? FileManager.default.removeItem(atPath: path)
-            throw error
+            report = CompactionReport(bytesBefore: before, bytesAfter: copy.fileSize, orphanParts: orphans, abandonedTables: abandoned)
+        }
+        try? fileManager.removeItem(atPath: result + "/lock.mdb")
+        CrashPoints.reach("compact.before-publish")
+        // rename(2) of a directory is atomic: `path` appears complete, or not at all.
+        guard rename(result, path) == 0 else {
+            throw StoreError.invalidArgument("cannot move the compacted copy to \(path): \(String(cString: strerror(errno)))")
+        }
+        return report
+    }
+
+    static let stagingSuffix = ".compacting-"
+
+    /// Removes the staging directories beside `path` that compactions killed part-way left
+    /// (`<path>.compacting-<pid>` of a process that no longer runs).
+    static func removeAbandonedStaging(for path: String) {
+        let url = URL(fileURLWithPath: path)
+        let prefix = url.lastPathComponent + stagingSuffix
+        let parent = url.deletingLastPathComponent().path
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix(prefix) {
+            guard let pid = pid_t(name.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            try? FileManager.default.removeItem(atPath: parent + "/" + name)
+        }
+    }
+
+    /// Removes, in one write transaction, every table a load was creating (`creating/<name>`:
+    /// its marker and databases); returns how many. Only for a copy no load writes to.
+    func removeTablesBeingCreated() throws -> Int {
+        try translatingErrors {
+            try environment.write { txn in
+                var markers: [(key: String, tableID: UInt32)] = []
+                try txn.withCursor(meta) { cursor in
+                    var entry = try cursor.seek(atLeast: StoreFormat.creatingKeyPrefix)
+                    while let current = entry, current.stringKey.hasPrefix(StoreFormat.creatingKeyPrefix) {
+                        let name = String(current.stringKey.dropFirst(StoreFormat.creatingKeyPrefix.count))
+                        markers.append((current.stringKey, try TableSchema.decode(current.value, table: name).tableID))
+                        entry = try cursor.next()
+                    }
+                }
+                for (key, tableID) in markers {
+                    for name in [StoreFormat.rowsDatabase, StoreFormat.bucketsDatabase, StoreFormat.basesDatabase, Store.segmentsDatabase].map({ $0(tableID) }) {
+                        do {
+                            try txn.drop(try txn.openDatabase(name, flags: .integerKey), delete: true)
+                        } catch let error as LMDBError where error == .notFound {}
+                    }
+                    _ = try txn.delete(key, in: meta)
+                    try deleteLoadNotes(tableID, in: txn)
+                }
+                return markers.count
+            }
         }
     }
 

@@ -302,7 +302,8 @@ struct Compact: ParsableCommand {
         let report = try store.compact(to: out)
         print("compacted \(self.store) (\(report.bytesBefore) bytes) into \(out): \(report.bytesAfter) bytes"
               + String(format: " (%.1f%%)", 100 * Double(report.bytesAfter) / Double(max(report.bytesBefore, 1)))
-              + (report.orphanParts > 0 ? ", \(report.orphanParts) orphan segment part(s) left out" : "") + "; verified")
+              + (report.orphanParts > 0 ? ", \(report.orphanParts) orphan segment part(s) left out" : "")
+              + (report.abandonedTables > 0 ? ", \(report.abandonedTables) table(s) a killed load was creating left out" : "") + "; verified")
     }
 }
 

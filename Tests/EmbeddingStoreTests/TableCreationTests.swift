@@ -74,7 +74,7 @@ import Testing
 
     /// What a load killed after creating its table leaves: `creating/<name>` and the table's
     /// databases. Readers do not see it; the next load of the same dimension takes it over, one
-    /// of another dimension replaces it.
+    /// of another dimension replaces it; `compact` leaves it out.
     @Test func aKilledLoadsTableIsInvisibleAndTakenOver() throws {
         let directory = TemporaryDirectory()
         let store = try makeStore(directory)
@@ -98,5 +98,11 @@ import Testing
         #expect(throws: StoreError.self) {   // the load of the replaced marker cannot publish it
             try store.write { batch in try store.publishIfBeingCreated(wider, in: batch.txn) }
         }
+        let report = try store.compact(to: directory.file("compacted"))
+        #expect(report.abandonedTables == 1)
+        let copy = try Store(path: directory.file("compacted"))
+        #expect(try copy.tableNames() == ["t"])
+        #expect(try Self.metaKeys(copy, prefix: StoreFormat.creatingKeyPrefix) == [])
+        #expect(try copy.export(try copy.table("t")).values == (try store.export(try store.table("t")).values))
     }
 }

@@ -56,4 +56,29 @@ import Testing
             #expect(try exportTable(store, "t", in: dir) == before)
         }
     }
+
+    /// `compact --out NEW` killed part-way leaves no NEW (the copy is built and verified in a
+    /// staging directory, then renamed); the next compaction to NEW removes the staging one. The
+    /// store has a table a killed load was creating, so the copy is compacted twice.
+    @Test(arguments: ["compact.copied", "compact.before-publish"])
+    func aCompactionKilledPartWayLeavesNoOutput(point: String) throws {
+        try withTemporaryDirectory { dir in
+            let vectors = dir.appendingPathComponent("x.npy"), store = dir.appendingPathComponent("store")
+            let out = dir.appendingPathComponent("compacted")
+            try writeFloat32(Self.rows, to: vectors)
+            try embstoreOK("ingest", store.path, "--table", "kept", "--vectors", vectors.path, "--codec", "int8", "--quiet")
+            try Self.killedIngest(store, table: "t", vectors: vectors, at: "load.table-created", ["--codec", "int8"])
+            let killed = try embstore(["compact", store.path, "--out", out.path], environment: ["EMBSTORE_CRASH_AT": point])
+            #expect(killed.signal == SIGKILL, "\(killed)")
+            #expect(!FileManager.default.fileExists(atPath: out.path))
+            let staging = { try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix("compacted.compacting-") } }
+            #expect(try staging().count == 1)
+            let run = try embstoreOK("compact", store.path, "--out", out.path)
+            #expect(run.stdout.contains("1 table(s) a killed load was creating left out"), "\(run)")
+            #expect(try staging().isEmpty)
+            try embstoreOK("verify", out.path)
+            #expect(try exportTable(out, "kept", in: dir) == (try exportTable(store, "kept", in: dir)))
+            #expect(!(try embstoreOK("info", out.path).stdout.contains("table 't'")))
+        }
+    }
 }
