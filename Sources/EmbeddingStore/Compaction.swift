@@ -85,28 +85,42 @@ extension Store {
     }
 
     /// Removes, in one write transaction, every table a load was creating (`creating/<name>`:
-    /// its marker and databases); returns how many. Only for a copy no load writes to.
+    /// its marker and databases) and the databases of tables no schema names (a marker replaced
+    /// by a later load's); returns how many tables. Only for a copy no load writes to.
     func removeTablesBeingCreated() throws -> Int {
         try translatingErrors {
             try environment.write { txn in
-                var markers: [(key: String, tableID: UInt32)] = []
+                var markers: [String] = [], live: Set<UInt32> = []
                 try txn.withCursor(meta) { cursor in
-                    var entry = try cursor.seek(atLeast: StoreFormat.creatingKeyPrefix)
-                    while let current = entry, current.stringKey.hasPrefix(StoreFormat.creatingKeyPrefix) {
-                        let name = String(current.stringKey.dropFirst(StoreFormat.creatingKeyPrefix.count))
-                        markers.append((current.stringKey, try TableSchema.decode(current.value, table: name).tableID))
+                    var entry = try cursor.first()
+                    while let current = entry {
+                        let key = current.stringKey
+                        if key.hasPrefix(StoreFormat.creatingKeyPrefix) {
+                            markers.append(key)
+                        } else if key.hasPrefix(StoreFormat.tableKeyPrefix) {
+                            live.insert(try TableSchema.decode(current.value, table: String(key.dropFirst(StoreFormat.tableKeyPrefix.count))).tableID)
+                        }
                         entry = try cursor.next()
                     }
                 }
-                for (key, tableID) in markers {
-                    for name in [StoreFormat.rowsDatabase, StoreFormat.bucketsDatabase, StoreFormat.basesDatabase, Store.segmentsDatabase].map({ $0(tableID) }) {
-                        do {
-                            try txn.drop(try txn.openDatabase(name, flags: .integerKey), delete: true)
-                        } catch let error as LMDBError where error == .notFound {}
+                // Named databases are the main database's keys: `t<T>/<role>`.
+                var unreachable: [(name: String, tableID: UInt32)] = []
+                try txn.withCursor(try txn.openDatabase(nil)) { cursor in
+                    var entry = try cursor.first()
+                    while let current = entry {
+                        let name = current.stringKey
+                        if name.hasPrefix("t"), let slash = name.firstIndex(of: "/"), let id = UInt32(name[name.index(after: name.startIndex)..<slash]),
+                           !live.contains(id) {
+                            unreachable.append((name, id))
+                        }
+                        entry = try cursor.next()
                     }
-                    _ = try txn.delete(key, in: meta)
-                    try deleteLoadNotes(tableID, in: txn)
                 }
+                for (name, _) in unreachable {
+                    try txn.drop(try txn.openDatabase(name, flags: .integerKey), delete: true)   // every t<T>/ database is
+                }
+                for tableID in Set(unreachable.map(\.tableID)) { try deleteLoadNotes(tableID, in: txn) }
+                for key in markers { _ = try txn.delete(key, in: meta) }
                 return markers.count
             }
         }

@@ -17,8 +17,9 @@ extension Store {
     /// one, committed under `creating/<name>` with its databases. Returns it and whether this call
     /// made it. A table being created becomes visible in the load's last commit
     /// (`publishIfBeingCreated`); two loads creating one table write into the same one and both
-    /// succeed. A marker of another dimension (a load that was killed, or one still running) is
-    /// replaced: that load, if it runs, then fails with an error that says to run it again.
+    /// succeed. A marker of another dimension, or with rows in its delta (a per-key load's first
+    /// transactions), is replaced by a new table: the load it belongs to, if it still runs, then
+    /// fails with an error that says to run it again.
     func tableForLoad(_ name: String, dimension: Int) throws -> (table: Table, created: Bool) {
         try Store.validateTableName(name)
         guard dimension >= 1, dimension <= Int(TableSchema.maximumDimension) else {
@@ -30,7 +31,12 @@ extension Store {
                 if try txn.withValue(forKey: StoreFormat.tableKeyPrefix + name, in: meta, { $0 != nil }) { return nil }
                 let markerKey = StoreFormat.creatingKeyPrefix + name
                 if let marker = try schema(at: markerKey, table: name, in: txn), marker.dimension == UInt32(dimension) {
-                    return (try openTableDatabases(name, schema: marker, beingCreated: true, in: txn), false)
+                    let table = try openTableDatabases(name, schema: marker, beingCreated: true, in: txn)
+                    // Rows in its delta are a per-key load's first transactions, of a load that
+                    // was killed (or still runs): taken over, they would appear with this load's
+                    // rows. Start afresh instead (that load, if it runs, fails and says to run it
+                    // again). Segment loads leave nothing visible before their last commit.
+                    if try txn.statistics(table.rows).entries == 0 { return (table, false) }
                 }
                 let tables = try tableNames(in: txn).count
                 guard tables < maxTables else { throw Store.tooManyTables(name, tables: tables, maxTables: maxTables) }
