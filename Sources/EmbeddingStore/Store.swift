@@ -194,36 +194,44 @@ public final class Store: Sendable {
 
     /// Creates an empty table of `dimension` values per row.
     public func createTable(_ name: String, dimension: Int) throws -> Table {
+        try checkNewTable(name, dimension: dimension)
+        let table = try translatingErrors {
+            try environment.write { txn -> Table in
+                let key = StoreFormat.tableKeyPrefix + name
+                if try txn.withValue(forKey: key, in: meta, { $0 != nil }) { throw StoreError.tableExists(name) }
+                return try makeTable(name, dimension: dimension, schemaKey: key, in: txn)
+            }
+        }
+        openTables.withLock { $0[name] = table }
+        return table
+    }
+
+    /// Refuses a table name or dimension that `createTable` would, and a read-only store.
+    func checkNewTable(_ name: String, dimension: Int) throws {
         try Store.validateTableName(name)
         guard dimension >= 1, dimension <= Int(TableSchema.maximumDimension) else {
             throw StoreError.invalidArgument("dimension \(dimension) for table '\(name)' is outside 1...\(TableSchema.maximumDimension)")
         }
         try requireWritable()
-        let table = try translatingErrors {
-            try environment.write { txn -> Table in
-                let key = StoreFormat.tableKeyPrefix + name
-                if try txn.withValue(forKey: key, in: meta, { $0 != nil }) { throw StoreError.tableExists(name) }
-                // Each table takes up to five of LMDB's named databases, sized when the environment
-                // opened: one more would be created here, then fail to open elsewhere.
-                let tables = try tableNames(in: txn).count
-                guard tables < maxTables else { throw Store.tooManyTables(name, tables: tables, maxTables: maxTables) }
-                let tableID = try txn.withValue(forKey: StoreFormat.nextTableIDKey, in: meta) { bytes -> UInt32 in
-                    guard let bytes, bytes.count == 4 else {
-                        throw StoreError.notAStore(path: path, reason: "'meta' record 'next_table_id' is missing or not 4 bytes")
-                    }
-                    return UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self))
-                }
-                let schema = TableSchema(tableID: tableID, dimension: UInt32(dimension))
-                let databases = try [StoreFormat.rowsDatabase, StoreFormat.bucketsDatabase, StoreFormat.basesDatabase, Store.segmentsDatabase].map {
-                    try txn.openDatabase($0(tableID), flags: [.create, .integerKey])
-                }
-                try schema.encode().withUnsafeBytes { try txn.put($0, forKey: key, in: meta) }
-                try withUnsafeBytes(of: (tableID + 1).littleEndian) { try txn.put($0, forKey: StoreFormat.nextTableIDKey, in: meta) }
-                return Table(name: name, schema: schema, rows: databases[0], buckets: databases[1], bases: databases[2],
-                             segments: databases[3])
+    }
+
+    /// In a write transaction: a new table with the next table id, its databases, and its
+    /// schema under `schemaKey` (`table/<name>`, or `creating/<name>` for a load's).
+    func makeTable(_ name: String, dimension: Int, schemaKey: String, in txn: borrowing Transaction) throws -> Table {
+        // Each table takes up to five of LMDB's named databases, sized when the environment
+        // opened: one more would be created here, then fail to open elsewhere.
+        let tables = try tableNames(in: txn).count
+        guard tables < maxTables else { throw Store.tooManyTables(name, tables: tables, maxTables: maxTables) }
+        let tableID = try txn.withValue(forKey: StoreFormat.nextTableIDKey, in: meta) { bytes -> UInt32 in
+            guard let bytes, bytes.count == 4 else {
+                throw StoreError.notAStore(path: path, reason: "'meta' record 'next_table_id' is missing or not 4 bytes")
             }
+            return UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self))
         }
-        openTables.withLock { $0[name] = table }
+        let schema = TableSchema(tableID: tableID, dimension: UInt32(dimension))
+        let table = try openTableDatabases(name, schema: schema, beingCreated: schemaKey.hasPrefix(StoreFormat.creatingKeyPrefix), in: txn)
+        try schema.encode().withUnsafeBytes { try txn.put($0, forKey: schemaKey, in: meta) }
+        try withUnsafeBytes(of: (tableID + 1).littleEndian) { try txn.put($0, forKey: StoreFormat.nextTableIDKey, in: meta) }
         return table
     }
 

@@ -21,11 +21,7 @@ extension Store {
     /// transactions), is replaced by a new table: the load it belongs to, if it still runs, then
     /// fails with an error that says to run it again.
     func tableForLoad(_ name: String, dimension: Int) throws -> (table: Table, created: Bool) {
-        try Store.validateTableName(name)
-        guard dimension >= 1, dimension <= Int(TableSchema.maximumDimension) else {
-            throw StoreError.invalidArgument("dimension \(dimension) for table '\(name)' is outside 1...\(TableSchema.maximumDimension)")
-        }
-        try requireWritable()
+        try checkNewTable(name, dimension: dimension)
         let made = try translatingErrors {
             try environment.write { txn -> (Table, Bool)? in
                 if try txn.withValue(forKey: StoreFormat.tableKeyPrefix + name, in: meta, { $0 != nil }) { return nil }
@@ -38,18 +34,7 @@ extension Store {
                     // again). Segment loads leave nothing visible before their last commit.
                     if try txn.statistics(table.rows).entries == 0 { return (table, false) }
                 }
-                let tables = try tableNames(in: txn).count
-                guard tables < maxTables else { throw Store.tooManyTables(name, tables: tables, maxTables: maxTables) }
-                let tableID = try txn.withValue(forKey: StoreFormat.nextTableIDKey, in: meta) { bytes -> UInt32 in
-                    guard let bytes, bytes.count == 4 else {
-                        throw StoreError.notAStore(path: path, reason: "'meta' record 'next_table_id' is missing or not 4 bytes")
-                    }
-                    return UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self))
-                }
-                let schema = TableSchema(tableID: tableID, dimension: UInt32(dimension))
-                let table = try openTableDatabases(name, schema: schema, beingCreated: true, in: txn)
-                try schema.encode().withUnsafeBytes { try txn.put($0, forKey: markerKey, in: meta) }
-                try withUnsafeBytes(of: (tableID + 1).littleEndian) { try txn.put($0, forKey: StoreFormat.nextTableIDKey, in: meta) }
+                let table = try makeTable(name, dimension: dimension, schemaKey: markerKey, in: txn)
                 return (table, true)
             }
         }
@@ -63,7 +48,7 @@ extension Store {
 
     /// Opens (creating them when missing) the four databases of table `schema.tableID` in a
     /// write transaction, which must commit for the handles to stay open.
-    private func openTableDatabases(_ name: String, schema: TableSchema, beingCreated: Bool, in txn: borrowing Transaction) throws -> Table {
+    func openTableDatabases(_ name: String, schema: TableSchema, beingCreated: Bool, in txn: borrowing Transaction) throws -> Table {
         let databases = try [StoreFormat.rowsDatabase, StoreFormat.bucketsDatabase, StoreFormat.basesDatabase, Store.segmentsDatabase].map {
             try txn.openDatabase($0(schema.tableID), flags: [.create, .integerKey])
         }

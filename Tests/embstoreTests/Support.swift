@@ -261,17 +261,23 @@ struct NPYArray {
     }
 }
 
-/// Deterministic pseudo-random rows in [-1, 1) (SplitMix64), for tests that need no numpy.
-func randomRows(_ n: Int, _ d: Int, seed: UInt64) -> [[Float]] {
-    var state = seed
-    func next() -> UInt64 {
+/// SplitMix64: deterministic pseudo-random numbers, so failures reproduce.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
-    return (0..<n).map { _ in (0..<d).map { _ in Float(Double(next() >> 11) / Double(1 << 53) * 2 - 1) } }
+}
+
+/// Deterministic pseudo-random rows in [-1, 1) (SplitMix64), for tests that need no numpy.
+func randomRows(_ n: Int, _ d: Int, seed: UInt64) -> [[Float]] {
+    var random = SplitMix(seed: seed)
+    return (0..<n).map { _ in (0..<d).map { _ in Float(Double(random.next() >> 11) / Double(1 << 53) * 2 - 1) } }
 }
 
 /// Export a table and return (ids, rows) read back from the files.
