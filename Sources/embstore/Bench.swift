@@ -337,26 +337,30 @@ final class OutputRows {
 /// Threads that each own a worker closure (and so a `Reader`), all started together per run.
 final class WorkerPool: @unchecked Sendable {
     private let threads: Int
-    private var workers: [((Int) throws -> Int)?]
     private let start: [DispatchSemaphore]
     private let done = DispatchSemaphore(value: 0)
+    // Written by `run` before it signals `start`, read by the threads after their wait.
     private var units = 0
-    private var rows: [Int]
-    private var failure: Error?
     private var stopping = false
+    /// Slot t is written only by thread t, and read by `run` after that thread signals `done`.
+    /// (Not a Swift array: threads assigning their own elements of one array at once race on
+    /// the array itself, as ThreadSanitizer found.)
+    private let rows: UnsafeMutableBufferPointer<Int>
+    private var failure: Error?
     private let lock = NSLock()
 
     init(threads: Int, makeWorker: @escaping (Int) throws -> (Int) throws -> Int) {
         self.threads = threads
-        workers = Array(repeating: nil, count: threads)
-        rows = Array(repeating: 0, count: threads)
+        rows = .allocate(capacity: threads)
+        rows.initialize(repeating: 0)
         start = (0..<threads).map { _ in DispatchSemaphore(value: 0) }
         // Each worker closure is made and used only on its own thread.
         nonisolated(unsafe) let makeWorker = makeWorker
         for t in 0..<threads {
             let thread = Thread { [self] in
+                var worker: ((Int) throws -> Int)?
                 do {
-                    workers[t] = try makeWorker(t)
+                    worker = try makeWorker(t)
                 } catch {
                     record(error)
                 }
@@ -365,13 +369,13 @@ final class WorkerPool: @unchecked Sendable {
                     start[t].wait()
                     if stopping { break }
                     do {
-                        rows[t] = try workers[t]?(units) ?? 0
+                        rows[t] = try worker?(units) ?? 0
                     } catch {
                         record(error)
                     }
                     done.signal()
                 }
-                workers[t] = nil
+                worker = nil
                 done.signal()
             }
             thread.stackSize = 1 << 22
@@ -379,6 +383,8 @@ final class WorkerPool: @unchecked Sendable {
         }
         for _ in 0..<threads { done.wait() }
     }
+
+    deinit { rows.deallocate() }
 
     private func record(_ error: Error) {
         lock.lock()
