@@ -40,6 +40,6 @@ let package = Package(
         .testTarget(name: "EmbeddingCodecsTests", dependencies: ["EmbeddingCodecs"]),
         .testTarget(name: "NPYTests", dependencies: ["NPY"]),
         .testTarget(name: "EmbeddingStoreTests", dependencies: ["EmbeddingStore", "LMDB", "EmbeddingCodecs", "CEmbeddingKernels", "NPY"]),
-        .testTarget(name: "embstoreTests", dependencies: ["embstore", "NPY"]),
+        .testTarget(name: "embstoreTests", dependencies: ["embstore", "NPY", "EmbeddingStore", "EmbeddingCodecs"]),
     ]
 )

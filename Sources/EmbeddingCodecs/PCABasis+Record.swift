@@ -34,7 +34,9 @@ extension PCABasis {
         do {
             let d = Int(try reader.uint32("dimension"))
             let rank = Int(try reader.uint32("rank"))
-            guard d >= 1, rank >= 1, rank <= d else {
+            // d at most a table's widest row (FORMAT.md, "Table schema"), so that the length
+            // below cannot overflow (a damaged record gave d = rank ≈ 2³²: a trap, found by fuzzing).
+            guard d >= 1, d <= 1 << 20, rank >= 1, rank <= d else {
                 throw CodecError.invalidParameter("basis has dimension \(d) and rank \(rank)")
             }
             guard bytes.count == 8 + 4 * (d + rank * d + rank) else {

@@ -50,7 +50,9 @@ public struct TransformCodedRowCodec: RowCodec {
     public var decodesInBatches: Bool { true }
 
     static func spell(_ bits: Double) -> String {
-        bits == bits.rounded() ? String(Int(bits)) : String(bits)
+        // Whole numbers without ".0"; others (and a damaged model's huge or non-finite target,
+        // which `Int(_:)` traps on: found by fuzzing) as `Double` spells them.
+        bits == bits.rounded() && abs(bits) < 1e15 ? String(Int(bits)) : String(bits)
     }
 
     /// The name of the form of rows coded by a model fitted for `bits` bits a value (the float32

@@ -12,6 +12,9 @@ public struct GenerationSwapReport: Sendable {
     public var bytesAfter: Int
     /// Segment parts no manifest listed (a killed load's), left out of a compacted generation.
     public var orphanParts: Int
+    /// Tables loads were creating (not yet visible), left out of a compacted generation: a load
+    /// still running then fails and says to run it again.
+    public var abandonedTables: Int
     /// Generations the pointer has moved past that were removed now, and those some process
     /// still has open: the last process to let go of one removes it (or the next swap does).
     public var removed: [String]
@@ -135,10 +138,10 @@ extension Store {
         try swapGeneration(expecting: nil) { old, name in
             let staging = GenerationDirectory(root: path).path(name + GenerationDirectory.stagingSuffix)
             do {
-                let orphans = try Store.writeCompactedCopy(of: old.environment, to: staging)
+                let leftOut = try Store.writeCompactedCopy(of: old.environment, to: staging)
                 _ = try Store.verifyCopy(at: staging)
                 try FileManager.default.removeItem(atPath: staging + "/lock.mdb")   // the copy is closed; its next opener makes one
-                return (staging, orphans)
+                return (staging, leftOut)
             } catch {
                 try? FileManager.default.removeItem(atPath: staging)
                 throw error
@@ -164,7 +167,7 @@ extension Store {
     @discardableResult
     public func installGeneration(at stagingPath: String, expecting version: StoreVersion? = nil) throws -> GenerationSwapReport {
         try Store.checkStaged(stagingPath)
-        return try swapGeneration(expecting: version) { _, _ in (stagingPath, 0) }
+        return try swapGeneration(expecting: version) { _, _ in (stagingPath, CopyLeftovers()) }
     }
 
     /// Removes the generations the pointer has moved past that no process has open (what a
@@ -176,12 +179,12 @@ extension Store {
     }
 
     /// The swap: under the current generation's writer lock, `stage` writes the new generation
-    /// (returning its directory and the orphan parts it left out), which is moved into place and
+    /// (returning its directory and what it left out), which is moved into place and
     /// named by the pointer; the old generation gets its `retired` record in the same write
     /// transaction, which then ends. If the generation was retired before the lock was had,
     /// this store moves and it starts again there.
     private func swapGeneration(expecting version: StoreVersion?,
-                                _ stage: (_ old: Generation, _ name: String) throws -> (directory: String, orphans: Int)) throws -> GenerationSwapReport {
+                                _ stage: (_ old: Generation, _ name: String) throws -> (directory: String, leftOut: CopyLeftovers)) throws -> GenerationSwapReport {
         try requireWritable()
         for _ in 0..<64 {
             if var report = try swap(from: generation, expecting: version, stage) {
@@ -199,7 +202,7 @@ extension Store {
 
     /// One attempt of `swapGeneration` from `old`; nil when `old` turned out to be retired.
     private func swap(from old: Generation, expecting version: StoreVersion?,
-                      _ stage: (_ old: Generation, _ name: String) throws -> (directory: String, orphans: Int)) throws -> GenerationSwapReport? {
+                      _ stage: (_ old: Generation, _ name: String) throws -> (directory: String, leftOut: CopyLeftovers)) throws -> GenerationSwapReport? {
         let layout = GenerationDirectory(root: path)
         // Held from before the snapshot the new generation is made of until the pointer names
         // it: no write can commit to the old generation in between (ended on this thread).
@@ -216,7 +219,7 @@ extension Store {
         let name = layout.nextName(after: old.name)
         layout.removeLeftovers(current: old.name)
         let bytesBefore = old.fileSize
-        let (directory, orphans) = try stage(old, name)
+        let (directory, leftOut) = try stage(old, name)
         try layout.publish(directory, as: name)
         try layout.writePointer(name)
         // The swap is done: the path holds the new generation. Mark the old one in the
@@ -228,7 +231,8 @@ extension Store {
         // Listed while `old` is still held here (its release may remove it).
         let retired = layout.retired(below: name).map(\.name)
         return GenerationSwapReport(previous: old.name, current: name, bytesBefore: bytesBefore,
-                                    bytesAfter: layout.size(of: name), orphanParts: orphans, removed: retired, inUse: [])
+                                    bytesAfter: layout.size(of: name), orphanParts: leftOut.orphanParts, abandonedTables: leftOut.abandonedTables,
+                                    removed: retired, inUse: [])
     }
 
     /// A write transaction of `environment`, LMDB's errors made `StoreError`s.

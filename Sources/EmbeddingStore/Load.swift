@@ -102,9 +102,11 @@ extension Store {
     ///
     /// Rows become one new segment, which shadows older segments and replaces the table's delta
     /// rows of the same ids; it becomes visible in one commit, so a crash part-way leaves the
-    /// table's rows as they were, and an error removes what was written (a table this load
-    /// created included). With `options.layout = .perKey` rows go to the delta instead, in
-    /// transactions of `options.rowsPerTransaction` rows, and a crash keeps the ones committed.
+    /// table's rows as they were, and an error removes what was written. With
+    /// `options.layout = .perKey` rows go to the delta instead, in transactions of
+    /// `options.rowsPerTransaction` rows, and a crash keeps the ones committed. A table the load
+    /// creates becomes visible in its last commit, with its rows: a load that fails or is killed
+    /// leaves no table (the next load of the name takes over what it left).
     @discardableResult
     public func load(table name: String, ids: [UInt64]? = nil, rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int,
                      policy: CodecPolicy, counts: [Double]? = nil, options: LoadOptions = LoadOptions()) throws -> LoadReport {
@@ -226,12 +228,13 @@ extension Store {
                                                              maxDecodeNanoseconds: options.maxDecodeNanoseconds)
         var decision = LoadDecision(groups: groups, candidates: candidates, choice: choice, summary: summary, input: input)
         try options.revision?(&decision)
-        let (table, createdTable) = try existing.map { ($0, false) } ?? createOrAdoptTable(name, dimension: dimension)
+        let (table, createdTable) = try existing.map { ($0, false) } ?? tableForLoad(name, dimension: dimension)
+        if createdTable { CrashPoints.reach("load.table-created") }
         do {
             return try write(into: table, groups: decision.groups, candidates: decision.candidates, choice: decision.choice,
                              summary: decision.summary, ids: ids, order: order, source: source, options: options)
         } catch {
-            if createdTable { try? dropTable(name) }
+            if createdTable { try? dropIfStillBeingCreated(table) }
             throw error
         }
     }
@@ -386,6 +389,7 @@ extension Store {
                 return (parameterIDs, range, try batch.decodeBucketRows(table, range))
             }
         }
+        CrashPoints.reach("load.parameters-stored")
         // Encoders keep scratch space: one set per encoding thread.
         func makeEncoders() throws -> [(any RowEncoder)?] {
             var encoders = [(any RowEncoder)?](repeating: nil, count: candidates.count)
@@ -428,7 +432,9 @@ extension Store {
                     try batch.putEncoded(table, id: ids[i], vector: row, index: i, encoder: encoders[k]!, codec: candidates[k].codec,
                                          flags: canAppend ? .append : [])
                 }
+                if end == ids.count { try batch.generation.publishIfBeingCreated(table, in: batch.txn) }
             }
+            CrashPoints.reach("perkey.committed")
             start = end
             options.progress?(WorkProgress(stage: "writing", done: end, total: ids.count, unit: "rows"))
         }

@@ -85,6 +85,7 @@ extension Store {
                     try full.withUnsafeBytes { try txn.put($0, forKey: Store.segmentKey(id, part: number), in: database) }
                 }
             }
+            CrashPoints.reach("segment.part-written")
         }
         var partsFinished = false
         do {
@@ -103,7 +104,8 @@ extension Store {
             guard writer.rowCount > 0 else { return nil }
             let (lastPart, part0) = try writer.finish()
             let lastNumber = writer.partsWritten
-            return try translatingErrors {
+            CrashPoints.reach("segment.before-commit")
+            let segment = try translatingErrors {
                 try environment.retryingWhenMapFull {
                     try environment.write { txn in
                         try generation.requireCurrent(txn)
@@ -124,10 +126,13 @@ extension Store {
                         try table.sealing(manifest, key: 0).withUnsafeBytes { try txn.put($0, forKey: 0, in: database) }
                         if let note { try generation.putMetaRecord(note, key: StoreFormat.loadNoteKey(table.id, segment: id), in: txn) }
                         try upgradeFormat(to: max(StoreFormat.version(of: header), formatVersion), in: txn)
+                        try generation.publishIfBeingCreated(table, in: txn)
                         return id
                     }
                 }
             }
+            CrashPoints.reach("segment.committed")
+            return segment
         } catch {
             if !partsFinished { try? parts.finish() }
             if let segment = claimed.segment { try? deleteSegmentParts(table, segment: segment) }

@@ -197,11 +197,7 @@ public final class Store: Sendable {
 
     /// Creates an empty table of `dimension` values per row.
     public func createTable(_ name: String, dimension: Int) throws -> Table {
-        try Store.validateTableName(name)
-        guard dimension >= 1, dimension <= Int(TableSchema.maximumDimension) else {
-            throw StoreError.invalidArgument("dimension \(dimension) for table '\(name)' is outside 1...\(TableSchema.maximumDimension)")
-        }
-        try requireWritable()
+        try checkNewTable(name, dimension: dimension)
         return try followingSwaps {
             let generation = generation
             let table = try translatingErrors {
@@ -209,31 +205,21 @@ public final class Store: Sendable {
                     try generation.requireCurrent(txn)
                     let key = StoreFormat.tableKeyPrefix + name
                     if try txn.withValue(forKey: key, in: generation.meta, { $0 != nil }) { throw StoreError.tableExists(name) }
-                    // Each table takes up to five of LMDB's named databases, sized when the environment
-                    // opened: one more would be created here, then fail to open elsewhere.
-                    let tables = try generation.tableNames(in: txn).count
-                    guard tables < maxTables else {
-                        throw StoreError.invalidArgument("cannot create table '\(name)': the store holds \(tables) tables, the most it is opened for (Store.Options.maxTables = \(maxTables)); drop one, or open the store with a larger maxTables")
-                    }
-                    let tableID = try generation.withMetaRecord(StoreFormat.nextTableIDKey, in: txn) { bytes -> UInt32 in
-                        guard let bytes, bytes.count == 4 else {
-                            throw StoreError.corruptStore(path: path, reason: "'meta' record 'next_table_id' is missing or not 4 bytes")
-                        }
-                        return UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self))
-                    }
-                    let schema = TableSchema(tableID: tableID, dimension: UInt32(dimension))
-                    let databases = try [StoreFormat.rowsDatabase, StoreFormat.bucketsDatabase, StoreFormat.basesDatabase, Store.segmentsDatabase].map {
-                        try txn.openDatabase($0(tableID), flags: [.create, .integerKey])
-                    }
-                    try generation.writeSchema(schema, name: name, in: txn)
-                    try generation.putMetaRecord(withUnsafeBytes(of: (tableID + 1).littleEndian) { Array($0) }, key: StoreFormat.nextTableIDKey, in: txn)
-                    return Table(name: name, schema: schema, generationID: generation.id, rows: databases[0], buckets: databases[1],
-                                 bases: databases[2], segments: databases[3], sealed: generation.sealed)
+                    return try generation.makeTable(name, dimension: dimension, schemaKey: key, in: txn)
                 }
             }
             generation.remember(table)
             return table
         }
+    }
+
+    /// Refuses a table name or dimension that `createTable` would, and a read-only store.
+    func checkNewTable(_ name: String, dimension: Int) throws {
+        try Store.validateTableName(name)
+        guard dimension >= 1, dimension <= Int(TableSchema.maximumDimension) else {
+            throw StoreError.invalidArgument("dimension \(dimension) for table '\(name)' is outside 1...\(TableSchema.maximumDimension)")
+        }
+        try requireWritable()
     }
 
     /// The table called `name`; throws `tableNotFound` when there is none.
@@ -267,27 +253,13 @@ public final class Store: Sendable {
                             try txn.drop(try txn.openDatabase(Store.countsDatabase(table.id), flags: .integerKey), delete: true)
                         } catch let error as LMDBError where error == .notFound {}   // no counts kept
                         try txn.delete(StoreFormat.tableKeyPrefix + name, in: generation.meta)
-                        try deleteLoadNotes(table.id, in: txn)
+                        try generation.deleteLoadNotes(table.id, in: txn)
                     }
                     generation.forget(name)
                     table.markDropped()
                 }
             }
         }
-    }
-
-    /// Removes every load note of table `tableID`.
-    func deleteLoadNotes(_ tableID: UInt32, in txn: borrowing Transaction) throws {
-        let prefix = StoreFormat.loadNotePrefix(tableID)
-        var keys: [String] = []
-        try txn.withCursor(meta) { cursor in
-            var entry = try cursor.seek(atLeast: prefix)
-            while let current = entry, current.stringKey.hasPrefix(prefix) {
-                keys.append(current.stringKey)
-                entry = try cursor.next()
-            }
-        }
-        for key in keys { _ = try txn.delete(key, in: meta) }
     }
 
     static func validateTableName(_ name: String) throws(StoreError) {

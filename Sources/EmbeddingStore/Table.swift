@@ -23,10 +23,13 @@ public final class Table: Sendable, CustomStringConvertible {
     let segments: Database?
     /// Whether its records end with a seal (`RecordSeal`, format version 5 on).
     let sealed: Bool
+    /// True for the handle of a load creating the table: its schema may still be the
+    /// `creating/<name>` record that readers do not see (`Generation.tableForLoad`).
+    let isBeingCreated: Bool
     private let dropped = Atomic<Bool>(false)
 
     init(name: String, schema: TableSchema, generationID: Int, rows: Database, buckets: Database, bases: Database, segments: Database?,
-         sealed: Bool) {
+         sealed: Bool, beingCreated: Bool = false) {
         self.name = name
         self.dimension = Int(schema.dimension)
         self.id = schema.tableID
@@ -36,6 +39,7 @@ public final class Table: Sendable, CustomStringConvertible {
         self.bases = bases
         self.segments = segments
         self.sealed = sealed
+        self.isBeingCreated = beingCreated
     }
 
     /// True once `Store.dropTable` removed this table in this process.

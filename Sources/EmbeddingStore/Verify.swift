@@ -104,7 +104,7 @@ extension Store {
     }
 
     /// The store's own records in `meta`: every seal (version 5), the header, `next_table_id`,
-    /// each schema and each load note.
+    /// each schema (of tables, and of tables loads are creating) and each load note.
     private func verifyMeta(in txn: borrowing Transaction, _ findings: Findings) throws {
         var highestTableID: UInt32 = 0
         var nextTableID: UInt32?
@@ -129,9 +129,10 @@ extension Store {
                 }
                 if key == StoreFormat.nextTableIDKey {
                     if payload.count == 4 { nextTableID = loadLE(payload, 0) } else { findings.add(nil, "meta '\(key)'", "\(payload.count) bytes, not 4") }
-                } else if let tableName {
+                } else if let schemaName = tableName ?? (key.hasPrefix(StoreFormat.creatingKeyPrefix) ? String(key.dropFirst(StoreFormat.creatingKeyPrefix.count)) : nil) {
+                    // A table's schema, or the schema of one a load is creating (not a table yet).
                     do {
-                        highestTableID = max(highestTableID, try TableSchema.decode(payload, table: tableName).tableID)
+                        highestTableID = max(highestTableID, try TableSchema.decode(payload, table: schemaName).tableID)
                     } catch {
                         findings.add(tableName, "meta '\(key)'", "\(error)")
                     }

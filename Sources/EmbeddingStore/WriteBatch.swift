@@ -127,7 +127,7 @@ public struct WriteBatch: ~Copyable {
     /// What a codec may encode with: the table's parameter records and bucket rows in this
     /// transaction.
     private func tableState(_ table: Table) throws -> WriteTableState {
-        let schema = try generation.readSchema(table.name, in: txn)
+        let schema = try generation.schemaRecord(of: table, in: txn).schema
         func keys(_ database: Database) throws -> [UInt32] {
             try txn.withCursor(database) { cursor in
                 var ids: [UInt32] = []
@@ -163,7 +163,9 @@ public struct WriteBatch: ~Copyable {
     /// Stores a parameter record (FORMAT.md, `t<T>/bases`) under the table's next parameter id
     /// and returns the id; with `makeCurrentBasis` it becomes the basis of new `reduced` rows.
     mutating func addParameterRecord(_ record: [UInt8], to table: Table, makeCurrentBasis: Bool) throws -> UInt32 {
-        var schema = try generation.readSchema(table.name, in: txn)
+        let table = try generation.local(table)
+        let schemaRecord = try generation.schemaRecord(of: table, in: txn)
+        var schema = schemaRecord.schema
         let id = schema.nextBasisID
         guard id < UInt32.max else { throw StoreError.invalidArgument("table '\(table.name)' has used every parameter id") }
         try table.sealing(record, key: UInt64(id)).withUnsafeBytes { try txn.put($0, forKey: UInt64(id), in: table.bases) }
@@ -172,7 +174,7 @@ public struct WriteBatch: ~Copyable {
         }
         if makeCurrentBasis { schema.currentBasisID = id }
         schema.nextBasisID += 1
-        try generation.writeSchema(schema, name: table.name, in: txn)
+        try generation.putMetaRecord(schema.encode(), key: schemaRecord.key, in: txn)
         encoders = [:]
         return id
     }
@@ -190,7 +192,8 @@ public struct WriteBatch: ~Copyable {
         }
         let encoder = try self.encoder(codec, for: table)
         try ensureFormat(codec.rowCodec.formatVersion)
-        var schema = try generation.readSchema(table.name, in: txn)
+        let schemaRecord = try generation.schemaRecord(of: table, in: txn)
+        var schema = schemaRecord.schema
         let count = rows.count / d
         guard UInt64(schema.nextBucketID) + UInt64(count) <= UInt64(UInt32.max) else {
             throw StoreError.invalidArgument("table '\(table.name)' would exceed \(UInt32.max) bucket ids")
@@ -214,7 +217,7 @@ public struct WriteBatch: ~Copyable {
             }
         }
         schema.nextBucketID = first + UInt32(count)
-        try generation.writeSchema(schema, name: table.name, in: txn)
+        try generation.putMetaRecord(schema.encode(), key: schemaRecord.key, in: txn)
         encoders = [:]
         return first..<schema.nextBucketID
     }

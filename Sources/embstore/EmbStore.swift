@@ -282,7 +282,7 @@ struct Compact: ParsableCommand {
             let report = try Store(path: self.store).compactInPlace()
             print("compacted \(self.store) in place: \(report.previous ?? "plain store") (\(report.bytesBefore) bytes) -> "
                   + "\(report.current) (\(report.bytesAfter) bytes" + percent(report.bytesAfter, of: report.bytesBefore) + ")"
-                  + (report.orphanParts > 0 ? ", \(report.orphanParts) orphan segment part(s) left out" : "") + "; verified")
+                  + leftOut(orphanParts: report.orphanParts, abandonedTables: report.abandonedTables) + "; verified")
             if !report.removed.isEmpty { print("removed \(report.removed.joined(separator: ", "))") }
             if !report.inUse.isEmpty {
                 print("still open elsewhere, removed when the last process lets go: \(report.inUse.joined(separator: ", "))")
@@ -293,11 +293,16 @@ struct Compact: ParsableCommand {
         let report = try store.compact(to: out!)
         print("compacted \(self.store) (\(report.bytesBefore) bytes) into \(out!): \(report.bytesAfter) bytes"
               + percent(report.bytesAfter, of: report.bytesBefore)
-              + (report.orphanParts > 0 ? ", \(report.orphanParts) orphan segment part(s) left out" : "") + "; verified")
+              + leftOut(orphanParts: report.orphanParts, abandonedTables: report.abandonedTables) + "; verified")
     }
 
     private func percent(_ after: Int, of before: Int) -> String {
         String(format: " (%.1f%%)", 100 * Double(after) / Double(max(before, 1)))
+    }
+
+    private func leftOut(orphanParts: Int, abandonedTables: Int) -> String {
+        (orphanParts > 0 ? ", \(orphanParts) orphan segment part(s) left out" : "")
+            + (abandonedTables > 0 ? ", \(abandonedTables) table(s) a killed load was creating left out" : "")
     }
 }
 

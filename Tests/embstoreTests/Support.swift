@@ -11,8 +11,12 @@ struct Run: CustomStringConvertible {
     let status: Int32
     let stdout: String
     let stderr: String
+    /// The signal that ended the process (`status` is then its number too), nil when it exited.
+    var signal: Int32? = nil
 
-    var description: String { "exit \(status)\n--- stdout:\n\(stdout)\n--- stderr:\n\(stderr)" }
+    var description: String {
+        (signal.map { "killed by signal \($0)" } ?? "exit \(status)") + "\n--- stdout:\n\(stdout)\n--- stderr:\n\(stderr)"
+    }
 }
 
 struct TestFailure: Error, CustomStringConvertible {
@@ -46,7 +50,8 @@ func runProcess(_ executable: URL, _ arguments: [String], environment: [String: 
     try err.close()
     return Run(status: process.terminationStatus,
                stdout: String(decoding: try Data(contentsOf: outURL), as: UTF8.self),
-               stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+               stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self),
+               signal: process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil)
 }
 
 enum Tooling {
@@ -95,11 +100,13 @@ func embstore(_ arguments: String...) throws -> Run {
     try embstore(arguments)
 }
 
-func embstore(_ arguments: [String]) throws -> Run {
+/// Runs the `embstore` CLI; `environment` adds to (or replaces) this process's variables.
+func embstore(_ arguments: [String], environment: [String: String] = [:]) throws -> Run {
     guard let binary = Tooling.embstoreBinary else {
         throw TestFailure("cannot find the embstore executable next to the test bundle (\(Bundle.main.bundleURL.path))")
     }
-    return try runProcess(binary, arguments)
+    return try runProcess(binary, arguments,
+                          environment: environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { $1 })
 }
 
 /// Runs the CLI `copies` times at once, as separate processes; their runs (a failure to start
@@ -259,17 +266,23 @@ struct NPYArray {
     }
 }
 
-/// Deterministic pseudo-random rows in [-1, 1) (SplitMix64), for tests that need no numpy.
-func randomRows(_ n: Int, _ d: Int, seed: UInt64) -> [[Float]] {
-    var state = seed
-    func next() -> UInt64 {
+/// SplitMix64: deterministic pseudo-random numbers, so failures reproduce.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
-    return (0..<n).map { _ in (0..<d).map { _ in Float(Double(next() >> 11) / Double(1 << 53) * 2 - 1) } }
+}
+
+/// Deterministic pseudo-random rows in [-1, 1) (SplitMix64), for tests that need no numpy.
+func randomRows(_ n: Int, _ d: Int, seed: UInt64) -> [[Float]] {
+    var random = SplitMix(seed: seed)
+    return (0..<n).map { _ in (0..<d).map { _ in Float(Double(random.next() >> 11) / Double(1 << 53) * 2 - 1) } }
 }
 
 /// Export a table and return (ids, rows) read back from the files.

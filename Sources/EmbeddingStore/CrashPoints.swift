@@ -1,0 +1,28 @@
+import Foundation
+import Synchronization
+
+/// Named steps of the writers where a test can have the process kill itself with SIGKILL, to
+/// crash a write at an exact point instead of at a random time: `EMBSTORE_CRASH_AT=<point>`
+/// kills at the point's first pass, `<point>:<n>` at its n-th. Used by the crash tests and
+/// `tools/crash_loop.py`; unset, a point costs a load of a static and a compare.
+///
+/// Points: `load.table-created` (a load's `creating/<name>` committed), `load.parameters-stored`,
+/// `segment.part-written` (after each data part's commit), `segment.before-commit`,
+/// `segment.committed` (after the commit that made the segment visible), `perkey.committed`
+/// (after each per-key transaction), `compact.copied`, `compact.before-publish`.
+enum CrashPoints {
+    private static let target: (point: String, pass: Int)? = {
+        guard let text = ProcessInfo.processInfo.environment["EMBSTORE_CRASH_AT"], !text.isEmpty else { return nil }
+        let parts = text.split(separator: ":", maxSplits: 1)
+        return (String(parts[0]), parts.count == 2 ? max(1, Int(parts[1]) ?? 1) : 1)
+    }()
+    private static let passes = Atomic<Int>(0)
+
+    /// Kills this process with SIGKILL when `point` is the one named, at the pass asked for.
+    static func reach(_ point: String) {
+        guard let target, target.point == point else { return }
+        if passes.add(1, ordering: .relaxed).newValue == target.pass {
+            kill(getpid(), SIGKILL)
+        }
+    }
+}

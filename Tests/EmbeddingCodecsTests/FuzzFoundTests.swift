@@ -1,0 +1,35 @@
+import EmbeddingCodecs
+import Foundation
+import Testing
+
+/// Inputs tools/fuzz.sh found that crashed a reader (each a trap in a debug and a release
+/// build), kept so that they stay errors. The fuzz targets are in tools/fuzz.
+@Suite struct FuzzFoundTests {
+    static func littleEndian(_ values: [UInt32]) -> [UInt8] {
+        values.flatMap { value in withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+    }
+
+    /// A damaged PCA basis record (FuzzRecords: a load note's JSON read as one) whose dimension
+    /// and rank are near 2³²: computing its expected length overflowed.
+    @Test func aBasisRecordOfAHugeDimensionIsRefused() {
+        let records = [
+            Self.littleEndian([0xFFFF_FFFF, 0xFFFF_FFFF]) + [UInt8](repeating: 0, count: 64),
+            Self.littleEndian([1 << 20 + 1, 1]) + [UInt8](repeating: 0, count: 64),
+            Array(#"{"summary":{"policy":"int8","shares":[{"bytes":73,"codec":"int8","rows":1}]},"version":1}"#.utf8),
+        ]
+        for record in records {
+            #expect(throws: CodecError.self) { try record.withUnsafeBytes { try PCABasis(record: $0) } }
+        }
+    }
+
+    /// Statistics name tc rows by their model's target bits: a damaged model record whose
+    /// target is huge or not finite made the name's `Int(_:)` trap.
+    @Test(arguments: [Float(1e30), -1e30, .infinity, -.infinity, .nan, 1.5, 2])
+    func aTCModelWithAnyTargetBitsHasAFormName(bits: Float) {
+        let record = Self.littleEndian([0, 2, 1, 4, bits.bitPattern])   // marker, kind (model), basis id, K, target bits
+        let name = record.withUnsafeBytes { RowCodecs.codec(tag: 9)!.formName(parameter: $0) }
+        #expect(name.hasPrefix("tc:"), "\(name)")
+        if bits == 1.5 { #expect(name == "tc:1.5") }
+        if bits == 2 { #expect(name == "tc:2") }
+    }
+}
