@@ -16,12 +16,7 @@ extension Store {
     /// generation, followed across swaps). Returns it and whether this call made it.
     func tableForLoad(_ name: String, dimension: Int) throws -> (table: Table, created: Bool) {
         try checkNewTable(name, dimension: dimension)
-        return try followingSwaps {
-            let generation = generation
-            let made = try generation.tableForLoad(name, dimension: dimension)
-            if !made.table.isBeingCreated { generation.remember(made.table) }
-            return made
-        }
+        return try followingSwaps { try generation.tableForLoad(name, dimension: dimension) }
     }
 
     /// After a load that created `table` failed: `Generation.dropIfStillBeingCreated` in the

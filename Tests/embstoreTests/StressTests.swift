@@ -6,7 +6,10 @@ import Testing
 
 /// Concurrency stress: reader threads check every row they decode while a writer thread
 /// updates rows (in this process: loads as segments and per key, puts, deletes; and `embstore
-/// ingest` processes) and a third thread runs `embstore compact --out` and checks each copy.
+/// ingest` processes) and a third thread, in turn, runs `embstore compact --out` and checks
+/// each copy, and swaps the store under them all with `embstore compact --in-place` and
+/// `embstore repack --in-place` processes (readers move to the new generation at a batch
+/// boundary; a write a swap cuts is refused, nothing of it kept, and the writer runs it again).
 ///
 /// Every row is a function of its id and a version it carries (`StressRows`), in values that
 /// fp32, fp16 and int8 store exactly, so a torn or mixed row, or one of another id, fails the
@@ -23,7 +26,7 @@ import Testing
         let counts = try withTemporaryDirectory { dir in try runStress(config, in: dir) }
         print("[stress] \(counts)")
         #expect(counts.failures.isEmpty, "\(counts.failures.prefix(10).joined(separator: "\n"))")
-        #expect(counts.rowsChecked > 0 && counts.copiesChecked > 0)
+        #expect(counts.rowsChecked > 0 && counts.copiesChecked > 0 && counts.compactionsInPlace > 0 && counts.repacksInPlace > 0)
     }
 }
 
@@ -73,11 +76,16 @@ enum StressRows {
 /// What a stress run counted.
 struct StressCounts: CustomStringConvertible {
     var writerSteps = 0, ingestProcesses = 0, compactions = 0
+    /// Swaps in place: compactions and repacks installed; repacks refused because the writer
+    /// committed while they ran (the store stays as it was); writer steps a swap cut and redone.
+    var compactionsInPlace = 0, repacksInPlace = 0, repacksRefused = 0, writesRedone = 0
     var rowsChecked = 0, batches = 0, copiesChecked = 0, copyRowsChecked = 0
     var failures: [String] = []
 
     var description: String {
-        "\(writerSteps) writer steps (\(ingestProcesses) ingest processes), \(compactions) compactions; "
+        "\(writerSteps) writer steps (\(ingestProcesses) ingest processes, \(writesRedone) cut by a swap and redone), "
+            + "\(compactions) compactions --out, swaps in place: \(compactionsInPlace) compactions, \(repacksInPlace) repacks "
+            + "(\(repacksRefused) more refused: the store changed meanwhile); "
             + "\(rowsChecked) rows checked in \(batches) batches, \(copyRowsChecked) rows in \(copiesChecked) compacted copies; "
             + "\(failures.count) failures"
     }
@@ -90,6 +98,9 @@ final class StressRun: Sendable {
     let writerDone = Atomic<Bool>(false)
     /// Versions of table "whole", of every row of it, written so far (the newest).
     let wholeVersion = Atomic<Int>(1)
+    /// Held by the writer for each step, and by every other repack for its whole run, so that
+    /// it sees no commit and is installed.
+    let writerGate = Mutex(())
 
     init(config: StressConfig) { self.config = config }
 
@@ -179,11 +190,21 @@ func runStress(_ config: StressConfig, in dir: URL) throws -> StressCounts {
     // load, or an `embstore ingest` process, in turn, each with the next codec) and changes
     // some rows of "mixed" (puts, deletes, or a segment load of a random subset).
     let codecs: [Codec] = [.fp32, .fp16, .int8]
+    /// Runs `step` again while a swap in place cuts it (refused, nothing of it kept).
+    @Sendable func redoingWhenCut(_ step: () throws -> Void) throws {
+        while true {
+            do {
+                return try step()
+            } catch StoreError.generationRetired {
+                run.counts.withLock { $0.writesRedone += 1 }
+            }
+        }
+    }
     thread("writer") {
         defer { run.writerDone.store(true, ordering: .releasing) }
         var random = SplitMix(seed: 7)
         var mixedVersion = [Int](repeating: 1, count: n)
-        for step in 0..<config.writerSteps {
+        for step in 0..<config.writerSteps { try run.writerGate.withLock { _ in
             let version = run.wholeVersion.load(ordering: .acquiring) + 1
             let codec = codecs[step % codecs.count]
             let rows = StressRows.rows(ids: allIDs, versions: Array(repeating: version, count: n), dimension: d)
@@ -192,14 +213,23 @@ func runStress(_ config: StressConfig, in dir: URL) throws -> StressCounts {
                 var options = LoadOptions()
                 options.layout = step % 3 == 0 ? .segment : .perKey
                 options.rowsPerTransaction = n   // one commit: the table is rewritten at once
-                _ = try rows.withUnsafeBufferPointer {
-                    try store.load(table: "whole", rows: $0, count: n, dimension: d, policy: .single(codec), options: options)
+                try redoingWhenCut {
+                    _ = try rows.withUnsafeBufferPointer {
+                        try store.load(table: "whole", rows: $0, count: n, dimension: d, policy: .single(codec), options: options)
+                    }
                 }
             default:
                 let vectors = dir.appendingPathComponent("whole-\(version).npy")
                 try writeFloat32(stride(from: 0, to: rows.count, by: d).map { Array(rows[$0..<$0 + d]) }, to: vectors)
-                let ingest = try embstore(["ingest", path, "--table", "whole", "--vectors", vectors.path, "--codec", "\(codec)", "--quiet"])
-                if ingest.status != 0 { run.fail("ingest process: \(ingest)") }
+                while true {
+                    let ingest = try embstore(["ingest", path, "--table", "whole", "--vectors", vectors.path, "--codec", "\(codec)", "--quiet"])
+                    if ingest.status != 0, ingest.stderr.contains("swapped to a new generation") {
+                        run.counts.withLock { $0.writesRedone += 1 }
+                        continue
+                    }
+                    if ingest.status != 0 { run.fail("ingest process: \(ingest)") }
+                    break
+                }
                 try? FileManager.default.removeItem(at: vectors)
                 run.counts.withLock { $0.ingestProcesses += 1 }
             }
@@ -226,37 +256,62 @@ func runStress(_ config: StressConfig, in dir: URL) throws -> StressCounts {
                 let ids = Array(Set((0..<512).map { _ in random.next() % UInt64(n) })).sorted()
                 for id in ids { mixedVersion[Int(id)] += 1 }
                 let rows = StressRows.rows(ids: ids, versions: ids.map { mixedVersion[Int($0)] }, dimension: d)
-                _ = try rows.withUnsafeBufferPointer {
-                    try store.load(table: "mixed", ids: ids, rows: $0, count: ids.count, dimension: d, policy: .single(codec))
+                try redoingWhenCut {
+                    _ = try rows.withUnsafeBufferPointer {
+                        try store.load(table: "mixed", ids: ids, rows: $0, count: ids.count, dimension: d, policy: .single(codec))
+                    }
                 }
             }
             run.counts.withLock { $0.writerSteps += 1 }
-        }
+        } }
     }
 
-    // Compactions: `embstore compact --out` while the others run, each copy opened and every
-    // row of both tables checked (the copy is one snapshot: "whole" has one version).
+    // Compactions and swaps, in turn, while the others run: `embstore compact --out`, each copy
+    // opened and every row of both tables checked (the copy is one snapshot: "whole" has one
+    // version); `embstore compact --in-place`; and `embstore repack --in-place --codec int8`,
+    // which moves fp32 and fp16 rows to int8 (exact for these rows) and keeps int8 records. A
+    // repack is refused when the writer committed while it ran, and must say so; every other
+    // repack holds the writer back for its run (`writerGate`) and must be installed.
     thread("compactor") {
         var number = 0
         repeat {
             number += 1
-            let out = dir.appendingPathComponent("compacted-\(number)").path
-            let compact = try embstore(["compact", path, "--out", out])
-            guard compact.status == 0 else { run.fail("compact: \(compact)"); break }
-            var options = Store.Options()
-            options.readOnly = true
-            let copy = try Store(path: out, options: options)
-            // The reader (in checkAllRows) ends before the store closes: a reader alive then
-            // keeps its LMDB transaction's memory for good (LeakSanitizer reported it).
-            let checked = try run.checkAllRows(of: copy, ids: allIDs, where: "compacted copy \(number)")
-            copy.close()
-            try FileManager.default.removeItem(atPath: out)
-            run.counts.withLock {
-                $0.compactions += 1
-                $0.copiesChecked += 1
-                $0.copyRowsChecked += checked
+            switch number % 3 {
+            case 1:
+                let out = dir.appendingPathComponent("compacted-\(number)").path
+                let compact = try embstore(["compact", path, "--out", out])
+                guard compact.status == 0 else { run.fail("compact: \(compact)"); break }
+                var options = Store.Options()
+                options.readOnly = true
+                let copy = try Store(path: out, options: options)
+                // The reader (in checkAllRows) ends before the store closes: a reader alive then
+                // keeps its LMDB transaction's memory for good (LeakSanitizer reported it).
+                let checked = try run.checkAllRows(of: copy, ids: allIDs, where: "compacted copy \(number)")
+                copy.close()
+                try FileManager.default.removeItem(atPath: out)
+                run.counts.withLock {
+                    $0.compactions += 1
+                    $0.copiesChecked += 1
+                    $0.copyRowsChecked += checked
+                }
+            case 2:
+                let compact = try embstore(["compact", path, "--in-place"])
+                guard compact.status == 0 else { run.fail("compact --in-place: \(compact)"); break }
+                run.counts.withLock { $0.compactionsInPlace += 1 }
+            default:
+                // Every other one holds the writer back and must be installed; the others race it.
+                let repack = number % 6 == 0
+                    ? try run.writerGate.withLock { _ in try embstore(["repack", path, "--in-place", "--codec", "int8", "--quiet"]) }
+                    : try embstore(["repack", path, "--in-place", "--codec", "int8", "--quiet"])
+                if repack.status == 0 {
+                    run.counts.withLock { $0.repacksInPlace += 1 }
+                } else if number % 6 != 0, repack.stderr.contains("changed since the environment to install was staged") {
+                    run.counts.withLock { $0.repacksRefused += 1 }
+                } else {
+                    run.fail("repack --in-place: \(repack)")
+                }
             }
-        } while !run.writerDone.load(ordering: .acquiring) || number < 2
+        } while !run.writerDone.load(ordering: .acquiring) || number < 6
     }
 
     for r in 0..<config.readers {
@@ -292,5 +347,10 @@ func runStress(_ config: StressConfig, in dir: URL) throws -> StressCounts {
     }
     // A deadlock guard only: every thread ends when the writer's fixed number of steps is done.
     if group.wait(timeout: .now() + 3_600) == .timedOut { run.fail("the stress threads did not finish within an hour") }
+    // The store as the swaps left it: it verifies, and every row is there and sound.
+    let verify = try embstore(["verify", path])
+    if verify.status != 0 { run.fail("verify after the run: \(verify)") }
+    let checked = try run.checkAllRows(of: store, ids: allIDs, where: "the store after the run")
+    run.counts.withLock { $0.rowsChecked += checked }
     return run.counts.withLock { $0 }
 }
