@@ -189,8 +189,15 @@ extension Store {
             throw StoreError.invalidArgument("cannot move the repacked store from \(staging) to \(path): \(error.localizedDescription)")
         }
         // The rename is durable once the directory holding both names is.
-        let parent = (path as NSString).deletingLastPathComponent
-        syncDirectory(parent.isEmpty ? "." : parent)
+        syncDirectory(parentDirectory(of: path))
+    }
+
+    /// The directory holding `path`'s last component: "." for a bare name. (Foundation's
+    /// `NSString.deletingLastPathComponent` traps on a one-character path such as `o`, which
+    /// made `repack --out o` die by SIGILL after putting the new store in place.)
+    static func parentDirectory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
     /// Builds the new store in `build` from one snapshot of this one, then writes its compacting
