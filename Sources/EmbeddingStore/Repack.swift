@@ -166,6 +166,7 @@ extension Store {
         do {
             let report = try repack(building: build, into: staging, publishedAt: path, tables: all, rebuilt: Set(rebuilt), policy: policy,
                                     counts: counts, sources: sources, options: options)
+            CrashPoints.reach("repack.verified")
             try Store.publish(staging, at: path)
             return report
         } catch {
@@ -234,6 +235,7 @@ extension Store {
             }
         }
         try target.sync()
+        CrashPoints.reach("repack.built")
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         try translatingErrors { try target.environment.copy(to: staging, compact: true) }
         var readOnly = Options()
@@ -311,6 +313,7 @@ extension Store {
         try? FileManager.default.removeItem(atPath: staged)   // a killed repack's
         defer { try? FileManager.default.removeItem(atPath: staged) }
         let report = try repack(to: staged, tables: names, policy: policy, counts: counts, sources: sources, options: options)
+        CrashPoints.reach("repack.staged")
         let swap = try installGeneration(at: staged, expecting: version)
         return (report, swap)
     }

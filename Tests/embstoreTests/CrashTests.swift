@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-/// `embstore ingest` killed with SIGKILL part-way, at the writers' crash points
+/// `embstore ingest`, `compact` and `repack` killed with SIGKILL part-way, at the writers' crash points
 /// (`EMBSTORE_CRASH_AT`, Sources/EmbeddingStore/CrashPoints.swift: the process kills itself at
 /// an exact step, so the test needs no timing). Afterwards the store opens, verifies, and holds
 /// exactly its last committed state: a first load killed before its last commit leaves no table
@@ -79,6 +79,54 @@ import Testing
             try embstoreOK("verify", out.path)
             #expect(try exportTable(out, "kept", in: dir) == (try exportTable(store, "kept", in: dir)))
             #expect(!(try embstoreOK("info", out.path).stdout.contains("table 't'")))
+        }
+    }
+
+    // MARK: - Swaps and repacks
+
+    /// What `CURRENT` of `store` holds (nil: a plain store), and the store directory's entries.
+    static func pointer(_ store: URL) -> String? {
+        try? String(contentsOfFile: store.path + "/CURRENT", encoding: .utf8)
+    }
+
+    static func entries(_ directory: URL) -> Set<String> {
+        Set((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [])
+    }
+
+    /// Runs `arguments` with the crash point set and requires that it died by SIGKILL.
+    static func killed(_ arguments: [String], at point: String) throws {
+        let run = try embstore(arguments, environment: ["EMBSTORE_CRASH_AT": point])
+        guard run.signal == SIGKILL else { throw TestFailure("\(arguments.joined(separator: " ")) with EMBSTORE_CRASH_AT=\(point) was not killed: \(run)") }
+    }
+
+    /// The next `compact --in-place`, run to completion, leaves `CURRENT` and the one generation
+    /// it names, nothing else: whatever a killed command left went with it.
+    static func swapLeavesOneGeneration(_ store: URL) throws {
+        try embstoreOK("compact", store.path, "--in-place")
+        let current = try #require(pointer(store)).trimmingCharacters(in: .newlines)
+        #expect(entries(store) == ["CURRENT", current], "\(entries(store))")
+    }
+
+    /// `compact --in-place` killed at each step of its swap, from a plain store and from one with
+    /// generations: the store opens, verifies and exports what it held (a compaction changes no
+    /// rows), `CURRENT` names the old generation until it is written and the new one from then
+    /// on, and the next swap takes what the kill left.
+    @Test(arguments: ["compact.copied", "swap.staged", "swap.published", "swap.pointer-written", "swap.retired"], [true, false])
+    func aCompactionInPlaceKilledAtEachStepOfItsSwap(point: String, plain: Bool) throws {
+        try withTemporaryDirectory { dir in
+            let vectors = dir.appendingPathComponent("x.npy"), store = dir.appendingPathComponent("store")
+            try writeFloat32(Self.rows, to: vectors)
+            try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "int8", "--quiet")
+            if !plain { try embstoreOK("compact", store.path, "--in-place") }
+            let before = try exportTable(store, "t", in: dir)
+            let old = Self.pointer(store)
+            try Self.killed(["compact", store.path, "--in-place"], at: point)
+            let moved = point == "swap.pointer-written" || point == "swap.retired"
+            #expect(Self.pointer(store) == (moved ? (plain ? "gen-000001\n" : "gen-000002\n") : old), "\(Self.entries(store))")
+            try embstoreOK("verify", store.path)
+            #expect(try exportTable(store, "t", in: dir) == before)
+            try Self.swapLeavesOneGeneration(store)
+            #expect(try exportTable(store, "t", in: dir) == before)
         }
     }
 }
