@@ -156,7 +156,8 @@ extension Store {
     /// reading what the staged environment was built from): a write committed meanwhile would
     /// not be in it. The directory is moved, not copied. Stage it under a name a swap does not
     /// take for its own (not `gen-…` nor `CURRENT…` in the store directory, whose leftovers a
-    /// swap removes): beside the store, or `STORE/repack-<pid>`.
+    /// swap removes): beside the store, or `STORE/repack-<pid>` with this process's id (a swap
+    /// removes those of processes that have ended).
     @discardableResult
     public static func installGeneration(at stagingPath: String, into storePath: String,
                                          expecting version: StoreVersion? = nil) throws -> GenerationSwapReport {

@@ -129,4 +129,57 @@ import Testing
             #expect(try exportTable(store, "t", in: dir) == before)
         }
     }
+
+    /// `repack --in-place` killed at each step: until `CURRENT` moves the store holds its old rows,
+    /// from then on the repacked ones (what `repack --out` writes from the same store); the table
+    /// not repacked is as it was. The `repack-<pid>` directories a kill before the swap leaves in
+    /// the store directory go with the next swap (they stayed for good before).
+    @Test(arguments: ["repack.built", "repack.verified", "repack.staged", "swap.published", "swap.pointer-written"])
+    func aRepackInPlaceKilledAtEachStep(point: String) throws {
+        try withTemporaryDirectory { dir in
+            let vectors = dir.appendingPathComponent("x.npy"), store = dir.appendingPathComponent("store")
+            let reference = dir.appendingPathComponent("reference")
+            try writeFloat32(Self.rows, to: vectors)
+            try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "fp32", "--quiet")
+            try embstoreOK("ingest", store.path, "--table", "u", "--vectors", vectors.path, "--codec", "int8", "--quiet")
+            let (before, other) = (try exportTable(store, "t", in: dir), try exportTable(store, "u", in: dir))
+            let policy = ["--table", "t", "--codec", "int4h", "--quiet"]
+            try embstoreOK(["repack", store.path, "--out", reference.path] + policy)
+            let repacked = try exportTable(reference, "t", in: dir)
+            #expect(repacked != before)
+            try Self.killed(["repack", store.path, "--in-place"] + policy, at: point)
+            let moved = point == "swap.pointer-written"
+            #expect(Self.pointer(store) == (moved ? "gen-000001\n" : nil), "\(Self.entries(store))")
+            #expect(Self.entries(store).contains { $0.hasPrefix("repack-") } == point.hasPrefix("repack."), "\(Self.entries(store))")
+            try embstoreOK("verify", store.path)
+            #expect(try exportTable(store, "t", in: dir) == (moved ? repacked : before))
+            #expect(try exportTable(store, "u", in: dir) == other)
+            try Self.swapLeavesOneGeneration(store)
+            #expect(try exportTable(store, "t", in: dir) == (moved ? repacked : before))
+        }
+    }
+
+    /// `repack --out NEW` killed part-way leaves no NEW and the store as it was; the next repack
+    /// to NEW removes the staging directories the killed one left beside it (of a process that
+    /// has ended) and writes NEW.
+    @Test(arguments: ["repack.built", "repack.verified"])
+    func aRepackKilledPartWayLeavesNoOutput(point: String) throws {
+        try withTemporaryDirectory { dir in
+            let vectors = dir.appendingPathComponent("x.npy"), store = dir.appendingPathComponent("store")
+            let out = dir.appendingPathComponent("new")
+            try writeFloat32(Self.rows, to: vectors)
+            try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "fp32", "--quiet")
+            let before = try exportTable(store, "t", in: dir)
+            try Self.killed(["repack", store.path, "--out", out.path, "--codec", "int8", "--quiet"], at: point)
+            #expect(!FileManager.default.fileExists(atPath: out.path))
+            let staging = { Self.entries(dir).filter { $0.hasPrefix("new.repack") } }
+            #expect(!staging().isEmpty)
+            try embstoreOK("verify", store.path)
+            #expect(try exportTable(store, "t", in: dir) == before)
+            try embstoreOK("repack", store.path, "--out", out.path, "--codec", "int8", "--quiet")
+            #expect(staging().isEmpty, "\(staging())")
+            try embstoreOK("verify", out.path)
+            #expect(try exportTable(out, "t", in: dir).ids == before.ids)
+        }
+    }
 }
