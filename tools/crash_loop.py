@@ -3,36 +3,63 @@
 point, and check that the store holds exactly its last committed state.
 
 Each run picks an operation (below: a fresh table or a re-ingest of an existing one, segment or
-per-key layout, several codecs; `compact --out`), runs it to completion once on a copy of the
-store (the reference: what the store holds if the command commits), then runs it on the store
-and kills it with SIGKILL, at a random time within the reference's duration or, one run in four,
-at one of the writers' crash points (EMBSTORE_CRASH_AT, Sources/EmbeddingStore/CrashPoints.swift).
-After the kill:
+per-key layout, several codecs; `compact --out`; `compact --in-place`; `repack --out` and
+`repack --in-place` under a policy: a codec, a budget, tiers with counts, a full-precision source),
+runs it to completion once on a copy of the store (the reference: what the store holds if the
+command commits), then runs it on the store and kills it with SIGKILL, at a random time within
+the reference's duration or, one run in four, at one of the crash points the command passes
+(EMBSTORE_CRASH_AT, Sources/EmbeddingStore/CrashPoints.swift). After the kill:
 
   - the store opens (`embstore info`) and `embstore verify` passes;
   - its content (`embstore info --json` table names, then `embstore export` of every table) is
     exactly the state before the command or the reference's state after it, nothing between;
-  - for `compact --out NEW`: NEW is absent, or a complete store that verifies and holds the
-    source's content; the source is unchanged.
+  - for `compact --out NEW` and `repack --out NEW`: NEW is absent, or a complete store that
+    verifies and exports exactly what the reference run wrote; the source is unchanged;
+  - for `compact --in-place` and `repack --in-place` (a generation swap): the content is the
+    state before while `CURRENT` names the generation it named before, and the reference's
+    after once it names another (for compaction the two are the same: it changes no rows); the
+    store directory holds nothing but the pointer, generations and what a later swap or open
+    removes (staging directories, `CURRENT.tmp`, `repack-<pid>…`); and on half of these runs a
+    following `compact --in-place`, run to completion, leaves the content as it was and the
+    directory holding `CURRENT` and the one generation it names, nothing else.
 
-Counts printed per operation: runs, kills before the commit (the old state), kills after it (the
-new state), runs that finished before the kill, failures. A new store is started every
---tables-per-store fresh tables. Exit status 1 when a run failed; its store is kept.
+Repack re-encodes rows; its output is a function of the store and the policy alone (fits take
+their samples at fixed strides or from fixed seeds, threads split rows in fixed ranges, each row
+encoded on its own; checked: three runs of each policy on one store export the same bytes), so
+its reference on a copy is compared exactly, as for re-ingests.
 
-    python3 tools/crash_loop.py --quick           # ~20 runs, about a minute
+Counts printed per operation: runs, kills before the commit (the old state; for a swap, the old
+pointer), kills after it (the new state), runs that finished before the kill, failures. A new
+store is started every --tables-per-store fresh tables. Exit status 1 when a run failed; its
+store is kept.
+
+    python3 tools/crash_loop.py --quick           # 20 runs, under a minute
     python3 tools/crash_loop.py --runs 300        # the long mode
     python3 tools/crash_loop.py --runs 50 --only compact --seed 3 --embstore .build/debug/embstore
 
-Adding a command to kill (repack, compact --in-place): one entry in OPERATIONS, a function that
-returns an Operation (its argv with {store} and {out} placeholders, and whether it writes a new
-store at {out}). Needs numpy."""
-import argparse, collections, dataclasses, hashlib, json, os, random, shutil, signal, subprocess, sys, tempfile, time
+Adding a command to kill: one entry in OPERATIONS, a function that returns an Operation (its argv
+with {store} and {out} placeholders, whether it writes a new store at {out} or swaps a new
+generation in, and the crash points it passes). Needs numpy."""
+import argparse, collections, dataclasses, hashlib, json, os, random, re, shutil, signal, subprocess, sys, tempfile, time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CRASH_POINTS = ['load.table-created', 'load.parameters-stored', 'segment.part-written', 'segment.part-written:2',
-                'segment.before-commit', 'segment.committed', 'perkey.committed', 'compact.copied', 'compact.before-publish']
+                'segment.before-commit', 'segment.committed', 'perkey.committed', 'compact.copied', 'compact.before-publish',
+                'swap.staged', 'swap.published', 'swap.pointer-written', 'swap.retired',
+                'repack.built', 'repack.verified', 'repack.staged']
+
+
+def points(*prefixes):
+    """The crash points named `<prefix>.…` or exactly `<prefix>`, for an Operation's `points`."""
+    return [p for p in CRASH_POINTS if p in prefixes or p.split('.')[0] in prefixes]
+
+
+# What a store directory may hold after a killed swap, besides the pointer and the generations:
+# what the next swap (or a writable open) removes.
+REMOVABLE = re.compile(r'(CURRENT\.tmp|data\.mdb|lock\.mdb|gen-\d{6,18}\..+|repack-\d+(\..+)?)$')
+GENERATION = re.compile(r'gen-\d{6,18}$')
 # Per-key loads of more than this many rows commit in several transactions by design (README,
 # "Two layers per table"): a re-ingest killed between them keeps the ones committed. The loop's
 # per-key re-ingests stay below it, so that each is one commit.
@@ -45,6 +72,9 @@ class Operation:
     argv: list            # with '{store}' and '{out}' placeholders
     writes_out: bool = False
     new_table: str = None   # a table the command creates: its reference runs on an empty store
+    in_place: bool = False  # swaps a new generation in: before and after are told by the pointer
+    keeps_content: bool = False   # changes no rows (compaction): after must equal before
+    points: list = None     # the crash points it passes (None: all)
 
 
 class Context:
@@ -90,9 +120,11 @@ def ingest_new(ctx, layout):
     rows = int(ctx.rng.choice([2_000, 30_000, 100_000, 400_000] if layout == 'segment' else [2_000, 30_000, 100_000]))
     dim = int(ctx.rng.choice([8, 16, 32]))
     args, ids = ctx.vectors(rows, dim)
-    ctx.pending = (name, {'dim': dim, 'rows': rows, 'ids': ids, 'layout': layout})
+    ctx.pending = (name, {'dim': dim, 'rows': rows, 'ids': ids, 'layout': layout, 'vectors': args[1],
+                          'ids_path': args[args.index('--ids') + 1] if '--ids' in args else None})
     return Operation(f'ingest new {layout}', ['ingest', '{store}', '--table', name, '--layout', layout, '--quiet']
-                     + args + ctx.codec(args, layout == 'per-key', dim, rows), new_table=name)
+                     + args + ctx.codec(args, layout == 'per-key', dim, rows), new_table=name,
+                     points=points('load', 'segment' if layout == 'segment' else 'perkey'))
 
 
 def reingest(ctx, layout):
@@ -102,12 +134,57 @@ def reingest(ctx, layout):
     args, _ = ctx.vectors(rows, table['dim'], table=name)
     ctx.pending = None
     return Operation(f're-ingest {layout}', ['ingest', '{store}', '--table', name, '--layout', layout, '--quiet']
-                     + args + ctx.codec(args, layout == 'per-key', table['dim'], rows))
+                     + args + ctx.codec(args, layout == 'per-key', table['dim'], rows),
+                     points=points('load.parameters-stored', 'segment' if layout == 'segment' else 'perkey'))
 
 
 def compact(ctx):
     ctx.pending = None
-    return Operation('compact --out', ['compact', '{store}', '--out', '{out}'], writes_out=True)
+    return Operation('compact --out', ['compact', '{store}', '--out', '{out}'], writes_out=True, points=points('compact'))
+
+
+def compact_in_place(ctx):
+    ctx.pending = None
+    return Operation('compact --in-place', ['compact', '{store}', '--in-place'], in_place=True, keeps_content=True,
+                     points=points('compact.copied', 'swap'))
+
+
+def repack_policy(ctx):
+    """A policy for every table (a codec, a budget), or for one table: a codec, a budget, tiers
+    under new counts, a codec from the table's full-precision rows (its first load's input)."""
+    name = sorted(ctx.tables)[ctx.rng.integers(len(ctx.tables))]
+    table = ctx.tables[name]
+    codecs = [['--codec', 'int8'], ['--codec', 'int4h'], ['--codec', 'tc:2'], ['--codec', 'fp16'], ['--codec', 'reduced:4']]
+    choice = ctx.rng.integers(6)
+    if choice == 0:   # every table
+        return codecs[ctx.rng.integers(len(codecs))] if ctx.rng.random() < 0.7 else ['--budget', '0.3']
+    one = ['--table', name]
+    if choice == 1 and table['layout'] == 'segment' and table['dim'] >= 16 and table['rows'] >= 30_000:
+        return one + ['--budget', '0.3']
+    if choice in (1, 2):   # tiers under new counts over the table's ids
+        ctx.counter += 1
+        base = f'{ctx.work}/counts{ctx.counter}'
+        ids = table['ids'] if table['ids'] is not None else np.arange(table['rows'], dtype=np.uint64)
+        ids = ids[:PER_KEY_TRANSACTION_ROWS - 1]   # rows of the table whatever re-ingests did (rows without a count count 0)
+        np.save(base + '.freq.npy', ctx.rng.zipf(1.3, len(ids)).astype(np.uint64))
+        np.save(base + '.ids.npy', ids)
+        return one + ['--tiers', 'fp16:5%,int8:45%,int4h', '--freq', base + '.freq.npy', '--ids', base + '.ids.npy']
+    if choice == 3:   # from the full-precision rows: promotions happen
+        source = ['--source', table['vectors'], '--add-new'] + (['--ids', table['ids_path']] if table['ids_path'] else [])
+        return one + source + codecs[ctx.rng.integers(len(codecs))]
+    return one + codecs[ctx.rng.integers(len(codecs))]
+
+
+def repack(ctx):
+    ctx.pending = None
+    return Operation('repack --out', ['repack', '{store}', '--out', '{out}', '--quiet'] + repack_policy(ctx), writes_out=True,
+                     points=points('repack.built', 'repack.verified'))
+
+
+def repack_in_place(ctx):
+    ctx.pending = None
+    return Operation('repack --in-place', ['repack', '{store}', '--in-place', '--quiet'] + repack_policy(ctx), in_place=True,
+                     points=points('repack', 'swap'))
 
 
 # name, weight, maker, needs an existing table
@@ -117,6 +194,9 @@ OPERATIONS = [
     ('re-ingest segment', 3, lambda ctx: reingest(ctx, 'segment'), True),
     ('re-ingest per-key', 2, lambda ctx: reingest(ctx, 'per-key'), True),
     ('compact --out', 2, compact, True),
+    ('compact --in-place', 2, compact_in_place, True),
+    ('repack --out', 2, repack, True),
+    ('repack --in-place', 2, repack_in_place, True),
 ]
 
 
@@ -152,6 +232,25 @@ class Embstore:
 
 class Failure(Exception):
     pass
+
+
+def pointer(store):
+    """What the store's CURRENT names (None: a plain store, or no store)."""
+    try:
+        with open(f'{store}/CURRENT') as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def check_directory(store):
+    """Fails when the store directory holds anything but the pointer, generations and what a later
+    swap or open removes."""
+    if not os.path.exists(store):
+        return
+    strays = [e for e in os.listdir(store) if e != 'CURRENT' and not GENERATION.match(e) and not REMOVABLE.match(e)]
+    if strays:
+        raise Failure(f'the store directory holds what no swap or open removes: {sorted(strays)}')
 
 
 def default_binary():
@@ -236,8 +335,9 @@ def main(argv=None):
         environment = dict(os.environ)
         point = None
         if pyrandom.random() < 0.25:
-            point = pyrandom.choice(CRASH_POINTS)
+            point = pyrandom.choice(op.points or CRASH_POINTS)
             environment['EMBSTORE_CRASH_AT'] = point
+        pointer_before = pointer(store)
         delay = pyrandom.uniform(0, 1.1 * duration)
         argv = [binary] + [a.format(store=store, out=out) for a in op.argv]
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
@@ -257,6 +357,8 @@ def main(argv=None):
             killed = process.returncode == -signal.SIGKILL
         how = f'crash point {point}' if point else f'kill after {delay:.3f} s of {duration:.3f} s'
         try:
+            if op.keeps_content and after != current:
+                raise Failure(f'the reference run changed the content: {after} against {current}')
             if not killed and process.returncode != 0:
                 raise Failure(f'exited {process.returncode} without a kill: {stderr.decode(errors="replace")[-2000:]}')
             state = embstore.state(store, work) or {}
@@ -267,6 +369,23 @@ def main(argv=None):
                 if out_state is not None and out_state != after_out:
                     raise Failure(f'the new store at {out} is neither absent nor the complete copy: {out_state} against {after_out}')
                 outcome = 'after' if out_state is not None else 'before'
+            elif op.in_place:
+                # The pointer is the swap's one step: the old content until it moves, the new after.
+                moved = pointer(store) != pointer_before
+                if state != (after if moved else current):
+                    raise Failure(f'CURRENT {"moved" if moved else "did not move"} but the content is not the state '
+                                  f'{"after" if moved else "before"}: {state}\n  before {current}\n  after  {after}')
+                outcome = 'after' if moved else 'before'
+                check_directory(store)
+                if pyrandom.random() < 0.5:   # what the kill left goes with the next swap
+                    embstore.run('compact', store, '--in-place')
+                    again = embstore.state(store, work)
+                    if again != state:
+                        raise Failure(f'a compact --in-place after the kill changed the content: {again} against {state}')
+                    left = sorted(os.listdir(store))
+                    if left != sorted(['CURRENT', pointer(store).strip()]):
+                        raise Failure(f'a compact --in-place after the kill left {left}')
+                    counts[name]['followed by a swap'] += 1
             elif state == after and state != current:
                 outcome = 'after'
             elif state == current:
@@ -289,8 +408,8 @@ def main(argv=None):
         counts[name][('killed ' + outcome + ' commit') if killed else 'finished before the kill'] += 1
         if op.writes_out:
             shutil.rmtree(out, ignore_errors=True)
-            for leftover in os.listdir(work):   # a killed compaction's staging directory
-                if leftover.startswith(f'out{run}.compacting-'):
+            for leftover in os.listdir(work):   # a killed compaction's or repack's staging directories
+                if leftover.startswith(f'out{run}.'):
                     counts[name]['staging left'] += 1
                     shutil.rmtree(f'{work}/{leftover}', ignore_errors=True)
         else:
@@ -317,6 +436,10 @@ def main(argv=None):
     print(f'{kills} kills ({total["killed before commit"]} before the commit, {total["killed after commit"]} after), '
           f'{total["finished before the kill"]} finished first, {total["skipped"]} skipped (the command refused the store '
           f'when run to completion), {len(failures)} failures')
+    if total['followed by a swap']:
+        print(f'followed by a compact --in-place run to completion: {total["followed by a swap"]} of the '
+              f'{sum(counts[n]["runs"] for n in counts if "in-place" in n)} in-place runs (content unchanged, nothing left but '
+              f'CURRENT and its generation)')
     for failure in failures:
         print('FAILED ' + failure)
     if not failures and args.work is None:

@@ -48,15 +48,19 @@ extension Store {
 
     static let stagingSuffix = ".compacting-"
 
-    /// Removes the staging directories beside `path` that compactions killed part-way left
-    /// (`<path>.compacting-<pid>` of a process that no longer runs).
-    static func removeAbandonedStaging(for path: String) {
+    /// Removes the staging directories beside `path` that compactions (or, with other
+    /// `suffixes`, repacks) killed part-way left: `<path><suffix><pid>` of a process that no
+    /// longer runs.
+    static func removeAbandonedStaging(for path: String, suffixes: [String] = [stagingSuffix]) {
         let url = URL(fileURLWithPath: path)
-        let prefix = url.lastPathComponent + stagingSuffix
         let parent = url.deletingLastPathComponent().path
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix(prefix) {
-            guard let pid = pid_t(name.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
-            try? FileManager.default.removeItem(atPath: parent + "/" + name)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] {
+            for suffix in suffixes {
+                let prefix = url.lastPathComponent + suffix
+                guard name.hasPrefix(prefix), let pid = pid_t(name.dropFirst(prefix.count)),
+                      GenerationDirectory.processHasEnded(pid) else { continue }
+                try? FileManager.default.removeItem(atPath: parent + "/" + name)
+            }
         }
     }
 

@@ -9,7 +9,13 @@ import Synchronization
 /// Points: `load.table-created` (a load's `creating/<name>` committed), `load.parameters-stored`,
 /// `segment.part-written` (after each data part's commit), `segment.before-commit`,
 /// `segment.committed` (after the commit that made the segment visible), `perkey.committed`
-/// (after each per-key transaction), `compact.copied`, `compact.before-publish`.
+/// (after each per-key transaction), `compact.copied`, `compact.before-publish`; a generation
+/// swap (`compact --in-place`, `repack --in-place`): `swap.staged` (the new generation complete in
+/// its staging directory), `swap.published` (renamed into place, `CURRENT` not yet written),
+/// `swap.pointer-written` (`CURRENT` names it, the old generation not yet marked `retired`),
+/// `swap.retired` (marked); repack: `repack.built` (the new store's tables written, before its
+/// compacting copy and verify), `repack.verified` (before the rename to NEW, or to
+/// `STORE/repack-<pid>` in place), `repack.staged` (in place: before the swap).
 enum CrashPoints {
     private static let target: (point: String, pass: Int)? = {
         guard let text = ProcessInfo.processInfo.environment["EMBSTORE_CRASH_AT"], !text.isEmpty else { return nil }

@@ -21,6 +21,9 @@ struct GenerationDirectory {
     static let namePrefix = "gen-"
     /// A generation being written is `gen-NNNNNN.staging` until it is complete.
     static let stagingSuffix = ".staging"
+    /// An in-place repack (`Store.repackInPlace`) builds in `repack-<pid>` in the store directory
+    /// (and in `repack-<pid>.repacking-<pid>` and `.repacked-<pid>` on the way).
+    static let repackPrefix = "repack-"
 
     /// The name of generation `number`: `gen-` and at least six decimal digits.
     static func name(_ number: Int) -> String {
@@ -89,6 +92,8 @@ struct GenerationDirectory {
         var leftovers: [String] = []
         /// The directory itself holds an environment (`data.mdb` or `lock.mdb`): generation 0.
         var hasRootEnvironment = false
+        /// What in-place repacks build in (`repack-<pid>…`), with their process ids.
+        var repacks: [(entry: String, process: pid_t)] = []
     }
 
     func list() -> Listing {
@@ -100,6 +105,8 @@ struct GenerationDirectory {
                 listing.leftovers.append(entry)
             } else if entry == "data.mdb" || entry == "lock.mdb" {
                 listing.hasRootEnvironment = true
+            } else if let process = Self.repackProcess(entry) {
+                listing.repacks.append((entry, process))
             }
         }
         return listing
@@ -118,6 +125,22 @@ struct GenerationDirectory {
         guard entry.hasPrefix(namePrefix), number(entry) == nil else { return nil }
         let digits = entry.dropFirst(namePrefix.count).prefix { $0.isASCII && $0.isNumber }
         return digits.count >= 6 && digits.count <= 18 ? Int(digits) : nil
+    }
+
+    /// The process id of an in-place repack's directory (`repack-<pid>`, `repack-<pid>.…`), nil for
+    /// anything else.
+    static func repackProcess(_ entry: String) -> pid_t? {
+        guard entry.hasPrefix(repackPrefix) else { return nil }
+        let rest = entry.dropFirst(repackPrefix.count)
+        let digits = rest.prefix { $0.isASCII && $0.isNumber }
+        guard !digits.isEmpty, digits.count <= 9, digits.endIndex == rest.endIndex || rest[digits.endIndex] == "." else { return nil }
+        return pid_t(digits)
+    }
+
+    /// True when no process has id `process` (it ended): what it left is nobody's. A process
+    /// of another user counts as running.
+    static func processHasEnded(_ process: pid_t) -> Bool {
+        process > 0 && process != getpid() && kill(process, 0) != 0 && errno == ESRCH
     }
 
     /// Size in bytes of generation `name`'s data file.
@@ -140,11 +163,16 @@ struct GenerationDirectory {
     // MARK: - Removing
 
     /// Removes what a swap that died left: staging directories, the pointer's temporary file,
-    /// and generations numbered above the current one (renamed into place, never pointed at).
-    /// Only for the holder of the current generation's writer lock, which every swap holds.
+    /// and generations numbered above the current one (renamed into place, never pointed at);
+    /// and what in-place repacks killed part-way left (`repack-<pid>…` of a process that has
+    /// ended: a repack still running keeps its directories). Only for the holder of the current
+    /// generation's writer lock, which every swap holds.
     func removeLeftovers(current: String?) {
         let listing = list()
         for entry in listing.leftovers { try? FileManager.default.removeItem(atPath: path(entry)) }
+        for (entry, process) in listing.repacks where Self.processHasEnded(process) {
+            try? FileManager.default.removeItem(atPath: path(entry))
+        }
         let currentNumber = current.flatMap(Self.number) ?? 0
         for (number, name) in listing.generations where number > currentNumber {
             _ = removeIfUnused(path(name), wholeDirectory: true)

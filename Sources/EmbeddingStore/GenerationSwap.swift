@@ -156,7 +156,8 @@ extension Store {
     /// reading what the staged environment was built from): a write committed meanwhile would
     /// not be in it. The directory is moved, not copied. Stage it under a name a swap does not
     /// take for its own (not `gen-…` nor `CURRENT…` in the store directory, whose leftovers a
-    /// swap removes): beside the store, or `STORE/repack-<pid>`.
+    /// swap removes): beside the store, or `STORE/repack-<pid>` with this process's id (a swap
+    /// removes those of processes that have ended).
     @discardableResult
     public static func installGeneration(at stagingPath: String, into storePath: String,
                                          expecting version: StoreVersion? = nil) throws -> GenerationSwapReport {
@@ -220,12 +221,20 @@ extension Store {
         layout.removeLeftovers(current: old.name)
         let bytesBefore = old.fileSize
         let (directory, leftOut) = try stage(old, name)
+        CrashPoints.reach("swap.staged")
         try layout.publish(directory, as: name)
+        // Killed from here until the pointer is written: the old generation is still the store,
+        // the new one a leftover numbered above it (removed by the next swap).
+        CrashPoints.reach("swap.published")
         try layout.writePointer(name)
+        // Killed from here on: the new generation is the store, the old one without its
+        // `retired` mark (writers see the pointer moved instead; removed by the next swap or open).
+        CrashPoints.reach("swap.pointer-written")
         // The swap is done: the path holds the new generation. Mark the old one in the
         // transaction that kept it still; writers waiting for its lock find the mark.
         _ = try? old.putMetaRecord(Array(name.utf8), key: StoreFormat.retiredKey, in: txn)
         try? txn.commit()
+        CrashPoints.reach("swap.retired")
         old.markRetired()
         _ = try? refresh()
         // Listed while `old` is still held here (its release may remove it).

@@ -160,12 +160,15 @@ extension Store {
         }
         // Built table by table in one directory, then copied compacted (only the pages in use)
         // into another, which is verified and renamed to `path`.
-        let build = path + ".repacking-\(getpid())", staging = path + ".repacked-\(getpid())"
-        for directory in [build, staging] { try? FileManager.default.removeItem(atPath: directory) }   // a killed repack's
+        let build = path + Store.repackBuildSuffix + "\(getpid())", staging = path + Store.repackStagingSuffix + "\(getpid())"
+        // A killed repack's: of this process id (an earlier one), and of processes that have ended.
+        for directory in [build, staging] { try? FileManager.default.removeItem(atPath: directory) }
+        Store.removeAbandonedStaging(for: path, suffixes: [Store.repackBuildSuffix, Store.repackStagingSuffix])
         defer { try? FileManager.default.removeItem(atPath: build) }
         do {
             let report = try repack(building: build, into: staging, publishedAt: path, tables: all, rebuilt: Set(rebuilt), policy: policy,
                                     counts: counts, sources: sources, options: options)
+            CrashPoints.reach("repack.verified")
             try Store.publish(staging, at: path)
             return report
         } catch {
@@ -173,6 +176,8 @@ extension Store {
             throw error
         }
     }
+
+    static let repackBuildSuffix = ".repacking-", repackStagingSuffix = ".repacked-"
 
     /// Puts the verified store built in `staging` at `path`, which must not exist: one rename of
     /// the directory, so `path` holds the whole new store or nothing. (Swapping it in under
@@ -189,8 +194,15 @@ extension Store {
             throw StoreError.invalidArgument("cannot move the repacked store from \(staging) to \(path): \(error.localizedDescription)")
         }
         // The rename is durable once the directory holding both names is.
-        let parent = (path as NSString).deletingLastPathComponent
-        syncDirectory(parent.isEmpty ? "." : parent)
+        syncDirectory(parentDirectory(of: path))
+    }
+
+    /// The directory holding `path`'s last component: "." for a bare name. (Foundation's
+    /// `NSString.deletingLastPathComponent` traps on a one-character path such as `o`, which
+    /// made `repack --out o` die by SIGILL after putting the new store in place.)
+    static func parentDirectory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
     /// Builds the new store in `build` from one snapshot of this one, then writes its compacting
@@ -227,6 +239,7 @@ extension Store {
             }
         }
         try target.sync()
+        CrashPoints.reach("repack.built")
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         try translatingErrors { try target.environment.copy(to: staging, compact: true) }
         var readOnly = Options()
@@ -292,18 +305,19 @@ extension Store {
     /// readers (`installGeneration(at:expecting:)`, as `compactInPlace` does): at every instant
     /// the store directory holds the complete old store or the complete, verified new one.
     /// The new generation is built in `STORE/repack-<pid>` (on the store's file system, a name
-    /// no swap takes for its own). A write committed to the store while the repack ran would
-    /// not be in the new generation: the swap then refuses, leaving the store as it was, and the
-    /// repack can be run again.
+    /// no swap takes for its own; what a killed repack left there, the next swap removes). A
+    /// write committed to the store while the repack ran would not be in the new generation:
+    /// the swap then refuses, leaving the store as it was, and the repack can be run again.
     public func repackInPlace(tables names: [String]? = nil, policy: CodecPolicy, counts: RepackCounts = .none,
                               sources: [String: RepackSource] = [:],
                               options: RepackOptions = RepackOptions()) throws -> (repack: RepackReport, swap: GenerationSwapReport) {
         try requireWritable()
         let version = try self.version()
-        let staged = path + "/repack-\(getpid())"
+        let staged = path + "/" + GenerationDirectory.repackPrefix + "\(getpid())"
         try? FileManager.default.removeItem(atPath: staged)   // a killed repack's
         defer { try? FileManager.default.removeItem(atPath: staged) }
         let report = try repack(to: staged, tables: names, policy: policy, counts: counts, sources: sources, options: options)
+        CrashPoints.reach("repack.staged")
         let swap = try installGeneration(at: staged, expecting: version)
         return (report, swap)
     }

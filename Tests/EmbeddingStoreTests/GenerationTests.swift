@@ -133,6 +133,26 @@ import Testing
         #expect(Self.entries(path) == ["CURRENT", "gen-000008"])
     }
 
+    /// What in-place repacks killed part-way left in the store directory (`repack-<pid>`,
+    /// `repack-<pid>.repacking-<pid>`, …) goes with the next swap once their process has ended;
+    /// a repack still running keeps its directories, and other names are left alone.
+    @Test func aSwapRemovesWhatRepacksThatEndedLeftAndKeepsARunningOnes() throws {
+        let directory = TemporaryDirectory()
+        let (path, store) = try Self.loadedStore(directory, count: 100)
+        try store.compactInPlace()
+        let ended = Process()
+        ended.executableURL = URL(fileURLWithPath: "/bin/true")
+        try ended.run()
+        ended.waitUntilExit()
+        let dead = ended.processIdentifier, running = getpid()
+        let kept = ["repack-\(running)", "repack-\(running).repacking-\(running)", "repack-notes"]
+        for name in ["repack-\(dead)", "repack-\(dead).repacking-\(dead)", "repack-\(dead).repacked-\(dead)"] + kept {
+            try FileManager.default.createDirectory(atPath: path + "/" + name, withIntermediateDirectories: true)
+        }
+        #expect(try store.compactInPlace().current == "gen-000002")
+        #expect(Self.entries(path) == Set(["CURRENT", "gen-000002"] + kept))
+    }
+
     // MARK: - Writers
 
     @Test func aWriteThroughAHandleFromBeforeASwapGoesToTheNewGeneration() throws {

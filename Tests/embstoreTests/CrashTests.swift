@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-/// `embstore ingest` killed with SIGKILL part-way, at the writers' crash points
+/// `embstore ingest`, `compact` and `repack` killed with SIGKILL part-way, at the writers' crash points
 /// (`EMBSTORE_CRASH_AT`, Sources/EmbeddingStore/CrashPoints.swift: the process kills itself at
 /// an exact step, so the test needs no timing). Afterwards the store opens, verifies, and holds
 /// exactly its last committed state: a first load killed before its last commit leaves no table
@@ -79,6 +79,107 @@ import Testing
             try embstoreOK("verify", out.path)
             #expect(try exportTable(out, "kept", in: dir) == (try exportTable(store, "kept", in: dir)))
             #expect(!(try embstoreOK("info", out.path).stdout.contains("table 't'")))
+        }
+    }
+
+    // MARK: - Swaps and repacks
+
+    /// What `CURRENT` of `store` holds (nil: a plain store), and the store directory's entries.
+    static func pointer(_ store: URL) -> String? {
+        try? String(contentsOfFile: store.path + "/CURRENT", encoding: .utf8)
+    }
+
+    static func entries(_ directory: URL) -> Set<String> {
+        Set((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [])
+    }
+
+    /// Runs `arguments` with the crash point set and requires that it died by SIGKILL.
+    static func killed(_ arguments: [String], at point: String) throws {
+        let run = try embstore(arguments, environment: ["EMBSTORE_CRASH_AT": point])
+        guard run.signal == SIGKILL else { throw TestFailure("\(arguments.joined(separator: " ")) with EMBSTORE_CRASH_AT=\(point) was not killed: \(run)") }
+    }
+
+    /// The next `compact --in-place`, run to completion, leaves `CURRENT` and the one generation
+    /// it names, nothing else: whatever a killed command left went with it.
+    static func swapLeavesOneGeneration(_ store: URL) throws {
+        try embstoreOK("compact", store.path, "--in-place")
+        let current = try #require(pointer(store)).trimmingCharacters(in: .newlines)
+        #expect(entries(store) == ["CURRENT", current], "\(entries(store))")
+    }
+
+    /// `compact --in-place` killed at each step of its swap, from a plain store and from one with
+    /// generations: the store opens, verifies and exports what it held (a compaction changes no
+    /// rows), `CURRENT` names the old generation until it is written and the new one from then
+    /// on, and the next swap takes what the kill left.
+    @Test(arguments: ["compact.copied", "swap.staged", "swap.published", "swap.pointer-written", "swap.retired"], [true, false])
+    func aCompactionInPlaceKilledAtEachStepOfItsSwap(point: String, plain: Bool) throws {
+        try withTemporaryDirectory { dir in
+            let vectors = dir.appendingPathComponent("x.npy"), store = dir.appendingPathComponent("store")
+            try writeFloat32(Self.rows, to: vectors)
+            try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "int8", "--quiet")
+            if !plain { try embstoreOK("compact", store.path, "--in-place") }
+            let before = try exportTable(store, "t", in: dir)
+            let old = Self.pointer(store)
+            try Self.killed(["compact", store.path, "--in-place"], at: point)
+            let moved = point == "swap.pointer-written" || point == "swap.retired"
+            #expect(Self.pointer(store) == (moved ? (plain ? "gen-000001\n" : "gen-000002\n") : old), "\(Self.entries(store))")
+            try embstoreOK("verify", store.path)
+            #expect(try exportTable(store, "t", in: dir) == before)
+            try Self.swapLeavesOneGeneration(store)
+            #expect(try exportTable(store, "t", in: dir) == before)
+        }
+    }
+
+    /// `repack --in-place` killed at each step: until `CURRENT` moves the store holds its old rows,
+    /// from then on the repacked ones (what `repack --out` writes from the same store); the table
+    /// not repacked is as it was. The `repack-<pid>` directories a kill before the swap leaves in
+    /// the store directory go with the next swap (they stayed for good before).
+    @Test(arguments: ["repack.built", "repack.verified", "repack.staged", "swap.published", "swap.pointer-written"])
+    func aRepackInPlaceKilledAtEachStep(point: String) throws {
+        try withTemporaryDirectory { dir in
+            let vectors = dir.appendingPathComponent("x.npy"), store = dir.appendingPathComponent("store")
+            let reference = dir.appendingPathComponent("reference")
+            try writeFloat32(Self.rows, to: vectors)
+            try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "fp32", "--quiet")
+            try embstoreOK("ingest", store.path, "--table", "u", "--vectors", vectors.path, "--codec", "int8", "--quiet")
+            let (before, other) = (try exportTable(store, "t", in: dir), try exportTable(store, "u", in: dir))
+            let policy = ["--table", "t", "--codec", "int4h", "--quiet"]
+            try embstoreOK(["repack", store.path, "--out", reference.path] + policy)
+            let repacked = try exportTable(reference, "t", in: dir)
+            #expect(repacked != before)
+            try Self.killed(["repack", store.path, "--in-place"] + policy, at: point)
+            let moved = point == "swap.pointer-written"
+            #expect(Self.pointer(store) == (moved ? "gen-000001\n" : nil), "\(Self.entries(store))")
+            #expect(Self.entries(store).contains { $0.hasPrefix("repack-") } == point.hasPrefix("repack."), "\(Self.entries(store))")
+            try embstoreOK("verify", store.path)
+            #expect(try exportTable(store, "t", in: dir) == (moved ? repacked : before))
+            #expect(try exportTable(store, "u", in: dir) == other)
+            try Self.swapLeavesOneGeneration(store)
+            #expect(try exportTable(store, "t", in: dir) == (moved ? repacked : before))
+        }
+    }
+
+    /// `repack --out NEW` killed part-way leaves no NEW and the store as it was; the next repack
+    /// to NEW removes the staging directories the killed one left beside it (of a process that
+    /// has ended) and writes NEW.
+    @Test(arguments: ["repack.built", "repack.verified"])
+    func aRepackKilledPartWayLeavesNoOutput(point: String) throws {
+        try withTemporaryDirectory { dir in
+            let vectors = dir.appendingPathComponent("x.npy"), store = dir.appendingPathComponent("store")
+            let out = dir.appendingPathComponent("new")
+            try writeFloat32(Self.rows, to: vectors)
+            try embstoreOK("ingest", store.path, "--table", "t", "--vectors", vectors.path, "--codec", "fp32", "--quiet")
+            let before = try exportTable(store, "t", in: dir)
+            try Self.killed(["repack", store.path, "--out", out.path, "--codec", "int8", "--quiet"], at: point)
+            #expect(!FileManager.default.fileExists(atPath: out.path))
+            let staging = { Self.entries(dir).filter { $0.hasPrefix("new.repack") } }
+            #expect(!staging().isEmpty)
+            try embstoreOK("verify", store.path)
+            #expect(try exportTable(store, "t", in: dir) == before)
+            try embstoreOK("repack", store.path, "--out", out.path, "--codec", "int8", "--quiet")
+            #expect(staging().isEmpty, "\(staging())")
+            try embstoreOK("verify", out.path)
+            #expect(try exportTable(out, "t", in: dir).ids == before.ids)
         }
     }
 }

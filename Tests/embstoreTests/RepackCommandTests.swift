@@ -83,4 +83,18 @@ struct RepackCommandTests {
             #expect(exists.status != 0 && exists.stderr.contains("exists"), "\(exists)")
         }
     }
+
+    /// `--out` a bare one-character name, relative to the working directory: Foundation's
+    /// `deletingLastPathComponent` trapped on it once the new store was in place (SIGILL).
+    @Test func aOneCharacterOutPathWorks() throws {
+        try withTemporaryDirectory { dir in
+            let (store, _, _) = try Self.inputs(dir)
+            guard let binary = Tooling.embstoreBinary else { throw TestFailure("no embstore binary") }
+            let run = try runProcess(URL(fileURLWithPath: "/bin/sh"),
+                                     ["-c", "cd \"$1\" && exec \"$2\" repack store --out o --codec int8 --quiet", "sh", dir.path, binary.path])
+            #expect(run.status == 0 && run.signal == nil, "\(run)")
+            try embstoreOK("verify", dir.appendingPathComponent("o").path)
+            #expect(try exportTable(dir.appendingPathComponent("o"), "u", in: dir).rows == (try exportTable(store, "u", in: dir).rows))
+        }
+    }
 }
