@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Arrows point one way: embstore → EmbeddingStore → {LMDB, EmbeddingCodecs, CEmbeddingKernels, NPY},
+// Arrows point one way: embstore, EmbStoreC → EmbeddingStore → {LMDB, EmbeddingCodecs, CEmbeddingKernels, NPY},
 // LMDB → CLMDB, EmbeddingCodecs → CEmbeddingKernels (EmbeddingStore's evaluation calls the kernels too). Nothing below imports anything above it.
 let package = Package(
     name: "embstore",
@@ -11,6 +11,9 @@ let package = Package(
         .library(name: "LMDB", targets: ["LMDB"]),
         .library(name: "EmbeddingCodecs", targets: ["EmbeddingCodecs"]),
         .executable(name: "embstore", targets: ["embstore"]),
+        // The C API (Sources/CEmbStore/include/embstore.h) as a shared library, libEmbStoreC.so:
+        // what C and C++ programs link and the Python package loads.
+        .library(name: "EmbStoreC", type: .dynamic, targets: ["EmbStoreC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -29,6 +32,9 @@ let package = Package(
         .target(name: "EmbeddingCodecs", dependencies: ["CEmbeddingKernels"]),
         .target(name: "NPY"),
         .target(name: "EmbeddingStore", dependencies: ["LMDB", "EmbeddingCodecs", "CEmbeddingKernels", "NPY"]),
+        // The C API: its header (and the thread's last error, kept in C), and its Swift side.
+        .target(name: "CEmbStore"),
+        .target(name: "EmbStoreC", dependencies: ["CEmbStore", "EmbeddingStore", "EmbeddingCodecs"]),
         .executableTarget(
             name: "embstore",
             dependencies: [

@@ -112,58 +112,100 @@ public final class Reader {
     public func lookupPooled(_ table: Table, ids: UnsafeBufferPointer<UInt64>, offsets: UnsafeBufferPointer<Int>,
                              weights: UnsafeBufferPointer<Float>? = nil, pooling: Pooling = .sum,
                              into out: UnsafeMutableBufferPointer<Float>, missing: MissingRows = .zeros) throws -> Int {
-        try table.requireLive()
-        let d = table.dimension
+        let feature = PooledFeature(table: table, ids: ids, offsets: offsets, weights: weights, pooling: pooling)
+        try feature.check(name: "table '\(table.name)'")
         let bags = max(offsets.count - 1, 0)
-        guard out.count >= bags * d else {
-            throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(bags) bags × dimension \(d) need \(bags * d)")
+        guard out.count >= bags * table.dimension else {
+            throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(bags) bags × dimension \(table.dimension) need \(bags * table.dimension)")
         }
-        if let weights, weights.count < ids.count {
-            throw StoreError.invalidArgument("\(weights.count) weights for \(ids.count) ids")
+        return try withSnapshot(of: table) { view in
+            try pool(feature, in: view, into: out.baseAddress!, stride: table.dimension, missing: missing)
         }
-        for b in 0..<bags where offsets[b] < 0 || offsets[b] > offsets[b + 1] || offsets[b + 1] > ids.count {
-            throw StoreError.invalidArgument("bag \(b) spans offsets \(offsets[b])..<\(offsets[b + 1]), outside 0...\(ids.count) or decreasing")
+    }
+
+    /// A multi-table pooled request, as TorchRec's KeyedJaggedTensor lays one out: for each of
+    /// `features` (a table, its ids, `batchSize + 1` bag offsets, optional weights, a pooling),
+    /// bag `b` of the feature is sample `b`'s. Row `b` of `out` (`batchSize` rows of D floats, D
+    /// the features' dimensions added up) becomes the pooled bags of sample `b`, feature after
+    /// feature, as TorchRec's pooled embeddings (a KeyedTensor) are. Every feature is read from
+    /// one snapshot. Returns how many ids were found.
+    @discardableResult
+    public func lookupPooled(_ features: [PooledFeature], batchSize: Int, into out: UnsafeMutableBufferPointer<Float>,
+                             missing: MissingRows = .zeros) throws -> Int {
+        guard batchSize >= 0 else { throw StoreError.invalidArgument("batch size \(batchSize) is negative") }
+        var width = 0
+        for (f, feature) in features.enumerated() {
+            try feature.check(name: "feature \(f) (table '\(feature.table.name)')")
+            guard feature.offsets.count == batchSize + 1 else {
+                throw StoreError.invalidArgument("feature \(f) (table '\(feature.table.name)') has \(feature.offsets.count) offsets; a batch of \(batchSize) needs \(batchSize + 1)")
+            }
+            width += feature.table.dimension
         }
+        guard out.count >= batchSize * width else {
+            throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(batchSize) samples × \(width) (the features' dimensions) need \(batchSize * width)")
+        }
+        guard let first = features.first else { return 0 }
+        followStoreIfMoved()
+        // Views first (they may open the tables), then one snapshot for all of them.
+        var views: [TableView] = []
+        views.reserveCapacity(features.count)
+        for feature in features { views.append(try view(of: feature.table)) }
+        return try withSnapshot(of: first.table) { _ in
+            var found = 0, column = 0
+            for (f, feature) in features.enumerated() {
+                if f > 0 { try translatingErrors { try views[f].refresh(store: store, txn: txn) } }
+                found += try pool(feature, in: views[f], into: out.baseAddress! + column, stride: width, missing: missing)
+                column += feature.table.dimension
+            }
+            return found
+        }
+    }
+
+    /// Pools the bags of `feature` in the snapshot `view` was refreshed in: bag `b` into the
+    /// `dimension` floats at `out + b * stride`.
+    private func pool(_ feature: PooledFeature, in view: TableView, into out: UnsafeMutablePointer<Float>, stride: Int,
+                      missing: MissingRows) throws -> Int {
+        let (ids, offsets, weights) = (feature.ids, feature.offsets, feature.weights)
+        let d = view.table.dimension
+        let bags = max(offsets.count - 1, 0)
         let first = bags > 0 ? offsets[0] : 0
         let used = UnsafeBufferPointer(rebasing: ids[first..<(bags > 0 ? offsets[bags] : 0)])
-        defer { counting?.record(used, table: table.id) }
-        return try withSnapshot(of: table) { view in
-            var batch = try startBatch(used, in: view, missing: missing)
-            let located = batch.located
-            let parameters = TableParameters(txn, table: view.table)
-            for b in 0..<bags {
-                let pooled = out.baseAddress! + b * d
-                pooled.initialize(repeating: 0, count: d)
-                // As in `lookup`: find the next ids' rows, then add each run of records of one
-                // codec within this step in one decoder call.
-                var position = offsets[b]
-                while position < offsets[b + 1] {
-                    let end = min(position + decodeChunk, offsets[b + 1])
-                    for p in position..<end { try resolve(p - first + prefetchDistance, &batch) }
-                    while position < end {
-                        guard located[position - first].baseAddress != nil else {
-                            position += 1
-                            continue
-                        }
-                        let tag = TableDecoders.tag(of: located[position - first])
-                        var next = position + 1
-                        while next < end, located[next - first].baseAddress != nil, TableDecoders.tag(of: located[next - first]) == tag {
-                            next += 1
-                        }
-                        try view.decoders.accumulate(located + (position - first), tag: tag, ids: ids.baseAddress! + position,
-                                                     weights: weights.map { $0.baseAddress! + position }, count: next - position,
-                                                     into: pooled, parameters: parameters)
-                        position = next
+        defer { counting?.record(used, table: view.table.id) }
+        var batch = try startBatch(used, in: view, missing: missing)
+        let located = batch.located
+        let parameters = TableParameters(txn, table: view.table)
+        for b in 0..<bags {
+            let pooled = out + b * stride
+            pooled.initialize(repeating: 0, count: d)
+            // As in `lookup`: find the next ids' rows, then add each run of records of one
+            // codec within this step in one decoder call.
+            var position = offsets[b]
+            while position < offsets[b + 1] {
+                let end = min(position + decodeChunk, offsets[b + 1])
+                for p in position..<end { try resolve(p - first + prefetchDistance, &batch) }
+                while position < end {
+                    guard located[position - first].baseAddress != nil else {
+                        position += 1
+                        continue
                     }
-                }
-                let length = offsets[b + 1] - offsets[b]
-                if pooling == .mean && length > 0 {
-                    let inverse = 1 / Float(length)
-                    for j in 0..<d { pooled[j] *= inverse }
+                    let tag = TableDecoders.tag(of: located[position - first])
+                    var next = position + 1
+                    while next < end, located[next - first].baseAddress != nil, TableDecoders.tag(of: located[next - first]) == tag {
+                        next += 1
+                    }
+                    try view.decoders.accumulate(located + (position - first), tag: tag, ids: ids.baseAddress! + position,
+                                                 weights: weights.map { $0.baseAddress! + position }, count: next - position,
+                                                 into: pooled, parameters: parameters)
+                    position = next
                 }
             }
-            return batch.found
+            let length = offsets[b + 1] - offsets[b]
+            if feature.pooling == .mean && length > 0 {
+                let inverse = 1 / Float(length)
+                for j in 0..<d { pooled[j] *= inverse }
+            }
         }
+        return batch.found
     }
 
     private func lookup(_ table: Table, ids: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Float>,
@@ -339,17 +381,52 @@ public final class Reader {
     /// view, refreshed when the snapshot or the map changed since its last use.
     private func withSnapshot<R>(of table: Table, _ body: (TableView) throws -> R) throws -> R {
         followStoreIfMoved()
-        let view: TableView
-        if let existing = views[table.id], existing.caller === table {
-            view = existing
-        } else {
-            view = TableView(table: try generation.local(table), caller: table)
-            views[table.id] = view
-        }
+        let view = try self.view(of: table)
         try translatingErrors { try txn.renew() }
         defer { txn.reset() }
         try translatingErrors { try view.refresh(store: store, txn: txn) }
         return try body(view)
+    }
+
+    /// This reader's view of `table` in its generation, made on first use of the handle.
+    private func view(of table: Table) throws -> TableView {
+        try table.requireLive()
+        if let existing = views[table.id], existing.caller === table { return existing }
+        let view = TableView(table: try generation.local(table), caller: table)
+        views[table.id] = view
+        return view
+    }
+}
+
+/// One feature of a multi-table pooled request (`Reader.lookupPooled(_:batchSize:into:missing:)`):
+/// a table, its ids, bag offsets (bag `b` is `ids[offsets[b] ..< offsets[b + 1]]`), optional
+/// per-id weights parallel to `ids`, and how its bags are pooled.
+public struct PooledFeature {
+    public var table: Table
+    public var ids: UnsafeBufferPointer<UInt64>
+    public var offsets: UnsafeBufferPointer<Int>
+    public var weights: UnsafeBufferPointer<Float>?
+    public var pooling: Pooling
+
+    public init(table: Table, ids: UnsafeBufferPointer<UInt64>, offsets: UnsafeBufferPointer<Int>,
+                weights: UnsafeBufferPointer<Float>? = nil, pooling: Pooling = .sum) {
+        self.table = table
+        self.ids = ids
+        self.offsets = offsets
+        self.weights = weights
+        self.pooling = pooling
+    }
+
+    /// Refuses weights shorter than the ids and offsets that are negative, decrease or run
+    /// past the ids; `name` says which feature in the error.
+    func check(name: String) throws {
+        if let weights, weights.count < ids.count {
+            throw StoreError.invalidArgument("\(name): \(weights.count) weights for \(ids.count) ids")
+        }
+        let bags = max(offsets.count - 1, 0)
+        for b in 0..<bags where offsets[b] < 0 || offsets[b] > offsets[b + 1] || offsets[b + 1] > ids.count {
+            throw StoreError.invalidArgument("\(name): bag \(b) spans offsets \(offsets[b])..<\(offsets[b + 1]), outside 0...\(ids.count) or decreasing")
+        }
     }
 }
 

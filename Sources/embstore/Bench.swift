@@ -19,6 +19,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Pooled workload: the bags' ids (bags.npy).") var bags: String?
     @Option(help: "Pooled workload: CSR offsets of the bags (offsets.npy).") var offsets: String?
     @Option(help: "Bags per pooled batch.") var bagBatch = 512
+    @Option(help: ArgumentHelp("Pooled workload as multi-table requests of K features (KeyedJaggedTensor style: each feature a bag batch of its own, K consecutive batches, pooled side by side), against the K single-table calls they replace, in the same run.", valueName: "K"))
+    var features: Int?
     @Option(help: "Timed repetitions (the median is reported).") var reps = 5
     @Option(help: "Target seconds per repetition.") var repSeconds = 0.4
     @Option(help: "Name of the id stream in the output (default: zipf for ids.npy, uniform for ids_uniform.npy, else the file name).")
@@ -134,6 +136,75 @@ struct Bench: ParsableCommand {
             pooled["bags_per_s"] = rowsPerS * Double(bagBatch) / (Double(rows) / Double(units))
         }
         try Self.emit(pooled)
+        if let features {
+            try Self.measureMultiTable(store: store, table: handle, features: features, bagIDs: bagIDs, bagOffsets: bagOffsets,
+                                       bagBatch: bagBatch, common: common, reps: reps, repSeconds: repSeconds)
+        }
+    }
+
+    /// Multi-table requests of `features` features, each feature's bags one bag batch (feature
+    /// f of request r: batch r·K + f), against the K single-table pooled calls into K buffers
+    /// that they replace (without the interleaving copy those would need), alternating in one
+    /// run; one JSON line each, ids per second.
+    static func measureMultiTable(store: Store, table: Table, features: Int, bagIDs: [UInt64], bagOffsets: [Int], bagBatch: Int,
+                                  common: [String: Any], reps: Int, repSeconds: Double) throws {
+        let requests = (bagOffsets.count - 1) / bagBatch / max(features, 1)
+        guard features >= 1, requests >= 1 else {
+            throw InputError("--features \(features): the workload holds \((bagOffsets.count - 1) / bagBatch) bag batches, fewer than one request of \(features)")
+        }
+        let d = table.dimension
+        // Each feature's offsets rebased to its own ids (a KeyedJaggedTensor's per-key offsets).
+        var rebased: [Int] = []   // bagBatch + 1 per bag batch
+        for batch in 0..<requests * features {
+            let slice = bagOffsets[batch * bagBatch...(batch + 1) * bagBatch]
+            rebased += slice.map { $0 - slice.first! }
+        }
+        let ids = bagIDs, offsets = rebased
+        // Request r's features: feature f is bag batch r·K + f, its ids and its rebased offsets.
+        func request(_ r: Int, ids: UnsafeBufferPointer<UInt64>, offsets: UnsafeBufferPointer<Int>) -> [PooledFeature] {
+            (0..<features).map { f in
+                let batch = r * features + f
+                return PooledFeature(table: table, ids: UnsafeBufferPointer(rebasing: ids[bagOffsets[batch * bagBatch]..<bagOffsets[(batch + 1) * bagBatch]]),
+                                     offsets: UnsafeBufferPointer(rebasing: offsets[batch * (bagBatch + 1)..<(batch + 1) * (bagBatch + 1)]))
+            }
+        }
+        for multi in [false, true] {
+            var line = common
+            line["workload"] = "pooled"
+            line["variant"] = multi ? "multi-table x\(features)" : "single-table x\(features)"
+            let measured = try measure(threads: 1, reps: reps, repSeconds: repSeconds) { _ -> (Int) throws -> Int in
+                let reader = try store.makeReader()
+                var out = [Float](repeating: 0, count: bagBatch * d * features)
+                var next = 0
+                return { units in
+                    try ids.withUnsafeBufferPointer { ids in
+                        try offsets.withUnsafeBufferPointer { offsets in
+                            try out.withUnsafeMutableBufferPointer { out in
+                                var rows = 0
+                                for _ in 0..<units {
+                                    let pooled = request(next % requests, ids: ids, offsets: offsets)
+                                    next += 1
+                                    rows += pooled.reduce(0) { $0 + $1.ids.count }
+                                    if multi {
+                                        try reader.lookupPooled(pooled, batchSize: bagBatch, into: out)
+                                    } else {
+                                        for (f, feature) in pooled.enumerated() {
+                                            try reader.lookupPooled(table, ids: feature.ids, offsets: feature.offsets,
+                                                                    into: UnsafeMutableBufferPointer(rebasing: out[f * bagBatch * d..<(f + 1) * bagBatch * d]))
+                                        }
+                                    }
+                                }
+                                return rows
+                            }
+                        }
+                    }
+                }
+            }
+            line.merge(measured) { $1 }
+            line["batch"] = bagBatch
+            line["features"] = features
+            try emit(line)
+        }
     }
 
     /// shared/bench's lookup workload on `stream`: batch j = ids[(j mod P)·B ..< +B], P = ⌊count/B⌋,

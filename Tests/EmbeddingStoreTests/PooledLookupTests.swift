@@ -79,4 +79,73 @@ import Testing
             }
         } throws: { "\($0)".contains("id 999") }
     }
+
+    /// A multi-table request writes, per sample, each feature's pooled bag side by side, each
+    /// exactly what the single-table call gives; one feature may use a table twice.
+    @Test func aMultiTableRequestIsTheSingleTableCallsSideBySide() throws {
+        let dir = TemporaryDirectory()
+        let (store, mixed, _) = try mixedTable(dir, d: 9)
+        let narrow = embeddingRows(count: 50, dimension: 4, seed: 3)
+        _ = try narrow.withUnsafeBufferPointer { try store.load(table: "narrow", rows: $0, count: 50, dimension: 4, codec: .int8) }
+        let small = try store.table("narrow")
+        let reader = try store.makeReader()
+        let batch = 3
+        let mixedIDs: [UInt64] = [0, 25, 31, 999, 36, 2], mixedOffsets = [0, 2, 2, 6]
+        let narrowIDs: [UInt64] = [1, 2, 3, 4, 5], narrowOffsets = [0, 1, 3, 5]
+        let weights: [Float] = [2, 1, 0.5, 3, -1]
+        let width = 9 + 4 + 9
+        var out = [Float](repeating: 7, count: batch * width)
+        let found = try mixedIDs.withUnsafeBufferPointer { mixedIDs in
+            try mixedOffsets.withUnsafeBufferPointer { mixedOffsets in
+                try narrowIDs.withUnsafeBufferPointer { narrowIDs in
+                    try narrowOffsets.withUnsafeBufferPointer { narrowOffsets in
+                        try weights.withUnsafeBufferPointer { weights in
+                            let features = [
+                                PooledFeature(table: mixed, ids: mixedIDs, offsets: mixedOffsets),
+                                PooledFeature(table: small, ids: narrowIDs, offsets: narrowOffsets, weights: weights, pooling: .mean),
+                                PooledFeature(table: mixed, ids: mixedIDs, offsets: mixedOffsets, pooling: .mean),
+                            ]
+                            return try out.withUnsafeMutableBufferPointer { try reader.lookupPooled(features, batchSize: batch, into: $0) }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(found == 5 + 5 + 5)
+        func single(_ table: Table, _ ids: [UInt64], _ offsets: [Int], weights: [Float]? = nil, pooling: Pooling) throws -> [Float] {
+            var out = [Float](repeating: 0, count: (offsets.count - 1) * table.dimension)
+            try ids.withUnsafeBufferPointer { ids in
+                try offsets.withUnsafeBufferPointer { offsets in
+                    try out.withUnsafeMutableBufferPointer { out in
+                        if let weights {
+                            try weights.withUnsafeBufferPointer { _ = try reader.lookupPooled(table, ids: ids, offsets: offsets, weights: $0, pooling: pooling, into: out) }
+                        } else {
+                            _ = try reader.lookupPooled(table, ids: ids, offsets: offsets, pooling: pooling, into: out)
+                        }
+                    }
+                }
+            }
+            return out
+        }
+        let parts = [try single(mixed, mixedIDs, mixedOffsets, pooling: .sum), try single(small, narrowIDs, narrowOffsets, weights: weights, pooling: .mean),
+                     try single(mixed, mixedIDs, mixedOffsets, pooling: .mean)]
+        for b in 0..<batch {
+            var column = 0
+            for part in parts {
+                let d = part.count / batch
+                #expect(Array(out[b * width + column..<b * width + column + d]) == Array(part[b * d..<(b + 1) * d]), "sample \(b) at column \(column)")
+                column += d
+            }
+        }
+        // Offsets that do not make `batch` bags are refused, naming the feature.
+        #expect(throws: StoreError.self) {
+            try mixedIDs.withUnsafeBufferPointer { ids in
+                try [0, 6].withUnsafeBufferPointer { offsets in
+                    try out.withUnsafeMutableBufferPointer {
+                        try reader.lookupPooled([PooledFeature(table: mixed, ids: ids, offsets: offsets)], batchSize: batch, into: $0)
+                    }
+                }
+            }
+        }
+    }
 }

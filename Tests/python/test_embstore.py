@@ -1,0 +1,191 @@
+"""Tests of the Python package (Sources/python/embstore) on real stores in temporary directories.
+
+Run by the Swift suite (Tests/embstoreTests/CAPITests.swift) with EMBSTORE_LIBRARY naming the
+libEmbStoreC.so it built and PYTHONPATH=Sources/python; by hand:
+    EMBSTORE_LIBRARY=.build/debug/libEmbStoreC.so PYTHONPATH=Sources/python python3 -m pytest Tests/python
+"""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import embstore
+
+D = 16
+
+
+def rows(n, d=D, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def fp32_store(store_path):
+    """A store with table "t" of 500 fp32 rows (ids 0..499, stored exactly) and the rows."""
+    x = rows(500)
+    embstore.ingest(store_path, "t", x, codec="fp32")
+    with embstore.open(store_path) as store:
+        yield store, x
+
+
+def test_lookup_returns_the_rows_for_uint64_and_int64_ids(fp32_store):
+    store, x = fp32_store
+    table = store.table("t")
+    assert table.dimension == D and store.tables() == ["t"]
+    ids = np.array([3, 0, 499, 3], dtype=np.uint64)
+    np.testing.assert_array_equal(table.lookup(ids), x[ids.astype(np.int64)])
+    np.testing.assert_array_equal(table.lookup(ids.astype(np.int64)), x[ids.astype(np.int64)])
+    np.testing.assert_array_equal(table.lookup([1, 2]), x[[1, 2]])   # a list converts
+    # A strided int64 array is copied, not misread.
+    strided = np.arange(0, 20, dtype=np.int64)[::2]
+    np.testing.assert_array_equal(table.lookup(strided), x[strided])
+
+
+def test_lookup_into_a_caller_buffer_and_missing_ids(fp32_store):
+    store, x = fp32_store
+    table = store.table("t")
+    out = np.full((3, D), 7, dtype=np.float32)
+    result = table.lookup(np.array([5, 10_000, 6], dtype=np.uint64), out=out)
+    assert result is out
+    np.testing.assert_array_equal(out[0], x[5])
+    np.testing.assert_array_equal(out[1], np.zeros(D, np.float32))
+    rows_, found = table.lookup([5, 10_000], return_found=True)
+    assert found.tolist() == [True, False]
+    with pytest.raises(embstore.NotFoundError, match="10000"):
+        table.lookup([5, 10_000], missing="error")
+    with pytest.raises(embstore.InvalidArgumentError, match="shape"):
+        table.lookup([1, 2], out=np.empty((3, D), np.float32))
+    with pytest.raises(embstore.InvalidArgumentError, match="integers"):
+        table.lookup(np.array([1.5]))
+
+
+def test_pooled_lookup_matches_numpy_in_torchs_offsets_forms(fp32_store):
+    store, x = fp32_store
+    table = store.table("t")
+    ids = np.array([1, 2, 3, 10, 20, 30, 40], dtype=np.int64)
+    offsets = np.array([0, 3, 3, 5])   # bags [0:3], [3:3] (empty), [3:5], [5:7]
+    weights = np.linspace(0.5, 2, ids.size).astype(np.float32)
+    bounds = list(offsets) + [ids.size]
+    expected_sum = np.stack([(x[ids[a:b]] * weights[a:b, None]).sum(0) for a, b in zip(bounds, bounds[1:])])
+    got = table.lookup_pooled(ids, offsets, weights=weights)
+    np.testing.assert_allclose(got, expected_sum, rtol=1e-6, atol=1e-6)   # float32 sums in another order
+    # include_last_offset: the same bags with the end given.
+    np.testing.assert_array_equal(table.lookup_pooled(ids, bounds, weights=weights, include_last_offset=True), got)
+    mean = table.lookup_pooled(ids, offsets, mode="mean")
+    expected_mean = np.stack([x[ids[a:b]].mean(0) if b > a else np.zeros(D) for a, b in zip(bounds, bounds[1:])])
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-6)
+    assert not mean[1].any()   # the empty bag
+    with pytest.raises(embstore.InvalidArgumentError, match="weights"):
+        table.lookup_pooled(ids, offsets, weights=weights[:3])
+    with pytest.raises(embstore.InvalidArgumentError, match="bag"):
+        table.lookup_pooled(ids, [0, 5, 2])
+
+
+def test_a_multi_table_request_is_the_single_table_calls_side_by_side(store_path):
+    users, items = rows(300, 8, seed=1), rows(200, 24, seed=2)
+    embstore.ingest(store_path, "users", users, codec="fp32")
+    embstore.ingest(store_path, "items", items, codec="int8")
+    with embstore.open(store_path) as store:
+        user_ids = np.array([1, 2, 3, 4, 5], dtype=np.int64)
+        item_ids = np.array([7, 8, 9], dtype=np.uint64)
+        user_offsets = np.array([0, 2, 2, 5])   # batch of 3
+        item_lengths = np.array([1, 1, 1])
+        weights = np.array([1, 2, 3], dtype=np.float32)
+        got = store.lookup_multi([
+            embstore.Feature("users", user_ids, offsets=user_offsets),
+            embstore.Feature(store.table("items"), item_ids, lengths=item_lengths, weights=weights, mode="mean"),
+        ])
+        assert got.shape == (3, 8 + 24)
+        np.testing.assert_array_equal(got[:, :8], store.table("users").lookup_pooled(user_ids, user_offsets, include_last_offset=True))
+        np.testing.assert_array_equal(got[:, 8:], store.table("items").lookup_pooled(item_ids, [0, 1, 2], weights=weights, mode="mean"))
+        with pytest.raises(embstore.InvalidArgumentError, match="offsets"):
+            store.lookup_multi([("users", user_ids, user_offsets), ("items", item_ids, [0, 3])])
+        with pytest.raises(embstore.NotFoundError):
+            store.lookup_multi([("nope", user_ids, user_offsets)])
+
+
+def test_ingest_policies_ids_and_reports(store_path):
+    x = rows(2_000, d=64, seed=3)
+    ids = np.arange(2_000, dtype=np.uint64) * 3 + 2
+    freq = np.random.default_rng(4).zipf(1.3, 2_000).astype(np.float64)
+    report = embstore.ingest(store_path, "t", x, ids=ids, freq=freq, budget=0.3)
+    assert report["rows"] == 2_000 and report["table"] == "t" and "30" in report["policy"]
+    assert sum(share["rows"] for share in report["codecs"]) == 2_000
+    with embstore.open(store_path) as store:
+        stats = store.stats()
+        assert [t["table"] for t in stats["tables"]] == ["t"] and stats["tables"][0]["rows"] == 2_000
+        got = store.table("t").lookup(ids[:10])
+        # Compressed (about 10 bits a value here), but these rows: relative L2 error well below 1.
+        assert np.linalg.norm(got - x[:10]) / np.linalg.norm(x[:10]) < 0.25
+        assert not store.table("t").lookup([1]).any()            # id 1 is not one of them
+    report = embstore.ingest(store_path, "u", x, freq=freq, tiers="fp16:10%,int8")
+    assert report["rows"] == 2_000
+
+
+def test_bad_input_is_refused_with_nothing_written(store_path):
+    x = rows(100)
+    embstore.ingest(store_path, "t", x, codec="fp16")
+    bad = x.copy()
+    bad[37, 5] = np.nan
+    with pytest.raises(embstore.InvalidArgumentError, match="37"):
+        embstore.ingest(store_path, "t", bad, codec="fp16")
+    with pytest.raises(embstore.InvalidArgumentError, match="codec"):
+        embstore.ingest(store_path, "t", x, codec="int9")
+    with pytest.raises(embstore.InvalidArgumentError, match="ids"):
+        embstore.ingest(store_path, "t", x, ids=np.arange(5))
+    with pytest.raises(embstore.InvalidArgumentError, match="shape"):
+        embstore.ingest(store_path, "t", x[0])
+    with pytest.raises(embstore.InvalidArgumentError, match="dimension"):
+        embstore.ingest(store_path, "t", rows(10, d=D + 1))
+    with pytest.raises(embstore.InvalidArgumentError, match="counts"):
+        embstore.ingest(store_path, "v", x, tiers="fp16:10%,int8")
+    with embstore.open(store_path) as store:
+        assert store.tables() == ["t"]
+        np.testing.assert_allclose(store.table("t").lookup(np.arange(100)), x, rtol=1e-3, atol=1e-3)
+    with pytest.raises(embstore.EmbstoreError, match="no store"):
+        embstore.open(os.path.join(store_path, "nothing-here"))
+
+
+def test_writes_and_read_only_stores(store_path):
+    x = rows(10)
+    embstore.ingest(store_path, "t", x, codec="fp32")
+    with embstore.open(store_path) as store:
+        table = store.table("t")
+        table.put(3, np.ones(D), codec="int8")
+        np.testing.assert_allclose(table.lookup([3])[0], np.ones(D), atol=1e-6)
+        assert table.delete(4) and not table.delete(4)
+        assert not table.lookup([4]).any()
+        created = store.create_table("new", 4)
+        created.put(1, [1, 2, 3, 4])
+        np.testing.assert_array_equal(created.lookup([1])[0], [1, 2, 3, 4])
+        store.drop_table("new")
+        assert store.tables() == ["t"]
+    with embstore.open(store_path, read_only=True) as store:
+        with pytest.raises(embstore.EmbstoreError, match="read-only") as error:
+            store.table("t").put(1, np.zeros(D))
+        assert error.value.status == 4
+
+
+def test_threads_each_look_up_through_their_own_reader(fp32_store):
+    store, x = fp32_store
+    table = store.table("t")
+    failures = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(200):
+            ids = rng.integers(0, 500, 64).astype(np.uint64)
+            if not np.array_equal(table.lookup(ids), x[ids.astype(np.int64)]):
+                failures.append(seed)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
