@@ -2,7 +2,7 @@
 
 `pip install .` at the repository's top calls build_wheel: it runs `swift build -c release
 --product EmbStoreC` (the C API's shared library) and writes a wheel holding the package
-Sources/python/embstore and the library beside it. No build requirement is downloaded: the
+Sources/python/embstore, the library and its header (which the package reads with cffi) beside it. No build requirement is downloaded: the
 backend is this file, and a wheel is a zip file with three metadata files (PEP 427).
 
 The wheel runs on machines with the Swift toolchain that built it (the library finds Swift's
@@ -26,6 +26,7 @@ Version: {VERSION}
 Summary: An embedded store for compressed embedding tables (LMDB), with batched and pooled lookups into NumPy arrays
 Requires-Python: >=3.8
 Requires-Dist: numpy
+Requires-Dist: cffi>=1.12
 """
 
 
@@ -70,6 +71,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     library = _build_library()
     files = [(f"{NAME}/{name}", os.path.join(PACKAGE, name)) for name in sorted(os.listdir(PACKAGE)) if name.endswith(".py")]
     files.append((f"{NAME}/libEmbStoreC.so", library))
+    files.append((f"{NAME}/embstore.h", os.path.join(ROOT, "Sources", "CEmbStore", "include", "embstore.h")))   # cffi reads it
     wheel_name = f"{NAME}-{VERSION}-py3-none-{_platform_tag()}.whl"
     record = []
     with zipfile.ZipFile(os.path.join(wheel_directory, wheel_name), "w", zipfile.ZIP_DEFLATED) as wheel:

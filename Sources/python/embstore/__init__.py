@@ -1,7 +1,7 @@
 """embstore from Python: compressed embedding tables on LMDB, looked up into NumPy arrays.
 
 A thin layer over embstore's C API (libEmbStoreC, include file Sources/CEmbStore/include/embstore.h),
-through ctypes, which releases the GIL for the length of each call. Arrays go in and out
+through cffi in ABI mode (no compiler needed), which releases the GIL for the length of each call. Arrays go in and out
 without copies when they already have the layout the library reads: ids uint64 (int64 is
 viewed as uint64, never copied), offsets int64, weights and rows float32, C-contiguous.
 
@@ -16,14 +16,13 @@ A Store may be shared by threads: each thread looks up through a reader of its o
 its first lookup. The library is found next to this file (a `pip install` puts it there), or
 at the path in the environment variable EMBSTORE_LIBRARY.
 """
-import ctypes
 import json
 import os
+import re
 import threading
 
+import cffi
 import numpy as np
-
-__all__ = ["open", "ingest", "Store", "Table", "Feature", "EmbstoreError", "NotFoundError", "version"]
 
 # Status codes (embstore.h).
 _OK, _INVALID, _NOT_FOUND, _EXISTS, _READ_ONLY, _CORRUPT, _NOT_A_STORE, _IO, _RETRY, _INTERNAL = range(10)
@@ -69,74 +68,74 @@ def _library_path():
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "libEmbStoreC.so")
 
 
+def _header_path():
+    """embstore.h: beside this file in an installed package, else in the repository."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(here, "embstore.h"), os.path.join(here, "..", "..", "CEmbStore", "include", "embstore.h")):
+        if os.path.exists(path):
+            return path
+    raise ImportError(f"cannot find embstore.h beside {here} or in the repository")
+
+
+def _declarations(header):
+    """The header as cffi's cdef reads it: comments, guards, includes and the extern "C" lines
+    dropped, integer macros kept (without C's unsigned suffix)."""
+    text = re.sub(r"/\*.*?\*/", "", header, flags=re.S)
+    lines = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        define = re.match(r"#define\s+(\w+)\s+(\d+)u?\s*$", stripped)
+        if define:
+            lines.append(f"#define {define.group(1)} {define.group(2)}")
+        elif stripped.startswith("#") or stripped in ('extern "C" {', "}"):   # a bare } closes extern "C"
+            continue
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def _load():
+    ffi = cffi.FFI()
+    with open(_header_path()) as f:
+        ffi.cdef(_declarations(f.read()))
     path = _library_path()
     try:
-        lib = ctypes.CDLL(path)
+        lib = ffi.dlopen(path)
     except OSError as error:
         raise ImportError(f"cannot load embstore's library {path}: {error} (pip install the package from the "
                           "repository, or set EMBSTORE_LIBRARY to a libEmbStoreC.so that `swift build --product EmbStoreC` made)") from error
-    P, S, I, U32, U64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_uint32, ctypes.c_uint64
-    PP = ctypes.POINTER(ctypes.c_void_p)
-    signatures = {
-        "embstore_last_error": (ctypes.c_char_p, []),
-        "embstore_version": (ctypes.c_char_p, []),
-        "embstore_free_string": (None, [P]),
-        "embstore_open": (I, [ctypes.c_char_p, U32, PP]),
-        "embstore_close": (None, [P]),
-        "embstore_refresh": (I, [P, ctypes.POINTER(ctypes.c_int)]),
-        "embstore_table_names": (I, [P, PP]),
-        "embstore_stats_json": (I, [P, ctypes.c_char_p, PP]),
-        "embstore_table_open": (I, [P, ctypes.c_char_p, PP]),
-        "embstore_create_table": (I, [P, ctypes.c_char_p, S, PP]),
-        "embstore_drop_table": (I, [P, ctypes.c_char_p]),
-        "embstore_table_release": (None, [P]),
-        "embstore_table_dimension": (S, [P]),
-        "embstore_reader_open": (I, [P, PP]),
-        "embstore_reader_close": (None, [P]),
-        "embstore_lookup": (I, [P, P, P, S, P, P, I, P]),
-        "embstore_lookup_pooled": (I, [P, P, P, S, P, S, P, I, P, I, P]),
-        "embstore_lookup_multi": (I, [P, P, S, S, P, I, P]),
-        "embstore_put": (I, [P, P, U64, P, S, ctypes.c_char_p]),
-        "embstore_delete": (I, [P, P, U64, ctypes.POINTER(ctypes.c_int)]),
-        "embstore_ingest": (I, [P, ctypes.c_char_p, P, S, S, P, P, ctypes.c_char_p, PP]),
-    }
-    for name, (restype, argtypes) in signatures.items():
-        function = getattr(lib, name)
-        function.restype, function.argtypes = restype, argtypes
-    return lib
+    return ffi, lib
 
 
-_lib = _load()
+_ffi, _lib = _load()
+_NULL = _ffi.NULL
 
 
 def version():
     """The library's version string."""
-    return _lib.embstore_version().decode()
+    return _ffi.string(_lib.embstore_version()).decode()
 
 
 def _check(status):
     if status != _OK:
-        message = _lib.embstore_last_error().decode(errors="replace")
+        message = _ffi.string(_lib.embstore_last_error()).decode(errors="replace")
         raise _ERRORS.get(status, EmbstoreError)(status, message)
 
 
 def _take_string(pointer):
-    """A string the library allocated (char **), copied and freed."""
-    if not pointer.value:
+    """A string the library allocated (through a char **), copied and freed."""
+    if pointer[0] == _NULL:
         return ""
     try:
-        return ctypes.string_at(pointer.value).decode()
+        return _ffi.string(pointer[0]).decode()
     finally:
-        _lib.embstore_free_string(pointer.value)
-
-
-def _address(array):
-    return array.__array_interface__["data"][0]
+        _lib.embstore_free_string(pointer[0])
 
 
 def _ids(ids):
     """ids as a C-contiguous uint64 array: int64 is viewed, never copied; other integers are converted."""
+    if type(ids) is np.ndarray and ids.dtype == np.uint64 and ids.ndim == 1 and ids.flags.c_contiguous:
+        return ids   # the common case, checked first
     ids = np.asarray(ids)
     if ids.ndim != 1:
         ids = ids.reshape(-1)
@@ -181,28 +180,25 @@ def _output(out, shape):
     return out
 
 
-class _Handle:
-    """A handle the library made, released once (by close() or when garbage collected)."""
+def _buffer(array, kind):
+    """A C pointer to a C-contiguous array's data (no copy), or NULL for None."""
+    return _NULL if array is None else _ffi.from_buffer(kind, array)
 
-    def __init__(self, pointer, release):
-        self.pointer, self._release = pointer, release
 
-    def release(self):
-        pointer, self.pointer = self.pointer, None
-        if pointer:
-            self._release(pointer)
-
-    def __del__(self):
-        self.release()
+def _handle(kind, make, release):
+    """A handle the library makes through `make(pointer to it)`, released by `release` when
+    garbage collected or given to `_ffi.release` (close)."""
+    out = _ffi.new(kind + " **")
+    _check(make(out))
+    return _ffi.gc(out[0], release)
 
 
 def open(path, read_only=False, create=False):
     """Opens the store at `path`. read_only: no writes (also reads a store in a read-only
     directory); create: make an empty store when the directory holds none."""
-    handle = ctypes.c_void_p()
     flags = (_OPEN_READ_ONLY if read_only else 0) | (_OPEN_CREATE if create else 0)
-    _check(_lib.embstore_open(os.fsencode(path), flags, ctypes.byref(handle)))
-    return Store(_Handle(handle.value, _lib.embstore_close), os.fspath(path))
+    handle = _handle("embstore_store", lambda out: _lib.embstore_open(os.fsencode(path), flags, out), _lib.embstore_close)
+    return Store(handle, os.fspath(path))
 
 
 class Store:
@@ -224,29 +220,38 @@ class Store:
 
     def close(self):
         """Releases the store (its environment closes once the last table and reader of it are released too)."""
+        if self._handle is None:
+            return
+        for table in self._tables.values():
+            table._release()
         self._tables.clear()
+        reader = getattr(self._local, "reader", None)
+        if reader is not None:
+            _ffi.release(reader)
         self._local = threading.local()
-        self._handle.release()
+        handle, self._handle = self._handle, None
+        _ffi.release(handle)
 
     @property
     def _pointer(self):
-        if not self._handle.pointer:
+        if self._handle is None:
             raise EmbstoreError(_INVALID, f"the store {self.path} is closed")
-        return self._handle.pointer
+        return self._handle
 
     def _reader(self):
         """This thread's reader (made on first use; released with the thread or the store)."""
-        reader = getattr(self._local, "reader", None)
-        if reader is None or not reader.pointer:
-            pointer = ctypes.c_void_p()
-            _check(_lib.embstore_reader_open(self._pointer, ctypes.byref(pointer)))
-            reader = self._local.reader = _Handle(pointer.value, _lib.embstore_reader_close)
-        return reader.pointer
+        try:
+            return self._local.reader
+        except AttributeError:
+            store = self._pointer
+            reader = self._local.reader = _handle("embstore_reader", lambda out: _lib.embstore_reader_open(store, out),
+                                                  _lib.embstore_reader_close)
+            return reader
 
     def tables(self):
         """The store's table names."""
-        names = ctypes.c_void_p()
-        _check(_lib.embstore_table_names(self._pointer, ctypes.byref(names)))
+        names = _ffi.new("char **")
+        _check(_lib.embstore_table_names(self._pointer, names))
         text = _take_string(names)
         return text.split("\n") if text else []
 
@@ -254,35 +259,38 @@ class Store:
         """The table called `name` (NotFoundError when there is none)."""
         table = self._tables.get(name)
         if table is None:
-            pointer = ctypes.c_void_p()
-            _check(_lib.embstore_table_open(self._pointer, name.encode(), ctypes.byref(pointer)))
-            table = self._tables[name] = Table(self, name, _Handle(pointer.value, _lib.embstore_table_release))
+            store = self._pointer
+            handle = _handle("embstore_table", lambda out: _lib.embstore_table_open(store, name.encode(), out), _lib.embstore_table_release)
+            table = self._tables[name] = Table(self, name, handle)
         return table
 
     def __getitem__(self, name):
         return self.table(name)
 
     def create_table(self, name, dimension):
-        pointer = ctypes.c_void_p()
-        _check(_lib.embstore_create_table(self._pointer, name.encode(), int(dimension), ctypes.byref(pointer)))
-        table = self._tables[name] = Table(self, name, _Handle(pointer.value, _lib.embstore_table_release))
+        store = self._pointer
+        handle = _handle("embstore_table", lambda out: _lib.embstore_create_table(store, name.encode(), int(dimension), out),
+                         _lib.embstore_table_release)
+        table = self._tables[name] = Table(self, name, handle)
         return table
 
     def drop_table(self, name):
-        self._tables.pop(name, None)
+        table = self._tables.pop(name, None)
+        if table is not None:
+            table._release()
         _check(_lib.embstore_drop_table(self._pointer, name.encode()))
 
     def refresh(self):
         """Moves to the store's newest generation after a swap (lookups also do it by themselves); True if it moved."""
-        moved = ctypes.c_int()
-        _check(_lib.embstore_refresh(self._pointer, ctypes.byref(moved)))
-        return bool(moved.value)
+        moved = _ffi.new("int *")
+        _check(_lib.embstore_refresh(self._pointer, moved))
+        return bool(moved[0])
 
     def stats(self, table=None):
         """Rows, bytes and codec forms per table, as `embstore stats --json` gives them."""
-        json_text = ctypes.c_void_p()
-        _check(_lib.embstore_stats_json(self._pointer, table.encode() if table else None, ctypes.byref(json_text)))
-        return json.loads(_take_string(json_text))
+        text = _ffi.new("char **")
+        _check(_lib.embstore_stats_json(self._pointer, table.encode() if table else _NULL, text))
+        return json.loads(_take_string(text))
 
     def lookup_multi(self, features, batch_size=None, missing="zeros", out=None):
         """A multi-table pooled request, as TorchRec's KeyedJaggedTensor gives one: `features` is a
@@ -297,7 +305,8 @@ class Store:
                 raise InvalidArgumentError(_INVALID, "give batch_size for a request of no features")
             batch_size = len(features[0].offsets) - 1
         width = 0
-        request = (_CFeature * len(features))()
+        request = _ffi.new("embstore_feature[]", len(features))
+        keep = []   # the buffers the request points into
         for f, feature in enumerate(features):
             table = feature.table if isinstance(feature.table, Table) else self.table(feature.table)
             if table.store is not self:
@@ -305,18 +314,16 @@ class Store:
             if len(feature.offsets) != batch_size + 1:
                 raise InvalidArgumentError(_INVALID, f"feature {f} ({table.name!r}) has {len(feature.offsets)} offsets; "
                                                      f"a batch of {batch_size} needs {batch_size + 1}")
-            request[f] = _CFeature(table._pointer, _address(feature.ids), feature.ids.size, _address(feature.offsets),
-                                   _address(feature.weights) if feature.weights is not None else None, _POOLING[feature.mode])
+            buffers = (_buffer(feature.ids, "uint64_t[]"), _buffer(feature.offsets, "int64_t[]"), _buffer(feature.weights, "float[]"))
+            keep.append(buffers)
+            item = request[f]
+            item.table, item.ids, item.id_count = table._pointer, buffers[0], feature.ids.size
+            item.offsets, item.weights, item.pooling = buffers[1], buffers[2], _POOLING[feature.mode]
             width += table.dimension
         result = _output(out, (batch_size, width))
-        _check(_lib.embstore_lookup_multi(self._reader(), request, len(features), batch_size, _address(result),
-                                          _missing(missing), None))
+        _check(_lib.embstore_lookup_multi(self._reader(), request, len(features), batch_size, _buffer(result, "float[]"),
+                                          _missing(missing), _NULL))
         return result
-
-
-class _CFeature(ctypes.Structure):
-    _fields_ = [("table", ctypes.c_void_p), ("ids", ctypes.c_void_p), ("id_count", ctypes.c_size_t),
-                ("offsets", ctypes.c_void_p), ("weights", ctypes.c_void_p), ("pooling", ctypes.c_int)]
 
 
 class Feature:
@@ -352,27 +359,34 @@ class Table:
 
     def __init__(self, store, name, handle):
         self.store, self.name, self._handle = store, name, handle
-        self.dimension = _lib.embstore_table_dimension(handle.pointer)
+        self.dimension = _lib.embstore_table_dimension(handle)
 
     def __repr__(self):
         return f"embstore.Table({self.name!r}, dimension={self.dimension})"
 
+    def _release(self):
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            _ffi.release(handle)
+
     @property
     def _pointer(self):
-        if not self._handle.pointer:
-            raise EmbstoreError(_INVALID, f"the table {self.name!r} was released")
-        return self._handle.pointer
+        if self._handle is None:
+            raise EmbstoreError(_INVALID, f"the table {self.name!r} was released (its store was closed, or it was dropped)")
+        return self._handle
 
     def lookup(self, ids, missing="zeros", out=None, return_found=False):
         """The rows of `ids` (uint64 or int64), float32 [n, d]. missing="zeros" gives zero rows for
         absent ids, missing="error" raises NotFoundError. With return_found, also a bool mask."""
         ids = _ids(ids)
         result = _output(out, (ids.size, self.dimension))
-        found = np.empty(ids.size, dtype=np.uint8) if return_found else None
-        if return_found and missing != "zeros":
-            raise InvalidArgumentError(_INVALID, "return_found is for missing='zeros'")
-        _check(_lib.embstore_lookup(self.store._reader(), self._pointer, _address(ids), ids.size, _address(result),
-                                    _address(found) if found is not None else None, _missing(missing), None))
+        found = None
+        if return_found:
+            if missing != "zeros":
+                raise InvalidArgumentError(_INVALID, "return_found is for missing='zeros'")
+            found = np.empty(ids.size, dtype=np.uint8)
+        _check(_lib.embstore_lookup(self.store._reader(), self._pointer, _ffi.from_buffer("uint64_t[]", ids), ids.size,
+                                    _ffi.from_buffer("float[]", result), _buffer(found, "uint8_t[]"), _missing(missing), _NULL))
         return (result, found.view(np.bool_)) if return_found else result
 
     def lookup_pooled(self, ids, offsets, weights=None, mode="sum", include_last_offset=False, missing="zeros", out=None):
@@ -390,23 +404,22 @@ class Table:
         if mode not in _POOLING:
             raise InvalidArgumentError(_INVALID, f"mode {mode!r}: expected 'sum' or 'mean'")
         result = _output(out, (bags, self.dimension))
-        _check(_lib.embstore_lookup_pooled(self.store._reader(), self._pointer, _address(ids), ids.size, _address(offsets), bags,
-                                           _address(weights) if weights is not None else None, _POOLING[mode],
-                                           _address(result), _missing(missing), None))
+        _check(_lib.embstore_lookup_pooled(self.store._reader(), self._pointer, _ffi.from_buffer("uint64_t[]", ids), ids.size,
+                                           _ffi.from_buffer("int64_t[]", offsets), bags, _buffer(weights, "float[]"),
+                                           _POOLING[mode], _ffi.from_buffer("float[]", result), _missing(missing), _NULL))
         return result
 
     def put(self, id, vector, codec="fp32"):
         """Writes one row (d floats) with `codec` (a spelling `embstore codecs` lists)."""
         vector = _floats(vector).reshape(-1)
-        _check(_lib.embstore_put(self.store._pointer, self._pointer, int(id), _address(vector), vector.size,
+        _check(_lib.embstore_put(self.store._pointer, self._pointer, int(id), _buffer(vector, "float[]"), vector.size,
                                  codec.encode()))
 
     def delete(self, id):
         """Deletes a row; True if it was there."""
-        existed = ctypes.c_int()
-        _check(_lib.embstore_delete(self.store._pointer, self._pointer, int(id), ctypes.byref(existed)))
-        return bool(existed.value)
-
+        existed = _ffi.new("int *")
+        _check(_lib.embstore_delete(self.store._pointer, self._pointer, int(id), existed))
+        return bool(existed[0])
 
 
 def ingest(path, table, vectors, ids=None, freq=None, codec=None, budget=None, tiers=None):
@@ -414,7 +427,8 @@ def ingest(path, table, vectors, ids=None, freq=None, codec=None, budget=None, t
     missing), as `embstore ingest` does: one new segment, visible in one commit. ids: N ids
     (default 0..N-1); freq: N access counts; one policy: codec ("int8", "int4h", "tc:2", ...),
     budget (a share of the float32 payload, 0.125 or "12.5%"), or tiers ("fp16:1%,int8:9%,int4h",
-    needs freq). Returns the load's report (rows, policy, rows and bytes per codec)."""
+    needs freq). Returns the load's report (rows, policy, codec, and rows and bytes per codec
+    form for tiers and budgets)."""
     given = [name for name, value in (("codec", codec), ("budget", budget), ("tiers", tiers)) if value is not None]
     if len(given) > 1:
         raise InvalidArgumentError(_INVALID, f"give one of codec, budget and tiers, not {' and '.join(given)}")
@@ -433,8 +447,7 @@ def ingest(path, table, vectors, ids=None, freq=None, codec=None, budget=None, t
         if freq.size != count:
             raise InvalidArgumentError(_INVALID, f"{freq.size} access counts for {count} rows")
     with open(path, create=True) as store:
-        report = ctypes.c_void_p()
-        _check(_lib.embstore_ingest(store._pointer, table.encode(), _address(vectors), count, dimension,
-                                    _address(ids) if ids is not None else None, _address(freq) if freq is not None else None,
-                                    policy.encode(), ctypes.byref(report)))
+        report = _ffi.new("char **")
+        _check(_lib.embstore_ingest(store._pointer, table.encode(), _buffer(vectors, "float[]"), count, dimension,
+                                    _buffer(ids, "uint64_t[]"), _buffer(freq, "double[]"), policy.encode(), report))
         return json.loads(_take_string(report))
