@@ -127,3 +127,26 @@ final class CopiedLoadRecords: LoadRecords {
 
     func release() { source.release() }
 }
+
+/// Payloads in memory, `count × payloadSize` bytes back to back, valid while the load runs.
+public struct MemoryPayloads: EncodedRowSource, @unchecked Sendable {   // read, never written
+    public let payloads: UnsafeRawBufferPointer
+    public let codec: Codec
+    public let dimension: Int
+    public let payloadSize: Int
+    public var count: Int { payloads.count / payloadSize }
+
+    /// `payloads` holds whole payloads of `payloadSize` bytes (a trailing partial one is ignored).
+    public init(_ payloads: UnsafeRawBufferPointer, codec: Codec, dimension: Int, payloadSize: Int) {
+        self.payloads = payloads
+        self.codec = codec
+        self.dimension = dimension
+        self.payloadSize = max(payloadSize, 1)
+    }
+
+    public func withPayloads<R>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        try body(UnsafeRawBufferPointer(rebasing: payloads[range.lowerBound * payloadSize..<range.upperBound * payloadSize]))
+    }
+
+    public func release() {}
+}
