@@ -3,8 +3,9 @@
 
     python3 tools/check_fbgemm_live.py [--embstore .build/debug/embstore] [--rows 2000] [--seed 0]
 
-For each width d (odd ones included) it makes float rows with the awkward ones first (constant
-rows, a large range, both zeros as the minimum, a range of 1e-6, rows far from zero), and checks
+For each width d (odd ones included) it makes float rows with the awkward ones first, as
+make_fbgemm_fixtures.py does (constant rows, a large range, both zeros as the minimum from
+d = 10, a range of 1e-6, rows far from zero), and checks
 through the `embstore` binary:
 
 1. import: `ingest --format fbgemm-int8` of torch.ops.quantized.embedding_bag_byte_prepack's
@@ -34,37 +35,10 @@ import tempfile
 import numpy as np
 import torch
 
+from make_fbgemm_fixtures import make_rows, prepack
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 EPS = 2.0 ** -24
-
-
-def awkward_rows(rng, n, d):
-    x = (rng.standard_normal((n, d)) * rng.lognormal(0.0, 1.0, (n, 1))).astype(np.float32)
-    x[0] = 0.5
-    x[1] = 0.0
-    x[2] = -3.25
-    x[3] = np.linspace(-3.0e4, 2.9e4, d, dtype=np.float32)
-    x[4] = np.abs(x[4]) + 0.25
-    x[4, 0] = 0.0
-    x[4, d - 1] = np.float32(-0.0)
-    x[5] = (1.0 + rng.random(d) * 1e-6).astype(np.float32)
-    x[6] = (40.0 + rng.uniform(-0.1, 0.1, d)).astype(np.float32)
-    return x
-
-
-def prepack(codec, x):
-    """torch's prepack of x (int8 or int4), and the packed tensor torch's lookup op takes."""
-    if codec == "int8":
-        packed = torch.ops.quantized.embedding_bag_byte_prepack(torch.from_numpy(x))
-        return packed.numpy().copy(), packed
-    d = x.shape[1]
-    if d % 2 == 0:
-        packed = torch.ops.quantized.embedding_bag_4bit_prepack(torch.from_numpy(x))
-        return packed.numpy().copy(), packed
-    packed = torch.ops.quantized.embedding_bag_4bit_prepack(torch.from_numpy(np.concatenate([x, x[:, :1]], axis=1)))
-    rows = packed.numpy().copy()
-    rows[:, (d + 1) // 2 - 1] &= 0x0F
-    return rows, packed
 
 
 def magnitudes(codec, rows, d):
@@ -127,7 +101,7 @@ def main():
         indices = rng.integers(0, args.rows, int(offsets[-1])).astype(np.int64)
         weights = rng.uniform(-1.5, 2.0, indices.size).astype(np.float32)
         for d in [int(t) for t in args.dimensions.split(",")]:
-            x = awkward_rows(rng, args.rows, d) if d >= 2 else rng.standard_normal((args.rows, d)).astype(np.float32)
+            x = make_rows(rng, args.rows, d, with_signed_zero=d >= 10)
             rows_path = os.path.join(work, f"rows{d}.npy")
             np.save(rows_path, x)
             run(args.embstore, "ingest", store, "--table", f"f{d}", "--vectors", rows_path, "--codec", "fp32", "--quiet")

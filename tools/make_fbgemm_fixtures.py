@@ -42,8 +42,10 @@ import torch
 ROWS = 300
 
 
-def make_rows(rng, d, with_signed_zero):
-    x = (rng.standard_normal((ROWS, d)) * rng.lognormal(0.0, 1.0, (ROWS, 1))).astype(np.float32)
+def make_rows(rng, n, d, with_signed_zero):
+    """n float32 rows of width d, the awkward ones first (see the docstring); row 4's signed
+    zeros (0.0 at column 2, -0.0 at column 9) need d >= 10."""
+    x = (rng.standard_normal((n, d)) * rng.lognormal(0.0, 1.0, (n, 1))).astype(np.float32)
     x[0] = 0.5
     x[1] = 0.0
     x[2] = -3.25
@@ -58,14 +60,18 @@ def make_rows(rng, d, with_signed_zero):
     return x
 
 
-def prepack_4bit(x):
-    """torch's 4-bit prepack of x; for an odd width through the 14th-column trick above."""
+def prepack(codec, x):
+    """torch's prepack of x ("int8" or "int4") as a uint8 array, and the packed tensor torch's
+    lookup op takes. torch's 4-bit prepack refuses odd widths: there the rows get a (d+1)-th
+    column equal to their first (min and max unchanged) and the array has its code cleared."""
+    if codec == "int8":
+        packed = torch.ops.quantized.embedding_bag_byte_prepack(torch.from_numpy(x))
+        return packed.numpy().copy(), packed
     d = x.shape[1]
     if d % 2 == 0:
         packed = torch.ops.quantized.embedding_bag_4bit_prepack(torch.from_numpy(x))
         return packed.numpy().copy(), packed
-    padded = np.concatenate([x, x[:, :1]], axis=1)
-    packed = torch.ops.quantized.embedding_bag_4bit_prepack(torch.from_numpy(padded))
+    packed = torch.ops.quantized.embedding_bag_4bit_prepack(torch.from_numpy(np.concatenate([x, x[:, :1]], axis=1)))
     rows = packed.numpy().copy()
     rows[:, (d + 1) // 2 - 1] &= 0x0F
     return rows, packed
@@ -101,14 +107,14 @@ def main():
     ops = {"int8": torch.ops.quantized.embedding_bag_byte_rowwise_offsets,
            "int4": torch.ops.quantized.embedding_bag_4bit_rowwise_offsets}
     for table, d in [("d16", 16), ("d13", 13)]:
-        x = make_rows(rng, d, with_signed_zero=(d == 16))
+        x = make_rows(rng, ROWS, d, with_signed_zero=(d == 16))
         save(f"rows_{table}", x, "float32 rows (see the script's docstring)")
-        int8 = torch.ops.quantized.embedding_bag_byte_prepack(torch.from_numpy(x))
-        save(f"int8_{table}", int8.numpy(), "torch.ops.quantized.embedding_bag_byte_prepack(rows)")
-        int4, int4_op_input = prepack_4bit(x)
+        int8, int8_op_input = prepack("int8", x)
+        save(f"int8_{table}", int8, "torch.ops.quantized.embedding_bag_byte_prepack(rows)")
+        int4, int4_op_input = prepack("int4", x)
         save(f"int4_{table}", int4, "torch.ops.quantized.embedding_bag_4bit_prepack(rows)"
              + ("" if d % 2 == 0 else " of the rows with a 14th column = the first, the 14th code cleared"))
-        for codec, packed in [("int8", int8), ("int4", int4_op_input)]:
+        for codec, packed in [("int8", int8_op_input), ("int4", int4_op_input)]:
             for pool, mode, w in [("sum", 0, None), ("wsum", 0, weights), ("mean", 1, None), ("wmean", 1, weights)]:
                 def pooled(mode):
                     return ops[codec](packed, torch.from_numpy(indices), torch.from_numpy(offsets), False, mode, False,
