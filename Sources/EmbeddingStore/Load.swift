@@ -126,17 +126,8 @@ extension Store {
     @discardableResult
     public func load(table name: String, ids: [UInt64]? = nil, source: any RowSource, policy: CodecPolicy, counts: [Double]? = nil,
                      options: LoadOptions = LoadOptions()) throws -> LoadReport {
-        try requireWritable()
-        followPointer()   // a load started after a swap goes to the new generation
-        try Store.validateTableName(name)
         let count = source.count, dimension = source.dimension
-        guard dimension >= 1 else {
-            throw StoreError.invalidArgument("rows for table '\(name)' have dimension \(dimension); it must be at least 1")
-        }
-        let ids = ids ?? (0..<UInt64(count)).map { $0 }
-        guard ids.count == count else {
-            throw StoreError.invalidArgument("\(ids.count) ids for \(count) rows")
-        }
+        let ids = try startLoad(table: name, ids: ids, count: count, dimension: dimension)
         if let counts {
             guard counts.count == count else {
                 throw StoreError.invalidArgument("\(counts.count) access counts for \(count) rows")
@@ -190,10 +181,7 @@ extension Store {
             return report
         }
 
-        let existing = try? table(name)
-        if let existing, existing.dimension != dimension {
-            throw StoreError.dimensionMismatch(table: name, expected: existing.dimension, actual: dimension)
-        }
+        let existing = try existingTable(name, dimension: dimension)
         let firstCodec: Codec
         switch policy {
         case .single(let codec): firstCodec = codec
@@ -228,11 +216,45 @@ extension Store {
                                                              maxDecodeNanoseconds: options.maxDecodeNanoseconds)
         var decision = LoadDecision(groups: groups, candidates: candidates, choice: choice, summary: summary, input: input)
         try options.revision?(&decision)
+        return try writingInto(existing, name, dimension: dimension) { table in
+            try write(into: table, groups: decision.groups, candidates: decision.candidates, choice: decision.choice,
+                      summary: decision.summary, ids: ids, order: order, source: source, options: options)
+        }
+    }
+
+    /// The checks every bulk load starts with: the store is writable (and followed to the
+    /// generation a swap made), the name and the dimension are valid, and the ids (defaulting
+    /// to `0..<count`) are `count`. Returns the ids.
+    func startLoad(table name: String, ids: [UInt64]?, count: Int, dimension: Int) throws -> [UInt64] {
+        try requireWritable()
+        followPointer()   // a load started after a swap goes to the new generation
+        try Store.validateTableName(name)
+        guard dimension >= 1 else {
+            throw StoreError.invalidArgument("rows for table '\(name)' have dimension \(dimension); it must be at least 1")
+        }
+        let ids = ids ?? (0..<UInt64(count)).map { $0 }
+        guard ids.count == count else {
+            throw StoreError.invalidArgument("\(ids.count) ids for \(count) rows")
+        }
+        return ids
+    }
+
+    /// The table `name` when it exists, nil when not; throws when it has another dimension.
+    func existingTable(_ name: String, dimension: Int) throws -> Table? {
+        let existing = try? table(name)
+        if let existing, existing.dimension != dimension {
+            throw StoreError.dimensionMismatch(table: name, expected: existing.dimension, actual: dimension)
+        }
+        return existing
+    }
+
+    /// Runs a load's writes (`body`) into `existing`, or into the table the load creates
+    /// (`tableForLoad`: visible in the load's last commit), which is dropped when `body` throws.
+    func writingInto<R>(_ existing: Table?, _ name: String, dimension: Int, _ body: (Table) throws -> R) throws -> R {
         let (table, createdTable) = try existing.map { ($0, false) } ?? tableForLoad(name, dimension: dimension)
         if createdTable { CrashPoints.reach("load.table-created") }
         do {
-            return try write(into: table, groups: decision.groups, candidates: decision.candidates, choice: decision.choice,
-                             summary: decision.summary, ids: ids, order: order, source: source, options: options)
+            return try body(table)
         } catch {
             if createdTable { try? dropIfStillBeingCreated(table) }
             throw error
@@ -408,106 +430,13 @@ extension Store {
                                 parameterIDs: allParameterIDs, bucketIDs: stored.compactMap(\.1).first,
                                 basisID: Array(zip(groups, stored)).last(where: { $0.0.plan.makesCurrentBasis })?.1.0.last)
         let formatVersion = zip(candidates, encoders).filter { $0.1 != nil }.map { $0.0.codec.rowCodec.formatVersion }.max() ?? 1
-        if options.layout == .segment {
-            let threads = max(1, min(ProcessInfo.processInfo.activeProcessorCount, ids.count / 16_384))
-            let encoderSets = [encoders] + (try (1..<max(threads, 1)).map { _ in try makeEncoders() })
-            try writeSegment(table, ids: ids, order: order, source: source, encoderSets: encoderSets,
-                             candidates: candidates, choice: choice, formatVersion: formatVersion, summary: summary,
-                             partBytes: options.segmentPartBytes, progress: options.progress)
-            return report
-        }
-        // Write in id order; MDB_APPEND when every new id sorts after the table's last one.
-        let canAppend = try environment.read { txn in
-            try txn.withCursor(table.rows) { cursor in
-                guard let last = try cursor.last()?.integerKey else { return true }
-                return last < ids[order[0]]
-            }
-        }
-        var start = 0
-        while start < ids.count {
-            let end = min(ids.count, start + max(1, options.rowsPerTransaction))
-            try write { batch in
-                try Self.inOrder(order[start..<end], source: source) { i, row in
-                    let k = Int(choice?[i] ?? 0)
-                    try batch.putEncoded(table, id: ids[i], vector: row, index: i, encoder: encoders[k]!, codec: candidates[k].codec,
-                                         flags: canAppend ? .append : [])
-                }
-                if end == ids.count { try batch.generation.publishIfBeingCreated(table, in: batch.txn) }
-            }
-            CrashPoints.reach("perkey.committed")
-            start = end
-            options.progress?(WorkProgress(stage: "writing", done: end, total: ids.count, unit: "rows"))
-        }
+        let threads = options.layout == .segment ? max(1, min(ProcessInfo.processInfo.activeProcessorCount, ids.count / 16_384)) : 1
+        let encoderSets = [encoders] + (try (1..<threads).map { _ in try makeEncoders() })
+        try writeRows(table, ids: ids, order: order,
+                      records: EncodedLoadRecords(source: source, encoderSets: encoderSets, candidates: candidates, choice: choice,
+                                                  ids: ids, table: table.name),
+                      formatVersion: formatVersion, summary: summary, options: options)
         return report
-    }
-
-    /// Encodes the rows in id order into one new segment, each with its candidate's encoder.
-    /// Encodes the rows in id order into one new segment, each with its candidate's encoder: a
-    /// batch of rows is encoded on every core (one encoder set a thread), then appended in order.
-    private func writeSegment(_ table: Table, ids: [UInt64], order: [Int], source: any RowSource,
-                              encoderSets: [[(any RowEncoder)?]], candidates: [PolicyCandidate], choice: [UInt8]?, formatVersion: UInt32,
-                              summary: PolicySummary, partBytes: Int, progress: (@Sendable (WorkProgress) -> Void)?) throws {
-        let encoders = encoderSets[0]
-        let d = source.dimension
-        let capacity = encoders.compactMap { $0?.maximumRecordSize }.max() ?? 1
-        let rowsPerPart = SegmentWriter.rowsPerPart(recordSize: capacity, partBytes: partBytes)
-        let note = try LoadNote(summary: summary).encoded()
-        let batch = 8192
-        let records = UnsafeMutableRawBufferPointer.allocate(byteCount: batch * capacity, alignment: 16)
-        defer { records.deallocate() }
-        let recordSizes = UnsafeMutableBufferPointer<Int>.allocate(capacity: batch)
-        defer { recordSizes.deallocate() }
-        var gathered = [Float]()
-        try writeSegment(table, rowsPerPart: rowsPerPart, expectedPartBytes: min(rowsPerPart, order.count) * capacity,
-                         formatVersion: formatVersion, note: note, maximumRecordSize: capacity) { emit in
-            var start = 0
-            while start < order.count {
-                let end = min(order.count, start + batch)
-                let positions = order[start..<end]
-                let first = positions.first!
-                let contiguous = positions.last! - first == positions.count - 1 && zip(positions, positions.dropFirst()).allSatisfy { $1 == $0 + 1 }
-                func encodeBatch(_ rows: UnsafeBufferPointer<Float>) throws {
-                    let failure = LockedError()
-                    // Each thread has its own encoders and writes its own slots of `records`.
-                    nonisolated(unsafe) let out = records, outSizes = recordSizes, sets = encoderSets, batchRows = rows
-                    let batchStart = start
-                    DispatchQueue.concurrentPerform(iterations: sets.count) { t in
-                        let n = end - batchStart
-                        for r in n * t / sets.count..<n * (t + 1) / sets.count {
-                            let i = order[batchStart + r]
-                            let k = Int(choice?[i] ?? 0)
-                            do {
-                                outSizes[r] = try sets[t][k]!.encode(UnsafeBufferPointer(rebasing: batchRows[r * d..<(r + 1) * d]), index: i,
-                                                                            into: UnsafeMutableRawBufferPointer(rebasing: out[r * capacity..<(r + 1) * capacity]))
-                            } catch let error as CodecError {
-                                failure.set(StoreError.encoding(table: table.name, id: ids[i], codec: candidates[k].label, underlying: error))
-                                return
-                            } catch {
-                                failure.set(error)
-                                return
-                            }
-                        }
-                    }
-                    if let error = failure.error { throw error }
-                }
-                if contiguous {
-                    try source.withRows(first..<first + positions.count) { try encodeBatch($0) }
-                } else {
-                    gathered.removeAll(keepingCapacity: true)
-                    for i in positions { try source.withRows(i..<i + 1) { gathered.append(contentsOf: $0) } }
-                    try gathered.withUnsafeBufferPointer { try encodeBatch($0) }
-                }
-                for r in 0..<(end - start) {
-                    let i = order[start + r]
-                    // Group entries (kinds 5, 6) take any number of record sizes: no padding.
-                    try emit(ids[i], UnsafeRawBufferPointer(rebasing: records[r * capacity..<r * capacity + recordSizes[r]]))
-                }
-                if start / batch % 8 == 7 { source.release() }
-                progress?(WorkProgress(stage: "writing", done: end, total: order.count, unit: "rows"))
-                start = end
-            }
-            source.release()
-        }
     }
 
     /// Bytes on disk a row of this load costs beyond its record. Per-key rows: one LMDB key a
@@ -545,33 +474,6 @@ extension Store {
         if let bad = firstNonFinite(rows) {
             let row = first + bad / dimension
             throw .nonFiniteValue(table: table, row: row, id: ids[row], column: bad % dimension, value: rows[bad])
-        }
-    }
-
-    /// Calls `body` with each row of `order` (row indexes), in that order: a stretch at a time
-    /// where the indexes run consecutively (ids in input order, the usual case), a row at a time
-    /// elsewhere, the source released every stretch.
-    static func inOrder(_ order: ArraySlice<Int>, source: any RowSource,
-                        _ body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
-        let d = source.dimension
-        let stretch = max(1, (1 << 22) / d)
-        var position = order.startIndex
-        var sinceRelease = 0
-        while position < order.endIndex {
-            let first = order[position]
-            var end = position + 1
-            while end < order.endIndex, end - position < stretch, order[end] == first + (end - position) { end += 1 }
-            try source.withRows(first..<first + (end - position)) { rows in
-                for r in 0..<(end - position) {
-                    try body(first + r, UnsafeBufferPointer(rebasing: rows[r * d..<(r + 1) * d]))
-                }
-            }
-            sinceRelease += end - position
-            if sinceRelease >= stretch {
-                source.release()
-                sinceRelease = 0
-            }
-            position = end
         }
     }
 }

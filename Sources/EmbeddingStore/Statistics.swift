@@ -122,24 +122,67 @@ extension Store {
     /// An offline job: every segment's checksum and index are checked first (as `verify` does),
     /// so a damaged store fails it instead of handing out wrong rows.
     public func export(_ table: Table) throws -> (ids: [UInt64], values: [Float]) {
+        var ids = [UInt64]()
+        var values = [Float]()
+        try forEachExportedRow(table) { id, _, decoded in
+            ids.append(id)
+            values.append(contentsOf: try decoded())
+        }
+        return (ids, values)
+    }
+
+    /// Every live row of `table` in ascending id order as a payload of `codec` (`payloadSize`
+    /// bytes): a row whose record is `codec`'s is copied byte for byte, any other is decoded and
+    /// handed to `encode`, which writes its payload. For FBGEMM's fused rows: `codec` int8 or
+    /// int4h, `encode` FBGEMM's quantization rule (`FBGEMMFusedRows.quantize`). Checked as
+    /// `export` is. Returns the ids, the payloads back to back, and how many were copied.
+    /// - Throws: `StoreError.encoding` naming the row when `encode` throws a `CodecError`.
+    public func exportPayloads(_ table: Table, codec: Codec, payloadSize: Int,
+                               encode: (UnsafeBufferPointer<Float>, UnsafeMutableRawBufferPointer) throws -> Void)
+        throws -> (ids: [UInt64], payloads: [UInt8], copied: Int) {
+        var ids = [UInt64]()
+        var payloads = [UInt8]()
+        var copied = 0
+        var payload = [UInt8](repeating: 0, count: payloadSize)
+        try forEachExportedRow(table) { id, record, decoded in
+            if record.first == codec.tag && record.count == 1 + payloadSize {
+                payloads.append(contentsOf: record[1...])
+                copied += 1
+            } else {
+                let row = try decoded()
+                do {
+                    try payload.withUnsafeMutableBytes { try encode(row, $0) }
+                } catch let error as CodecError {
+                    throw StoreError.encoding(table: table.name, id: id, codec: codec.description, underlying: error)
+                }
+                payloads.append(contentsOf: payload)
+            }
+            ids.append(id)
+        }
+        return (ids, payloads, copied)
+    }
+
+    /// Calls `body` with every live row of `table` in ascending id order: its id, its record and
+    /// a function that decodes it (valid until `body` returns), in one snapshot whose segments'
+    /// checksums and indexes are checked first, as `verify` does, so a damaged store fails an
+    /// export instead of handing out wrong rows.
+    private func forEachExportedRow(_ table: Table,
+                                    _ body: (UInt64, UnsafeRawBufferPointer, () throws -> UnsafeBufferPointer<Float>) throws -> Void) throws {
         let table = try resolve(table)
-        return try translatingErrors {
+        try translatingErrors {
             try environment.read { txn in
                 _ = try verifySegments(table, in: txn)
-                let d = table.dimension
-                var ids = [UInt64]()
-                var values = [Float]()
-                var row = [Float](repeating: 0, count: d)
+                var row = [Float](repeating: 0, count: table.dimension)
                 let decoders = TableDecoders(table: table)
                 let parameters = TableParameters(txn, table: table)
                 try row.withUnsafeMutableBufferPointer { row in
                     try forEachLiveRow(table, in: txn) { id, record in
-                        try decoders.decode(record, id: id, into: row.baseAddress!, parameters: parameters)
-                        ids.append(id)
-                        values.append(contentsOf: row)
+                        try body(id, record) {
+                            try decoders.decode(record, id: id, into: row.baseAddress!, parameters: parameters)
+                            return UnsafeBufferPointer(row)
+                        }
                     }
                 }
-                return (ids, values)
             }
         }
     }

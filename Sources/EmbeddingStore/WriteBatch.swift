@@ -93,6 +93,19 @@ public struct WriteBatch: ~Copyable {
         }
     }
 
+    /// Stores `record` (tag + payload, made by a load) under `id`, sealed, and raises the store
+    /// to `formatVersion` in this batch's commit.
+    mutating func putRecord(_ table: Table, id: UInt64, record: UnsafeRawBufferPointer, formatVersion: UInt32, flags: PutFlags) throws {
+        let table = try generation.local(table)
+        try ensureFormat(formatVersion)
+        if scratch.count < record.count + RecordSeal.size { scratch = [UInt8](repeating: 0, count: record.count + RecordSeal.size) }
+        try scratch.withUnsafeMutableBytes { buffer in
+            buffer.copyMemory(from: record)
+            let size = table.sealed ? RecordSeal.seal(buffer, count: record.count, key: id) : record.count
+            try txn.put(UnsafeRawBufferPointer(rebasing: buffer[0..<size]), forKey: id, in: table.rows, flags: flags)
+        }
+    }
+
     /// Raises the store to `version` in this batch's commit when it is older (once per batch).
     mutating func ensureFormat(_ version: UInt32) throws {
         guard version > formatEnsured else { return }

@@ -12,7 +12,7 @@ import Darwin
 /// An element type this module can read and write. `float64` is read only where a caller asks
 /// for it (`NPYFile(path:allowFloat64:)`, for counts); rows and ids are never float64.
 public enum NPYDType: String, Sendable, Equatable {
-    case float32, float16, int64, uint64, float64
+    case float32, float16, int64, uint64, float64, uint8
 
     /// Bytes per element.
     public var itemSize: Int {
@@ -20,6 +20,7 @@ public enum NPYDType: String, Sendable, Equatable {
         case .float32: 4
         case .float16: 2
         case .int64, .uint64, .float64: 8
+        case .uint8: 1
         }
     }
 
@@ -31,12 +32,13 @@ public enum NPYDType: String, Sendable, Equatable {
         case .int64: "<i8"
         case .uint64: "<u8"
         case .float64: "<f8"
+        case .uint8: "|u1"
         }
     }
 
     /// The human-readable list used in error messages.
     static let supportedText =
-        "supported: '<f4' (float32), '<f2' (float16), '<i8' (int64), '<u8' (uint64), '<f8' (float64, for counts), little-endian, C order"
+        "supported: '<f4' (float32), '<f2' (float16), '<i8' (int64), '<u8' (uint64), '<f8' (float64, for counts), '|u1' (uint8, for FBGEMM's packed rows), little-endian, C order"
 }
 
 /// A failure to read or write a .npy file; `message` says what is wrong and what is supported.

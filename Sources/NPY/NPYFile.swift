@@ -23,10 +23,12 @@ public final class NPYFile: @unchecked Sendable {
     private let dataByteCount: Int
 
     /// Opens, maps and validates `path`. float64 arrays are refused unless `allowFloat64` (for
-    /// `readCounts`).
-    public init(path: String, allowFloat64: Bool = false) throws(NPYError) {
-        self.path = path
-        func fail(_ message: String) -> NPYError { NPYError(path: path, message: message) }
+    /// `readCounts`). With `member`, the array is the one stored (uncompressed) at those bytes of
+    /// the file, a member of an `.npz` (`NPZArchive`), and messages name it `path[name]`.
+    public init(path: String, allowFloat64: Bool = false, member: (name: String, bytes: Range<Int>)? = nil) throws(NPYError) {
+        let label = member.map { "\(path)[\($0.name)]" } ?? path
+        self.path = label
+        func fail(_ message: String) -> NPYError { NPYError(path: label, message: message) }
 
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw fail("cannot open: \(errnoText())") }
@@ -45,8 +47,11 @@ public final class NPYFile: @unchecked Sendable {
             throw fail("cannot mmap \(size) bytes: \(errnoText())")
         }
         let header: NPYHeader
-        do {
-            header = try NPYHeader(parsing: UnsafeRawBufferPointer(start: map, count: size), path: path, allowFloat64: allowFloat64)
+        do throws(NPYError) {
+            let bytes = member?.bytes ?? 0..<size
+            guard bytes.lowerBound >= 0, bytes.upperBound <= size else { throw fail("member bytes \(bytes) run past the file's \(size) bytes") }
+            header = try NPYHeader(parsing: UnsafeRawBufferPointer(start: map + bytes.lowerBound, count: bytes.count), path: label,
+                                   allowFloat64: allowFloat64)
         } catch {
             munmap(map, size)
             throw error
@@ -55,7 +60,7 @@ public final class NPYFile: @unchecked Sendable {
         mapSize = size
         dtype = header.dtype
         shape = header.shape
-        dataOffset = header.dataOffset
+        dataOffset = (member?.bytes.lowerBound ?? 0) + header.dataOffset
         dataByteCount = header.dataByteCount
     }
 
@@ -80,6 +85,16 @@ public final class NPYFile: @unchecked Sendable {
     public func matrixShape() throws(NPYError) -> (rows: Int, columns: Int) {
         guard shape.count == 2, dtype == .float32 || dtype == .float16 else {
             throw NPYError(path: path, message: "expected a 2-D float32 or float16 matrix, found a "
+                + "\(shape.count)-D \(dtype.rawValue) array of shape \(pythonShape(shape))")
+        }
+        return (shape[0], shape[1])
+    }
+
+    /// For a 2-D uint8 array [n, w] (FBGEMM's packed rows, `w` bytes each): n and w. Throws for
+    /// other dtypes/ranks, naming them.
+    public func byteMatrixShape() throws(NPYError) -> (rows: Int, columns: Int) {
+        guard shape.count == 2, dtype == .uint8 else {
+            throw NPYError(path: path, message: "expected a 2-D uint8 array of packed rows, found a "
                 + "\(shape.count)-D \(dtype.rawValue) array of shape \(pythonShape(shape))")
         }
         return (shape[0], shape[1])

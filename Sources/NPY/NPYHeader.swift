@@ -114,6 +114,7 @@ struct NPYHeader {
         case "i8": return .int64
         case "u8": return .uint64
         case "f8" where allowFloat64: return .float64
+        case "u1": return .uint8
         default:
             let names: [Substring: String] = [
                 "f8": "float64", "f16": "float128", "i4": "int32", "i2": "int16", "i1": "int8",

@@ -28,6 +28,12 @@ public enum NPYWriter {
         try writeArray(path: path, dtype: .int64, shape: [values.count], values: values)
     }
 
+    /// Writes a uint8 [rows, columns] array (FBGEMM's packed rows).
+    public static func writeUInt8(path: String, rows: Int, columns: Int, values: UnsafeRawBufferPointer) throws(NPYError) {
+        try checkMatrix(path: path, rows: rows, columns: columns, count: values.count)
+        try writeFile(path: path, dtype: .uint8, shape: [rows, columns], data: values)
+    }
+
     /// Writes a float16 [rows, columns] array, rounding each value to nearest-even as numpy does; for tests and tools.
     public static func writeFloat16(
         path: String, rows: Int, columns: Int, values: UnsafeBufferPointer<Float>

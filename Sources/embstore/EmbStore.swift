@@ -19,80 +19,6 @@ struct InputError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-struct Ingest: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Load rows from a .npy file into a table, creating the store and table if missing.")
-
-    @Argument(help: "The store directory.") var store: String
-    @Option(help: "Table name.") var table: String
-    @Option(help: "float32 or float16 .npy file of shape [N, d].") var vectors: String
-    @Option(help: "int64 or uint64 .npy file of N ids (default 0..N-1).") var ids: String?
-    @OptionGroup var policyOptions: PolicyOptions
-    @Option(help: "Access counts of the rows, in the order of --vectors (.npy uint64, int64, float32 or float64).")
-    var freq: String?
-    @Option(help: "Where the rows go.") var layout: Layout = .segment
-
-    enum Layout: String, ExpressibleByArgument, CaseIterable {
-        /// One packed, indexed segment.
-        case segment
-        /// One LMDB key per row.
-        case perKey = "per-key"
-    }
-    @Flag(help: "fsync every transaction instead of once at the end.") var durable = false
-    @Flag(help: "No progress on stderr (by default a bar on a terminal, a line every 5 s otherwise).") var quiet = false
-    @Flag(help: "Leave out rows with a NaN or infinite value (counted and reported) instead of refusing the file.") var skipInvalid = false
-
-    func run() throws {
-        let started = Date()
-        let policy = try policyOptions.policy(counts: freq != nil ? "--freq" : nil)
-        var options = LoadOptions()
-        try policyOptions.apply(to: &options)
-        options.layout = layout == .segment ? .segment : .perKey
-        let file = try NPYFile(path: vectors)
-        let (count, dimension) = try file.matrixShape()
-        guard dimension >= 1 else { throw InputError("\(vectors) has shape [\(count), 0]: rows need at least one value") }
-        var idValues: [UInt64]?
-        if let ids {
-            let idFile = try NPYFile(path: ids)
-            let read = try idFile.readIDs()
-            guard read.count == count else {
-                throw InputError("\(ids) has \(read.count) ids but \(vectors) has \(count) rows")
-            }
-            idValues = read
-        }
-        var counts: [Double]?
-        if let freq {
-            let read = try NPYFile(path: freq, allowFloat64: true).readCounts()
-            guard read.count == count else {
-                throw InputError("\(freq) has \(read.count) access counts but \(vectors) has \(count) rows")
-            }
-            counts = read
-        }
-        var storeOptions = Store.Options()
-        storeOptions.durable = durable
-        let store = try Store(path: self.store, options: storeOptions)
-        options.skipInvalid = skipInvalid
-        let progress = ProgressLines(prefix: "ingest", quiet: quiet)
-        options.progress = { progress.report($0) }
-        let report = try store.load(table: table, ids: idValues, source: try NPYRows(file), policy: policy, counts: counts, options: options)
-        progress.finish(String(format: "%d rows in %.2f s", report.rows, Date().timeIntervalSince(started)))
-        try store.sync()
-        var line = "ingested \(report.rows) rows of dimension \(dimension) into table '\(table)' as \(policy)"
-        if let buckets = report.bucketIDs { line += " (\(buckets.count) bucket rows)" }
-        if let basis = report.basisID {
-            line += " (PCA basis \(basis))"
-        } else if !report.parameterIDs.isEmpty {
-            line += " (parameter record\(report.parameterIDs.count == 1 ? "" : "s") \(report.parameterIDs.map(String.init).joined(separator: ", ")))"
-        }
-        line += String(format: " in %.2f s", Date().timeIntervalSince(started))
-        print(line)
-        if let first = report.firstSkipped {
-            print("skipped \(report.skippedRows) row\(report.skippedRows == 1 ? "" : "s") with a NaN or infinite value (the first: row \(first.row), id \(first.id))")
-        }
-        if report.summary.shares.count > 1 || report.summary.budgetBytes != nil { print(describe(report.summary, rows: count, dimension: dimension)) }
-    }
-}
-
 extension CodecPolicy.Weighting: ExpressibleByArgument {}
 
 /// A policy's summary in lines: bytes, error against the best single codec, and per codec form
@@ -129,22 +55,49 @@ func describe(_ summary: PolicySummary, rows: Int, dimension: Int) -> String {
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write every row of a table, decoded to float32, in ascending id order.")
+        abstract: "Write every row of a table in ascending id order: decoded to float32, or as FBGEMM's fused rows.")
 
     @Argument(help: "The store directory.") var store: String
     @Option(help: "Table name.") var table: String
-    @Option(help: "Output float32 .npy file [N, d].") var out: String
+    @Option(help: "Output .npy file: float32 [N, d], or uint8 [N, row bytes] for --format fbgemm-*.") var out: String
     @Option(help: "Output uint64 .npy file of the N ids.") var idsOut: String?
+    @Option(help: "float32 (rows decoded), or FBGEMM's fused rows as torch's embedding_bag_byte_prepack (fbgemm-int8) and embedding_bag_4bit_prepack (fbgemm-int4) return them: int8 / int4h records copied byte for byte, other rows decoded and quantized by FBGEMM's rule.")
+    var format: Format = .float32
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case float32
+        case fbgemmInt8 = "fbgemm-int8"
+        case fbgemmInt4 = "fbgemm-int4"
+    }
 
     func run() throws {
         let store = try openReadOnly(self.store)
         let handle = try store.table(table)
-        let (ids, values) = try store.export(handle)
-        try values.withUnsafeBufferPointer {
-            try NPYWriter.writeFloat32(path: out, rows: ids.count, columns: handle.dimension, values: $0)
+        let d = handle.dimension
+        let fused: FBGEMMFusedRows
+        switch format {
+        case .float32:
+            let (ids, values) = try store.export(handle)
+            try values.withUnsafeBufferPointer {
+                try NPYWriter.writeFloat32(path: out, rows: ids.count, columns: d, values: $0)
+            }
+            if let idsOut { try NPYWriter.writeUInt64(path: idsOut, values: ids) }
+            print("exported \(ids.count) rows of dimension \(d) from table '\(table)' to \(out)")
+            return
+        case .fbgemmInt8: fused = .int8
+        case .fbgemmInt4: fused = .int4
         }
+        let rowBytes = fused.rowBytes(dimension: d)
+        let (ids, payloads, copied) = try store.exportPayloads(handle, codec: fused.codec, payloadSize: rowBytes) { row, payload in
+            try fused.quantize(row, into: payload)
+        }
+        try payloads.withUnsafeBytes { try NPYWriter.writeUInt8(path: out, rows: ids.count, columns: rowBytes, values: $0) }
         if let idsOut { try NPYWriter.writeUInt64(path: idsOut, values: ids) }
-        print("exported \(ids.count) rows of dimension \(handle.dimension) from table '\(table)' to \(out)")
+        print("exported \(ids.count) rows of dimension \(d) from table '\(table)' to \(out) as \(format.rawValue) rows of \(rowBytes) bytes: "
+              + "\(copied) \(fused.codec) records copied, \(ids.count - copied) rows quantized by FBGEMM's rule")
+        if fused == .int4 && d % 2 == 1 {
+            print("note: dimension \(d) is odd; torch's 4-bit ops read \(rowBytes)-byte rows as \(d + 1) values, the last (code 0) decoding to the row's bias")
+        }
     }
 }
 

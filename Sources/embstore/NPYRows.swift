@@ -1,3 +1,4 @@
+import EmbeddingCodecs
 import EmbeddingStore
 import NPY
 
@@ -27,4 +28,43 @@ struct NPYRows: RowSource {
     }
 
     func release() { file.releaseResidentPages() }
+}
+
+/// FBGEMM's fused rows in a uint8 `.npy` [N, row bytes] (as torch's prepack returns them), as
+/// the payloads of the store's records: handed out from the file's map, never copied or changed.
+struct NPYPackedRows: EncodedRowSource {
+    let file: NPYFile
+    let layout: FBGEMMFusedRows
+    let count: Int
+    let dimension: Int
+    let payloadSize: Int
+    var codec: Codec { layout.codec }
+
+    /// `file` must be a uint8 [N, layout.rowBytes(dimension:)] array.
+    init(_ file: NPYFile, layout: FBGEMMFusedRows, dimension: Int) {
+        self.file = file
+        self.layout = layout
+        self.dimension = dimension
+        payloadSize = layout.rowBytes(dimension: dimension)
+        count = file.rawData.count / payloadSize
+    }
+
+    func withPayloads<R>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        try body(UnsafeRawBufferPointer(rebasing: file.rawData[range.lowerBound * payloadSize..<range.upperBound * payloadSize]))
+    }
+
+    func release() { file.releaseResidentPages() }
+
+    /// The first row the layout refuses (`FBGEMMFusedRows.problem`) and why; nil when none is.
+    func firstProblem() -> (row: Int, problem: String)? {
+        defer { release() }
+        let data = file.rawData
+        for row in 0..<count {
+            if let problem = layout.problem(with: UnsafeRawBufferPointer(rebasing: data[row * payloadSize..<(row + 1) * payloadSize]),
+                                            dimension: dimension) {
+                return (row, problem)
+            }
+        }
+        return nil
+    }
 }

@@ -22,6 +22,9 @@ struct PolicyOptions: ParsableArguments {
     @Option(help: "Codec of the bucket rows made by bucket:B (\(RowCodecs.bucketRowCodecNames); default fp32).", transform: parseCodec)
     var bucketCodec: Codec = .fp32
 
+    /// True when none of --codec, --tiers, --budget and --budget-bytes is given.
+    var isEmpty: Bool { codec == nil && tiers == nil && budget == nil && budgetBytes == nil }
+
     /// The policy the options name. `counts` names the option that gave access counts (which
     /// tiers need), nil when none did; `countOptions` the options that could have.
     func policy(counts: String?, countOptions: String = "--freq") throws -> CodecPolicy {
