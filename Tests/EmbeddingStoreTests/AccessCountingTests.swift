@@ -10,7 +10,7 @@ import Testing
         let directory = TemporaryDirectory()
         let store = try makeStore(directory)
         let rows = embeddingRows(count: count, dimension: d)
-        try rows.withUnsafeBufferPointer { try store.load(table: "t", rows: $0, count: count, dimension: d, policy: .single(.int8)) }
+        _ = try rows.withUnsafeBufferPointer { try store.load(table: "t", rows: $0, count: count, dimension: d, policy: .single(.int8)) }
         return (directory, store, try store.table("t"))
     }
 

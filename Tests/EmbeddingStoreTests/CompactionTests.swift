@@ -10,7 +10,7 @@ import Testing
         let d = 16, count = 20_000
         let rows = embeddingRows(count: count, dimension: d)
         func load(_ store: Store) throws {
-            try rows.withUnsafeBufferPointer { try store.load(table: "t", rows: $0, count: count, dimension: d, policy: .single(.int8)) }
+            _ = try rows.withUnsafeBufferPointer { try store.load(table: "t", rows: $0, count: count, dimension: d, policy: .single(.int8)) }
         }
         let fresh = try makeStore(directory, name: "fresh")
         try load(fresh)

@@ -42,7 +42,7 @@ import Testing
         do {
             let store = try Store(path: mount + "/s")
             let small = embeddingRows(count: 100, dimension: d, seed: 2)
-            try small.withUnsafeBufferPointer { try store.load(table: "kept", rows: $0, count: 100, dimension: d, policy: .single(.fp32)) }
+            _ = try small.withUnsafeBufferPointer { try store.load(table: "kept", rows: $0, count: 100, dimension: d, policy: .single(.fp32)) }
             #expect {
                 try rows.withUnsafeBufferPointer { try store.load(table: "t", rows: $0, count: count, dimension: d, policy: .single(.int8)) }
             } throws: { error in
