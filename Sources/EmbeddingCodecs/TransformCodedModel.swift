@@ -245,6 +245,32 @@ public final class TransformModel: @unchecked Sendable {
         }
         kernelModel = emb_tc_model(d: basis.dimension, k: k, table_count: tables.count, mean: basis.mean, basis: basis.rows,
                                    step: stepStorage, table_of: tableOfStorage, tables: tableStorage)
+        if let column = Self.columnThatCanOverflow(basis: basis, k: k, steps: steps, tableOf: tableOf, tables: tables) {
+            throw .invalidParameter("tc model: rows could decode to values beyond float32's range in column \(column) (steps up to \(steps.max() ?? 0))")
+        }
+    }
+
+    /// A column some row of this model could decode to an infinite value in, nil when none can
+    /// (FORMAT.md: every decoded value is finite). A coefficient's code is at most
+    /// max(|lo|, |lo + n − 1|) of its table, or 32,768 as an escape, so
+    /// |x̂[i]| ≤ |μ[i]| + Σ_j step[j] · (q_max[j] + θ) · |v[j][i]|, partial sums included; the
+    /// bound, in Float64, must stay below half of float32's largest value (room for rounding).
+    /// Checked once per model, so decoding checks nothing per row.
+    private static func columnThatCanOverflow(basis: TransformBasis, k: Int, steps: [Float], tableOf: [UInt8],
+                                             tables: [FrequencyTable]) -> Int? {
+        let d = basis.dimension
+        let largest = Double(Float.greatestFiniteMagnitude) / 2
+        let reach: [Double] = (0..<k).map { j in
+            let table = tables[Int(tableOf[j])]
+            let lo = Double(table.lo), hi = Double(table.lo) + Double(max(table.valueCount - 1, 0))
+            return Double(steps[j]) * (max(abs(lo), abs(hi), 32_768) + Double(table.theta))
+        }
+        for i in 0..<d {
+            var bound = abs(Double(basis.mean[i]))
+            for j in 0..<k { bound += reach[j] * abs(Double(basis.rows[j * d + i])) }
+            if !(bound < largest) { return i }
+        }
+        return nil
     }
 
     deinit {

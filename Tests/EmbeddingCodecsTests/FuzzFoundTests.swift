@@ -32,4 +32,25 @@ import Testing
         if bits == 1.5 { #expect(name == "tc:1.5") }
         if bits == 2 { #expect(name == "tc:2") }
     }
+
+    /// A tc model whose steps are finite but so large that a row could decode past float32's
+    /// range (FuzzRecords: a row decoded to inf): refused when the model is read, so that
+    /// decoding needs no check per row. The fitted model of the same basis is accepted.
+    @Test func aTCModelThatCouldDecodeToInfinityIsRefused() throws {
+        let d = 16, count = 300
+        let rows = TransformCodedCodecTests.rows(count: count, dimension: d, seed: 3)
+        let (table, _, _) = try TransformCodedCodecTests.roundTrip(rows, count: count, dimension: d, codec: .transformCoded(bitsPerValue: 3))
+        let basis = try TransformBasis(record: try #require(table.parameterRecord(1)))
+        let fitted = try TransformModel(record: try #require(table.parameterRecord(2))) { _ in basis }
+        func model(steps: [Float]) throws -> TransformModel {
+            try TransformModel(basisID: fitted.basisID, basis: basis, k: fitted.k, targetBits: fitted.targetBits, steps: steps,
+                               tableOf: fitted.tableOf, tables: fitted.tables)
+        }
+        _ = try model(steps: fitted.steps)
+        for huge: Float in [3e38, 1e36, 1e35] {
+            var steps = fitted.steps
+            steps[0] = huge
+            #expect(throws: CodecError.self, "step \(huge)") { try model(steps: steps) }
+        }
+    }
 }

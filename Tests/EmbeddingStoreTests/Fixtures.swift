@@ -73,3 +73,19 @@ func makeStore(_ directory: TemporaryDirectory, name: String = "store", mapSize:
     options.formatVersion = formatVersion
     return try Store(path: directory.file(name), options: options)
 }
+
+/// A value behind an NSLock: what test threads share when ThreadSanitizer runs over them
+/// (tools/sanitizers.sh thread). TSan sees NSLock but not Synchronization.Mutex on Linux, so
+/// state kept under a Mutex and touched by several threads is reported as a race.
+final class Locked<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+
+    init(_ value: Value) { self.value = value }
+
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&value)
+    }
+}

@@ -294,7 +294,7 @@ import Testing
         let generations = 3
         let threads = 4
         struct Tally { var batches = 0, failed = 0, mixed = 0, wrong = 0, newest = 0, errors: [String] = [] }
-        let tallies = Mutex<[Tally]>(Array(repeating: Tally(), count: threads))
+        let tallies = Locked<[Tally]>(Array(repeating: Tally(), count: threads))   // not a Mutex: TSan runs this
         let lowest = Atomic<Int>(0)   // the newest generation every thread has read
         let finished = DispatchSemaphore(value: 0)
         for thread in 0..<threads {
