@@ -25,7 +25,10 @@ let package = Package(
             pkgConfig: "lmdb",
             providers: [.apt(["liblmdb-dev"])]
         ),
-        .target(name: "LMDB", dependencies: ["CLMDB"]),
+        // What a process may install so that LMDB crashing on a damaged page ends it with a
+        // message and status 3 (the embstore command does).
+        .target(name: "CLMDBGuard", dependencies: ["CLMDB"]),
+        .target(name: "LMDB", dependencies: ["CLMDB", "CLMDBGuard"]),
         // Small C kernels for what Swift cannot express without unsafe flags: F16C/AVX2 paths
         // selected at run time, and a prefetch hint.
         .target(name: "CEmbeddingKernels"),
@@ -38,7 +41,7 @@ let package = Package(
         .executableTarget(
             name: "embstore",
             dependencies: [
-                "EmbeddingStore", "EmbeddingCodecs", "NPY",
+                "EmbeddingStore", "EmbeddingCodecs", "NPY", "LMDB",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

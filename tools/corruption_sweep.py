@@ -150,12 +150,22 @@ def main():
             damaged = bytearray(data)
             if target in kinds:
                 value = rng.choice(kinds[target])
-                at = data.find(value if len(value) <= 64 else value[:64])
-                if at < 0:
+                # Every copy of the record in the file: LMDB's copy-on-write leaves old copies in
+                # pages it no longer uses (meta records are rewritten by every commit), and the
+                # first one found may be such a copy; the same bit of each is flipped, so the copy
+                # LMDB reads is damaged too.
+                needle = value if len(value) <= 64 else value[:64]
+                copies, at = [], data.find(needle)
+                while at >= 0:
+                    copies.append(at)
+                    at = data.find(needle, at + 1)
+                if not copies:
                     counts[target]['skipped (bytes not found)'] += 1
                     continue
-                offset = at + rng.randrange(len(value))
-                damaged[offset] ^= 1 << rng.randrange(8)
+                relative, bit = rng.randrange(len(value)), 1 << rng.randrange(8)
+                for at in copies:
+                    damaged[at + relative] ^= bit
+                offset = copies[0] + relative
             elif target == 'page':
                 page = rng.randrange(len(data) // 4096)
                 offset = page * 4096

@@ -15,7 +15,9 @@ import Synchronization
 /// `swap.pointer-written` (`CURRENT` names it, the old generation not yet marked `retired`),
 /// `swap.retired` (marked); repack: `repack.built` (the new store's tables written, before its
 /// compacting copy and verify), `repack.verified` (before the rename to NEW, or to
-/// `STORE/repack-<pid>` in place), `repack.staged` (in place: before the swap).
+/// `STORE/repack-<pid>` in place), `repack.staged` (in place: before the swap). The embstore
+/// command also takes `lmdb.fault`: at its start it makes liblmdb read through a wild pointer,
+/// for the test of `Environment.installDamageGuard`.
 enum CrashPoints {
     private static let target: (point: String, pass: Int)? = {
         guard let text = ProcessInfo.processInfo.environment["EMBSTORE_CRASH_AT"], !text.isEmpty else { return nil }

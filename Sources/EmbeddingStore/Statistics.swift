@@ -232,6 +232,14 @@ extension Store {
                         deleted = true   // what it held is unknown: its older rows are not shown
                     }
                     delta = try cursor.next()
+                    // LMDB hands keys out in order; one that is not after this id is a damaged
+                    // page (a node pointer moved onto another node: an id twice, another lost).
+                    if let following = delta, let key = following.integerKey, key <= id {
+                        let error = StoreError.corruptMetadata(table: table.name, reason: "the delta's ids are out of order: \(key) after \(id) (a damaged page)")
+                        guard let onDamage else { throw error }
+                        try onDamage(key, error)
+                        while let skipped = delta, let key = skipped.integerKey, key <= id { delta = try cursor.next() }
+                    }
                 }
                 for (s, segment) in segments.enumerated() where next[s] < segment.index.count && segment.index.id(atRow: next[s]) == id {
                     if record == nil && !deleted {

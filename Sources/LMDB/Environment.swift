@@ -1,4 +1,5 @@
 import CLMDB
+import CLMDBGuard
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -16,6 +17,27 @@ private func lmdbFoundDamage(_ env: OpaquePointer?, _ message: UnsafePointer<CCh
     let line = "Error: LMDB found a damaged page in \(place) (\(text)); the store is damaged: restore it from a copy\n"
     _ = line.withCString { write(2, $0, strlen($0)) }
     exit(3)
+}
+
+extension Environment {
+    /// Makes a SIGSEGV or SIGBUS raised inside liblmdb's code end the process with a message and
+    /// exit status 3, as LMDB's failed checks do (`lmdbFoundDamage`): LMDB trusts its pages, and
+    /// a damaged one can send it through a wild pointer. Faults elsewhere go on to the handlers
+    /// installed before. For processes that only work on stores (the embstore command); it
+    /// replaces the process's handlers of the two signals. Returns false if liblmdb's code was
+    /// not found.
+    @discardableResult
+    public static func installDamageGuard() -> Bool {
+        emb_lmdb_guard_install() == 0
+    }
+
+    /// For the test of `installDamageGuard`: makes liblmdb read through a wild pointer, as a
+    /// damaged page can (mdb_env_get_path of a bogus environment). Never returns normally.
+    public static func faultInsideLMDBForTesting() -> Never {
+        var path: UnsafePointer<CChar>?
+        _ = mdb_env_get_path(OpaquePointer(bitPattern: 0x40), &path)
+        fatalError("liblmdb read through a wild pointer and went on")
+    }
 }
 
 /// An LMDB environment: one memory-mapped file holding any number of named databases.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EmbeddingCodecs
 import EmbeddingStore
+import LMDB
 import Foundation
 import NPY
 
@@ -11,6 +12,20 @@ struct EmbStore: ParsableCommand {
         abstract: "An embedded store for compressed embedding tables, on LMDB.",
         subcommands: [Ingest.self, Export.self, Get.self, Info.self, Stats.self, Verify.self, Compact.self, Repack.self, Eval.self, Bench.self, Codecs.self, Demo.self]
     )
+
+    static func main() {
+        // A damaged page that sends LMDB through a wild pointer ends the command with a message
+        // and status 3, as LMDB's own failed checks do, instead of a crash.
+        Environment.installDamageGuard()
+        // The test of that guard (CrashTests): EMBSTORE_CRASH_AT=lmdb.fault faults inside liblmdb.
+        if ProcessInfo.processInfo.environment["EMBSTORE_CRASH_AT"] == "lmdb.fault" { Environment.faultInsideLMDBForTesting() }
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// A problem with the command's input: printed as "Error: ..." without the usage text.

@@ -182,4 +182,14 @@ import Testing
             #expect(try exportTable(out, "t", in: dir).ids == before.ids)
         }
     }
+
+    /// A fault inside liblmdb (a damaged page can send LMDB through a wild pointer: the corruption
+    /// sweep's seed 2 found one) ends the command with a message and status 3, not a crash.
+    @Test func aFaultInsideLMDBEndsTheCommandWithStatus3AndAMessage() throws {
+        try withTemporaryDirectory { dir in
+            let run = try embstore(["info", dir.appendingPathComponent("store").path], environment: ["EMBSTORE_CRASH_AT": "lmdb.fault"])
+            #expect(run.status == 3 && run.signal == nil, "\(run)")
+            #expect(run.stderr.contains("LMDB crashed reading a damaged page"), "\(run.stderr)")
+        }
+    }
 }
