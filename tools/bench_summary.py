@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue 3's targets as ratios, from one run's JSON lines (tools/bench_vs_peers.sh output).
+"""Issues 3's and 10's targets as ratios, from one run's JSON lines (tools/bench_vs_peers.sh output).
 
     python3 tools/bench_summary.py /tmp/embstore-bench/peers.jsonl /tmp/embstore-bench/embstore.jsonl
 
@@ -59,6 +59,20 @@ def main():
         if codec != "fp32":
             line(f"decode {codec} / faiss_sq_decode_only", ours,
                  rate(find(rows, system="faiss_sq_decode_only", workload="decode", codec=codec)), 1.0)
+    # Issue 10: pooled lookups against FBGEMM's embedding-bag kernels (torch), the fp32 gather,
+    # multi-table requests against the single-table calls they replace. embstore's int4h is
+    # FBGEMM's 4-bit row (the peers' "int4").
+    out.append("")
+    for ours_codec, their_codec in (("int8", "int8"), ("int4h", "int4"), ("fp16", "fp16")):
+        line(f"pooled {ours_codec} / torch_fbgemm pooled {their_codec}",
+             rate(find(rows, system="embstore", workload="pooled", codec=ours_codec, threads=1)),
+             rate(find(rows, system="torch_fbgemm", workload="pooled", codec=their_codec)), 1.0)
+    line("lookup fp32 uniform / c_dense_gather (issue 10)",
+         rate(find(rows, system="embstore", workload="lookup", codec="fp32", ids="uniform", threads=1)),
+         rate(find(rows, system="c_dense_gather", workload="lookup", codec="fp32", ids="uniform")), 0.9)
+    line("pooled int8: multi-table x4 / single-table x4",
+         rate(find(rows, system="embstore", workload="pooled", variant="multi-table x4")),
+         rate(find(rows, system="embstore", workload="pooled", variant="single-table x4")), 1.0)
     print("\n".join(out))
 
 

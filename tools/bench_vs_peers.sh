@@ -6,6 +6,11 @@
 #   PEERS=all tools/bench_vs_peers.sh             # every peer shared/bench knows (slow)
 #   PEERS=c_dense tools/bench_vs_peers.sh         # peers by name prefix (default c_dense,c_lmdb,faiss;
 #                                                 # faiss is skipped when faiss-cpu is not installed)
+#   PEERS=c_dense,c_decode,torch tools/bench_vs_peers.sh   # issue 10's run: FBGEMM through torch (pip install torch)
+#
+# embstore runs fp32, fp16, int8 and int4h (FBGEMM's 4-bit rows: the peers' "int4") stores; on
+# the int8 store also pooled lookups as multi-table requests of 4 features against the 4
+# single-table calls they replace (bench --features 4).
 #
 # Writes $OUT_DIR (default /tmp/embstore-bench) /peers.jsonl, embstore.jsonl and report.txt.
 set -euo pipefail
@@ -29,7 +34,7 @@ bash "$shared/run_peers.sh" --n "$n" --d "$d" --out "$out/peers.jsonl" -- "${onl
 swift build -c release --product embstore
 bin="$(swift build -c release --product embstore --show-bin-path)/embstore"
 : > "$out/embstore.jsonl"
-for codec in fp32 int8; do
+for codec in fp32 fp16 int8 int4h; do
     store="$out/store-$codec"
     rm -rf "$store"
     "$bin" ingest "$store" --table t --vectors "$workload/table.npy" --codec "$codec" >&2
@@ -37,7 +42,7 @@ for codec in fp32 int8; do
         extra=()
         [[ $stream == ids ]] && extra=(--bags "$workload/bags.npy" --offsets "$workload/offsets.npy")
         # The decode-only lines do not depend on the store: print them once.
-        [[ $stream == ids && $codec == int8 ]] && extra+=(--decode-only)
+        [[ $stream == ids && $codec == int8 ]] && extra+=(--decode-only --features 4)
         "$bin" bench "$store" --table t --ids "$workload/$stream.npy" --table-npy "$workload/table.npy" \
             --reps "$reps" --json "${extra[@]}" >> "$out/embstore.jsonl"
     done
