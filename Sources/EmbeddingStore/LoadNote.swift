@@ -54,9 +54,9 @@ public struct RowProvenance: Sendable, Equatable {
 extension Store {
     /// The note of the load that wrote `segment` of `table`, nil when there is none.
     public func loadNote(_ table: Table, segment: UInt32) throws -> PolicySummary? {
-        let table = try resolve(table)
+        let (generation, table) = try resolved(table)
         return try translatingErrors {
-            try environment.read { txn in
+            try generation.environment.read { txn in
                 try withMetaRecord(StoreFormat.loadNoteKey(table.id, segment: segment), in: txn, table: table.name) { bytes in
                     bytes.flatMap(LoadNote.decode)?.summary
                 }
@@ -67,9 +67,9 @@ extension Store {
     /// The notes of the table's live segments, newest first: how each load spent its bytes and,
     /// when it had access counts, the share of them each codec form's rows held.
     public func loadNotes(_ table: Table) throws -> [(segment: UInt32, summary: PolicySummary)] {
-        let table = try resolve(table)
+        let (generation, table) = try resolved(table)
         return try translatingErrors {
-            try environment.read { txn in
+            try generation.environment.read { txn in
                 try segmentManifest(table, in: txn).compactMap { segment in
                     try withMetaRecord(StoreFormat.loadNoteKey(table.id, segment: segment), in: txn, table: table.name) { bytes in
                         bytes.flatMap(LoadNote.decode).map { (segment, $0.summary) }
@@ -81,9 +81,9 @@ extension Store {
 
     /// Where the live row `id` is and why it has its codec; nil when there is no such row.
     public func provenance(_ table: Table, id: UInt64) throws -> RowProvenance? {
-        let table = try resolve(table)
+        let (generation, table) = try resolved(table)
         return try translatingErrors {
-            try environment.read { txn -> RowProvenance? in
+            try generation.environment.read { txn -> RowProvenance? in
                 let parameters = TableParameters(txn, table: table)
                 func form(_ record: UnsafeRawBufferPointer) throws -> String {
                     let tag = record.first ?? 0

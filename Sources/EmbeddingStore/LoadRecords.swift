@@ -117,17 +117,18 @@ extension Store {
                              partBytes: options.segmentPartBytes, progress: options.progress)
             return
         }
-        // Write in id order; MDB_APPEND when every new id sorts after the table's last one.
-        let canAppend = try environment.read { txn in
-            try txn.withCursor(table.rows) { cursor in
-                guard let last = try cursor.last()?.integerKey else { return true }
-                return last < ids[order[0]]
-            }
-        }
+        // Write in id order; MDB_APPEND when every id of a transaction sorts after the table's
+        // last one, checked in that transaction (in the generation it writes to: a swap may
+        // have moved the store since the load began).
         var start = 0
         while start < ids.count {
             let end = min(ids.count, start + max(1, options.rowsPerTransaction))
             try write { batch in
+                let rows = try batch.generation.local(table).rows
+                let canAppend = try batch.txn.withCursor(rows) { cursor in
+                    guard let last = try cursor.last()?.integerKey else { return true }
+                    return last < ids[order[start]]
+                }
                 try records.forEach(order[start..<end]) { i, record in
                     try batch.putRecord(table, id: ids[i], record: record, formatVersion: formatVersion, flags: canAppend ? .append : [])
                 }

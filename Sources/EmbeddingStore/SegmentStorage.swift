@@ -249,8 +249,8 @@ extension Store {
     /// returns the number of segments checked.
     @discardableResult
     func verifySegments(_ table: Table) throws -> Int {
-        let table = try resolve(table)
-        return try translatingErrors { try environment.read { txn in try verifySegments(table, in: txn) } }
+        let (generation, table) = try resolved(table)
+        return try translatingErrors { try generation.environment.read { txn in try verifySegments(table, in: txn) } }
     }
 
     /// `verifySegments` in the snapshot of `txn`.

@@ -53,9 +53,9 @@ public struct TableStatistics: Sendable, Equatable, Codable {
 extension Store {
     /// Counts a table's live rows and bytes per codec, and what each layer holds (a scan).
     public func statistics(_ table: Table) throws -> TableStatistics {
-        let table = try resolve(table)
+        let (generation, table) = try resolved(table)
         return try translatingErrors {
-            try environment.read { txn in
+            try generation.environment.read { txn in
                 var rows = [Int](repeating: 0, count: 256)
                 var bytes = [Int](repeating: 0, count: 256)
                 var total = 0
@@ -101,9 +101,9 @@ extension Store {
     /// policy report per codec. Rows are grouped by form: by codec, and for codecs whose records
     /// name a parameter record that sets their rate (tc models), by that record (`tc:1.5`).
     public func liveRowCodecs(_ table: Table) throws -> LiveRowCodecs {
-        let table = try resolve(table)
+        let (generation, table) = try resolved(table)
         return try translatingErrors {
-            try environment.read { txn in
+            try generation.environment.read { txn in
                 var classifier = FormClassifier(parameters: TableParameters(txn, table: table))
                 var census = LiveRowCodecs(ids: [], form: [], recordBytes: [], forms: [])
                 try forEachLiveRow(table, in: txn) { id, record in
@@ -168,9 +168,9 @@ extension Store {
     /// export instead of handing out wrong rows.
     private func forEachExportedRow(_ table: Table,
                                     _ body: (UInt64, UnsafeRawBufferPointer, () throws -> UnsafeBufferPointer<Float>) throws -> Void) throws {
-        let table = try resolve(table)
+        let (generation, table) = try resolved(table)
         try translatingErrors {
-            try environment.read { txn in
+            try generation.environment.read { txn in
                 _ = try verifySegments(table, in: txn)
                 var row = [Float](repeating: 0, count: table.dimension)
                 let decoders = TableDecoders(table: table)

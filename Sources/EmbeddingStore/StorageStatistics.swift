@@ -246,9 +246,9 @@ extension Store {
     /// out and reported (`.ignore`). Live rows without a count count 0.
     public func storageStatistics(_ table: Table, counts: LookupCounts? = nil,
                                   unknownIDs: UnknownCountedIDs = .error) throws -> TableStorage {
-        let table = try resolve(table)
+        let (generation, table) = try resolved(table)
         return try translatingErrors {
-            try environment.read { txn in
+            try generation.environment.read { txn in
                 try storageStatistics(table, counts: counts, unknownIDs: unknownIDs, in: txn)
             }
         }

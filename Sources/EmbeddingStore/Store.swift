@@ -234,6 +234,13 @@ public final class Store: Sendable {
         try generation.local(table)
     }
 
+    /// `resolve`, with the generation it resolved in: what a read of the table must use (the
+    /// store may move to another generation meanwhile, whose environment the handle is not of).
+    func resolved(_ table: Table) throws -> (Generation, Table) {
+        let generation = generation
+        return (generation, try generation.local(table))
+    }
+
     /// Deletes a table and all its rows. Waits for this process's in-flight lookups to finish,
     /// since LMDB frees a deleted database's handle at once.
     public func dropTable(_ name: String) throws {
