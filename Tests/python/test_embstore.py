@@ -54,6 +54,15 @@ def test_lookup_into_a_caller_buffer_and_missing_ids(fp32_store):
     assert result is out
     np.testing.assert_array_equal(out[0], x[5])
     np.testing.assert_array_equal(out[1], np.zeros(D, np.float32))
+    # Buffers reused and alternated (the table keeps the last one's pointer): each gets its rows.
+    a, b = np.empty((2, D), np.float32), np.empty((2, D), np.float32)
+    for first, second in (([1, 2], [3, 4]), ([5, 6], [7, 8])):
+        table.lookup(first, out=a)
+        table.lookup(second, out=b)
+        np.testing.assert_array_equal(a, x[first])
+        np.testing.assert_array_equal(b, x[second])
+    with pytest.raises(embstore.InvalidArgumentError, match="shape"):
+        table.lookup([1, 2, 3], out=a)   # the kept buffer, but not this shape
     rows_, found = table.lookup([5, 10_000], return_found=True)
     assert found.tolist() == [True, False]
     with pytest.raises(embstore.NotFoundError, match="10000"):

@@ -360,6 +360,7 @@ class Table:
     def __init__(self, store, name, handle):
         self.store, self.name, self._handle = store, name, handle
         self.dimension = _lib.embstore_table_dimension(handle)
+        self._last_out = (None, None)
 
     def __repr__(self):
         return f"embstore.Table({self.name!r}, dimension={self.dimension})"
@@ -375,18 +376,34 @@ class Table:
             raise EmbstoreError(_INVALID, f"the table {self.name!r} was released (its store was closed, or it was dropped)")
         return self._handle
 
+    def _out(self, out, shape):
+        """`out` checked against `shape` (a new array when None) and a pointer to its data. The
+        pointer of the last `out` given is kept with it, so that a caller reusing one buffer pays
+        for neither the checks nor the pointer again (an ndarray's data never moves)."""
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+            return out, _ffi.from_buffer("float[]", out)
+        cached = self._last_out
+        if cached[0] is out and out.shape == shape:
+            return cached
+        out = _output(out, shape)
+        self._last_out = cached = (out, _ffi.from_buffer("float[]", out))
+        return cached
+
     def lookup(self, ids, missing="zeros", out=None, return_found=False):
         """The rows of `ids` (uint64 or int64), float32 [n, d]. missing="zeros" gives zero rows for
         absent ids, missing="error" raises NotFoundError. With return_found, also a bool mask."""
         ids = _ids(ids)
-        result = _output(out, (ids.size, self.dimension))
-        found = None
+        result, pointer = self._out(out, (ids.size, self.dimension))
+        found, mode = None, _MISSING.get(missing)
+        if mode is None:
+            _missing(missing)   # raises, naming the value
         if return_found:
             if missing != "zeros":
                 raise InvalidArgumentError(_INVALID, "return_found is for missing='zeros'")
             found = np.empty(ids.size, dtype=np.uint8)
         _check(_lib.embstore_lookup(self.store._reader(), self._pointer, _ffi.from_buffer("uint64_t[]", ids), ids.size,
-                                    _ffi.from_buffer("float[]", result), _buffer(found, "uint8_t[]"), _missing(missing), _NULL))
+                                    pointer, _buffer(found, "uint8_t[]"), mode, _NULL))
         return (result, found.view(np.bool_)) if return_found else result
 
     def lookup_pooled(self, ids, offsets, weights=None, mode="sum", include_last_offset=False, missing="zeros", out=None):
@@ -403,10 +420,10 @@ class Table:
                 raise InvalidArgumentError(_INVALID, f"{weights.size} weights for {ids.size} ids")
         if mode not in _POOLING:
             raise InvalidArgumentError(_INVALID, f"mode {mode!r}: expected 'sum' or 'mean'")
-        result = _output(out, (bags, self.dimension))
+        result, pointer = self._out(out, (bags, self.dimension))
         _check(_lib.embstore_lookup_pooled(self.store._reader(), self._pointer, _ffi.from_buffer("uint64_t[]", ids), ids.size,
                                            _ffi.from_buffer("int64_t[]", offsets), bags, _buffer(weights, "float[]"),
-                                           _POOLING[mode], _ffi.from_buffer("float[]", result), _missing(missing), _NULL))
+                                           _POOLING[mode], pointer, _missing(missing), _NULL))
         return result
 
     def put(self, id, vector, codec="fp32"):
