@@ -1,7 +1,9 @@
 import CEmbStore
+import CLMDB
 import EmbeddingCodecs
 import EmbeddingStore
 import Foundation
+import LMDB
 
 // The C API (Sources/CEmbStore/include/embstore.h): each function converts its arguments,
 // calls the library, and turns a thrown error into a status code and the thread's message. No
@@ -44,7 +46,7 @@ private func code(of error: any Error) -> Int32 {
         case .fileSystem: status = EMBSTORE_ERR_IO
         case .generationRetired, .storeChangedSinceStaging: status = EMBSTORE_ERR_RETRY
         case .lmdb(let error):
-            status = "\(error)".contains("MDB_CORRUPTED") || "\(error)".contains("MDB_PAGE_NOTFOUND") ? EMBSTORE_ERR_CORRUPT : EMBSTORE_ERR_IO
+            status = error.code == MDB_CORRUPTED || error.code == MDB_PAGE_NOTFOUND ? EMBSTORE_ERR_CORRUPT : EMBSTORE_ERR_IO
         }
     case is CodecError: status = EMBSTORE_ERR_INVALID_ARGUMENT
     case is CocoaError, is POSIXError: status = EMBSTORE_ERR_IO
