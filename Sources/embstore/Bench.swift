@@ -144,8 +144,8 @@ struct Bench: ParsableCommand {
 
     /// Multi-table requests of `features` features, each feature's bags one bag batch (feature
     /// f of request r: batch r·K + f), against the K single-table pooled calls into K buffers
-    /// that they replace (without the interleaving copy those would need), alternating in one
-    /// run; one JSON line each, ids per second.
+    /// that they replace (without the interleaving copy those would need), in one run, three
+    /// alternating rounds of each; one JSON line each (the median round), ids per second.
     static func measureMultiTable(store: Store, table: Table, features: Int, bagIDs: [UInt64], bagOffsets: [Int], bagBatch: Int,
                                   common: [String: Any], reps: Int, repSeconds: Double) throws {
         let requests = (bagOffsets.count - 1) / bagBatch / max(features, 1)
@@ -168,10 +168,11 @@ struct Bench: ParsableCommand {
                                      offsets: UnsafeBufferPointer(rebasing: offsets[batch * (bagBatch + 1)..<(batch + 1) * (bagBatch + 1)]))
             }
         }
-        for multi in [false, true] {
-            var line = common
-            line["workload"] = "pooled"
-            line["variant"] = multi ? "multi-table x\(features)" : "single-table x\(features)"
+        // Alternated, three rounds each (the machine's speed drifts over a run): each line
+        // reports the median round, by rows_per_s.
+        var rounds: [Bool: [[String: Any]]] = [:]
+        for round in 0..<6 {
+            let multi = round % 2 == 1
             let measured = try measure(threads: 1, reps: reps, repSeconds: repSeconds) { _ -> (Int) throws -> Int in
                 let reader = try store.makeReader()
                 var out = [Float](repeating: 0, count: bagBatch * d * features)
@@ -200,7 +201,15 @@ struct Bench: ParsableCommand {
                     }
                 }
             }
-            line.merge(measured) { $1 }
+            rounds[multi, default: []].append(measured)
+        }
+        for multi in [false, true] {
+            let sorted = rounds[multi, default: []].sorted { ($0["rows_per_s"] as? Double ?? 0) < ($1["rows_per_s"] as? Double ?? 0) }
+            var line = common
+            line["workload"] = "pooled"
+            line["variant"] = multi ? "multi-table x\(features)" : "single-table x\(features)"
+            line.merge(sorted[sorted.count / 2]) { $1 }
+            line["rounds"] = sorted.count
             line["batch"] = bagBatch
             line["features"] = features
             try emit(line)
