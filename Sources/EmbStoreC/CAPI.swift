@@ -71,9 +71,12 @@ private func give(_ text: String, to out: UnsafeMutablePointer<UnsafeMutablePoin
 
 // MARK: - Handles
 
-/// The object behind a handle (retained when the handle was made).
+/// The object behind a handle (retained when the handle was made), checked to be of the kind
+/// asked for: a store handle given where a table's is expected is an error, not a crash.
 private func object<T: AnyObject>(_ handle: OpaquePointer?, _ name: String) throws -> T {
-    Unmanaged<T>.fromOpaque(UnsafeRawPointer(try required(handle, name))).takeUnretainedValue()
+    let object = Unmanaged<AnyObject>.fromOpaque(UnsafeRawPointer(try required(handle, name))).takeUnretainedValue()
+    guard let typed = object as? T else { throw APIError.invalid("\(name) is a handle of another kind (\(type(of: object)))") }
+    return typed
 }
 
 private func handle(_ object: AnyObject) -> OpaquePointer {
@@ -194,8 +197,7 @@ public func embstoreTableRelease(_ table: OpaquePointer?) {
 
 @_cdecl("embstore_table_dimension")
 public func embstoreTableDimension(_ table: OpaquePointer?) -> Int {
-    guard let table else { return 0 }
-    return Unmanaged<Table>.fromOpaque(UnsafeRawPointer(table)).takeUnretainedValue().dimension
+    (try? object(table, "table") as Table)?.dimension ?? 0
 }
 
 // MARK: - Lookups

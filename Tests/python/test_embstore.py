@@ -198,3 +198,14 @@ def test_threads_each_look_up_through_their_own_reader(fp32_store):
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+def test_a_handle_of_another_kind_is_refused_not_a_crash(fp32_store):
+    store, _ = fp32_store
+    ffi, lib = embstore._ffi, embstore._lib
+    ids, out = np.zeros(1, np.uint64), np.empty((1, D), np.float32)
+    wrong = ffi.cast("embstore_table *", store._pointer)   # a store handle given as a table's
+    status = lib.embstore_lookup(store._reader(), wrong, ffi.from_buffer("uint64_t[]", ids), 1, ffi.from_buffer("float[]", out),
+                                 ffi.NULL, 0, ffi.NULL)
+    assert status == 1 and b"another kind" in ffi.string(lib.embstore_last_error())
+    assert lib.embstore_table_dimension(wrong) == 0

@@ -84,6 +84,7 @@ int embstore_table_open(embstore_store *store, const char *name, embstore_table 
 int embstore_create_table(embstore_store *store, const char *name, size_t dimension, embstore_table **table);
 int embstore_drop_table(embstore_store *store, const char *name);
 void embstore_table_release(embstore_table *table);
+/* The table's dimension; 0 for NULL or a handle of another kind. */
 size_t embstore_table_dimension(const embstore_table *table);
 
 /* --- Lookups (one reader per thread) -------------------------------------------------- */
