@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "EmbeddingStore", dependencies: ["LMDB", "EmbeddingCodecs", "CEmbeddingKernels", "NPY"]),
         // The C API: its header (and the thread's last error, kept in C), and its Swift side.
         .target(name: "CEmbStore"),
-        .target(name: "EmbStoreC", dependencies: ["CEmbStore", "CLMDB", "EmbeddingStore", "EmbeddingCodecs", "LMDB"]),
+        .target(name: "EmbStoreC", dependencies: ["CEmbStore", "EmbeddingStore", "EmbeddingCodecs", "LMDB"]),
         .executableTarget(
             name: "embstore",
             dependencies: [

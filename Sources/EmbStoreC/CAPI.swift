@@ -1,5 +1,4 @@
 import CEmbStore
-import CLMDB
 import EmbeddingCodecs
 import EmbeddingStore
 import Foundation
@@ -46,7 +45,7 @@ private func code(of error: any Error) -> Int32 {
         case .fileSystem: status = EMBSTORE_ERR_IO
         case .generationRetired, .storeChangedSinceStaging: status = EMBSTORE_ERR_RETRY
         case .lmdb(let error):
-            status = error.code == MDB_CORRUPTED || error.code == MDB_PAGE_NOTFOUND ? EMBSTORE_ERR_CORRUPT : EMBSTORE_ERR_IO
+            status = error.meansDamagedFile ? EMBSTORE_ERR_CORRUPT : EMBSTORE_ERR_IO
         }
     case is CodecError: status = EMBSTORE_ERR_INVALID_ARGUMENT
     case is CocoaError, is POSIXError: status = EMBSTORE_ERR_IO

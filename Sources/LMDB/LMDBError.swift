@@ -42,6 +42,9 @@ public struct LMDBError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A database handle used in a transaction of another environment than the one that opened it.
     public static let foreignDatabase = LMDBError(code: -1_000_002)
 
+    /// True when LMDB found the file damaged (`MDB_CORRUPTED`, `MDB_PAGE_NOTFOUND`).
+    public var meansDamagedFile: Bool { code == MDB_CORRUPTED || code == MDB_PAGE_NOTFOUND }
+
     public var description: String {
         let text: String
         if code == LMDBError.resizeBlocked.code {
