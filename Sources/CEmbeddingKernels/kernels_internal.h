@@ -17,6 +17,9 @@
 /* Compiles one function for AVX2 + F16C without changing the flags of the whole target, so the
  * library still runs on CPUs without them (callers reach these bodies only after dispatch). */
 #define EMB_TARGET_AVX2_F16C __attribute__((target("avx2,f16c")))
+/* AVX-512 (F and BW) for the few kernels with a path of their own (pooled int8 and int4h bags);
+ * reached only when emb_avx512() says the CPU and OS support it. */
+#define EMB_TARGET_AVX512 __attribute__((target("avx2,f16c,avx512f,avx512bw")))
 #else
 #define EMB_X86 0
 #endif
@@ -32,6 +35,15 @@ __attribute__((visibility("hidden"))) emb_isa_level emb_isa_detect(void);
 static inline emb_isa_level emb_isa(void) {
     int level = atomic_load_explicit(&emb_isa_cache, memory_order_relaxed);
     return level >= 0 ? (emb_isa_level)level : emb_isa_detect();
+}
+
+/* -1 until first asked; then 1 when AVX-512 F and BW are usable (on top of AVX2 + F16C). */
+__attribute__((visibility("hidden"))) extern _Atomic int emb_avx512_cache;
+__attribute__((visibility("hidden"))) int emb_avx512_detect(void);
+
+static inline int emb_avx512(void) {
+    int supported = atomic_load_explicit(&emb_avx512_cache, memory_order_relaxed);
+    return supported >= 0 ? supported : emb_avx512_detect();
 }
 
 static inline float emb_load_f32(const unsigned char *p) {

@@ -24,6 +24,9 @@ struct FixedSizeKernels: Sendable {
     let accumulate: @Sendable (_ payload: UnsafeRawPointer, _ dimension: Int, _ weight: Float, _ acc: UnsafeMutablePointer<Float>) -> Bool
     /// Decodes one payload without any check (to name the value that made a decode fail).
     let decode: @Sendable (_ payload: UnsafeRawBufferPointer, _ row: UnsafeMutableBufferPointer<Float>) -> Void
+    /// The payload layout `emb_pool_bags` adds (an `EMB_ROW_KIND_` value): the same values as
+    /// `accumulate`, refused in the same cases.
+    let pooledRowKind: Int
 }
 
 /// A registered codec made from `FixedSizeKernels`.
@@ -34,6 +37,7 @@ struct FixedSizeRowCodec: RowCodec {
     var spelling: String { kernels.name }
     var canStoreBucketRows: Bool { true }
     var formatVersion: UInt32 { kernels.formatVersion }
+    var pooledRowKind: UInt8 { UInt8(kernels.pooledRowKind) }
 
     /// The codec value of this codec (it takes no arguments).
     var codec: Codec { Codec(tag: kernels.tag, description: kernels.name) }

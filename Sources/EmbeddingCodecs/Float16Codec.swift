@@ -80,7 +80,8 @@ extension Float16Codec {
             accumulate: { payload, dimension, weight, acc in
                 emb_f16_accumulate(payload, acc, dimension, weight) != 0
             },
-            decode: { decode($0, into: $1) })
+            decode: { decode($0, into: $1) },
+            pooledRowKind: EMB_ROW_KIND_F16)
         kernels.check = { row throws(CodecError) in
             for index in row.indices where !(row[index].magnitude < overflowThreshold) {
                 throw .outOfRange(codec: name, index: index, value: row[index])

@@ -67,7 +67,8 @@ extension Float32Codec {
             accumulate: { payload, dimension, weight, acc in
                 emb_f32_accumulate(payload, acc, dimension, weight) != 0
             },
-            decode: { decode($0, into: $1) })
+            decode: { decode($0, into: $1) },
+            pooledRowKind: EMB_ROW_KIND_F32)
         return kernels
     }()
     /// The registered codec.

@@ -111,7 +111,8 @@ extension Int2HalfRowwiseCodec {
                 emb_i2_rowwise_sbhalf_accumulate(payload, acc, dimension, weight)
                 return true
             },
-            decode: { decode($0, into: $1) })
+            decode: { decode($0, into: $1) },
+            pooledRowKind: EMB_ROW_KIND_I2H)
         kernels.formatVersion = 3   // tags 10 and 11 came with version 3
         return kernels
     }()

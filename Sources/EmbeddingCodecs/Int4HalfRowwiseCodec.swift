@@ -112,7 +112,8 @@ extension Int4HalfRowwiseCodec {
                 emb_i4_rowwise_sbhalf_accumulate(payload, acc, dimension, weight)
                 return true
             },
-            decode: { decode($0, into: $1) })
+            decode: { decode($0, into: $1) },
+            pooledRowKind: EMB_ROW_KIND_I4H)
         kernels.formatVersion = 3   // tags 10 and 11 came with version 3
         return kernels
     }()

@@ -107,7 +107,8 @@ extension Int4RowwiseCodec {
                 emb_i4_rowwise_accumulate(payload, acc, dimension, weight)
                 return true
             },
-            decode: { decode($0, into: $1) })
+            decode: { decode($0, into: $1) },
+            pooledRowKind: EMB_ROW_KIND_I4)
         return kernels
     }()
     /// The registered codec.

@@ -109,7 +109,8 @@ extension Int8RowwiseCodec {
                 emb_i8_rowwise_accumulate(payload, acc, dimension, weight)
                 return true
             },
-            decode: { decode($0, into: $1) })
+            decode: { decode($0, into: $1) },
+            pooledRowKind: EMB_ROW_KIND_I8)
         return kernels
     }()
     /// The registered codec.

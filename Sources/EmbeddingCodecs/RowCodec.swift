@@ -45,6 +45,10 @@ public protocol RowCodec: Sendable {
     /// time (tc: four rows' rANS chains in lockstep, its tables warm): lookups then gather the
     /// batch's records of this codec, grouped by `parameterID`, and decode them together.
     var decodesInBatches: Bool { get }
+    /// How `emb_pool_bags` adds this codec's records to a bag (an `EMB_ROW_KIND_` value): the
+    /// payload layout of a self-contained fixed-size codec, or `EMB_ROW_KIND_NONE` (the default)
+    /// for a record the pooled lookup hands to the codec's decoder.
+    var pooledRowKind: UInt8 { get }
 }
 
 /// A codec and its arguments, as `--codec` spells it: what a load or a put does to a row.
@@ -161,6 +165,7 @@ extension RowCodec {
     public func parameterID(of record: UnsafeRawBufferPointer) -> UInt32? { nil }
     public func formName(parameter: UnsafeRawBufferPointer) -> String { name }
     public var decodesInBatches: Bool { false }
+    public var pooledRowKind: UInt8 { UInt8(EMB_ROW_KIND_NONE) }
 }
 
 extension RowEncoder {

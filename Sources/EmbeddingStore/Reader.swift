@@ -1,3 +1,4 @@
+import CEmbeddingKernels
 import EmbeddingCodecs
 import LMDB
 
@@ -44,6 +45,10 @@ public final class Reader {
     /// their positions in the batch with their grouping keys, and the gathered records, ids and
     /// decoded rows. Grown with the batch, never shrunk (no allocation per call once warm).
     private var deferred = DeferredRows()
+    /// For tests: the instruction set `emb_pool_bags_isa` pools with (nil: the best this CPU has).
+    var poolInstructionSet: Int32?
+    /// The records of one run a pooled lookup hands to their decoder.
+    private var runRecords = RecordRun()
     private var counting: ReaderCounting?
 
     /// Counts the ids this reader looks up (a sample of them) into `counter`, for
@@ -72,6 +77,7 @@ public final class Reader {
         counting?.handOver()
         located.deallocate()
         deferred.deallocate()
+        runRecords.deallocate()
     }
 
     /// Decodes the rows of `ids` into `out` (`ids.count × table.dimension` floats, row i at
@@ -163,49 +169,79 @@ public final class Reader {
 
     /// Pools the bags of `feature` in the snapshot `view` was refreshed in: bag `b` into the
     /// `dimension` floats at `out + b * stride`.
+    ///
+    /// Two passes: every id's record is found first (index entries prefetched ahead, records
+    /// not touched), then `emb_pool_bags` runs the embedding-bag loop over the located records,
+    /// prefetching records ahead across bags, as FBGEMM's kernel does over its table. Records it
+    /// does not take (codecs with parameters or bucket rows, or a size that is not the codec's)
+    /// go to their decoders, each run of one tag in one call, and the loop goes on after them.
     private func pool(_ feature: PooledFeature, in view: TableView, into out: UnsafeMutablePointer<Float>, stride: Int,
                       missing: MissingRows) throws -> Int {
         let (ids, offsets, weights) = (feature.ids, feature.offsets, feature.weights)
-        let d = view.table.dimension
         let bags = max(offsets.count - 1, 0)
-        let first = bags > 0 ? offsets[0] : 0
-        let used = UnsafeBufferPointer(rebasing: ids[first..<(bags > 0 ? offsets[bags] : 0)])
+        guard bags > 0 else { return 0 }
+        let first = offsets[0]
+        let used = UnsafeBufferPointer(rebasing: ids[first..<offsets[bags]])
         defer { counting?.record(used, table: view.table.id) }
-        var batch = try startBatch(used, in: view, missing: missing)
-        let located = batch.located
         let parameters = TableParameters(txn, table: view.table)
-        for b in 0..<bags {
-            let pooled = out + b * stride
-            pooled.initialize(repeating: 0, count: d)
-            // As in `lookup`: find the next ids' rows, then add each run of records of one
-            // codec within this step in one decoder call.
-            var position = offsets[b]
-            while position < offsets[b + 1] {
-                let end = min(position + decodeChunk, offsets[b + 1])
-                for p in position..<end { try resolve(p - first + prefetchDistance, &batch) }
-                while position < end {
-                    guard located[position - first].baseAddress != nil else {
-                        position += 1
-                        continue
-                    }
-                    let tag = TableDecoders.tag(of: located[position - first])
-                    var next = position + 1
-                    while next < end, located[next - first].baseAddress != nil, TableDecoders.tag(of: located[next - first]) == tag {
-                        next += 1
-                    }
-                    try view.decoders.accumulate(located + (position - first), tag: tag, ids: ids.baseAddress! + position,
-                                                 weights: weights.map { $0.baseAddress! + position }, count: next - position,
-                                                 into: pooled, parameters: parameters)
-                    position = next
-                }
-            }
-            let length = offsets[b + 1] - offsets[b]
-            if feature.pooling == .mean && length > 0 {
-                let inverse = 1 / Float(length)
-                for j in 0..<d { pooled[j] *= inverse }
-            }
+        let decoders = view.decoders
+        if missing == .zeros, let dense = view.denseRows {
+            // One dense segment: the kernel finds each record from its id (see TableView.denseRows).
+            return try offsets.withMemoryRebound(to: Int64.self) { offsets64 in try withUnsafePointer(to: dense) { densePointer in
+                var job = emb_pool_job(
+                    records: nil, ids: ids.baseAddress, dense: densePointer, offsets: offsets64.baseAddress!,
+                    weights: weights?.baseAddress, bags: bags, first: first, d: view.table.dimension, stride: stride, out: out,
+                    kinds: decoders.pooledRowKinds, mean: feature.pooling == .mean ? 1 : 0, missed: 0)
+                try runPoolJob(&job, ids: ids, weights: weights, record: { position in
+                    let r = ids[position] &- dense.first_id
+                    guard r < dense.rows, let found = view.hotSegments[0].record(ofRow: Int(r)) else { return missingRecord }
+                    return found
+                }, parameters: parameters, decoders: decoders)
+                return used.count - job.missed
+            } }
+        }
+        var batch = try startBatch(used, in: view, missing: missing, prefetchRecords: false)
+        for i in prefetchDistance..<max(used.count, prefetchDistance) { try resolve(i, &batch) }
+        let located = batch.located
+        try offsets.withMemoryRebound(to: Int64.self) { offsets64 in
+            var job = emb_pool_job(
+                records: UnsafeRawPointer(located).assumingMemoryBound(to: emb_record.self), ids: nil, dense: nil,
+                offsets: offsets64.baseAddress!, weights: weights?.baseAddress, bags: bags, first: first, d: view.table.dimension,
+                stride: stride, out: out, kinds: decoders.pooledRowKinds, mean: feature.pooling == .mean ? 1 : 0, missed: 0)
+            try runPoolJob(&job, ids: ids, weights: weights, record: { located[$0 - first] }, parameters: parameters, decoders: decoders)
         }
         return batch.found
+    }
+
+    /// Runs `emb_pool_bags` to the end of `job`: each record it stops at goes to its decoder
+    /// (with the rest of its run of one tag in the bag), or is refused with the decoder's reason.
+    /// `record(p)` is the record of position p (a nil base address when missing).
+    private func runPoolJob(_ job: inout emb_pool_job, ids: UnsafeBufferPointer<UInt64>, weights: UnsafeBufferPointer<Float>?,
+                            record: (Int) -> UnsafeRawBufferPointer, parameters: TableParameters, decoders: TableDecoders) throws {
+        let offsets = job.offsets!
+        var bag = 0, position = Int(job.first)
+        while true {
+            let status = Int(poolInstructionSet.map { emb_pool_bags_isa(&job, &bag, &position, $0) } ?? emb_pool_bags(&job, &bag, &position))
+            if status == EMB_POOL_DONE { return }
+            guard status > 0 else { throw StoreError.invalidArgument("this CPU lacks the pooled kernel's instruction set \(poolInstructionSet ?? -1)") }
+            let first = record(position)
+            if status == EMB_POOL_REFUSED { throw decoders.refusal(first, id: ids[position], parameters: parameters) }
+            // The run of records of this tag in the bag, gathered for one decoder call.
+            let tag = TableDecoders.tag(of: first)
+            let bagEnd = Int(offsets[bag + 1])
+            var count = 0
+            while position + count < bagEnd {
+                let next = record(position + count)
+                guard next.baseAddress != nil, TableDecoders.tag(of: next) == tag, count == 0 || !decoders.poolsInKernel(tag) else { break }
+                runRecords.reserve(count + 1)
+                runRecords.records[count] = next
+                count += 1
+            }
+            try decoders.accumulate(runRecords.records, tag: tag, ids: ids.baseAddress! + position,
+                                    weights: weights.map { $0.baseAddress! + position }, count: count,
+                                    into: job.out + bag * job.stride, parameters: parameters)
+            position += count
+        }
     }
 
     private func lookup(_ table: Table, ids: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Float>,
@@ -299,7 +335,24 @@ public final class Reader {
         }
     }
 
-    /// One batch in flight: its ids, where their records are, and what finding them needs.
+    /// A growable buffer of records, never shrunk.
+struct RecordRun {
+    private(set) var records = UnsafeMutablePointer<UnsafeRawBufferPointer>.allocate(capacity: 16)
+    private var capacity = 16
+
+    mutating func reserve(_ count: Int) {
+        guard count > capacity else { return }
+        let grown = UnsafeMutablePointer<UnsafeRawBufferPointer>.allocate(capacity: max(count, 2 * capacity))
+        grown.update(from: records, count: capacity)
+        records.deallocate()
+        records = grown
+        capacity = max(count, 2 * capacity)
+    }
+
+    func deallocate() { records.deallocate() }
+}
+
+/// One batch in flight: its ids, where their records are, and what finding them needs.
     /// A batch is one pass: before decoding id i, the lookup finds id i + `prefetchDistance`
     /// and prefetches its record, having prefetched that id's index entries one distance
     /// earlier (so index probe, row fetch and decode overlap for different ids).
@@ -313,11 +366,14 @@ public final class Reader {
         let filter: DeltaFilter
         let missing: MissingRows
         let view: TableView
+        /// Whether `resolve` prefetches the record it finds (not when a later pass does).
+        let prefetchRecords: Bool
         var found = 0
     }
 
     /// Sets up a batch and finds its first `prefetchDistance` ids.
-    private func startBatch(_ ids: UnsafeBufferPointer<UInt64>, in view: TableView, missing: MissingRows) throws -> Batch {
+    private func startBatch(_ ids: UnsafeBufferPointer<UInt64>, in view: TableView, missing: MissingRows,
+                            prefetchRecords: Bool = true) throws -> Batch {
         if locatedCapacity < ids.count {
             located.deallocate()
             locatedCapacity = max(ids.count, 2 * locatedCapacity)
@@ -328,7 +384,7 @@ public final class Reader {
         let filter = searchDelta && ids.count >= 32 ? try view.deltaFilter(txn: txn) : DeltaFilter()
         var batch = Batch(ids: ids, located: located, segments: view.hotSegments, rows: view.table.rows,
                           prefetchIndex: view.segmentsHaveIndex, searchDelta: searchDelta, filter: filter,
-                          missing: missing, view: view)
+                          missing: missing, view: view, prefetchRecords: prefetchRecords)
         if batch.prefetchIndex {
             for i in 0..<min(ids.count, 2 * prefetchDistance) { prefetchIndex(ids[i], batch.segments) }
         }
@@ -338,8 +394,10 @@ public final class Reader {
 
     @inline(__always)
     private func prefetchIndex(_ id: UInt64, _ segments: UnsafeMutableBufferPointer<HotSegment>) {
-        for segment in segments {
-            if let address = segment.index.probeAddress(of: id) { prefetchForReading(address) }
+        // By index, not `for segment in`: the iterator copies each HotSegment (its index and
+        // header, a few hundred bytes) per id, which measured a tenth of a pooled lookup.
+        for s in segments.indices {
+            if let address = segments[s].withIndex({ $0.probeAddress(of: id) }) { prefetchForReading(address) }
         }
     }
 
@@ -359,10 +417,11 @@ public final class Reader {
             record = isTombstone(delta) ? nil : delta
         }
         if !inDelta {
-            for segment in batch.segments {
-                guard let row = segment.index.row(of: id) else { continue }
-                guard let found = segment.record(ofRow: row) else {
-                    throw StoreError.corruptMetadata(table: batch.view.table.name, reason: "segment \(segment.segment) does not match its index at id \(id)")
+            let segments = batch.segments
+            for s in segments.indices {   // by index: see prefetchIndex
+                guard let row = segments[s].withIndex({ $0.row(of: id) }) else { continue }
+                guard let found = segments[s].record(ofRow: row) else {
+                    throw StoreError.corruptMetadata(table: batch.view.table.name, reason: "segment \(segments[s].segment) does not match its index at id \(id)")
                 }
                 record = found
                 break
@@ -370,7 +429,7 @@ public final class Reader {
         }
         if record != nil {
             batch.found += 1
-            prefetchRecord(record)
+            if batch.prefetchRecords { prefetchRecord(record) }
         } else if batch.missing == .error {
             throw StoreError.rowNotFound(table: batch.view.table.name, id: id)
         }
@@ -475,13 +534,21 @@ func isTombstone(_ record: UnsafeRawBufferPointer) -> Bool {
 /// counting. Its pointers are owned by the `TableView` that made it.
 struct HotSegment {
     let segment: UInt32
-    let index: SegmentIndex
+    /// Owned by the table view (`segmentIndexes`), which rebuilds its hot segments with it.
+    let index: Unmanaged<SegmentIndex>
     let parts: UnsafePointer<UnsafeRawBufferPointer>
+
+    /// Runs `body` on the index without reference counting (a strong or unowned reference
+    /// loaded from unsafe memory is retained and released around every call).
+    @inline(__always)
+    func withIndex<R>(_ body: (SegmentIndex) -> R) -> R {
+        index._withUnsafeGuaranteedRef(body)
+    }
 
     /// The record of row `r`, or nil when the index does not fit the part (damage).
     @inline(__always)
     func record(ofRow r: Int) -> UnsafeRawBufferPointer? {
-        index.record(ofRow: r, in: parts[index.part(ofRow: r) - 1])
+        withIndex { $0.record(ofRow: r, in: parts[$0.part(ofRow: r) - 1]) }
     }
 }
 
@@ -516,7 +583,13 @@ final class TableView {
     /// Live segments, newest first, and the data-part pointers they point into.
     private(set) var hotSegments = UnsafeMutableBufferPointer<HotSegment>(start: nil, count: 0)
     private var partPointers = UnsafeMutableBufferPointer<UnsafeRawBufferPointer>(start: nil, count: 0)
+    /// The indexes `hotSegments` point at (unowned), kept alive with them.
+    private var segmentIndexes: [SegmentIndex] = []
     private(set) var segmentsHaveIndex = false
+    /// Set when the table's rows are one dense segment of fixed-size records, its parts of the
+    /// lengths its header implies, with an empty delta: pooled lookups then find records from
+    /// ids inside `emb_pool_bags`, with no pass of their own.
+    private(set) var denseRows: emb_dense_rows?
     private var filter = DeltaFilter()
     private var filterSnapshot = -1
     private var filterStorage = UnsafeMutableBufferPointer<UInt64>(start: nil, count: 0)
@@ -584,15 +657,24 @@ final class TableView {
         hotSegments.deallocate()
         partPointers.deallocate()
         hotSegments = .allocate(capacity: views.count)
+        segmentIndexes = views.map(\.index)
         partPointers = .allocate(capacity: views.reduce(0) { $0 + $1.parts.count })
         var next = 0
         for (s, view) in views.enumerated() {
             let parts = partPointers.baseAddress! + next
             for (p, part) in view.parts.enumerated() { parts[p] = part }
             next += view.parts.count
-            hotSegments[s] = HotSegment(segment: view.segment, index: view.index, parts: UnsafePointer(parts))
+            hotSegments[s] = HotSegment(segment: view.segment, index: .passUnretained(view.index), parts: UnsafePointer(parts))
         }
         segmentsHaveIndex = views.contains { $0.index.header.kind != .denseFixed }
+        denseRows = nil
+        if deltaCount == 0, views.count == 1, let only = views.first, only.index.header.kind == .denseFixed,
+           only.parts.indices.allSatisfy({ only.parts[$0].count == only.index.fixedPartLength($0 + 1) }) {
+            let header = only.index.header
+            denseRows = emb_dense_rows(first_id: header.firstID, rows: header.rowCount, rows_per_part: UInt64(header.rowsPerPart),
+                                       stride: UInt64(header.stride),
+                                       parts: UnsafeRawPointer(partPointers.baseAddress!).assumingMemoryBound(to: emb_record.self))
+        }
         snapshot = id
         mapGeneration = generation
     }

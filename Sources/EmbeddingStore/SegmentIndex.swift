@@ -173,7 +173,11 @@ struct SegmentWriter {
 /// Reads index entries lazily (opening a segment reads only the header) and never trusts them
 /// for memory safety: a damaged index can make a row missing but never reads out of bounds
 /// or answers with another id's row for a sparse segment.
-struct SegmentIndex {
+///
+/// A class, not a struct: lookups reach it through a table view's `HotSegment`s in unsafe
+/// memory, and a struct of this size was copied (memcpy) on every probe, a tenth of a pooled
+/// lookup's time. Every property is a constant.
+final class SegmentIndex {
     let header: SegmentHeader
     let part0: UnsafeRawPointer
     // Copied out of the header once, so that a probe is plain arithmetic on stored values.
@@ -186,6 +190,9 @@ struct SegmentIndex {
     private let entriesPerPart: Int
     private let rowCount: Int
     private let rowsPerPart: Int
+    /// A row's part by a multiply, not a 64-bit division (which alone took a third of a pooled
+    /// lookup's probe time).
+    private let partDivider: PartDivider
     private let stride: Int
     private let shift: UInt64
     private let idsOffset: Int
@@ -208,6 +215,7 @@ struct SegmentIndex {
         entriesPerPart = hasGroupEntries ? header.entriesPerPart : 0
         rowCount = Int(header.rowCount)
         rowsPerPart = Int(header.rowsPerPart)
+        partDivider = PartDivider(rowsPerPart: rowsPerPart)   // ≥ 16: the header checks it
         stride = Int(header.stride)
         shift = UInt64(header.directoryShift)
         idsOffset = header.idsOffset
@@ -280,7 +288,11 @@ struct SegmentIndex {
 
     /// Data part number (1…P) of row `r`.
     @inline(__always)
-    func part(ofRow r: Int) -> Int { 1 + r / rowsPerPart }
+    func part(ofRow r: Int) -> Int { 1 + partIndex(ofRow: r) }
+
+    /// ⌊r / rowsPerPart⌋ for a row r ≥ 0.
+    @inline(__always)
+    private func partIndex(ofRow r: Int) -> Int { partDivider.quotient(r) }
 
     /// Rows held by data part `p` (1…P).
     func rows(inPart p: Int) -> Int { min(rowsPerPart, rowCount - (p - 1) * rowsPerPart) }
@@ -303,7 +315,7 @@ struct SegmentIndex {
     @inline(__always)
     func record(ofRow r: Int, partLength: Int) -> (offset: Int, length: Int)? {
         if hasGroupEntries { return groupedRecord(ofRow: r, partLength: partLength) }
-        let inPart = r % rowsPerPart
+        let inPart = r - partIndex(ofRow: r) * rowsPerPart
         if !isSized {
             let stride = stride
             let offset = inPart * stride
@@ -328,7 +340,7 @@ struct SegmentIndex {
     /// compile to multiplications.)
     @inline(__always)
     func entryOffset(ofRow r: Int) -> (offset: Int, entry: Int, slot: Int) {
-        let part = r / rowsPerPart
+        let part = partIndex(ofRow: r)
         let inPart = r - part * rowsPerPart
         let group: Int, slot: Int
         if endWidth == 2 {
@@ -359,4 +371,32 @@ struct SegmentIndex {
         guard start < end, base + end <= partLength else { return nil }
         return (base + start, end - start)
     }
+}
+
+/// ⌊r / p⌋ for a fixed divisor p ≥ 2 and r ≥ 0, by a multiply: with m = ⌊(2⁶⁴−1)/p⌋ + 1 =
+/// ⌈2⁶⁴/p⌉, e = m·p − 2⁶⁴ < p and r·m/2⁶⁴ = r/p + r·e/(p·2⁶⁴), whose second term is below 1/p
+/// when r·e < 2⁶⁴, which r ≤ (2⁶⁴−1)/p ensures: the high word of r·m is then ⌊r/p⌋. Larger r
+/// (parts of more than 2²⁴ rows of a 2⁴⁰-row segment) are divided, out of line.
+struct PartDivider {
+    let divisor: Int
+    private let reciprocal: UInt64
+    private let limit: UInt64
+
+    init(rowsPerPart p: Int) {
+        precondition(p >= 2, "a part divider needs a divisor of at least 2")
+        divisor = p
+        limit = UInt64.max / UInt64(p)
+        reciprocal = limit + 1
+    }
+
+    @inline(__always)
+    func quotient(_ r: Int) -> Int {
+        let row = UInt64(truncatingIfNeeded: r)
+        guard row <= limit else { return divided(r) }
+        return Int(truncatingIfNeeded: row.multipliedFullWidth(by: reciprocal).high)
+    }
+
+    /// Kept out of line, so that the probe stays small enough to inline.
+    @inline(never)
+    private func divided(_ r: Int) -> Int { r / divisor }
 }

@@ -1,3 +1,4 @@
+import CEmbeddingKernels
 import EmbeddingCodecs
 import LMDB
 
@@ -39,18 +40,26 @@ final class TableDecoders {
     private let decoders = UnsafeMutablePointer<(any RowDecoder)?>.allocate(capacity: 256)
     /// By tag: whether its codec decodes faster in batches (`RowCodec.decodesInBatches`).
     private let batched = UnsafeMutablePointer<Bool>.allocate(capacity: 256)
+    /// By tag: how `emb_pool_bags` adds its records (`RowCodec.pooledRowKind`).
+    let pooledRowKinds = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
 
     init(table: Table) {
         self.table = table
         decoders.initialize(repeating: nil, count: 256)
         batched.initialize(repeating: false, count: 256)
-        for tag in 0..<256 { batched[tag] = RowCodecs.codec(tag: UInt8(tag))?.decodesInBatches ?? false }
+        pooledRowKinds.initialize(repeating: UInt8(EMB_ROW_KIND_NONE), count: 256)
+        for tag in 0..<256 {
+            guard let codec = RowCodecs.codec(tag: UInt8(tag)) else { continue }
+            batched[tag] = codec.decodesInBatches
+            pooledRowKinds[tag] = codec.pooledRowKind
+        }
     }
 
     deinit {
         decoders.deinitialize(count: 256)
         decoders.deallocate()
         batched.deallocate()
+        pooledRowKinds.deallocate()
     }
 
     /// True when records of `tag` decode faster gathered over a batch (`RowCodec.decodesInBatches`).
@@ -106,6 +115,16 @@ final class TableDecoders {
         if added < count {
             throw refused(records[added], id: ids[added], reason: decoder.problem(with: records[added], parameters: parameters))
         }
+    }
+
+    /// True when `emb_pool_bags` adds records of `tag` itself.
+    @inline(__always)
+    func poolsInKernel(_ tag: UInt8) -> Bool { pooledRowKinds[Int(tag)] != UInt8(EMB_ROW_KIND_NONE) }
+
+    /// The error for `record` (of `id`), which its codec refuses: what its decoder finds wrong.
+    func refusal(_ record: UnsafeRawBufferPointer, id: UInt64, parameters: TableParameters) -> StoreError {
+        guard let decoder = decoder(Self.tag(of: record)) else { return refused(record, id: id, reason: unknownTag(record)) }
+        return refused(record, id: id, reason: decoder.problem(with: record, parameters: parameters))
     }
 
     /// A record's tag byte; 0 (never a codec's) for an empty record.

@@ -421,6 +421,94 @@ uint64_t emb_checksum_piece_reference(const void *bytes, size_t length, uint32_t
  * value chain: emb_crc32(emb_crc32(0, key, k), value, v) = CRC-32 of key ‖ value. */
 uint32_t emb_crc32(uint32_t crc, const void *bytes, size_t length);
 
+/* ------------------------------------------------------------------------------------------
+ * Pooled lookups ("embedding bags") over located records, the loop of FBGEMM's embedding-bag
+ * kernels: per bag, each record's values (times its weight) added to the bag's row, records
+ * prefetched EMB_POOL_PREFETCH_DISTANCE positions ahead across bags. The values are those of
+ * the per-codec accumulate functions above: bit-identical to decoding each row, adding, and
+ * for mean pooling multiplying by 1/(ids in the bag). */
+
+/** A record as a store lookup located it: [start, end), start NULL for a missing id (adds
+ *  nothing). Byte 0 is the codec tag, the payload follows. The same two pointers as Swift's
+ *  UnsafeRawBufferPointer (a frozen struct), so an array of those can be passed as is. */
+typedef struct {
+    const unsigned char *start;
+    const unsigned char *end;
+} emb_record;
+
+/** What emb_pool_bags makes of a tag (job->kinds[tag]): a self-contained fixed-size codec's
+ *  payload layout, or NONE for a record it leaves to the caller. */
+enum {
+    EMB_ROW_KIND_NONE = 0,
+    EMB_ROW_KIND_F32 = 1,
+    EMB_ROW_KIND_F16 = 2,
+    EMB_ROW_KIND_I8 = 3,   /* int8 rowwise, f32 scale and bias */
+    EMB_ROW_KIND_I4 = 4,   /* int4 rowwise, f32 scale and bias */
+    EMB_ROW_KIND_I4H = 5,  /* int4 rowwise, f16 scale and bias */
+    EMB_ROW_KIND_I2H = 6,  /* int2 rowwise, f16 scale and bias */
+};
+
+#define EMB_POOL_PREFETCH_DISTANCE 16
+
+/** A table's rows as one dense segment of fixed-size records with an empty delta: the record
+ *  of id first_id + r (r < rows) is the `stride` bytes at r % rows_per_part · stride in data
+ *  part r / rows_per_part, each part but the last exactly rows_per_part · stride bytes (the
+ *  caller checks the parts' lengths). Other ids are missing. */
+typedef struct {
+    uint64_t first_id;
+    uint64_t rows;
+    uint64_t rows_per_part;
+    uint64_t stride;
+    const emb_record *parts;
+} emb_dense_rows;
+
+typedef struct {
+    /** records[p - first]: the record of position p of the ids (unused with `dense`). */
+    const emb_record *records;
+    /** With `dense` (non-NULL): records are found from ids[p] (`records` is then unused). */
+    const uint64_t *ids;
+    const emb_dense_rows *dense;
+    /** bags + 1 ascending offsets: bag b is positions offsets[b] ..< offsets[b + 1]. */
+    const int64_t *offsets;
+    /** Per position (indexed by p), or NULL for weight 1. */
+    const float *weights;
+    size_t bags;
+    /** offsets[0]. */
+    size_t first;
+    /** Row dimension; bag b's row is the d floats at out + b * stride. */
+    size_t d;
+    size_t stride;
+    float *out;
+    /** 256 entries: the EMB_ROW_KIND_ of each tag. */
+    const unsigned char *kinds;
+    /** Nonzero: mean pooling (a bag's sum times 1/(its ids), empty bags zero). */
+    int mean;
+    /** Out: missing ids passed, added up over calls (set it to 0 first). */
+    size_t missed;
+} emb_pool_job;
+
+enum {
+    /** Every bag is pooled. */
+    EMB_POOL_DONE = 0,
+    /** Stopped at a record whose tag is NONE or whose size is not its kind's: the caller adds
+     *  it to the bag's row and calls again from the next position. */
+    EMB_POOL_OTHER = 1,
+    /** Stopped at a record that decodes to a non-finite value (the bag's row is then
+     *  unspecified). */
+    EMB_POOL_REFUSED = 2,
+};
+
+/** Pools the job's bags from bag *bag_io, position *position_io: a bag's row is set to zero
+ *  when the position is its first (or before it), else the row holds what was added for its
+ *  earlier positions. Returns an EMB_POOL_ value, with *bag_io and *position_io where it stopped
+ *  (bags and offsets[bags] when done). */
+int emb_pool_bags(emb_pool_job *job, size_t *bag_io, size_t *position_io);
+
+/** emb_pool_bags on one instruction set, for tests that compare them: 0 portable, 1 AVX2 + F16C,
+ *  2 AVX-512 (the int8 and int4h runs; the rest as 1). Returns -1, doing nothing, when this CPU
+ *  lacks it. */
+int emb_pool_bags_isa(emb_pool_job *job, size_t *bag_io, size_t *position_io, int isa);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,346 @@
+/* Pooled lookups ("embedding bags") over a batch of records: the loop FBGEMM's embedding-bag
+ * kernels run over their table, here over records in the store's memory map, either located by
+ * the caller or (one dense segment) found from the ids here. Per bag, each run of records of
+ * one codec goes through that codec's loop: for rowwise int8 and int4h at d = 16, 32 or 64 the
+ * bag's sum stays in registers (AVX-512 or AVX2), everywhere else it is added in the output row
+ * by the per-row accumulate kernels. Every path gives the values of decoding each row and adding
+ * it (see the header). */
+#include "kernels_internal.h"
+
+#pragma clang fp contract(off)
+
+#define EMB_ALWAYS_INLINE __attribute__((always_inline))
+#define RING 32 /* a power of two above EMB_POOL_PREFETCH_DISTANCE */
+
+_Static_assert(EMB_POOL_PREFETCH_DISTANCE < RING, "the ring holds the records in flight and the current one");
+
+static inline size_t kind_payload_size(int kind, size_t d) {
+    switch (kind) {
+    case EMB_ROW_KIND_F32: return 4 * d;
+    case EMB_ROW_KIND_F16: return 2 * d;
+    case EMB_ROW_KIND_I8: return d + 8;
+    case EMB_ROW_KIND_I4: return (d + 1) / 2 + 8;
+    case EMB_ROW_KIND_I4H: return (d + 1) / 2 + 4;
+    case EMB_ROW_KIND_I2H: return (d + 3) / 4 + 4;
+    default: return 0;
+    }
+}
+
+/* Int8RowwiseCodec.decodesFinite / Int4RowwiseCodec.decodesFinite: the f32 scale and bias, and
+ * the largest code's value, are finite. x − x is +0 for a finite x and NaN otherwise, so one
+ * comparison tells all three. */
+static inline int range_finite(const unsigned char *scale_and_bias, float max_code) {
+    const float scale = emb_load_f32(scale_and_bias), bias = emb_load_f32(scale_and_bias + 4);
+    const float top = max_code * scale + bias;
+    return (scale - scale) + (bias - bias) + (top - top) == 0.0f;
+}
+
+/* Whether a payload of `kind` decodes to finite values only, for the kinds whose parameters
+ * decide it (the f32 and f16 kinds are checked value by value while they are added). */
+static inline int params_finite(int kind, const unsigned char *payload, size_t d) {
+    switch (kind) {
+    case EMB_ROW_KIND_I8: return range_finite(payload + d, 255.0f);
+    case EMB_ROW_KIND_I4: return range_finite(payload + (d + 1) / 2, 15.0f);
+    case EMB_ROW_KIND_I4H: return emb_rowwise_sbhalf_params_finite(payload + (d + 1) / 2);
+    case EMB_ROW_KIND_I2H: return emb_rowwise_sbhalf_params_finite(payload + (d + 3) / 4);
+    default: return 1;
+    }
+}
+
+/* Adds one payload of `kind` to acc (d floats in memory); 0 when it decodes to a non-finite
+ * value (acc is then unspecified). */
+static inline int add_row(int kind, const unsigned char *payload, float *acc, size_t d, float weight) {
+    if (!params_finite(kind, payload, d)) return 0;
+    switch (kind) {
+    case EMB_ROW_KIND_F32: return emb_f32_accumulate(payload, acc, d, weight);
+    case EMB_ROW_KIND_F16: return emb_f16_accumulate(payload, acc, d, weight);
+    case EMB_ROW_KIND_I8: emb_i8_rowwise_accumulate(payload, acc, d, weight); return 1;
+    case EMB_ROW_KIND_I4: emb_i4_rowwise_accumulate(payload, acc, d, weight); return 1;
+    case EMB_ROW_KIND_I4H: emb_i4_rowwise_sbhalf_accumulate(payload, acc, d, weight); return 1;
+    case EMB_ROW_KIND_I2H: emb_i2_rowwise_sbhalf_accumulate(payload, acc, d, weight); return 1;
+    default: return 0;
+    }
+}
+
+/* Prefetches each cache line a record spans (up to 4 lines), once. */
+static inline void prefetch_record(emb_record r) {
+    if (!r.start || r.end == r.start) return;
+    const uintptr_t first = (uintptr_t)r.start & ~(uintptr_t)63, last = (uintptr_t)(r.end - 1) & ~(uintptr_t)63;
+    for (uintptr_t line = first; line <= last && line < first + 256; line += 64) emb_prefetch((const void *)line);
+}
+
+/* The state of one call: where it is, and what every run needs. */
+typedef struct {
+    const emb_pool_job *job;
+    size_t p;       /* the position being pooled */
+    size_t end;     /* offsets[bags]: the positions end here */
+    size_t missed;  /* missing ids passed */
+    /* Dense rows: ⌊r / rows_per_part⌋ is the high word of r · reciprocal for r <= limit. */
+    uint64_t reciprocal, limit;
+    /* Dense rows: the records of positions p ..< p + distance, found when prefetched, by
+     * position modulo RING. */
+    emb_record ring[RING];
+} pool_cursor;
+
+/* The record of position p found from its id (dense rows); start NULL when missing. */
+static inline emb_record dense_record(const pool_cursor *c, size_t p) {
+    const emb_dense_rows *rows = c->job->dense;
+    const uint64_t r = c->job->ids[p] - rows->first_id;
+    if (r >= rows->rows) return (emb_record){NULL, NULL};
+    const uint64_t part = r <= c->limit ? (uint64_t)(((unsigned __int128)r * c->reciprocal) >> 64) : r / rows->rows_per_part;
+    const unsigned char *start = rows->parts[part].start + (r - part * rows->rows_per_part) * rows->stride;
+    return (emb_record){start, start + rows->stride};
+}
+
+/* The record of position p, which is at most `distance` ahead of the cursor. */
+static inline emb_record record_at(const pool_cursor *c, size_t p, const int dense) {
+    return dense ? c->ring[p % RING] : c->job->records[p - c->job->first];
+}
+
+/* Finds (dense rows) and prefetches the record `distance` positions ahead of the cursor. */
+static inline void prefetch_ahead(pool_cursor *c, const int dense) {
+    const size_t p = c->p + EMB_POOL_PREFETCH_DISTANCE;
+    if (p >= c->end) return;
+    if (dense) c->ring[p % RING] = dense_record(c, p);
+    prefetch_record(record_at(c, p, dense));
+}
+
+/* The payload of `r` when it is a record of `kind` and the right size, else NULL. */
+static inline const unsigned char *payload_of(const pool_cursor *c, emb_record r, int kind, size_t size) {
+    if ((size_t)(r.end - r.start) != size + 1 || c->job->kinds[r.start[0]] != kind) return NULL;
+    return r.start + 1;
+}
+
+/* A run of `kind` records through the per-row kernels, added to acc (memory). Stops at the bag's
+ * end, at a record of another kind (returns EMB_POOL_DONE, cursor on it) or at a refused one. */
+static inline int run_rows(pool_cursor *c, int kind, size_t end, float *acc, const int dense) {
+    const emb_pool_job *job = c->job;
+    const size_t d = job->d, size = kind_payload_size(kind, d);
+    for (; c->p < end; c->p++) {
+        prefetch_ahead(c, dense);
+        const emb_record r = record_at(c, c->p, dense);
+        if (!r.start) {
+            c->missed++;
+            continue;
+        }
+        const unsigned char *payload = payload_of(c, r, kind, size);
+        if (!payload) return EMB_POOL_DONE;
+        if (!add_row(kind, payload, acc, d, job->weights ? job->weights[c->p] : 1.0f)) return EMB_POOL_REFUSED;
+    }
+    return EMB_POOL_DONE;
+}
+
+#if EMB_X86
+/* Register runs: the bag's sum in `nv` vectors (d = nv · lanes), loaded from and stored back to
+ * out. Each value is acc + w·x with x = q·scale + bias (w = 1: acc + x, the same bits). The loop
+ * is written once per vector width with these macros, for the run's kind:
+ *   ROW_PARAMS(q)        reads the row's parameters (after the finite check) into `scale`, `bias`
+ *   ROW_VALUES(q, j)     the row's values of vector j */
+#define EMB_REGISTER_RUN(name, attributes, vec, lanes, setzero, loadu, storeu, add, mul, set1, kind, payload_size, finite, ROW_PARAMS, ROW_VALUES) \
+    attributes EMB_ALWAYS_INLINE static inline int name(pool_cursor *c, size_t end, float *out, const int nv, const int dense) { \
+        const emb_pool_job *job = c->job;                                                                           \
+        const size_t d = (size_t)nv * lanes;                                                                        \
+        vec acc[8];                                                                                                  \
+        for (int j = 0; j < nv; j++) acc[j] = loadu(out + lanes * j);                                              \
+        int status = EMB_POOL_DONE;                                                                                  \
+        for (; c->p < end; c->p++) {                                                                                 \
+            prefetch_ahead(c, dense);                                                                                \
+            const emb_record r = record_at(c, c->p, dense);                                                          \
+            if (!r.start) {                                                                                          \
+                c->missed++;                                                                                         \
+                continue;                                                                                            \
+            }                                                                                                        \
+            const unsigned char *q = payload_of(c, r, kind, payload_size);                                           \
+            if (!q) break;                                                                                           \
+            if (!(finite)) {                                                                                         \
+                status = EMB_POOL_REFUSED;                                                                           \
+                break;                                                                                               \
+            }                                                                                                        \
+            ROW_PARAMS(q);                                                                                           \
+            if (job->weights) {                                                                                      \
+                const vec weight = set1(job->weights[c->p]);                                                         \
+                for (int j = 0; j < nv; j++) acc[j] = add(acc[j], mul(weight, ROW_VALUES(q, j)));                    \
+            } else {                                                                                                 \
+                for (int j = 0; j < nv; j++) acc[j] = add(acc[j], ROW_VALUES(q, j));                                 \
+            }                                                                                                        \
+        }                                                                                                            \
+        for (int j = 0; j < nv; j++) storeu(out + lanes * j, acc[j]);                                              \
+        return status;                                                                                               \
+    }
+
+#define F32_PARAMS(q, vec, set1)                                                                   \
+    const vec scale = set1(emb_load_f32(q + d)), bias = set1(emb_load_f32(q + d + 4))
+#define HALF_PARAMS(q, vec, set1)                                                                  \
+    uint16_t halves[2];                                                                            \
+    memcpy(halves, q + d / 2, sizeof halves);                                                      \
+    const vec scale = set1(emb_half_to_float(halves[0])), bias = set1(emb_half_to_float(halves[1]))
+
+/* 16 int4 codes from 8 bytes, element 2k in the low nibble of byte k, one per byte. */
+EMB_TARGET_AVX2_F16C EMB_ALWAYS_INLINE static inline __m128i nibbles16(const unsigned char *q) {
+    const __m128i packed = _mm_loadl_epi64((const __m128i *)q), low4 = _mm_set1_epi8(0x0F);
+    return _mm_unpacklo_epi8(_mm_and_si128(packed, low4), _mm_and_si128(_mm_srli_epi16(packed, 4), low4));
+}
+
+/* AVX2: 8 values a vector. */
+#define AVX2_PARAMS_F32(q) F32_PARAMS(q, __m256, _mm256_set1_ps)
+#define AVX2_PARAMS_HALF(q) HALF_PARAMS(q, __m256, _mm256_set1_ps)
+#define AVX2_VALUE(codes) _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes)), scale), bias)
+#define AVX2_I8_VALUES(q, j) AVX2_VALUE(_mm_loadl_epi64((const __m128i *)(q + 8 * (j))))
+/* Vector j holds elements 8j..8j+7: the low or high half of the 16 codes of bytes 8(j/2)... */
+#define AVX2_I4H_VALUES(q, j) AVX2_VALUE((j) % 2 ? _mm_srli_si128(nibbles16(q + 8 * ((j) / 2)), 8) : nibbles16(q + 8 * ((j) / 2)))
+
+EMB_REGISTER_RUN(run_i8_avx2, EMB_TARGET_AVX2_F16C, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps,
+                 _mm256_add_ps, _mm256_mul_ps, _mm256_set1_ps, EMB_ROW_KIND_I8, d + 8, range_finite(q + d, 255.0f),
+                 AVX2_PARAMS_F32, AVX2_I8_VALUES)
+EMB_REGISTER_RUN(run_i4h_avx2, EMB_TARGET_AVX2_F16C, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps,
+                 _mm256_add_ps, _mm256_mul_ps, _mm256_set1_ps, EMB_ROW_KIND_I4H, d / 2 + 4,
+                 emb_rowwise_sbhalf_params_finite(q + d / 2), AVX2_PARAMS_HALF, AVX2_I4H_VALUES)
+
+/* AVX-512: 16 values a vector. */
+#define AVX512_PARAMS_F32(q) F32_PARAMS(q, __m512, _mm512_set1_ps)
+#define AVX512_PARAMS_HALF(q) HALF_PARAMS(q, __m512, _mm512_set1_ps)
+#define AVX512_VALUE(codes) _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(codes)), scale), bias)
+#define AVX512_I8_VALUES(q, j) AVX512_VALUE(_mm_loadu_si128((const __m128i *)(q + 16 * (j))))
+#define AVX512_I4H_VALUES(q, j) AVX512_VALUE(nibbles16(q + 8 * (j)))
+
+EMB_REGISTER_RUN(run_i8_avx512, EMB_TARGET_AVX512, __m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps,
+                 _mm512_add_ps, _mm512_mul_ps, _mm512_set1_ps, EMB_ROW_KIND_I8, d + 8, range_finite(q + d, 255.0f),
+                 AVX512_PARAMS_F32, AVX512_I8_VALUES)
+EMB_REGISTER_RUN(run_i4h_avx512, EMB_TARGET_AVX512, __m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps,
+                 _mm512_add_ps, _mm512_mul_ps, _mm512_set1_ps, EMB_ROW_KIND_I4H, d / 2 + 4,
+                 emb_rowwise_sbhalf_params_finite(q + d / 2), AVX512_PARAMS_HALF, AVX512_I4H_VALUES)
+
+/* The register runs by dimension: each constant vector count inlines into an unrolled loop. */
+EMB_TARGET_AVX2_F16C EMB_ALWAYS_INLINE
+static inline int run_registers_avx2(pool_cursor *c, int kind, size_t end, float *acc, const int dense) {
+    const size_t d = c->job->d;
+    if (kind == EMB_ROW_KIND_I8) {
+        if (d == 64) return run_i8_avx2(c, end, acc, 8, dense);
+        if (d == 32) return run_i8_avx2(c, end, acc, 4, dense);
+        if (d == 16) return run_i8_avx2(c, end, acc, 2, dense);
+    } else if (kind == EMB_ROW_KIND_I4H) {
+        if (d == 64) return run_i4h_avx2(c, end, acc, 8, dense);
+        if (d == 32) return run_i4h_avx2(c, end, acc, 4, dense);
+        if (d == 16) return run_i4h_avx2(c, end, acc, 2, dense);
+    }
+    return run_rows(c, kind, end, acc, dense);
+}
+
+EMB_TARGET_AVX512 EMB_ALWAYS_INLINE
+static inline int run_registers_avx512(pool_cursor *c, int kind, size_t end, float *acc, const int dense) {
+    const size_t d = c->job->d;
+    if (kind == EMB_ROW_KIND_I8) {
+        if (d == 64) return run_i8_avx512(c, end, acc, 4, dense);
+        if (d == 32) return run_i8_avx512(c, end, acc, 2, dense);
+        if (d == 16) return run_i8_avx512(c, end, acc, 1, dense);
+    } else if (kind == EMB_ROW_KIND_I4H) {
+        if (d == 64) return run_i4h_avx512(c, end, acc, 4, dense);
+        if (d == 32) return run_i4h_avx512(c, end, acc, 2, dense);
+        if (d == 16) return run_i4h_avx512(c, end, acc, 1, dense);
+    }
+    return run_rows(c, kind, end, acc, dense);
+}
+#endif
+
+/* The bag loop, for records located by the caller (dense 0) or found from ids (dense 1), defined
+ * once per instruction set with its runs (a function of that target, so that they inline into
+ * it). The constant `dense` gives each use a loop of its own. */
+#define EMB_DEFINE_POOL_BAGS(name, attributes, run_kind)                                              \
+    attributes static inline int name(pool_cursor *c, size_t *bag_io, const int dense) {            \
+        const emb_pool_job *job = c->job;                                                          \
+        const size_t d = job->d;                                                                   \
+        for (size_t p = c->p; p < c->end && p < c->p + EMB_POOL_PREFETCH_DISTANCE; p++) {          \
+            if (dense) c->ring[p % RING] = dense_record(c, p);                                     \
+            prefetch_record(record_at(c, p, dense));                                               \
+        }                                                                                          \
+        int status = EMB_POOL_DONE;                                                                \
+        size_t bag = *bag_io;                                                                      \
+        for (; bag < job->bags; bag++) {                                                           \
+            float *acc = job->out + bag * job->stride;                                             \
+            const size_t start = (size_t)job->offsets[bag], end = (size_t)job->offsets[bag + 1];   \
+            if (c->p <= start) {                                                                   \
+                c->p = start;                                                                      \
+                memset(acc, 0, d * sizeof(float));                                                 \
+            }                                                                                      \
+            while (c->p < end) {                                                                   \
+                const emb_record r = record_at(c, c->p, dense);                                    \
+                if (!r.start) {                                                                    \
+                    prefetch_ahead(c, dense);                                                      \
+                    c->missed++;                                                                   \
+                    c->p++;                                                                        \
+                    continue;                                                                      \
+                }                                                                                  \
+                const size_t n = (size_t)(r.end - r.start);                                        \
+                const int kind = n ? job->kinds[r.start[0]] : EMB_ROW_KIND_NONE;                   \
+                if (kind == EMB_ROW_KIND_NONE || n != 1 + kind_payload_size(kind, d)) {            \
+                    status = EMB_POOL_OTHER;                                                       \
+                    goto stop;                                                                     \
+                }                                                                                  \
+                status = run_kind(c, kind, end, acc, dense);                                       \
+                if (status != EMB_POOL_DONE) goto stop;                                            \
+            }                                                                                      \
+            if (job->mean && end > start) {                                                        \
+                const float inverse = 1.0f / (float)(end - start);                                 \
+                for (size_t j = 0; j < d; j++) acc[j] *= inverse;                                  \
+            }                                                                                      \
+        }                                                                                          \
+    stop:                                                                                          \
+        *bag_io = bag;                                                                             \
+        return status;                                                                             \
+    }
+
+EMB_DEFINE_POOL_BAGS(pool_bags_portable, , run_rows)
+
+#if EMB_X86
+EMB_DEFINE_POOL_BAGS(pool_bags_avx2_loop, EMB_TARGET_AVX2_F16C EMB_ALWAYS_INLINE, run_registers_avx2)
+EMB_DEFINE_POOL_BAGS(pool_bags_avx512_loop, EMB_TARGET_AVX512 EMB_ALWAYS_INLINE, run_registers_avx512)
+
+EMB_TARGET_AVX2_F16C
+static int pool_bags_avx2(pool_cursor *c, size_t *bag_io, const int dense) {
+    return dense ? pool_bags_avx2_loop(c, bag_io, 1) : pool_bags_avx2_loop(c, bag_io, 0);
+}
+
+EMB_TARGET_AVX512
+static int pool_bags_avx512(pool_cursor *c, size_t *bag_io, const int dense) {
+    return dense ? pool_bags_avx512_loop(c, bag_io, 1) : pool_bags_avx512_loop(c, bag_io, 0);
+}
+#endif
+
+static int pool_bags_with(pool_cursor *c, size_t *bag_io, int isa) {
+    const int dense = c->job->dense != NULL;
+#if EMB_X86
+    if (isa == 2) return pool_bags_avx512(c, bag_io, dense);
+    if (isa == 1) return pool_bags_avx2(c, bag_io, dense);
+#endif
+    (void)isa;
+    return dense ? pool_bags_portable(c, bag_io, 1) : pool_bags_portable(c, bag_io, 0);
+}
+
+static int pool_with(emb_pool_job *job, size_t *bag_io, size_t *position_io, int isa) {
+    pool_cursor c = {.job = job, .p = *position_io, .end = (size_t)job->offsets[job->bags]};
+    if (job->dense) {
+        c.limit = UINT64_MAX / job->dense->rows_per_part;
+        c.reciprocal = c.limit + 1;
+    }
+    const int status = pool_bags_with(&c, bag_io, isa);
+    *position_io = c.p;
+    job->missed += c.missed;
+    return status;
+}
+
+int emb_pool_bags(emb_pool_job *job, size_t *bag_io, size_t *position_io) {
+    int isa = 0;
+#if EMB_X86
+    if (emb_isa() == EMB_ISA_AVX2_F16C) isa = emb_avx512() ? 2 : 1;
+#endif
+    return pool_with(job, bag_io, position_io, isa);
+}
+
+int emb_pool_bags_isa(emb_pool_job *job, size_t *bag_io, size_t *position_io, int isa) {
+    int supported = 0;
+#if EMB_X86
+    if (emb_isa() == EMB_ISA_AVX2_F16C) supported = emb_avx512() ? 2 : 1;
+#endif
+    if (isa < 0 || isa > supported) return -1;
+    return pool_with(job, bag_io, position_io, isa);
+}
