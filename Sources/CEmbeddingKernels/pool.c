@@ -10,7 +10,7 @@
 #pragma clang fp contract(off)
 
 #define EMB_ALWAYS_INLINE __attribute__((always_inline))
-#define RING 32 /* a power of two above EMB_POOL_PREFETCH_DISTANCE */
+#define RING 64 /* a power of two above EMB_POOL_PREFETCH_DISTANCE */
 
 _Static_assert(EMB_POOL_PREFETCH_DISTANCE < RING, "the ring holds the records in flight and the current one");
 
@@ -62,11 +62,18 @@ static inline int add_row(int kind, const unsigned char *payload, float *acc, si
     }
 }
 
-/* Prefetches each cache line a record spans (up to 4 lines), once. */
+/* Prefetches the cache lines of a record's first 256 bytes: its first and last byte cover a
+ * record of up to 65 bytes, with start + 64 one of up to 129 (int8 rows up to d = 120), and
+ * every 64 bytes after that a longer one. (A loop over the lines themselves measured a fifth
+ * slower on cache-resident bags.) */
 static inline void prefetch_record(emb_record r) {
     if (!r.start || r.end == r.start) return;
-    const uintptr_t first = (uintptr_t)r.start & ~(uintptr_t)63, last = (uintptr_t)(r.end - 1) & ~(uintptr_t)63;
-    for (uintptr_t line = first; line <= last && line < first + 256; line += 64) emb_prefetch((const void *)line);
+    emb_prefetch(r.start);
+    emb_prefetch(r.end - 1);
+    if (r.end - r.start > 65) {
+        emb_prefetch(r.start + 64);
+        for (size_t o = 128; o < 256 && r.start + o < r.end - 1; o += 64) emb_prefetch(r.start + o);
+    }
 }
 
 /* The state of one call: where it is, and what every run needs. */
@@ -170,10 +177,12 @@ static inline int run_rows(pool_cursor *c, int kind, size_t end, float *acc, con
 
 #define F32_PARAMS(q, vec, set1)                                                                   \
     const vec scale = set1(emb_load_f32(q + d)), bias = set1(emb_load_f32(q + d + 4))
+/* F16C widens the two halves exactly, as emb_half_to_float does (NaNs made quiet alike). */
 #define HALF_PARAMS(q, vec, set1)                                                                  \
-    uint16_t halves[2];                                                                            \
-    memcpy(halves, q + d / 2, sizeof halves);                                                      \
-    const vec scale = set1(emb_half_to_float(halves[0])), bias = set1(emb_half_to_float(halves[1]))
+    uint32_t halves;                                                                               \
+    memcpy(&halves, q + d / 2, sizeof halves);                                                     \
+    const __m128 widened = _mm_cvtph_ps(_mm_cvtsi32_si128((int)halves));                           \
+    const vec scale = set1(_mm_cvtss_f32(widened)), bias = set1(_mm_cvtss_f32(_mm_movehdup_ps(widened)))
 
 /* 16 int4 codes from 8 bytes, element 2k in the low nibble of byte k, one per byte. */
 EMB_TARGET_AVX2_F16C EMB_ALWAYS_INLINE static inline __m128i nibbles16(const unsigned char *q) {

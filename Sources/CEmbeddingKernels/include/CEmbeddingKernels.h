@@ -448,7 +448,7 @@ enum {
     EMB_ROW_KIND_I2H = 6,  /* int2 rowwise, f16 scale and bias */
 };
 
-#define EMB_POOL_PREFETCH_DISTANCE 16
+#define EMB_POOL_PREFETCH_DISTANCE 32
 
 /** A table's rows as one dense segment of fixed-size records with an empty delta: the record
  *  of id first_id + r (r < rows) is the `stride` bytes at r % rows_per_part · stride in data
