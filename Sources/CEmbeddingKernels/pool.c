@@ -76,11 +76,17 @@ static inline void prefetch_record(emb_record r) {
     }
 }
 
-/* The state of one call: where it is, and what every run needs. */
+/* The state of one call: where it is, and what every run needs (from a pool or decode job). */
 typedef struct {
-    const emb_pool_job *job;
-    size_t p;       /* the position being pooled */
-    size_t end;     /* offsets[bags]: the positions end here */
+    const emb_pool_job *job;  /* NULL for a decode job */
+    const emb_record *records;
+    const uint64_t *ids;
+    const emb_dense_rows *dense;
+    const unsigned char *kinds;
+    size_t first;   /* the position records[0] is */
+    size_t d;
+    size_t p;       /* the position being handled */
+    size_t end;     /* the positions end here */
     size_t missed;  /* missing ids passed */
     /* Dense rows: ⌊r / rows_per_part⌋ is the high word of r · reciprocal for r <= limit. */
     uint64_t reciprocal, limit;
@@ -89,10 +95,27 @@ typedef struct {
     emb_record ring[RING];
 } pool_cursor;
 
+static inline void cursor_init(pool_cursor *c, const emb_record *records, const uint64_t *ids, const emb_dense_rows *dense,
+                               const unsigned char *kinds, size_t first, size_t d, size_t p, size_t end) {
+    c->records = records;
+    c->ids = ids;
+    c->dense = dense;
+    c->kinds = kinds;
+    c->first = first;
+    c->d = d;
+    c->p = p;
+    c->end = end;
+    c->missed = 0;
+    if (dense) {
+        c->limit = UINT64_MAX / dense->rows_per_part;
+        c->reciprocal = c->limit + 1;
+    }
+}
+
 /* The record of position p found from its id (dense rows); start NULL when missing. */
 static inline emb_record dense_record(const pool_cursor *c, size_t p) {
-    const emb_dense_rows *rows = c->job->dense;
-    const uint64_t r = c->job->ids[p] - rows->first_id;
+    const emb_dense_rows *rows = c->dense;
+    const uint64_t r = c->ids[p] - rows->first_id;
     if (r >= rows->rows) return (emb_record){NULL, NULL};
     const uint64_t part = r <= c->limit ? (uint64_t)(((unsigned __int128)r * c->reciprocal) >> 64) : r / rows->rows_per_part;
     const unsigned char *start = rows->parts[part].start + (r - part * rows->rows_per_part) * rows->stride;
@@ -101,7 +124,7 @@ static inline emb_record dense_record(const pool_cursor *c, size_t p) {
 
 /* The record of position p, which is at most `distance` ahead of the cursor. */
 static inline emb_record record_at(const pool_cursor *c, size_t p, const int dense) {
-    return dense ? c->ring[p % RING] : c->job->records[p - c->job->first];
+    return dense ? c->ring[p % RING] : c->records[p - c->first];
 }
 
 /* Finds (dense rows) and prefetches the record `distance` positions ahead of the cursor. */
@@ -112,17 +135,32 @@ static inline void prefetch_ahead(pool_cursor *c, const int dense) {
     prefetch_record(record_at(c, p, dense));
 }
 
+/* Finds (dense rows) and prefetches the records of the first `distance` positions. */
+static inline void prefetch_start(pool_cursor *c, const int dense) {
+    for (size_t p = c->p; p < c->end && p < c->p + EMB_POOL_PREFETCH_DISTANCE; p++) {
+        if (dense) c->ring[p % RING] = dense_record(c, p);
+        prefetch_record(record_at(c, p, dense));
+    }
+}
+
 /* The payload of `r` when it is a record of `kind` and the right size, else NULL. */
 static inline const unsigned char *payload_of(const pool_cursor *c, emb_record r, int kind, size_t size) {
-    if ((size_t)(r.end - r.start) != size + 1 || c->job->kinds[r.start[0]] != kind) return NULL;
+    if ((size_t)(r.end - r.start) != size + 1 || c->kinds[r.start[0]] != kind) return NULL;
     return r.start + 1;
+}
+
+/* The kind of a present record, or NONE when its tag is not a kind's or its size not the kind's. */
+static inline int kind_of(const pool_cursor *c, emb_record r) {
+    const size_t n = (size_t)(r.end - r.start);
+    const int kind = n ? c->kinds[r.start[0]] : EMB_ROW_KIND_NONE;
+    return kind != EMB_ROW_KIND_NONE && n == 1 + kind_payload_size(kind, c->d) ? kind : EMB_ROW_KIND_NONE;
 }
 
 /* A run of `kind` records through the per-row kernels, added to acc (memory). Stops at the bag's
  * end, at a record of another kind (returns EMB_POOL_DONE, cursor on it) or at a refused one. */
 static inline int run_rows(pool_cursor *c, int kind, size_t end, float *acc, const int dense) {
     const emb_pool_job *job = c->job;
-    const size_t d = job->d, size = kind_payload_size(kind, d);
+    const size_t d = c->d, size = kind_payload_size(kind, d);
     for (; c->p < end; c->p++) {
         prefetch_ahead(c, dense);
         const emb_record r = record_at(c, c->p, dense);
@@ -222,7 +260,7 @@ EMB_REGISTER_RUN(run_i4h_avx512, EMB_TARGET_AVX512, __m512, 16, _mm512_setzero_p
 /* The register runs by dimension: each constant vector count inlines into an unrolled loop. */
 EMB_TARGET_AVX2_F16C EMB_ALWAYS_INLINE
 static inline int run_registers_avx2(pool_cursor *c, int kind, size_t end, float *acc, const int dense) {
-    const size_t d = c->job->d;
+    const size_t d = c->d;
     if (kind == EMB_ROW_KIND_I8) {
         if (d == 64) return run_i8_avx2(c, end, acc, 8, dense);
         if (d == 32) return run_i8_avx2(c, end, acc, 4, dense);
@@ -237,7 +275,7 @@ static inline int run_registers_avx2(pool_cursor *c, int kind, size_t end, float
 
 EMB_TARGET_AVX512 EMB_ALWAYS_INLINE
 static inline int run_registers_avx512(pool_cursor *c, int kind, size_t end, float *acc, const int dense) {
-    const size_t d = c->job->d;
+    const size_t d = c->d;
     if (kind == EMB_ROW_KIND_I8) {
         if (d == 64) return run_i8_avx512(c, end, acc, 4, dense);
         if (d == 32) return run_i8_avx512(c, end, acc, 2, dense);
@@ -257,11 +295,8 @@ static inline int run_registers_avx512(pool_cursor *c, int kind, size_t end, flo
 #define EMB_DEFINE_POOL_BAGS(name, attributes, run_kind)                                              \
     attributes static inline int name(pool_cursor *c, size_t *bag_io, const int dense) {            \
         const emb_pool_job *job = c->job;                                                          \
-        const size_t d = job->d;                                                                   \
-        for (size_t p = c->p; p < c->end && p < c->p + EMB_POOL_PREFETCH_DISTANCE; p++) {          \
-            if (dense) c->ring[p % RING] = dense_record(c, p);                                     \
-            prefetch_record(record_at(c, p, dense));                                               \
-        }                                                                                          \
+        const size_t d = c->d;                                                                     \
+        prefetch_start(c, dense);                                                                  \
         int status = EMB_POOL_DONE;                                                                \
         size_t bag = *bag_io;                                                                      \
         for (; bag < job->bags; bag++) {                                                           \
@@ -279,9 +314,8 @@ static inline int run_registers_avx512(pool_cursor *c, int kind, size_t end, flo
                     c->p++;                                                                        \
                     continue;                                                                      \
                 }                                                                                  \
-                const size_t n = (size_t)(r.end - r.start);                                        \
-                const int kind = n ? job->kinds[r.start[0]] : EMB_ROW_KIND_NONE;                   \
-                if (kind == EMB_ROW_KIND_NONE || n != 1 + kind_payload_size(kind, d)) {            \
+                const int kind = kind_of(c, r);                                                    \
+                if (kind == EMB_ROW_KIND_NONE) {                                                   \
                     status = EMB_POOL_OTHER;                                                       \
                     goto stop;                                                                     \
                 }                                                                                  \
@@ -316,7 +350,7 @@ static int pool_bags_avx512(pool_cursor *c, size_t *bag_io, const int dense) {
 #endif
 
 static int pool_bags_with(pool_cursor *c, size_t *bag_io, int isa) {
-    const int dense = c->job->dense != NULL;
+    const int dense = c->dense != NULL;
 #if EMB_X86
     if (isa == 2) return pool_bags_avx512(c, bag_io, dense);
     if (isa == 1) return pool_bags_avx2(c, bag_io, dense);
@@ -326,11 +360,10 @@ static int pool_bags_with(pool_cursor *c, size_t *bag_io, int isa) {
 }
 
 static int pool_with(emb_pool_job *job, size_t *bag_io, size_t *position_io, int isa) {
-    pool_cursor c = {.job = job, .p = *position_io, .end = (size_t)job->offsets[job->bags]};
-    if (job->dense) {
-        c.limit = UINT64_MAX / job->dense->rows_per_part;
-        c.reciprocal = c.limit + 1;
-    }
+    pool_cursor c;
+    c.job = job;
+    cursor_init(&c, job->records, job->ids, job->dense, job->kinds, job->first, job->d, *position_io,
+                (size_t)job->offsets[job->bags]);
     const int status = pool_bags_with(&c, bag_io, isa);
     *position_io = c.p;
     job->missed += c.missed;
@@ -352,4 +385,121 @@ int emb_pool_bags_isa(emb_pool_job *job, size_t *bag_io, size_t *position_io, in
 #endif
     if (isa < 0 || isa > supported) return -1;
     return pool_with(job, bag_io, position_io, isa);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Batched lookups: each record decoded into its own row, with the loop and prefetching above. */
+
+/* Decodes one record of `kind` (its size checked) into row; 0 when it decodes to a non-finite
+ * value (the row is then unspecified). The per-row kernels, dispatching on the CPU. */
+static inline int decode_row(int kind, const unsigned char *q, float *row, size_t d) {
+    if (!params_finite(kind, q, d)) return 0;
+    switch (kind) {
+    case EMB_ROW_KIND_F32: return emb_f32_decode_checked(q, row, d);
+    case EMB_ROW_KIND_F16: return emb_f16_decode_checked(q, row, d);
+    case EMB_ROW_KIND_I8: emb_i8_rowwise_decode(q, row, d); return 1;
+    case EMB_ROW_KIND_I4: emb_i4_rowwise_decode(q, row, d); return 1;
+    case EMB_ROW_KIND_I4H: emb_i4_rowwise_sbhalf_decode(q, row, d); return 1;
+    case EMB_ROW_KIND_I2H: emb_i2_rowwise_sbhalf_decode(q, row, d); return 1;
+    default: return 0;
+    }
+}
+
+#if EMB_X86
+/* The same, with the fp32, fp16 and int8 bodies inlined (the values of their kernels, bit for
+ * bit: a copy, F16C's exact widening, and q * scale then + bias). */
+EMB_TARGET_AVX2_F16C EMB_ALWAYS_INLINE
+static inline int decode_row_avx2(int kind, const unsigned char *q, float *row, size_t d) {
+    size_t i = 0;
+    switch (kind) {
+    case EMB_ROW_KIND_F32: {
+        const __m256i exponent = _mm256_set1_epi32(0x7F800000);
+        __m256i special = _mm256_setzero_si256();
+        for (; i + 8 <= d; i += 8) {
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)(q + 4 * i));
+            special = _mm256_or_si256(special, _mm256_cmpeq_epi32(_mm256_and_si256(bits, exponent), exponent));
+            _mm256_storeu_si256((__m256i *)(row + i), bits);
+        }
+        const int finite = _mm256_testz_si256(special, special);
+        return i < d ? finite & emb_f32_decode_checked(q + 4 * i, row + i, d - i) : finite;
+    }
+    case EMB_ROW_KIND_F16: {
+        const __m128i exponent = _mm_set1_epi16(0x7C00);
+        __m128i special = _mm_setzero_si128();
+        for (; i + 8 <= d; i += 8) {
+            const __m128i halves = _mm_loadu_si128((const __m128i *)(q + 2 * i));
+            special = _mm_or_si128(special, _mm_cmpeq_epi16(_mm_and_si128(halves, exponent), exponent));
+            _mm256_storeu_ps(row + i, _mm256_cvtph_ps(halves));
+        }
+        const int finite = _mm_testz_si128(special, special);
+        return i < d ? finite & emb_f16_decode_checked(q + 2 * i, row + i, d - i) : finite;
+    }
+    case EMB_ROW_KIND_I8: {
+        if (!range_finite(q + d, 255.0f)) return 0;
+        const float s = emb_load_f32(q + d), b = emb_load_f32(q + d + 4);
+        const __m256 scale = _mm256_set1_ps(s), bias = _mm256_set1_ps(b);
+        for (; i + 8 <= d; i += 8) _mm256_storeu_ps(row + i, AVX2_I8_VALUES(q, i / 8));
+        for (; i < d; i++) row[i] = (float)q[i] * s + b;
+        return 1;
+    }
+    default: return decode_row(kind, q, row, d);
+    }
+}
+#endif
+
+/* The decode loop, once per instruction set, for located records (dense 0) or dense rows. */
+#define EMB_DEFINE_DECODE(name, attributes, decode)                                                   \
+    attributes static inline int name(pool_cursor *c, float *out, const int dense) {                \
+        const size_t d = c->d;                                                                     \
+        prefetch_start(c, dense);                                                                  \
+        for (; c->p < c->end; c->p++) {                                                            \
+            prefetch_ahead(c, dense);                                                              \
+            const emb_record r = record_at(c, c->p, dense);                                        \
+            float *row = out + c->p * d;                                                           \
+            if (!r.start) {                                                                        \
+                memset(row, 0, d * sizeof(float));                                                 \
+                c->missed++;                                                                       \
+                continue;                                                                          \
+            }                                                                                      \
+            const int kind = kind_of(c, r);                                                        \
+            if (kind == EMB_ROW_KIND_NONE) return EMB_POOL_OTHER;                                  \
+            if (!decode(kind, r.start + 1, row, d)) return EMB_POOL_REFUSED;                       \
+        }                                                                                          \
+        return EMB_POOL_DONE;                                                                      \
+    }
+
+EMB_DEFINE_DECODE(decode_portable, , decode_row)
+
+#if EMB_X86
+EMB_DEFINE_DECODE(decode_avx2_loop, EMB_TARGET_AVX2_F16C EMB_ALWAYS_INLINE, decode_row_avx2)
+
+EMB_TARGET_AVX2_F16C
+static int decode_avx2(pool_cursor *c, float *out, const int dense) {
+    return dense ? decode_avx2_loop(c, out, 1) : decode_avx2_loop(c, out, 0);
+}
+#endif
+
+static int decode_with(emb_decode_job *job, size_t *position_io, int isa) {
+    pool_cursor c;
+    c.job = NULL;
+    cursor_init(&c, job->records, job->ids, job->dense, job->kinds, 0, job->d, *position_io, job->count);
+    const int dense = job->dense != NULL;
+    int status;
+#if EMB_X86
+    if (isa >= 1) status = decode_avx2(&c, job->out, dense);
+    else
+#endif
+        status = dense ? decode_portable(&c, job->out, 1) : decode_portable(&c, job->out, 0);
+    *position_io = c.p;
+    job->missed += c.missed;
+    return status;
+}
+
+int emb_decode_records(emb_decode_job *job, size_t *position_io) {
+    return decode_with(job, position_io, emb_isa() == EMB_ISA_AVX2_F16C ? 1 : 0);
+}
+
+int emb_decode_records_isa(emb_decode_job *job, size_t *position_io, int isa) {
+    if (isa < 0 || isa > (emb_isa() == EMB_ISA_AVX2_F16C ? 1 : 0)) return -1;
+    return decode_with(job, position_io, isa);
 }

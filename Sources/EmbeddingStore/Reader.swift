@@ -45,8 +45,10 @@ public final class Reader {
     /// their positions in the batch with their grouping keys, and the gathered records, ids and
     /// decoded rows. Grown with the batch, never shrunk (no allocation per call once warm).
     private var deferred = DeferredRows()
-    /// For tests: the instruction set `emb_pool_bags_isa` pools with (nil: the best this CPU has).
+    /// For tests: the instruction set `emb_pool_bags_isa` pools with and `emb_decode_records_isa`
+    /// decodes with (nil: the best this CPU has).
     var poolInstructionSet: Int32?
+    var decodeInstructionSet: Int32?
     /// The records of one run a pooled lookup hands to their decoder.
     private var runRecords = RecordRun()
     private var counting: ReaderCounting?
@@ -253,47 +255,77 @@ public final class Reader {
         }
         defer { counting?.record(ids, table: table.id) }
         return try withSnapshot(of: table) { view in
-            var batch = try startBatch(ids, in: view, missing: missing)
-            let located = batch.located
-            let base = out.baseAddress!
+            guard !ids.isEmpty else { return 0 }
             let parameters = TableParameters(txn, table: view.table)
-            var setAside = 0
-            var i = 0
-            while i < ids.count {
-                // Find the next rows, then decode this chunk: each run of records of one codec
-                // in one decoder call (one kernel call for the self-contained codecs).
-                let end = min(i + decodeChunk, ids.count)
-                for j in i..<end { try resolve(j + prefetchDistance, &batch) }
-                var j = i
-                while j < end {
-                    guard located[j].baseAddress != nil else {
-                        (base + j * d).initialize(repeating: 0, count: d)
-                        j += 1
-                        continue
-                    }
-                    let tag = TableDecoders.tag(of: located[j])
-                    if view.decoders.decodesInBatches(tag) {
-                        if setAside == 0 { deferred.reserve(ids.count, dimension: d) }   // before the first is kept
-                        deferred.positions[setAside] = (view.decoders.batchKey(located[j]), j)
-                        setAside += 1
-                        j += 1
-                        continue
-                    }
-                    var k = j + 1
-                    while k < end, located[k].baseAddress != nil, TableDecoders.tag(of: located[k]) == tag { k += 1 }
-                    try view.decoders.decode(located + j, tag: tag, ids: ids.baseAddress! + j, count: k - j, into: base + j * d,
-                                             parameters: parameters)
-                    j = k
+            if missing == .zeros, let dense = view.denseRows {
+                // One dense segment: the kernel finds each record from its id (see TableView.denseRows).
+                let missed = try withUnsafePointer(to: dense) { densePointer in
+                    var job = emb_decode_job(records: nil, ids: ids.baseAddress, dense: densePointer, count: ids.count, d: d,
+                                             out: out.baseAddress, kinds: view.decoders.pooledRowKinds, missed: 0)
+                    try runDecodeJob(&job, ids: ids, record: { position in
+                        let r = ids[position] &- dense.first_id
+                        guard r < dense.rows, let found = view.hotSegments[0].record(ofRow: Int(r)) else { return missingRecord }
+                        return found
+                    }, parameters: parameters, decoders: view.decoders)
+                    return job.missed
                 }
-                i = end
+                if let found {
+                    for i in 0..<ids.count { found[i] = ids[i] &- dense.first_id < dense.rows }
+                }
+                return ids.count - missed
             }
-            if setAside > 0 {
-                try decodeSetAside(setAside, located: located, ids: ids, into: base, decoders: view.decoders, parameters: parameters)
-            }
+            // Every id's record first (index entries prefetched ahead), then the decoding pass.
+            var batch = try startBatch(ids, in: view, missing: missing, prefetchRecords: false)
+            for i in prefetchDistance..<max(ids.count, prefetchDistance) { try resolve(i, &batch) }
+            let located = batch.located
+            var job = emb_decode_job(records: UnsafeRawPointer(located).assumingMemoryBound(to: emb_record.self), ids: nil, dense: nil,
+                                     count: ids.count, d: d, out: out.baseAddress, kinds: view.decoders.pooledRowKinds, missed: 0)
+            try runDecodeJob(&job, ids: ids, record: { located[$0] }, parameters: parameters, decoders: view.decoders)
             if let found {
                 for i in 0..<ids.count { found[i] = located[i].baseAddress != nil }
             }
             return batch.found
+        }
+    }
+
+    /// Runs `emb_decode_records` to the end of `job`: each record it stops at is set aside (codecs
+    /// that decode faster in batches, decoded together at the end) or goes to its decoder with the
+    /// rest of its run of one tag, or is refused with the decoder's reason. `record(p)` is the
+    /// record of position p (a nil base address when missing).
+    private func runDecodeJob(_ job: inout emb_decode_job, ids: UnsafeBufferPointer<UInt64>, record: (Int) -> UnsafeRawBufferPointer,
+                              parameters: TableParameters, decoders: TableDecoders) throws {
+        let d = Int(job.d)
+        let out = job.out!
+        var position = 0, setAside = 0
+        while true {
+            let status = Int(decodeInstructionSet.map { emb_decode_records_isa(&job, &position, $0) } ?? emb_decode_records(&job, &position))
+            if status == EMB_POOL_DONE { break }
+            guard status > 0 else { throw StoreError.invalidArgument("this CPU lacks the lookup kernel's instruction set \(decodeInstructionSet ?? -1)") }
+            let first = record(position)
+            if status == EMB_POOL_REFUSED { throw decoders.refusal(first, id: ids[position], parameters: parameters) }
+            let tag = TableDecoders.tag(of: first)
+            if decoders.decodesInBatches(tag) {
+                if setAside == 0 { deferred.reserve(ids.count, dimension: d) }   // before the first is kept
+                deferred.positions[setAside] = (decoders.batchKey(first), position)
+                setAside += 1
+                position += 1
+                continue
+            }
+            // The run of records of this tag, gathered for one decoder call.
+            var count = 0
+            while position + count < ids.count {
+                let next = record(position + count)
+                guard next.baseAddress != nil, TableDecoders.tag(of: next) == tag, count == 0 || !decoders.poolsInKernel(tag) else { break }
+                runRecords.reserve(count + 1)
+                runRecords.records[count] = next
+                count += 1
+            }
+            try decoders.decode(runRecords.records, tag: tag, ids: ids.baseAddress! + position, count: count, into: out + position * d,
+                                parameters: parameters)
+            position += count
+        }
+        if setAside > 0 {
+            try decodeSetAside(setAside, record: record, ids: ids, into: out, decoders: decoders, parameters: parameters)
         }
     }
 
@@ -302,7 +334,7 @@ public final class Reader {
     /// its decoder in one call, into scratch rows, then copied to their places in `out`.
     /// (Measured on a mixed table: tc rows one at a time, among int8 and fp16 rows, cost about
     /// four times their decode-only time; see README "Two layers per table".)
-    private func decodeSetAside(_ count: Int, located: UnsafeMutablePointer<UnsafeRawBufferPointer>, ids: UnsafeBufferPointer<UInt64>,
+    private func decodeSetAside(_ count: Int, record: (Int) -> UnsafeRawBufferPointer, ids: UnsafeBufferPointer<UInt64>,
                                 into out: UnsafeMutablePointer<Float>, decoders: TableDecoders, parameters: TableParameters) throws {
         let d = decoders.table.dimension
         let positions = deferred.positions
@@ -318,7 +350,7 @@ public final class Reader {
             positions[b] = item
         }
         for r in 0..<count {
-            deferred.records[r] = located[positions[r].position]
+            deferred.records[r] = record(positions[r].position)
             deferred.ids[r] = ids[positions[r].position]
         }
         var start = 0
@@ -489,14 +521,10 @@ public struct PooledFeature {
     }
 }
 
-/// How many ids ahead a lookup prefetches index entries and rows: enough to overlap the cache
-/// misses of several rows, few enough not to overflow the core's outstanding-miss buffers.
+/// How many ids ahead a lookup finds records (prefetching their index entries one distance
+/// further); the records themselves are prefetched by the decoding pass (`emb_decode_records`,
+/// `emb_pool_bags`), EMB_POOL_PREFETCH_DISTANCE positions ahead.
 let prefetchDistance = 8
-
-/// Rows a lookup decodes per step: consecutive rows of one codec within a step go to its
-/// decoder in one call (for the self-contained codecs one CPU dispatch, the row loop inside the
-/// kernel).
-let decodeChunk = 8
 
 /// A missing row in a batch's located records.
 nonisolated(unsafe) let missingRecord = UnsafeRawBufferPointer(start: nil, count: 0)

@@ -509,6 +509,34 @@ int emb_pool_bags(emb_pool_job *job, size_t *bag_io, size_t *position_io);
  *  lacks it. */
 int emb_pool_bags_isa(emb_pool_job *job, size_t *bag_io, size_t *position_io, int isa);
 
+/** A batched lookup's decoding: position p's record into the d floats at out + p * d, zeros for
+ *  a missing id, each record prefetched EMB_POOL_PREFETCH_DISTANCE positions ahead. The values
+ *  are those of the codecs' decoders, bit for bit. */
+typedef struct {
+    /** records[p], or NULL with `dense`, which finds them from ids[p]. */
+    const emb_record *records;
+    const uint64_t *ids;
+    const emb_dense_rows *dense;
+    /** Positions 0 ..< count. */
+    size_t count;
+    size_t d;
+    float *out;
+    /** 256 entries: the EMB_ROW_KIND_ of each tag. */
+    const unsigned char *kinds;
+    /** Out: missing ids passed, added up over calls (set it to 0 first). */
+    size_t missed;
+} emb_decode_job;
+
+/** Decodes from position *position_io on. Returns EMB_POOL_DONE (every position decoded),
+ *  EMB_POOL_OTHER (stopped at a record it does not take: the caller decodes it and calls again
+ *  from the next position) or EMB_POOL_REFUSED (stopped at a record that decodes to a non-finite
+ *  value), with *position_io where it stopped. */
+int emb_decode_records(emb_decode_job *job, size_t *position_io);
+
+/** emb_decode_records on one instruction set (0 portable, 1 AVX2 + F16C), for tests; -1, doing
+ *  nothing, when this CPU lacks it. */
+int emb_decode_records_isa(emb_decode_job *job, size_t *position_io, int isa);
+
 #ifdef __cplusplus
 }
 #endif
