@@ -211,4 +211,48 @@ import Testing
             }
         }
     }
+
+    /// Batched lookups decode through `emb_decode_records` on each instruction set alike, for a
+    /// mixed table (records located first; tc-free codecs left to their decoders) and a dense
+    /// one (records found from ids), with missing ids zero-filled and the found mask right.
+    @Test(arguments: [16, 64, 9])
+    func lookupsAgreeOnEveryInstructionSet(d: Int) throws {
+        let dir = TemporaryDirectory()
+        let (mixed, mixedTable) = try mixedTable(dir, d: d)
+        let denseStore = try makeStore(TemporaryDirectory(), mapSize: 1 << 26)
+        let rows = embeddingRows(count: 3000, dimension: d, seed: 4)
+        try rows.withUnsafeBufferPointer { _ = try denseStore.load(table: "t", rows: $0, count: 3000, dimension: d, codec: .fp32) }
+        let denseTable = try denseStore.table("t")
+        var random = SeededRandom(seed: 12)
+        for (store, table, range) in [(mixed, mixedTable, UInt64(110)), (denseStore, denseTable, 3100)] {
+            let ids = (0..<700).map { _ in random.next() % range }
+            let reader = try store.makeReader()
+            var reference: [Float]?
+            for isa: Int32? in [nil, 0, 1] {
+                reader.decodeInstructionSet = isa
+                var out = [Float](repeating: .nan, count: ids.count * d)
+                var found = [Bool](repeating: false, count: ids.count)
+                let count = try ids.withUnsafeBufferPointer { ids in
+                    try out.withUnsafeMutableBufferPointer { out in
+                        try found.withUnsafeMutableBufferPointer { try reader.lookup(table, ids: ids, into: out, found: $0) }
+                    }
+                }
+                #expect(count == found.filter { $0 }.count)
+                for (i, id) in ids.enumerated() where !found[i] {
+                    #expect(out[i * d..<(i + 1) * d].allSatisfy { $0.bitPattern == 0 }, "missing id \(id) is zeros")
+                }
+                if store === denseStore {
+                    #expect(found == ids.map { $0 < 3000 })
+                    for (i, id) in ids.enumerated() where id < 3000 {
+                        #expect(Array(out[i * d..<(i + 1) * d]) == Array(rows[Int(id) * d..<(Int(id) + 1) * d]), "fp32 row \(id) as loaded")
+                    }
+                }
+                if let reference {
+                    #expect(zip(out, reference).allSatisfy { $0.bitPattern == $1.bitPattern }, "instruction set \(isa ?? -1)")
+                } else {
+                    reference = out
+                }
+            }
+        }
+    }
 }
