@@ -424,7 +424,8 @@ uint32_t emb_crc32(uint32_t crc, const void *bytes, size_t length);
 /* ------------------------------------------------------------------------------------------
  * Pooled lookups ("embedding bags") over located records, the loop of FBGEMM's embedding-bag
  * kernels: per bag, each record's values (times its weight) added to the bag's row, records
- * prefetched EMB_POOL_PREFETCH_DISTANCE positions ahead across bags. The values are those of
+ * prefetched ahead across bags (up to EMB_POOL_PREFETCH_DISTANCE positions, fewer for records
+ * of more than two cache lines). The values are those of
  * the per-codec accumulate functions above: bit-identical to decoding each row, adding, and
  * for mean pooling multiplying by 1/(ids in the bag). */
 
@@ -510,7 +511,7 @@ int emb_pool_bags(emb_pool_job *job, size_t *bag_io, size_t *position_io);
 int emb_pool_bags_isa(emb_pool_job *job, size_t *bag_io, size_t *position_io, int isa);
 
 /** A batched lookup's decoding: position p's record into the d floats at out + p * d, zeros for
- *  a missing id, each record prefetched EMB_POOL_PREFETCH_DISTANCE positions ahead. The values
+ *  a missing id, each record prefetched ahead as by emb_pool_bags. The values
  *  are those of the codecs' decoders, bit for bit. */
 typedef struct {
     /** records[p], or NULL with `dense`, which finds them from ids[p]. */
