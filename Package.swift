@@ -42,6 +42,8 @@ let package = Package(
             name: "embstore",
             dependencies: [
                 "EmbeddingStore", "EmbeddingCodecs", "NPY", "LMDB",
+                // The bench's decode-only workload calls the lookup decoding pass directly.
+                "CEmbeddingKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -470,8 +470,7 @@ static inline int decode_row_avx2(int kind, const unsigned char *q, float *row, 
 
 /* The decode loop, once per instruction set, for located records (dense 0) or dense rows. */
 #define EMB_DEFINE_DECODE(name, attributes, decode)                                                   \
-    attributes static inline int name(pool_cursor *c, float *out, const int dense) {                \
-        const size_t d = c->d;                                                                     \
+    attributes static inline int name(pool_cursor *c, float *out, const int dense, const size_t d) { \
         prefetch_start(c, dense);                                                                  \
         for (; c->p < c->end; c->p++) {                                                            \
             prefetch_ahead(c, dense);                                                              \
@@ -494,9 +493,20 @@ EMB_DEFINE_DECODE(decode_portable, , decode_row)
 #if EMB_X86
 EMB_DEFINE_DECODE(decode_avx2_loop, EMB_TARGET_AVX2_F16C EMB_ALWAYS_INLINE, decode_row_avx2)
 
+/* Common dimensions as constants, so that the row bodies unroll (measured 1.3x on decode-only
+ * fp32 rows at d = 64). */
+#define EMB_DECODE_DIMENSION(dimension)                                                            \
+    case dimension: return dense ? decode_avx2_loop(c, out, 1, dimension) : decode_avx2_loop(c, out, 0, dimension);
+
 EMB_TARGET_AVX2_F16C
 static int decode_avx2(pool_cursor *c, float *out, const int dense) {
-    return dense ? decode_avx2_loop(c, out, 1) : decode_avx2_loop(c, out, 0);
+    switch (c->d) {
+    EMB_DECODE_DIMENSION(16)
+    EMB_DECODE_DIMENSION(32)
+    EMB_DECODE_DIMENSION(64)
+    EMB_DECODE_DIMENSION(128)
+    default: return dense ? decode_avx2_loop(c, out, 1, c->d) : decode_avx2_loop(c, out, 0, c->d);
+    }
 }
 #endif
 
@@ -510,7 +520,7 @@ static int decode_with(emb_decode_job *job, size_t *position_io, int isa) {
     if (isa >= 1) status = decode_avx2(&c, job->out, dense);
     else
 #endif
-        status = dense ? decode_portable(&c, job->out, 1) : decode_portable(&c, job->out, 0);
+        status = dense ? decode_portable(&c, job->out, 1, c.d) : decode_portable(&c, job->out, 0, c.d);
     *position_io = c.p;
     job->missed += c.missed;
     return status;

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CEmbeddingKernels
 import Dispatch
 import EmbeddingCodecs
 import EmbeddingStore
@@ -292,15 +293,27 @@ struct Bench: ParsableCommand {
                 records[i] = UnsafeRawBufferPointer(start: buffer + offsets[i], count: offsets[i + 1] - offsets[i])
             }
             nonisolated(unsafe) let shared = (UnsafePointer(records), table)
+            // As a batched lookup's decoding pass: the self-contained fixed-size codecs in one
+            // emb_decode_records call over the batch, the others in one call of their decoder
+            // (lookups group a batch's records of such a codec, or decode its runs, likewise).
+            var kinds = [UInt8](repeating: UInt8(EMB_ROW_KIND_NONE), count: 256)
+            kinds[Int(codec.tag)] = codec.rowCodec.pooledRowKind
+            let inKernel = codec.rowCodec.pooledRowKind != UInt8(EMB_ROW_KIND_NONE)
             let measured = try measure(threads: 1, reps: reps, repSeconds: repSeconds) { _ in
                 let (records, table) = shared
                 let decoder = codec.rowCodec.makeDecoder(dimension: d)
                 let out = OutputRows(count: ids.count * d)
                 return { units in
-                    for _ in 0..<units {
-                        for start in stride(from: 0, to: ids.count, by: 8) {
-                            let run = min(8, ids.count - start)
-                            guard try decoder.decode(records + start, count: run, into: out.floats + start * d, parameters: table) == run else {
+                    try kinds.withUnsafeBufferPointer { kinds in
+                        for _ in 0..<units {
+                            if inKernel {
+                                var job = emb_decode_job(records: UnsafeRawPointer(records).assumingMemoryBound(to: emb_record.self), ids: nil,
+                                                         dense: nil, count: ids.count, d: d, out: out.floats, kinds: kinds.baseAddress, missed: 0)
+                                var position = 0
+                                guard emb_decode_records(&job, &position) == EMB_POOL_DONE else {
+                                    throw InputError("decode-only: a \(codec) record did not decode")
+                                }
+                            } else if try decoder.decode(records, count: ids.count, into: out.floats, parameters: table) != ids.count {
                                 throw InputError("decode-only: a \(codec) record did not decode")
                             }
                         }
