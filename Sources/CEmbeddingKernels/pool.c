@@ -153,7 +153,12 @@ static inline void prefetch_ahead(pool_cursor *c, const int dense) {
     const size_t p = c->p + c->distance;
     if (p >= c->end) return;
     if (dense) c->ring[p % RING] = dense_record(c, p);
-    prefetch_record(record_at(c, p, dense));
+    const emb_record r = record_at(c, p, dense);
+    /* A record that starts where the one before it ends is read as a stream, which the hardware
+     * prefetcher follows (decode-only rows, runs of consecutive ids): prefetching it too cost
+     * that a quarter. */
+    if (r.start == record_at(c, p - 1, dense).end) return;
+    prefetch_record(r);
 }
 
 /* Finds (dense rows) and prefetches the records of the first `distance` positions. */
@@ -461,6 +466,28 @@ static inline int decode_row_avx2(int kind, const unsigned char *q, float *row, 
         const __m256 scale = _mm256_set1_ps(s), bias = _mm256_set1_ps(b);
         for (; i + 8 <= d; i += 8) _mm256_storeu_ps(row + i, AVX2_I8_VALUES(q, i / 8));
         for (; i < d; i++) row[i] = (float)q[i] * s + b;
+        return 1;
+    }
+    case EMB_ROW_KIND_I4:
+    case EMB_ROW_KIND_I4H: {
+        if (d % 16 != 0) return decode_row(kind, q, row, d);
+        if (!params_finite(kind, q, d)) return 0;
+        float s, b;
+        if (kind == EMB_ROW_KIND_I4) {
+            s = emb_load_f32(q + d / 2);
+            b = emb_load_f32(q + d / 2 + 4);
+        } else {
+            uint32_t halves;
+            memcpy(&halves, q + d / 2, sizeof halves);
+            const __m128 widened = _mm_cvtph_ps(_mm_cvtsi32_si128((int)halves));
+            s = _mm_cvtss_f32(widened);
+            b = _mm_cvtss_f32(_mm_movehdup_ps(widened));
+        }
+        const __m256 scale = _mm256_set1_ps(s), bias = _mm256_set1_ps(b);
+        for (; i < d; i += 16) {
+            _mm256_storeu_ps(row + i, AVX2_I4H_VALUES(q, i / 8));
+            _mm256_storeu_ps(row + i + 8, AVX2_I4H_VALUES(q, i / 8 + 1));
+        }
         return 1;
     }
     default: return decode_row(kind, q, row, d);

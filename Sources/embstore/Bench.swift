@@ -30,7 +30,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Also run the decode-only workload (needs --table-npy): each codec's decoder on B cache-resident rows.")
     var decodeOnly = false
     @Option(help: "Codecs of the decode-only workload, comma-separated (`embstore codecs` lists them); parameters are fitted on the table's first rows.")
-    var decodeCodecs = "fp32,fp16,int8,int4,tc:2,tc:4"
+    var decodeCodecs = "fp32,fp16,int8,int4,int4h,tc:2,tc:4"
     @Flag(help: "Print JSON lines only (no human summary on stderr).") var json = false
     @Option(help: ArgumentHelp("Count the lookup workload's ids (one in N) and add the counts to the store's access counts afterwards (opens the store writable); the lookup line then says track_every.", valueName: "N"))
     var trackEvery: Int?

@@ -21,18 +21,18 @@ import Testing
                                      "--batch", "64", "--bag-batch", "8", "--reps", "3", "--rep-seconds", "0.01",
                                      "--table-npy", vectors.path, "--threads", "2", "--decode-only", "--features", "2", "--json")
             let lines = run.stdout.split(separator: "\n").map { String($0) }
-            #expect(lines.count == 11)
+            #expect(lines.count == 12)
             let all = try lines.map { try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
-            #expect(all.map { $0["workload"] as? String } == ["open_first_batch", "lookup"] + Array(repeating: "decode", count: 6) + ["pooled", "pooled", "pooled"])
+            #expect(all.map { $0["workload"] as? String } == ["open_first_batch", "lookup"] + Array(repeating: "decode", count: 7) + ["pooled", "pooled", "pooled"])
             // Start-up: open, table, reader and one batch of 64 ids, timed in the process.
             #expect((all[0]["seconds"] as? Double ?? 0) > 0 && all[0]["batch"] as? Int == 64)
-            // Decode-only: one line per codec of shared/bench and two tc rates, over the first
-            // batch's rows (tc fitted on the table's rows).
-            #expect(all[2...7].map { $0["codec"] as? String } == ["fp32", "fp16", "int8", "int4", "tc:2", "tc:4"])
-            for record in all[2...7] {
+            // Decode-only: one line per codec of shared/bench (its int4 is int4h), our int4, and
+            // two tc rates, over the first batch's rows (tc fitted on the table's rows).
+            #expect(all[2...8].map { $0["codec"] as? String } == ["fp32", "fp16", "int8", "int4", "int4h", "tc:2", "tc:4"])
+            for record in all[2...8] {
                 #expect((record["rows_per_s"] as? Double ?? 0) > 0 && record["batch"] as? Int == 64 && record["reps"] as? Int == 3)
             }
-            let records = [all[1], all[8]]
+            let records = [all[1], all[9]]
             for record in records {
                 #expect(record["system"] as? String == "embstore")
                 #expect(record["codec"] as? String == "int8")
@@ -46,8 +46,8 @@ import Testing
             #expect(error > 0 && error < 0.02)
             #expect(records[1]["batch"] as? Int == 8 && (records[1]["bags_per_s"] as? Double ?? 0) > 0)
             // --features 2: multi-table requests of 2 bag batches against the 2 single-table calls.
-            #expect(all[9...10].map { $0["variant"] as? String } == ["single-table x2", "multi-table x2"])
-            for record in all[9...10] {
+            #expect(all[10...11].map { $0["variant"] as? String } == ["single-table x2", "multi-table x2"])
+            for record in all[10...11] {
                 #expect((record["rows_per_s"] as? Double ?? 0) > 0 && record["rounds"] as? Int == 3 && record["features"] as? Int == 2)
             }
         }
