@@ -24,12 +24,14 @@ public enum Pooling: Sendable {
 /// so each call sees one consistent snapshot and no snapshot is pinned between calls. It is
 /// not `Sendable`: make one per thread (each holds an LMDB reader slot while it lives).
 ///
-/// A call is one software-pipelined pass over the batch: for each id it prefetches the index
-/// entries of the id two steps ahead, finds the row of the id one step ahead (delta first when
-/// the table has one, then segments newest first) and prefetches it, and decodes its own row
-/// into the caller's buffer (a step is `prefetchDistance` ids). What it learned about a
-/// table's segments (map pointers) is kept while the snapshot stays the same, so a call on an
-/// unchanged store reads no metadata and allocates nothing.
+/// A call is two passes over the batch. The first finds every id's record (delta first when the
+/// table has one, then segments newest first), prefetching index entries `prefetchDistance`
+/// ids ahead and touching no record. The second, in C (`emb_decode_records`, `emb_pool_bags`),
+/// decodes or pools the records, prefetching them ahead; it leaves records of codecs with
+/// parameters or bucket rows to their decoders. A table that is one dense segment with an empty
+/// delta skips the first pass: the second finds records from the ids. What a reader learned
+/// about a table's segments (map pointers) is kept while the snapshot stays the same, so a call
+/// on an unchanged store reads no metadata and allocates nothing.
 public final class Reader {
     let store: Store
     /// The store's generation this reader reads, and `store.generationSerial` when it moved

@@ -1,3 +1,4 @@
+import CEmbeddingKernels
 import EmbeddingCodecs
 import Testing
 @testable import EmbeddingStore
@@ -253,6 +254,22 @@ import Testing
                     reference = out
                 }
             }
+        }
+    }
+
+    /// The passes read the batch's located records (Swift's `UnsafeRawBufferPointer`, a frozen
+    /// struct of a start and an end pointer) as C's `emb_record`: the layouts must agree.
+    @Test func locatedRecordsAreCRecords() {
+        #expect(MemoryLayout<UnsafeRawBufferPointer>.size == MemoryLayout<emb_record>.size)
+        #expect(MemoryLayout<UnsafeRawBufferPointer>.stride == MemoryLayout<emb_record>.stride)
+        let bytes = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
+        defer { bytes.deallocate() }
+        var records = [UnsafeRawBufferPointer(start: bytes + 3, count: 9), UnsafeRawBufferPointer(start: nil, count: 0)]
+        records.withUnsafeMutableBytes { raw in
+            let c = raw.bindMemory(to: emb_record.self)
+            #expect(UnsafeRawPointer(c[0].start) == UnsafeRawPointer(bytes + 3))
+            #expect(UnsafeRawPointer(c[0].end) == UnsafeRawPointer(bytes + 12))
+            #expect(c[1].start == nil && c[1].end == nil)
         }
     }
 }
