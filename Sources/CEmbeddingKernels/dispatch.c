@@ -22,7 +22,8 @@ int emb_avx512_detect(void) {
     int supported = 0;
 #if EMB_X86
     __builtin_cpu_init();
-    supported = emb_isa() == EMB_ISA_AVX2_F16C && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    supported = emb_isa() == EMB_ISA_AVX2_F16C && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512dq");
 #endif
     atomic_store_explicit(&emb_avx512_cache, supported, memory_order_relaxed);
     return supported;

@@ -17,9 +17,9 @@
 /* Compiles one function for AVX2 + F16C without changing the flags of the whole target, so the
  * library still runs on CPUs without them (callers reach these bodies only after dispatch). */
 #define EMB_TARGET_AVX2_F16C __attribute__((target("avx2,f16c")))
-/* AVX-512 (F and BW) for the few kernels with a path of their own (pooled int8 and int4h bags);
- * reached only when emb_avx512() says the CPU and OS support it. */
-#define EMB_TARGET_AVX512 __attribute__((target("avx2,f16c,avx512f,avx512bw")))
+/* AVX-512 (F, BW and DQ) for the few kernels with a path of their own (pooled int8 and int4h
+ * bags, the lookup decoding pass); reached only when emb_avx512() says the CPU and OS support it. */
+#define EMB_TARGET_AVX512 __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512dq")))
 #else
 #define EMB_X86 0
 #endif
@@ -37,7 +37,7 @@ static inline emb_isa_level emb_isa(void) {
     return level >= 0 ? (emb_isa_level)level : emb_isa_detect();
 }
 
-/* -1 until first asked; then 1 when AVX-512 F and BW are usable (on top of AVX2 + F16C). */
+/* -1 until first asked; then 1 when AVX-512 F, BW and DQ are usable (on top of AVX2 + F16C). */
 __attribute__((visibility("hidden"))) extern _Atomic int emb_avx512_cache;
 __attribute__((visibility("hidden"))) int emb_avx512_detect(void);
 

@@ -534,7 +534,7 @@ typedef struct {
  *  value), with *position_io where it stopped. */
 int emb_decode_records(emb_decode_job *job, size_t *position_io);
 
-/** emb_decode_records on one instruction set (0 portable, 1 AVX2 + F16C), for tests; -1, doing
+/** emb_decode_records on one instruction set (0 portable, 1 AVX2 + F16C, 2 AVX-512), for tests; -1, doing
  *  nothing, when this CPU lacks it. */
 int emb_decode_records_isa(emb_decode_job *job, size_t *position_io, int isa);
 
