@@ -54,8 +54,11 @@ import Testing
         environment["PYTHONPATH"] = Tooling.repoRoot.appendingPathComponent("Sources/python").path
             + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
         environment["PYTHONDONTWRITEBYTECODE"] = "1"
+        // -X faulthandler: a crash in the process (once, at exit, after every test passed, in a
+        // loaded CI run on 2026-11-30) prints the Python stacks of every thread with the failure.
         let pytest = try runProcess(URL(fileURLWithPath: "/usr/bin/env"), [
-            "python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", Tooling.repoRoot.appendingPathComponent("Tests/python").path,
+            "python3", "-X", "faulthandler", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            Tooling.repoRoot.appendingPathComponent("Tests/python").path,
         ], environment: environment)
         #expect(pytest.status == 0, "pytest (python3 -m pip install pytest if it is missing): \(pytest)")
         print("[python] " + (pytest.stdout.split(separator: "\n").last.map(String.init) ?? ""))
