@@ -50,6 +50,38 @@ import Testing
         return out
     }
 
+    /// Pools `ids` in the bags of `offsets` on each instruction set the CPU has (portable, AVX2,
+    /// AVX-512, then the default choice), sum and mean, with and without `weights`, and expects
+    /// the found count and every value bit for bit as `expectedBags` gives them from `rows`.
+    func expectPooledBagsOnEveryInstructionSet(_ reader: Reader, _ table: Table, ids: [UInt64], offsets: [Int], weights: [Float],
+                                               rows: [Float], found: [Bool], d: Int, label: String) throws {
+        for isa: Int32? in [0, 1, 2, nil] {
+            reader.poolInstructionSet = isa
+            for pooling in [Pooling.sum, .mean] {
+                for weighted in [false, true] {
+                    var out = [Float](repeating: .nan, count: (offsets.count - 1) * d)
+                    let pooled = Result { try ids.withUnsafeBufferPointer { ids in
+                        try offsets.withUnsafeBufferPointer { offsets in
+                            try weights.withUnsafeBufferPointer { weights in
+                                try out.withUnsafeMutableBufferPointer {
+                                    try reader.lookupPooled(table, ids: ids, offsets: offsets, weights: weighted ? weights : nil,
+                                                            pooling: pooling, into: $0)
+                                }
+                            }
+                        }
+                    } }
+                    if case .failure(let error) = pooled, "\(error)".contains("lacks the pooled kernel's instruction set") { continue }
+                    #expect(try pooled.get() == found.filter { $0 }.count)
+                    let expected = expectedBags(rows: rows, found: found, offsets: offsets, weights: weighted ? weights : nil,
+                                                pooling: pooling, d: d)
+                    let differing = zip(out, expected).filter { $0.bitPattern != $1.bitPattern }.count
+                    #expect(differing == 0, "\(label) \(pooling) weighted \(weighted) instruction set \(isa ?? -1): \(differing) values differ")
+                }
+            }
+        }
+        reader.poolInstructionSet = nil
+    }
+
     @Test(arguments: [16, 32, 64, 24, 9])
     func bagsEqualDecodeThenAddBitForBit(d: Int) throws {
         let dir = TemporaryDirectory()
@@ -77,32 +109,8 @@ import Testing
             }
         }
         #expect(decoded == rows)
-        // Each instruction set the CPU has (portable, AVX2, AVX-512), then the default choice.
-        for isa: Int32? in [0, 1, 2, nil] {
-          reader.poolInstructionSet = isa
-          for pooling in [Pooling.sum, .mean] {
-            for weighted in [false, true] {
-                var out = [Float](repeating: .nan, count: (offsets.count - 1) * d)
-                let pooled = Result { try ids.withUnsafeBufferPointer { ids in
-                    try offsets.withUnsafeBufferPointer { offsets in
-                        try weights.withUnsafeBufferPointer { weights in
-                            try out.withUnsafeMutableBufferPointer {
-                                try reader.lookupPooled(table, ids: ids, offsets: offsets, weights: weighted ? weights : nil,
-                                                        pooling: pooling, into: $0)
-                            }
-                        }
-                    }
-                } }
-                if case .failure(let error) = pooled, "\(error)".contains("lacks the pooled kernel's instruction set") { continue }
-                let count = try pooled.get()
-                #expect(count == found.filter { $0 }.count)
-                let expected = expectedBags(rows: rows, found: found, offsets: offsets, weights: weighted ? weights : nil,
-                                            pooling: pooling, d: d)
-                let differing = zip(out, expected).filter { $0.bitPattern != $1.bitPattern }.count
-                #expect(differing == 0, "d \(d) \(pooling) weighted \(weighted) instruction set \(isa ?? -1): \(differing) values differ")
-            }
-          }
-        }
+        try expectPooledBagsOnEveryInstructionSet(reader, table, ids: ids, offsets: offsets, weights: weights, rows: rows,
+                                                  found: found, d: d, label: "d \(d)")
     }
 
     /// Damaged records in a bag: the pooled lookup names the id and what is wrong, in the loop's
@@ -201,30 +209,8 @@ import Testing
         let weights = (0..<ids.count).map { _ in Float(Int(random.next() % 9) - 4) / 4 }
         let looked = try reader.lookup(table, ids: ids)
         let found = ids.map { $0 >= 1000 && $0 < 1000 + UInt64(n) }
-        for isa: Int32? in [0, 1, 2, nil] {
-            reader.poolInstructionSet = isa
-            for pooling in [Pooling.sum, .mean] {
-                for weighted in [false, true] {
-                    var out = [Float](repeating: .nan, count: (offsets.count - 1) * d)
-                    let pooled = Result { try ids.withUnsafeBufferPointer { ids in
-                        try offsets.withUnsafeBufferPointer { offsets in
-                            try weights.withUnsafeBufferPointer { weights in
-                                try out.withUnsafeMutableBufferPointer {
-                                    try reader.lookupPooled(table, ids: ids, offsets: offsets, weights: weighted ? weights : nil,
-                                                            pooling: pooling, into: $0)
-                                }
-                            }
-                        }
-                    } }
-                    if case .failure(let error) = pooled, "\(error)".contains("lacks the pooled kernel's instruction set") { continue }
-                    #expect(try pooled.get() == found.filter { $0 }.count)
-                    let expected = expectedBags(rows: looked, found: found, offsets: offsets, weights: weighted ? weights : nil,
-                                                pooling: pooling, d: d)
-                    let differing = zip(out, expected).filter { $0.bitPattern != $1.bitPattern }.count
-                    #expect(differing == 0, "\(codec) d \(d) \(pooling) weighted \(weighted) instruction set \(isa ?? -1): \(differing) values differ")
-                }
-            }
-        }
+        try expectPooledBagsOnEveryInstructionSet(reader, table, ids: ids, offsets: offsets, weights: weights, rows: looked,
+                                                  found: found, d: d, label: "\(codec) d \(d)")
     }
 
     /// Batched lookups decode through `emb_decode_records` on each instruction set alike (portable,
