@@ -241,9 +241,12 @@ final class Generation: Sendable {
 
     /// This generation's handle of `table`, which may come from an older generation (a handle
     /// kept across a swap): the table of the same name, which must have the same dimension.
+    /// A table a load was creating does not cross a swap (the new generation leaves it out):
+    /// its load is told so, with `creationCutBySwap`.
     func local(_ table: Table) throws -> Table {
         try table.requireLive()
         if table.generationID == id { return table }
+        if table.isBeingCreated { throw creationCutBySwap(table) }
         let local = try self.table(named: table.name)
         guard local.dimension == table.dimension else {
             throw StoreError.dimensionMismatch(table: table.name, expected: local.dimension, actual: table.dimension)

@@ -145,9 +145,17 @@ extension Generation {
             }
         }
         if table.isBeingCreated {
-            throw StoreError.invalidArgument("table '\(table.name)' was created by another load, or dropped, or the store compacted or repacked, while this load created it; nothing of this load was written: run it again")
+            if table.generationID != id { throw creationCutBySwap(table) }
+            throw StoreError.invalidArgument("table '\(table.name)' was created by another load, or dropped, while this load created it; nothing of this load was written: run it again")
         }
         throw StoreError.tableNotFound(table.name)
+    }
+
+    /// The error for a load whose table, still being created, belongs to an older generation:
+    /// the swap left the table out of this one, and with it everything the load had written.
+    /// Not retryable in the new generation (`StoreError.isSwapRetryable`): the load must start again.
+    func creationCutBySwap(_ table: Table) -> StoreError {
+        .invalidArgument("the store at \(root) was swapped to a new generation (compact or repack --in-place) while this load was creating table '\(table.name)'; the new generation leaves the table out and nothing of this load was kept: run it again")
     }
 
     /// The schema record under `key` of `meta`, nil when there is none.
