@@ -72,7 +72,7 @@ def python_run(embstore, args, workload):
         table.lookup(stream[b * args.batch:(b + 1) * args.batch], out=out)
         return args.batch
 
-    lines = [{"system": "embstore-python", "workload": "lookup", "ids": args.ids_name, "batch": args.batch,
+    lines = [{"system": "embstore-python", "binding": embstore.BINDING, "workload": "lookup", "ids": args.ids_name, "batch": args.batch,
               "rows_per_s": measure(lookup, args.batch, args.reps, args.rep_seconds)}]
     bags = np.load(os.path.join(workload, "bags.npy"))
     offsets = np.load(os.path.join(workload, "offsets.npy")).astype(np.int64)
@@ -89,7 +89,7 @@ def python_run(embstore, args, workload):
         table.lookup_pooled(ids, o, include_last_offset=True, out=pooled_out)
         return ids.size
 
-    lines.append({"system": "embstore-python", "workload": "pooled", "batch": args.bag_batch,
+    lines.append({"system": "embstore-python", "binding": embstore.BINDING, "workload": "pooled", "batch": args.bag_batch,
                   "rows_per_s": measure(pooled, 0, args.reps, args.rep_seconds)})
     store.close()
     return lines

@@ -47,20 +47,38 @@ import Testing
         }
     }
 
-    @Test func thePythonPackagesTestsPass() throws {
+    /// Tests/python run twice: on the package as `pip install` lays it out (staged by the build
+    /// backend, with the extension module _calls), and on Sources/python with cffi alone.
+    @Test(arguments: ["extension", "cffi"]) func thePythonPackagesTestsPass(binding: String) throws {
         let library = try Self.library()
-        var environment = ProcessInfo.processInfo.environment
-        environment["EMBSTORE_LIBRARY"] = library.path
-        environment["PYTHONPATH"] = Tooling.repoRoot.appendingPathComponent("Sources/python").path
-            + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
-        environment["PYTHONDONTWRITEBYTECODE"] = "1"
-        // -X faulthandler: a crash in the process (once, at exit, after every test passed, in a
-        // loaded CI run on 2026-11-30) prints the Python stacks of every thread with the failure.
-        let pytest = try runProcess(URL(fileURLWithPath: "/usr/bin/env"), [
-            "python3", "-X", "faulthandler", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-            Tooling.repoRoot.appendingPathComponent("Tests/python").path,
-        ], environment: environment)
-        #expect(pytest.status == 0, "pytest (python3 -m pip install pytest if it is missing): \(pytest)")
-        print("[python] " + (pytest.stdout.split(separator: "\n").last.map(String.init) ?? ""))
+        try withTemporaryDirectory { dir in
+            var environment = ProcessInfo.processInfo.environment
+            var packageParent = Tooling.repoRoot.appendingPathComponent("Sources/python").path
+            if binding == "extension" {
+                let backend = Tooling.repoRoot.appendingPathComponent("tools/python_build").path
+                let stage = try runProcess(URL(fileURLWithPath: "/usr/bin/env"), [
+                    "python3", "-c", "import sys; sys.path.insert(0, sys.argv[1]); import embstore_build; sys.exit(0 if embstore_build.stage_package(sys.argv[2]) else 1)",
+                    backend, dir.path,
+                ])
+                #expect(stage.status == 0, "the build backend did not compile the extension module: \(stage)")
+                guard stage.status == 0 else { return }
+                packageParent = dir.path
+            } else {
+                environment["EMBSTORE_NO_EXTENSION"] = "1"
+            }
+            environment["EMBSTORE_EXPECT_BINDING"] = binding
+            environment["EMBSTORE_LIBRARY"] = library.path
+            environment["PYTHONPATH"] = packageParent + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
+            environment["PYTHONDONTWRITEBYTECODE"] = "1"
+            // -X faulthandler: a crash in the process (once, at exit, after every test passed, in a
+            // loaded CI run on 2026-11-30) prints the Python stacks of every thread with the failure.
+            let pytest = try runProcess(URL(fileURLWithPath: "/usr/bin/env"), [
+                "python3", "-X", "faulthandler", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                Tooling.repoRoot.appendingPathComponent("Tests/python").path,
+            ], environment: environment)
+            #expect(pytest.status == 0, "pytest (python3 -m pip install pytest if it is missing): \(pytest)")
+            #expect(!pytest.stdout.contains("skipped"), "\(pytest.stdout)")   // the binding check ran
+            print("[python, \(binding)] " + (pytest.stdout.split(separator: "\n").last.map(String.init) ?? ""))
+        }
     }
 }

@@ -209,3 +209,68 @@ def test_a_handle_of_another_kind_is_refused_not_a_crash(fp32_store):
                                  ffi.NULL, 0, ffi.NULL)
     assert status == 1 and b"another kind" in ffi.string(lib.embstore_last_error())
     assert lib.embstore_table_dimension(wrong) == 0
+
+
+def test_the_binding_is_the_one_the_suite_asked_for():
+    """The Swift suite runs these tests twice: with the extension module built into a copy of the
+    package (EMBSTORE_EXPECT_BINDING=extension) and with EMBSTORE_NO_EXTENSION=1 (cffi)."""
+    expected = os.environ.get("EMBSTORE_EXPECT_BINDING")
+    if expected is None:
+        pytest.skip("EMBSTORE_EXPECT_BINDING is not set")
+    assert embstore.BINDING == expected
+
+
+def test_direct_and_converted_arguments_give_the_same_rows(fp32_store):
+    """Arrays in the extension's direct form (uint64/int64 ids, int64 offsets, float32 weights and
+    out) and the same values in forms the package converts (lists, big-endian, int32, float64,
+    strided) give identical results and errors, whichever binding runs."""
+    store, x = fp32_store
+    table = store.table("t")
+    ids = np.array([7, 3, 499, 10_000, 3, 0], dtype=np.uint64)
+    offsets = np.array([0, 2, 2, 5, 6], dtype=np.int64)
+    weights = np.linspace(-1, 2, ids.size).astype(np.float32)
+    direct = table.lookup(ids)
+    for form in (ids.astype(np.int64), ids.tolist(), ids.astype(">u8"), np.repeat(ids, 2)[::2]):
+        np.testing.assert_array_equal(table.lookup(form), direct)
+    np.testing.assert_array_equal(direct[3], np.zeros(D, np.float32))
+    np.testing.assert_array_equal(direct[[0, 1, 2]], x[[7, 3, 499]])
+    out = np.empty((ids.size, D), np.float32)
+    assert table.lookup(ids, out=out) is out and np.array_equal(out, direct)
+    for mode in ("sum", "mean"):
+        for w in (None, weights):
+            pooled = table.lookup_pooled(ids, offsets, weights=w, mode=mode, include_last_offset=True)
+            converted = table.lookup_pooled(ids.tolist(), offsets.astype(np.int32), include_last_offset=True, mode=mode,
+                                            weights=None if w is None else w.astype(np.float64))
+            np.testing.assert_array_equal(pooled, converted)
+            bounds = offsets.tolist()
+            manual = []
+            for a, b in zip(bounds, bounds[1:]):
+                rows_ = direct[a:b] * (1 if w is None else w[a:b, None])
+                manual.append(rows_.sum(0) / (max(b - a, 1) if mode == "mean" else 1))
+            np.testing.assert_allclose(pooled, np.stack(manual), rtol=1e-6, atol=1e-6)
+    bags = np.empty((4, D), np.float32)
+    assert table.lookup_pooled(ids, offsets, include_last_offset=True, out=bags) is bags
+    # Wrong forms of out and weights are refused with the general path's messages.
+    with pytest.raises(embstore.InvalidArgumentError, match="shape"):
+        table.lookup(ids, out=np.empty((ids.size + 1, D), np.float32))
+    with pytest.raises(embstore.InvalidArgumentError, match="C-contiguous"):
+        table.lookup(ids, out=np.empty((ids.size, 2 * D), np.float32)[:, ::2])
+    with pytest.raises(embstore.InvalidArgumentError, match="float32"):
+        table.lookup(ids, out=np.empty((ids.size, D), np.float64))
+    with pytest.raises(embstore.InvalidArgumentError, match="weights"):
+        table.lookup_pooled(ids, offsets, weights=weights[:2], include_last_offset=True)
+    with pytest.raises(embstore.InvalidArgumentError, match="shape"):
+        table.lookup_pooled(ids, offsets, include_last_offset=True, out=np.empty((5, D), np.float32))
+    with pytest.raises(embstore.NotFoundError, match="10000"):
+        table.lookup(ids, missing="error")
+    with pytest.raises(embstore.NotFoundError, match="10000"):
+        table.lookup_pooled(ids, offsets, include_last_offset=True, missing="error")
+    with pytest.raises(embstore.InvalidArgumentError, match="missing"):
+        table.lookup(ids, missing="skip")
+    with pytest.raises(embstore.InvalidArgumentError, match="bag"):
+        table.lookup_pooled(ids, np.array([0, 4, 2, 6], dtype=np.int64), include_last_offset=True)
+    store.close()
+    with pytest.raises(embstore.EmbstoreError, match="closed|released"):
+        table.lookup(ids)
+    with pytest.raises(embstore.EmbstoreError, match="closed|released"):
+        table.lookup_pooled(ids, offsets, include_last_offset=True)

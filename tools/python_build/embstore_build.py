@@ -2,8 +2,11 @@
 
 `pip install .` at the repository's top calls build_wheel: it runs `swift build -c release
 --product EmbStoreC` (the C API's shared library) and writes a wheel holding the package
-Sources/python/embstore, the library and its header (which the package reads with cffi) beside it. No build requirement is downloaded: the
-backend is this file, and a wheel is a zip file with three metadata files (PEP 427).
+Sources/python/embstore, the library and its header (which the package reads with cffi) beside
+it, and the extension module _calls compiled from _calls.c when Python's headers and a C
+compiler are there (without it the package makes every call through cffi, slower; the build
+says so and goes on). No build requirement is downloaded: the backend is this file, and a
+wheel is a zip file with three metadata files (PEP 427).
 
 The wheel runs on machines with the Swift toolchain that built it (the library finds Swift's
 runtime libraries where that toolchain keeps them), which is what building from source gives.
@@ -11,8 +14,11 @@ runtime libraries where that toolchain keeps them), which is what building from 
 import base64
 import hashlib
 import os
+import shutil
 import subprocess
+import sys
 import sysconfig
+import tempfile
 import tarfile
 import zipfile
 
@@ -30,12 +36,17 @@ Requires-Dist: cffi>=1.12
 """
 
 
-def _platform_tag():
-    return sysconfig.get_platform().replace("-", "_").replace(".", "_")
+def _tag(extension):
+    """The wheel's tag: any Python 3 on this platform, or this interpreter's ABI with the extension module."""
+    platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    if not extension:
+        return f"py3-none-{platform}"
+    version = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    return f"{version}-{version}{sys.abiflags}-{platform}"
 
 
-def _wheel_file():
-    return f"Wheel-Version: 1.0\nGenerator: embstore_build\nRoot-Is-Purelib: false\nTag: py3-none-{_platform_tag()}\n"
+def _wheel_file(extension=False):
+    return f"Wheel-Version: 1.0\nGenerator: embstore_build\nRoot-Is-Purelib: false\nTag: {_tag(extension)}\n"
 
 
 def get_requires_for_build_wheel(config_settings=None):
@@ -67,12 +78,58 @@ def _build_library():
     return library
 
 
+def build_extension(directory):
+    """Compiles _calls.c into `directory` as the extension module _calls; its path, or None, with
+    the reason on stderr, when this interpreter is not CPython or its headers or a C compiler are
+    missing."""
+    include = sysconfig.get_paths()["include"]
+    configured = (sysconfig.get_config_var("CC") or "").split()
+    compilers = [c for c in ([configured] if configured else []) + [["cc"], ["clang"], ["gcc"]] if shutil.which(c[0])]
+    reason = ("the interpreter is not CPython" if sys.implementation.name != "cpython"
+              else f"Python's headers are missing ({include}/Python.h)" if not os.path.exists(os.path.join(include, "Python.h"))
+              else "no C compiler (cc, clang, gcc) was found" if not compilers else None)
+    target = os.path.join(directory, "_calls" + sysconfig.get_config_var("EXT_SUFFIX"))
+    for compiler in compilers if reason is None else []:
+        command = compiler + ["-O2", "-shared", "-fPIC", "-I", include, os.path.join(PACKAGE, "_calls.c"), "-o", target]
+        run = subprocess.run(command, capture_output=True, text=True)
+        if run.returncode == 0:
+            return target
+        reason = f"{' '.join(command)} failed: {run.stderr.strip()[-2000:]}"
+    print(f"embstore: lookups will go through cffi, without the extension module _calls: {reason}", file=sys.stderr)
+    return None
+
+
+def stage_package(directory, library=None):
+    """The package as the wheel installs it, laid out in `directory`/embstore: its Python files,
+    the header (cffi reads it), the extension module when it compiles, and `library` (the C API's
+    libEmbStoreC.so) when given. Returns whether the extension module is there."""
+    package = os.path.join(directory, NAME)
+    os.makedirs(package, exist_ok=True)
+    for name in sorted(os.listdir(PACKAGE)):
+        if name.endswith(".py"):
+            shutil.copyfile(os.path.join(PACKAGE, name), os.path.join(package, name))
+    shutil.copyfile(os.path.join(ROOT, "Sources", "CEmbStore", "include", "embstore.h"), os.path.join(package, "embstore.h"))
+    if library is not None:
+        shutil.copyfile(library, os.path.join(package, "libEmbStoreC.so"))
+    return build_extension(package) is not None
+
+
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     library = _build_library()
-    files = [(f"{NAME}/{name}", os.path.join(PACKAGE, name)) for name in sorted(os.listdir(PACKAGE)) if name.endswith(".py")]
-    files.append((f"{NAME}/libEmbStoreC.so", library))
-    files.append((f"{NAME}/embstore.h", os.path.join(ROOT, "Sources", "CEmbStore", "include", "embstore.h")))   # cffi reads it
-    wheel_name = f"{NAME}-{VERSION}-py3-none-{_platform_tag()}.whl"
+    staging = tempfile.mkdtemp(prefix="embstore-wheel-")
+    try:
+        extension = stage_package(staging, library)
+        return _write_wheel(wheel_directory, staging, extension)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_wheel(wheel_directory, staging, extension):
+    """The wheel of the package staged in `staging`; its file name."""
+    files = []
+    for name in sorted(os.listdir(os.path.join(staging, NAME))):
+        files.append((f"{NAME}/{name}", os.path.join(staging, NAME, name)))
+    wheel_name = f"{NAME}-{VERSION}-{_tag(extension)}.whl"
     record = []
     with zipfile.ZipFile(os.path.join(wheel_directory, wheel_name), "w", zipfile.ZIP_DEFLATED) as wheel:
         def add(arcname, data):
@@ -83,7 +140,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
             with open(path, "rb") as f:
                 add(arcname, f.read())
         add(f"{DIST_INFO}/METADATA", METADATA.encode())
-        add(f"{DIST_INFO}/WHEEL", _wheel_file().encode())
+        add(f"{DIST_INFO}/WHEEL", _wheel_file(extension).encode())
         record.append(f"{DIST_INFO}/RECORD,,")
         wheel.writestr(f"{DIST_INFO}/RECORD", "\n".join(record) + "\n")
     return wheel_name

@@ -1,7 +1,10 @@
 """embstore from Python: compressed embedding tables on LMDB, looked up into NumPy arrays.
 
 A thin layer over embstore's C API (libEmbStoreC, include file Sources/CEmbStore/include/embstore.h),
-through cffi in ABI mode (no compiler needed), which releases the GIL for the length of each call. Arrays go in and out
+through cffi in ABI mode (no compiler needed), which releases the GIL for the length of each call.
+Lookups and pooled lookups go through the small extension module _calls (_calls.c) when the
+package's build could compile it, at a fifth of cffi's cost per call; `embstore.BINDING` says
+which ("extension" or "cffi"; the environment variable EMBSTORE_NO_EXTENSION=1 asks for cffi). Arrays go in and out
 without copies when they already have the layout the library reads: ids uint64 (int64 is
 viewed as uint64, never copied), offsets int64, weights and rows float32, C-contiguous.
 
@@ -109,6 +112,23 @@ def _load():
 
 _ffi, _lib = _load()
 _NULL = _ffi.NULL
+
+
+def _load_calls():
+    """The extension module _calls, handed the C API's lookup functions; None without it."""
+    if os.environ.get("EMBSTORE_NO_EXTENSION"):
+        return None
+    try:
+        from . import _calls
+    except ImportError:
+        return None
+    _calls.init(int(_ffi.cast("uintptr_t", _lib.embstore_lookup)), int(_ffi.cast("uintptr_t", _lib.embstore_lookup_pooled)))
+    return _calls
+
+
+_calls = _load_calls()
+_NOT_DIRECT = -1 if _calls is None else _calls.NOT_DIRECT
+BINDING = "cffi" if _calls is None else "extension"
 
 
 def version():
@@ -244,9 +264,17 @@ class Store:
             return self._local.reader
         except AttributeError:
             store = self._pointer
-            reader = self._local.reader = _handle("embstore_reader", lambda out: _lib.embstore_reader_open(store, out),
-                                                  _lib.embstore_reader_close)
+            reader = _handle("embstore_reader", lambda out: _lib.embstore_reader_open(store, out), _lib.embstore_reader_close)
+            self._local.reader, self._local.address = reader, int(_ffi.cast("uintptr_t", reader))
             return reader
+
+    def _reader_address(self):
+        """The address of this thread's reader, for the extension module."""
+        try:
+            return self._local.address
+        except AttributeError:
+            self._reader()
+            return self._local.address
 
     def tables(self):
         """The store's table names."""
@@ -359,6 +387,7 @@ class Table:
 
     def __init__(self, store, name, handle):
         self.store, self.name, self._handle = store, name, handle
+        self._address = int(_ffi.cast("uintptr_t", handle))   # for the extension module; 0 once released
         self.dimension = _lib.embstore_table_dimension(handle)
         self._last_out = (None, None)
 
@@ -366,7 +395,7 @@ class Table:
         return f"embstore.Table({self.name!r}, dimension={self.dimension})"
 
     def _release(self):
-        handle, self._handle = self._handle, None
+        handle, self._handle, self._address = self._handle, None, 0
         if handle is not None:
             _ffi.release(handle)
 
@@ -393,6 +422,15 @@ class Table:
     def lookup(self, ids, missing="zeros", out=None, return_found=False):
         """The rows of `ids` (uint64 or int64), float32 [n, d]. missing="zeros" gives zero rows for
         absent ids, missing="error" raises NotFoundError. With return_found, also a bool mask."""
+        if _calls is not None and type(ids) is np.ndarray and not return_found:   # the extension's direct form
+            mode = _MISSING.get(missing)
+            if mode is not None:
+                result = np.empty((ids.size, self.dimension), dtype=np.float32) if out is None else out
+                status = _calls.lookup(self.store._reader_address(), self._address, self.dimension, ids, result, mode)
+                if status == _OK:
+                    return result
+                if status != _NOT_DIRECT:
+                    _check(status)
         ids = _ids(ids)
         result, pointer = self._out(out, (ids.size, self.dimension))
         found, mode = None, _MISSING.get(missing)
@@ -411,6 +449,17 @@ class Table:
         ids[offsets[b]:offsets[b + 1]] (the last bag runs to the end of ids unless
         include_last_offset). weights: one float per id; mode "sum" or "mean". Returns float32
         [bags, d]."""
+        if (_calls is not None and include_last_offset and type(ids) is np.ndarray and type(offsets) is np.ndarray
+                and offsets.ndim == 1 and offsets.size):   # the extension's direct form
+            pooling, mode_code = _POOLING.get(mode), _MISSING.get(missing)
+            if pooling is not None and mode_code is not None:
+                result = np.empty((offsets.size - 1, self.dimension), dtype=np.float32) if out is None else out
+                status = _calls.lookup_pooled(self.store._reader_address(), self._address, self.dimension, ids, offsets,
+                                              weights, pooling, result, mode_code)
+                if status == _OK:
+                    return result
+                if status != _NOT_DIRECT:
+                    _check(status)
         ids = _ids(ids)
         offsets = _offsets(offsets, ids.size, include_last_offset)
         bags = offsets.size - 1
