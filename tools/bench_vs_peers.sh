@@ -38,6 +38,11 @@ for codec in fp32 fp16 int8 int4h; do
     store="$out/store-$codec"
     rm -rf "$store"
     "$bin" ingest "$store" --table t --vectors "$workload/table.npy" --codec "$codec" >&2
+    # The store's pages as a serving process finds them after a deployment or restart, read
+    # from disk through its map (huge pages, Store.Options.hugePages), not as the ingest's
+    # writes left them in the page cache (4 KiB pages): the peers' NumPy tables are on huge
+    # pages too (NumPy advises them for large arrays).
+    python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$store/data.mdb"
     for stream in ids ids_uniform; do
         extra=()
         [[ $stream == ids ]] && extra=(--bags "$workload/bags.npy" --offsets "$workload/offsets.npy")

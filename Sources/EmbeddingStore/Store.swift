@@ -28,8 +28,22 @@ public final class Store: Sendable {
         /// newest by default; 4 makes a store that readers of versions 1–4 can read (no record
         /// seals). Existing stores keep their version.
         public var formatVersion: UInt32 = StoreFormat.version
+        /// Huge pages for the memory map (`Environment.HugePages`): by default when the data
+        /// file fits in half the available memory. `EMBSTORE_HUGEPAGES=on|off|auto` in the
+        /// environment overrides it for every store a process opens.
+        public var hugePages: Environment.HugePages = .whenFileFitsInMemory
         public init() {}
     }
+
+    /// `EMBSTORE_HUGEPAGES` (on, off or auto), read once; nil when unset.
+    static let hugePagesOverride: Environment.HugePages? = {
+        switch getenv("EMBSTORE_HUGEPAGES").map({ String(cString: $0).lowercased() }) {
+        case "on", "1": .on
+        case "off", "0": .off
+        case "auto": .whenFileFitsInMemory
+        default: nil
+        }
+    }()
 
     /// The store's directory.
     public let path: String
@@ -73,6 +87,7 @@ public final class Store: Sendable {
         configuration.maxDatabases = 5 * options.maxTables + 1   // rows, buckets, bases, segments, counts
         configuration.maxReaders = options.maxReaders
         configuration.flags = [.noReadahead]
+        configuration.hugePages = Self.hugePagesOverride ?? options.hugePages
         if options.readOnly { configuration.flags.insert(.readOnly) }
         if !options.durable { configuration.flags.insert(.noSync) }
         self.configuration = configuration

@@ -82,7 +82,27 @@ public final class Environment: @unchecked Sendable {
         public var fileMode: mode_t = 0o644
         /// Seconds `write` waits for this process's open transactions before growing the map.
         public var growthTimeout: Double = 10
+        /// Whether the map is advised to be backed by huge pages (`HugePages`).
+        public var hugePages: HugePages = .off
         public init() {}
+    }
+
+    /// Huge pages for the map (Linux; `madvise(MADV_HUGEPAGE)` on it, where transparent huge
+    /// pages are "always" or "madvise"). Pages the process then faults in are read into the
+    /// page cache 2 MiB at a time and mapped with one TLB entry per 2 MiB instead of per 4 KiB;
+    /// pages already cached stay as they were. Random lookups over a map of tens of MB and more
+    /// then miss the TLB far less (README, "Performance": int8 lookups +19%, pooled +29% on a
+    /// store read from disk). The cost: 2 MiB read for each first touch of an uncached stretch
+    /// (the first batch after a cold start took twice as long), which a store much larger than
+    /// memory, read at random, cannot afford.
+    public enum HugePages: Sendable, Hashable {
+        /// No advice: the kernel's default (4 KiB pages unless THP is "always").
+        case off
+        /// Advised.
+        case on
+        /// Advised when the data file takes at most half the memory the system reports
+        /// available (`MemAvailable`) at open, so that the whole file can stay cached.
+        case whenFileFitsInMemory
     }
 
     let handle: OpaquePointer
@@ -145,7 +165,48 @@ public final class Environment: @unchecked Sendable {
         mdb_env_stat(env, &stat)
         self.fixedPageSize = Int(stat.ms_psize)
         self.fixedMaxKeySize = Int(mdb_env_get_maxkeysize(env))
+        adviseHugePages = Environment.wantsHugePages(env, configuration.hugePages)
         mapAddress.store(Environment.mappedAddress(env), ordering: .sequentiallyConsistent)
+        adviseMap()
+    }
+
+    /// Whether this environment advises its map to huge pages (`Configuration.hugePages`,
+    /// decided at open).
+    public let adviseHugePages: Bool
+
+    /// Advises the map (at open and after each remap), when `adviseHugePages`. Errors are
+    /// ignored: the advice is an optimisation (EINVAL where the kernel has no THP).
+    private func adviseMap() {
+        #if os(Linux)
+        guard adviseHugePages, let start = UnsafeMutableRawPointer(bitPattern: mapAddress.load(ordering: .sequentiallyConsistent)) else { return }
+        _ = madvise(start, currentMapSize.load(ordering: .sequentiallyConsistent), MADV_HUGEPAGE)
+        #endif
+    }
+
+    static func wantsHugePages(_ env: OpaquePointer, _ setting: HugePages) -> Bool {
+        switch setting {
+        case .off: return false
+        case .on: return true
+        case .whenFileFitsInMemory:
+            var fd: Int32 = -1
+            var status = stat()
+            guard mdb_env_get_fd(env, &fd) == 0, fstat(fd, &status) == 0, let available = availableMemory() else { return false }
+            return Int(status.st_size) <= available / 2
+        }
+    }
+
+    /// `MemAvailable` of /proc/meminfo in bytes; nil where there is none.
+    static func availableMemory() -> Int? {
+        guard let file = fopen("/proc/meminfo", "r") else { return nil }
+        defer { fclose(file) }
+        var line: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        defer { free(line) }
+        while getline(&line, &capacity, file) > 0, let line {
+            let fields = String(cString: line).split(separator: " ", omittingEmptySubsequences: true)
+            if fields.count >= 2, fields[0] == "MemAvailable:", let kilobytes = Int(fields[1]) { return kilobytes * 1024 }
+        }
+        return nil
     }
 
     /// The address at which the data file is mapped, from `/proc/self/maps` (the mapping of the
@@ -228,6 +289,7 @@ public final class Environment: @unchecked Sendable {
         mdb_env_info(handle, &info)
         currentMapSize.store(info.me_mapsize, ordering: .sequentiallyConsistent)
         mapAddress.store(Environment.mappedAddress(handle), ordering: .sequentiallyConsistent)
+        adviseMap()
         generation.add(1, ordering: .sequentiallyConsistent)
     }
 

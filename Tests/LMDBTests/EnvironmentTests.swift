@@ -580,4 +580,37 @@ import Testing
             #expect(try txn.bytes(forKey: 1009, in: dbs[0]) == pattern(4000, seed: 1009))
         }
     }
+
+    // MARK: Huge pages
+
+    /// The VmFlags of this process's mapping that starts at `address` (/proc/self/smaps);
+    /// "hg" among them means MADV_HUGEPAGE was given. (Read to its end through a FileHandle:
+    /// String(contentsOfFile:) stops after the first page of a /proc file, whose size is 0.)
+    static func mappingFlags(at address: UInt) throws -> [String] {
+        guard let handle = FileHandle(forReadingAtPath: "/proc/self/smaps") else { throw TestFailure() }
+        defer { try? handle.close() }
+        let smaps = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
+        var inMapping = false
+        for line in smaps.split(separator: "\n") {
+            if let dash = line.firstIndex(of: "-"), let start = UInt(line[..<dash], radix: 16), line.contains(" ") {
+                inMapping = start == address
+            } else if inMapping, line.hasPrefix("VmFlags:") {
+                return line.dropFirst("VmFlags:".count).split(separator: " ").map(String.init)
+            }
+        }
+        return []
+    }
+
+    @Test(arguments: [(Environment.HugePages.off, false), (.on, true), (.whenFileFitsInMemory, true)])
+    func theMapIsAdvisedToHugePagesAsConfigured(setting: Environment.HugePages, advised: Bool) throws {
+        let env = try fixture.open(mapSize: 1 << 22, hugePages: setting)
+        #expect(env.adviseHugePages == advised)   // a new file of a few pages fits in memory
+        let address = env.mapAddress.load(ordering: .relaxed)
+        try #require(address != 0)
+        #expect(try Self.mappingFlags(at: address).contains("hg") == advised)
+        // After the map grows (a remap), the advice is given again.
+        try env.growMap(to: 1 << 24)
+        let moved = env.mapAddress.load(ordering: .relaxed)
+        #expect(try Self.mappingFlags(at: moved).contains("hg") == advised)
+    }
 }

@@ -27,8 +27,10 @@ final class Fixture: @unchecked Sendable {
 
     /// Opens (creating) the environment `name` inside the fixture.
     func open(_ name: String = "env", mapSize: Int = 1 << 24, growthTimeout: Double = 10,
-              flags: Environment.Flags = [], maxReaders: Int = 126, maxDatabases: Int = 16) throws -> Environment {
+              flags: Environment.Flags = [], maxReaders: Int = 126, maxDatabases: Int = 16,
+              hugePages: Environment.HugePages = .off) throws -> Environment {
         var configuration = Environment.Configuration()
+        configuration.hugePages = hugePages
         configuration.mapSize = mapSize
         configuration.growthTimeout = growthTimeout
         configuration.flags = flags
