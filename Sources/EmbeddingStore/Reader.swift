@@ -513,6 +513,11 @@ public struct PooledFeature {
     /// Refuses weights shorter than the ids and offsets that are negative, decrease or run
     /// past the ids; `name` says which feature in the error.
     func check(name: String) throws {
+        try Self.checkBags(ids: ids, offsets: offsets, weights: weights, name: name)
+    }
+
+    static func checkBags(ids: UnsafeBufferPointer<UInt64>, offsets: UnsafeBufferPointer<Int>, weights: UnsafeBufferPointer<Float>?,
+                          name: String) throws {
         if let weights, weights.count < ids.count {
             throw StoreError.invalidArgument("\(name): \(weights.count) weights for \(ids.count) ids")
         }

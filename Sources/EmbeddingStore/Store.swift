@@ -111,6 +111,8 @@ public final class Store: Sendable {
     /// The current generation's environment. An operation reads it once and keeps it: after a
     /// move the next read gives the new one (a `Database` of the other is then refused).
     var environment: Environment { generation.environment }
+    /// The data file of the generation in use (`data.mdb` of the store or of its generation).
+    public var dataFilePath: String { (generation.directory as NSString).appendingPathComponent("data.mdb") }
     var meta: Database { generation.meta }
     /// True when the current generation's records end with a seal (format version 5 on,
     /// `RecordSeal`); fixed when a store is created, kept by compaction.

@@ -1,0 +1,316 @@
+import Foundation
+import Synchronization
+
+/// A sharded store opened for lookups: its manifest and every shard's `Store`
+/// (FORMAT.md, "Sharded stores"). Lookups go through a `ShardedReader` per thread.
+public final class ShardedStore: Sendable {
+    public let path: String
+    public let manifest: ShardManifest
+    public let shards: [Store]
+
+    /// Opens the manifest in `path` and every shard it names, with `options` (read-only ones
+    /// for a serving process).
+    public init(path: String, options: Store.Options = Store.Options()) throws {
+        self.path = path
+        manifest = try ShardManifest.read(from: path)
+        var shards: [Store] = []
+        for (i, shard) in manifest.shards.enumerated() {
+            let shardPath = (path as NSString).appendingPathComponent(shard.path)
+            do {
+                shards.append(try Store(path: shardPath, options: options))
+            } catch let error as StoreError {
+                throw StoreError.corruptStore(path: path, reason: "shard \(i) (\(shard.path)): \(error)")
+            }
+        }
+        self.shards = shards
+    }
+
+    public var shardCount: Int { shards.count }
+
+    /// The manifest's tables, in byte order of their names.
+    public var tableNames: [String] { manifest.tables.keys.sorted() }
+
+    /// The table `name` in every shard (a shard without it holds none of its rows).
+    public func table(_ name: String) throws -> ShardedTable {
+        guard let info = manifest.tables[name] else { throw StoreError.tableNotFound(name) }
+        var handles: [Table?] = []
+        for (i, shard) in shards.enumerated() {
+            do {
+                let handle = try shard.table(name)
+                guard handle.dimension == info.dimension else {
+                    throw StoreError.corruptStore(path: path, reason: "shard \(i) has table '\(name)' of dimension \(handle.dimension); the manifest says \(info.dimension)")
+                }
+                handles.append(handle)
+            } catch StoreError.tableNotFound {
+                handles.append(nil)
+            }
+        }
+        return ShardedTable(name: name, dimension: info.dimension, handles: handles)
+    }
+
+    /// A reader: one `Reader` per shard. Like `Reader`, for one thread at a time.
+    public func makeReader() throws -> ShardedReader {
+        ShardedReader(readers: try shards.map { try $0.makeReader() })
+    }
+
+    /// Every row of `table` from every shard, in ascending id order, decoded.
+    public func export(_ table: ShardedTable) throws -> (ids: [UInt64], values: [Float]) {
+        var parts: [(ids: [UInt64], values: [Float])] = []
+        for (shard, handle) in zip(shards, table.handles) {
+            guard let handle else { continue }
+            parts.append(try shard.export(handle))
+        }
+        let d = table.dimension
+        var order: [(id: UInt64, part: Int, row: Int)] = []
+        order.reserveCapacity(parts.reduce(0) { $0 + $1.ids.count })
+        for (p, part) in parts.enumerated() {
+            for (row, id) in part.ids.enumerated() { order.append((id, p, row)) }
+        }
+        order.sort { $0.id < $1.id }
+        var ids: [UInt64] = []
+        var values: [Float] = []
+        ids.reserveCapacity(order.count)
+        values.reserveCapacity(order.count * d)
+        for entry in order {
+            ids.append(entry.id)
+            values.append(contentsOf: parts[entry.part].values[entry.row * d..<(entry.row + 1) * d])
+        }
+        return (ids, values)
+    }
+
+    /// Checks every shard (`Store.verify`), that each shard's `data.mdb` matches the manifest's
+    /// checksum and length, that each row lies in the shard its id hashes to, and that the rows
+    /// per table are the manifest's. Problems name the shard.
+    public func verify(checksums: Bool = true) throws -> [String] {
+        var problems: [String] = []
+        for (i, (shard, entry)) in zip(shards, manifest.shards).enumerated() {
+            let name = "shard \(i) (\(entry.path))"
+            problems += try shard.verify().problems.map { "\(name): \($0)" }
+            if checksums {
+                let file = shard.dataFilePath
+                let (checksum, bytes) = try shardFileChecksum(path: file)
+                if checksum != entry.checksum || bytes != entry.bytes {
+                    problems.append("\(name): \(file) has \(checksum) over \(bytes) bytes; the manifest says \(entry.checksum) over \(entry.bytes)")
+                }
+            }
+            for tableName in tableNames {
+                let rows: Int
+                if let handle = try? shard.table(tableName) {
+                    let ids = try shard.export(handle).ids
+                    rows = ids.count
+                    if let stray = ids.first(where: { ShardRule.shard(of: $0, shardCount: shardCount) != i }) {
+                        problems.append("\(name): table '\(tableName)' holds id \(stray), which belongs to shard \(ShardRule.shard(of: stray, shardCount: shardCount))")
+                    }
+                } else {
+                    rows = 0
+                }
+                let expected = entry.rows[tableName] ?? 0
+                if rows != expected {
+                    problems.append("\(name): table '\(tableName)' has \(rows) rows; the manifest says \(expected)")
+                }
+            }
+        }
+        return problems
+    }
+}
+
+/// One table of a sharded store: its handle in each shard (nil where a shard lacks it).
+public struct ShardedTable: Sendable {
+    public let name: String
+    public let dimension: Int
+    public let handles: [Table?]
+}
+
+/// Lookups through a sharded store: a batch is split by shard, each part looked up in its
+/// shard, and the rows scattered back in request order. Results equal, bit for bit, those of one
+/// store holding the same rows: rows are decoded by the same decoders, and pooled bags are
+/// added up in bag order as the pooled kernel adds them (acc + w·x, then × 1/n for a mean).
+/// Not for concurrent use: make one per thread.
+public final class ShardedReader {
+    let readers: [Reader]
+    /// Per shard, the positions in the batch of its ids, and their ids (reused across calls).
+    private var positions: [[Int]]
+    private var shardIDs: [[UInt64]]
+    private var rows: [Float] = []
+    private var found: [Bool] = []
+    private var gathered: [Float] = []
+    private var gatheredFound: [Bool] = []
+
+    init(readers: [Reader]) {
+        self.readers = readers
+        positions = Array(repeating: [], count: readers.count)
+        shardIDs = Array(repeating: [], count: readers.count)
+    }
+
+    /// Batches of at least this many ids are looked up in their shards on several threads.
+    public var parallelThreshold = 16_384
+
+    /// The rows of `ids` into `out` (`ids.count × dimension` floats); `found` (optional) gets
+    /// whether each id was found. Missing ids follow `missing`. Returns how many were found.
+    @discardableResult
+    public func lookup(_ table: ShardedTable, ids: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Float>,
+                       found: UnsafeMutableBufferPointer<Bool>? = nil, missing: MissingRows = .zeros) throws -> Int {
+        let d = table.dimension, shardCount = readers.count
+        guard out.count >= ids.count * d else {
+            throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(ids.count) ids × dimension \(d) need \(ids.count * d)")
+        }
+        if let found, found.count < ids.count {
+            throw StoreError.invalidArgument("found mask has \(found.count) entries for \(ids.count) ids")
+        }
+        for s in 0..<shardCount {
+            positions[s].removeAll(keepingCapacity: true)
+            shardIDs[s].removeAll(keepingCapacity: true)
+        }
+        for (i, id) in ids.enumerated() {
+            let s = ShardRule.shard(of: id, shardCount: shardCount)
+            positions[s].append(i)
+            shardIDs[s].append(id)
+        }
+        // Each shard's rows land in its stretch of `rows`, in the order of its ids.
+        var shardStarts = [Int](repeating: 0, count: shardCount + 1)
+        for s in 0..<shardCount { shardStarts[s + 1] = shardStarts[s] + shardIDs[s].count }
+        if rows.count < ids.count * d { rows = [Float](repeating: 0, count: ids.count * d) }
+        if self.found.count < ids.count { self.found = [Bool](repeating: false, count: ids.count) }
+        // Each shard's reader is used by one thread at a time: the one handling that shard.
+        nonisolated(unsafe) let readers = self.readers
+        let shardIDs = self.shardIDs, starts = shardStarts
+        let failures = Mutex<[Int: Error]>([:])
+        let foundCounts = Mutex<[Int]>([Int](repeating: 0, count: shardCount))
+        rows.withUnsafeMutableBufferPointer { rows in
+            self.found.withUnsafeMutableBufferPointer { foundRows in
+                nonisolated(unsafe) let (rowsBase, foundBase) = (rows.baseAddress!, foundRows.baseAddress!)
+                let work: @Sendable (Int) -> Void = { s in
+                    let count = shardIDs[s].count
+                    guard count > 0 else { return }
+                    let part = UnsafeMutableBufferPointer(start: rowsBase + starts[s] * d, count: count * d)
+                    let partFound = UnsafeMutableBufferPointer(start: foundBase + starts[s], count: count)
+                    do {
+                        let n: Int
+                        if let handle = table.handles[s] {
+                            n = try shardIDs[s].withUnsafeBufferPointer {
+                                try readers[s].lookup(handle, ids: $0, into: part, found: partFound)
+                            }
+                        } else {
+                            part.update(repeating: 0)
+                            partFound.update(repeating: false)
+                            n = 0
+                        }
+                        foundCounts.withLock { $0[s] = n }
+                    } catch {
+                        failures.withLock { $0[s] = error }
+                    }
+                }
+                if ids.count >= parallelThreshold && shardCount > 1 {
+                    DispatchQueue.concurrentPerform(iterations: shardCount, execute: work)
+                } else {
+                    for s in 0..<shardCount { work(s) }
+                }
+            }
+        }
+        if let (_, error) = failures.withLock({ $0 }).min(by: { $0.key < $1.key }) { throw error }
+        // Scatter back, in request order.
+        let total = foundCounts.withLock { $0.reduce(0, +) }
+        for s in 0..<shardCount {
+            for (k, position) in positions[s].enumerated() {
+                let source = (starts[s] + k)
+                let wasFound = self.found[source]
+                if !wasFound && missing == .error {
+                    throw StoreError.rowNotFound(table: table.name, id: ids[position])
+                }
+                found?[position] = wasFound
+                for j in 0..<d { out[position * d + j] = rows[source * d + j] }
+            }
+        }
+        return total
+    }
+
+    /// Pooled lookup ("embedding bag"), as `Reader.lookupPooled`: bag `b` is
+    /// `ids[offsets[b] ..< offsets[b + 1]]`, pooled into row `b` of `out` (`stride` floats
+    /// apart, the table's dimension by default).
+    @discardableResult
+    public func lookupPooled(_ table: ShardedTable, ids: UnsafeBufferPointer<UInt64>, offsets: UnsafeBufferPointer<Int>,
+                             weights: UnsafeBufferPointer<Float>? = nil, pooling: Pooling = .sum,
+                             into out: UnsafeMutableBufferPointer<Float>, stride: Int? = nil, missing: MissingRows = .zeros) throws -> Int {
+        try PooledFeature.checkBags(ids: ids, offsets: offsets, weights: weights, name: "table '\(table.name)'")
+        let d = table.dimension, stride = stride ?? d
+        let bags = max(offsets.count - 1, 0)
+        guard bags == 0 || out.count >= (bags - 1) * stride + d else {
+            throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(bags) bags × dimension \(d) need \(bags * d)")
+        }
+        guard bags > 0 else { return 0 }
+        let first = offsets[0], used = UnsafeBufferPointer(rebasing: ids[first..<offsets[bags]])
+        if gathered.count < used.count * d { gathered = [Float](repeating: 0, count: used.count * d) }
+        if gatheredFound.count < used.count { gatheredFound = [Bool](repeating: false, count: used.count) }
+        var gathered = self.gathered, gatheredFound = self.gatheredFound
+        self.gathered = []
+        self.gatheredFound = []
+        defer {
+            self.gathered = gathered
+            self.gatheredFound = gatheredFound
+        }
+        let found = try gathered.withUnsafeMutableBufferPointer { rows in
+            try gatheredFound.withUnsafeMutableBufferPointer { mask in
+                try lookup(table, ids: used, into: rows, found: mask, missing: missing)
+            }
+        }
+        for b in 0..<bags {
+            let acc = out.baseAddress! + b * stride
+            for j in 0..<d { acc[j] = 0 }
+            for p in offsets[b]..<offsets[b + 1] where gatheredFound[p - first] {
+                let row = (p - first) * d
+                if let weights {
+                    let w = weights[p]
+                    for j in 0..<d { acc[j] = acc[j] + w * gathered[row + j] }
+                } else {
+                    for j in 0..<d { acc[j] = acc[j] + gathered[row + j] }
+                }
+            }
+            let count = offsets[b + 1] - offsets[b]
+            if pooling == .mean && count > 0 {
+                let inverse = 1 / Float(count)
+                for j in 0..<d { acc[j] *= inverse }
+            }
+        }
+        return found
+    }
+
+    /// A multi-table pooled request, as `Reader.lookupPooled(_:batchSize:into:missing:)`:
+    /// row `b` of `out` holds sample `b`'s pooled bags, feature after feature.
+    @discardableResult
+    public func lookupPooled(_ features: [ShardedFeature], batchSize: Int, into out: UnsafeMutableBufferPointer<Float>,
+                             missing: MissingRows = .zeros) throws -> Int {
+        let width = features.reduce(0) { $0 + $1.table.dimension }
+        for (f, feature) in features.enumerated() where feature.offsets.count != batchSize + 1 {
+            throw StoreError.invalidArgument("feature \(f) (table '\(feature.table.name)') has \(feature.offsets.count) offsets; a batch of \(batchSize) needs \(batchSize + 1)")
+        }
+        guard out.count >= batchSize * width else {
+            throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(batchSize) samples × \(width) (the features' dimensions) need \(batchSize * width)")
+        }
+        var found = 0, column = 0
+        for feature in features {
+            let part = UnsafeMutableBufferPointer(rebasing: out[column..<out.count])
+            found += try lookupPooled(feature.table, ids: feature.ids, offsets: feature.offsets, weights: feature.weights,
+                                      pooling: feature.pooling, into: part, stride: width, missing: missing)
+            column += feature.table.dimension
+        }
+        return found
+    }
+}
+
+/// One feature of a multi-table request to a sharded store.
+public struct ShardedFeature {
+    public let table: ShardedTable
+    public let ids: UnsafeBufferPointer<UInt64>
+    public let offsets: UnsafeBufferPointer<Int>
+    public let weights: UnsafeBufferPointer<Float>?
+    public let pooling: Pooling
+
+    public init(table: ShardedTable, ids: UnsafeBufferPointer<UInt64>, offsets: UnsafeBufferPointer<Int>,
+                weights: UnsafeBufferPointer<Float>? = nil, pooling: Pooling = .sum) {
+        self.table = table
+        self.ids = ids
+        self.offsets = offsets
+        self.weights = weights
+        self.pooling = pooling
+    }
+}
