@@ -52,6 +52,7 @@ python3 -c 'import numpy' 2>/dev/null || need_pip+=(numpy)
 python3 -c 'import lmdb' 2>/dev/null || need_pip+=(lmdb)
 python3 -c 'import pytest' 2>/dev/null || need_pip+=(pytest)   # the suite runs the Python package's tests
 python3 -c 'import cffi' 2>/dev/null || need_pip+=(cffi)       # which loads the C API with cffi
+python3 -c 'import ray' 2>/dev/null || need_pip+=(ray)         # tools/shard_build.py, which the suite runs on a local Ray
 if ((${#need_pip[@]})); then
     say "installing ${need_pip[*]} with pip"
     if ! python3 -m pip install --quiet "${need_pip[@]}"; then

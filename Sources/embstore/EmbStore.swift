@@ -72,7 +72,7 @@ struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write every row of a table in ascending id order: decoded to float32, or as FBGEMM's fused rows.")
 
-    @Argument(help: "The store directory.") var store: String
+    @Argument(help: "The store directory, or a sharded store's.") var store: String
     @Option(help: "Table name.") var table: String
     @Option(help: "Output .npy file: float32 [N, d], or uint8 [N, row bytes] for --format fbgemm-*.") var out: String
     @Option(help: "Output uint64 .npy file of the N ids.") var idsOut: String?
@@ -86,6 +86,7 @@ struct Export: ParsableCommand {
     }
 
     func run() throws {
+        if ShardManifest.exists(in: self.store) { return try runSharded() }
         let store = try openReadOnly(self.store)
         let handle = try store.table(table)
         let d = handle.dimension
@@ -125,6 +126,7 @@ struct Get: ParsableCommand {
     @Flag(help: "After each row, its codec and why it has it (the policy of the load that wrote it).") var why = false
 
     func run() throws {
+        if ShardManifest.exists(in: self.store) { return try runSharded() }
         let store = try openReadOnly(self.store)
         let handle = try store.table(table)
         let reader = try store.makeReader()
@@ -166,6 +168,7 @@ struct Info: ParsableCommand {
     }
 
     func run() throws {
+        if ShardManifest.exists(in: self.store) { return try runSharded() }
         let store = try openReadOnly(self.store)
         let tables = try store.tableNames().map { try store.statistics(store.table($0)) }
         let report = Report(path: self.store, generation: store.generationName, fileBytes: store.fileSize, tables: tables)
@@ -201,6 +204,7 @@ struct Verify: ParsableCommand {
     var json = false
 
     func run() throws {
+        if ShardManifest.exists(in: self.store) { return try runSharded() }
         let store = try openReadOnly(self.store)
         let report = try store.verify()
         if json {

@@ -1,0 +1,74 @@
+import Foundation
+import Testing
+
+/// tools/shard_build.py on a local Ray cluster (pip install ray): a sharded store built by one
+/// task per shard reads exactly as one store ingested from the same files, and a shard task
+/// killed mid-build is run again by Ray and leaves no half-built shard.
+@Suite(.serialized) struct ShardBuildTests {
+    /// A 200,000 × 16 table with random 64-bit ids, written by NumPy; returns (vectors, ids).
+    static func makeInput(_ directory: URL) throws -> (URL, URL) {
+        let vectors = directory.appendingPathComponent("x.npy"), ids = directory.appendingPathComponent("ids.npy")
+        let script = """
+            import numpy as np, sys
+            rng = np.random.default_rng(0)
+            np.save(sys.argv[1], rng.standard_normal((200000, 16)).astype(np.float32))
+            np.save(sys.argv[2], rng.choice(2**40, size=200000, replace=False).astype(np.uint64))
+            """
+        let run = try runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", script, vectors.path, ids.path])
+        guard run.status == 0 else { throw TestFailure("numpy: \(run)") }
+        return (vectors, ids)
+    }
+
+    static func shardBuild(_ arguments: [String], environment extra: [String: String] = [:]) throws -> Run {
+        guard let binary = Tooling.embstoreBinary else { throw TestFailure("no embstore binary") }
+        var environment = ProcessInfo.processInfo.environment
+        environment.merge(extra) { $1 }
+        environment["RAY_AUTH_MODE"] = "disabled"
+        environment["RAY_USAGE_STATS_ENABLED"] = "0"
+        return try runProcess(URL(fileURLWithPath: "/usr/bin/env"), [
+            "python3", Tooling.repoRoot.appendingPathComponent("tools/shard_build.py").path, "--embstore", binary.path, "--cpus", "2",
+        ] + arguments, environment: environment)
+    }
+
+    @Test func eightShardsOnRayReadAsOneStoreAndAKilledTaskIsRunAgain() throws {
+        try withTemporaryDirectory { directory in
+            let (vectors, ids) = try Self.makeInput(directory)
+            let single = directory.appendingPathComponent("single").path
+            try embstoreOK("ingest", single, "--table", "t", "--vectors", vectors.path, "--ids", ids.path, "--codec", "int8", "--quiet")
+            let expected = directory.appendingPathComponent("expected.npy"), expectedIDs = directory.appendingPathComponent("expected-ids.npy")
+            try embstoreOK("export", single, "--table", "t", "--out", expected.path, "--ids-out", expectedIDs.path)
+            let marker = directory.appendingPathComponent("killed-once").path
+            for (name, environment) in [("plain", [String: String]()), ("killed", ["EMBSTORE_SHARD_BUILD_CRASH": "3:" + marker])] {
+                let out = directory.appendingPathComponent("sharded-\(name)").path
+                let build = try Self.shardBuild(["--shards", "8", "--out", out, "--vectors", vectors.path, "--ids", ids.path, "--codec", "int8"],
+                                                environment: environment)
+                #expect(build.status == 0, "\(name): \(build)")
+                guard build.status == 0 else { continue }
+                #expect(build.stderr.contains("(8/8)"), "\(name): progress per shard: \(build.stderr)")
+                if name == "killed" { #expect(FileManager.default.fileExists(atPath: marker), "shard 3's first attempt did not reach the kill") }
+                let entries = Set(try FileManager.default.contentsOfDirectory(atPath: out))
+                #expect(entries == Set((0..<8).map { String(format: "shard-%04d", $0) } + ["shards.json"]), "\(name): \(entries)")
+                let verify = try embstore("verify", out)
+                #expect(verify.status == 0 && verify.stdout.contains("ok"), "\(name): \(verify)")
+                let got = directory.appendingPathComponent("got-\(name).npy"), gotIDs = directory.appendingPathComponent("got-ids-\(name).npy")
+                try embstoreOK("export", out, "--table", "t", "--out", got.path, "--ids-out", gotIDs.path)
+                #expect(try Data(contentsOf: got) == Data(contentsOf: expected), "\(name): rows differ from the single store's")
+                #expect(try Data(contentsOf: gotIDs) == Data(contentsOf: expectedIDs), "\(name): ids differ")
+                let info = try embstoreOK("info", out).stdout
+                #expect(info.contains("8 shard(s)") && info.contains("200000 rows"), "\(info)")
+            }
+        }
+    }
+
+    @Test func badInputIsRefusedBeforeAnyTaskRuns() throws {
+        try withTemporaryDirectory { directory in
+            let (vectors, _) = try Self.makeInput(directory)
+            let shortIDs = directory.appendingPathComponent("short.npy")
+            try writeUInt64([1, 2, 3], to: shortIDs)
+            let out = directory.appendingPathComponent("out").path
+            let run = try Self.shardBuild(["--shards", "2", "--out", out, "--vectors", vectors.path, "--ids", shortIDs.path, "--codec", "int8"])
+            #expect(run.status != 0 && run.stderr.contains("3 entries for 200000 rows"), "\(run)")
+            #expect(!FileManager.default.fileExists(atPath: out + "/shards.json"))
+        }
+    }
+}
