@@ -8,13 +8,15 @@ ids hash to it (FORMAT.md, "Sharded stores"), then the manifest.
 
 Inputs are .npy files (float32 or float16 vectors [N, d]; ids int64/uint64 [N], default
 0..N-1; access counts [N]) or one Parquet file (--vectors X.parquet, with --vector-column,
---id-column and --freq-column; needs pyarrow). Each task reads the input in chunks of
---chunk-rows rows and keeps the rows of its shard, so no machine holds the whole table; on a
-cluster the paths must be readable by every node (a shared file system), and --out too.
+--id-column and --freq-column; needs pyarrow), read in chunks of --chunk-rows rows, so no task
+holds more than its slice or its shard; on a cluster the paths must be readable by every node
+(a shared file system), and --out too.
 
-A task builds its shard beside the final one (DIR/.building/shard-NNNN.<attempt>), verifies it,
-and renames it to DIR/shard-NNNN last: a task that fails or is killed leaves no half-built
-shard, and Ray runs it again (--retries). The manifest is written once every shard is built,
+The build is a map and a reduce on Ray: a task per slice of --part-rows input rows splits
+them by shard into fragment files (DIR/.building/part-NNNNNN), then a task per shard gathers its
+fragments and builds the shard beside the final one (DIR/.building/shard-NNNN.<attempt>),
+verifies it, and renames it to DIR/shard-NNNN last: a task that fails or is killed leaves no
+half-built part or shard, and Ray runs it again (--retries). Every input row is read once. The manifest is written once every shard is built,
 beside and then renamed over DIR/shards.json.
 
 The policy applies per shard: --budget R gives each shard R of its own float32 payload. A hash
@@ -92,30 +94,36 @@ class Input:
                     if array.shape != (self.count,):
                         raise SystemExit(f"{spec[name]}: {array.shape[0] if array.ndim else 0} entries for {self.count} rows")
 
-    def chunks(self, rows):
-        """(ids uint64, vectors, freq or None) of each chunk of about `rows` rows."""
+    def chunks(self, rows, begin=0, end=None):
+        """(ids uint64, vectors, freq or None) of each chunk of about `rows` rows of rows
+        begin..<end (all by default)."""
         spec = self.spec
+        end = self.count if end is None else end
         if spec["vectors"].endswith(".parquet"):
             import pyarrow.parquet as pq
             columns = [spec["vector_column"]] + [c for c in (spec.get("id_column"), spec.get("freq_column")) if c]
             start = 0
             for batch in pq.ParquetFile(spec["vectors"]).iter_batches(batch_size=rows, columns=columns):
+                n = batch.num_rows
+                if start + n <= begin or start >= end:
+                    start += n
+                    continue
                 vectors = np.stack(batch.column(spec["vector_column"]).to_numpy(zero_copy_only=False)).astype(np.float32)
-                n = vectors.shape[0]
                 ids = (batch.column(spec["id_column"]).to_numpy().astype(np.uint64) if spec.get("id_column") in batch.schema.names
                        else np.arange(start, start + n, dtype=np.uint64))
                 freq = batch.column(spec["freq_column"]).to_numpy() if spec.get("freq_column") in batch.schema.names else None
+                keep = slice(max(begin - start, 0), min(end - start, n))
                 start += n
-                yield ids, vectors, freq
+                yield ids[keep], vectors[keep], None if freq is None else freq[keep]
             return
         vectors = np.load(spec["vectors"], mmap_mode="r")
         ids = np.load(spec["ids"], mmap_mode="r") if spec.get("ids") else None
         freq = np.load(spec["freq"], mmap_mode="r") if spec.get("freq") else None
-        for start in range(0, vectors.shape[0], rows):
-            end = min(start + rows, vectors.shape[0])
-            chunk_ids = (np.asarray(ids[start:end]).astype(np.uint64) if ids is not None
-                         else np.arange(start, end, dtype=np.uint64))
-            yield chunk_ids, np.asarray(vectors[start:end]), None if freq is None else np.asarray(freq[start:end])
+        for start in range(begin, end, rows):
+            stop = min(start + rows, end)
+            chunk_ids = (np.asarray(ids[start:stop]).astype(np.uint64) if ids is not None
+                         else np.arange(start, stop, dtype=np.uint64))
+            yield chunk_ids, np.asarray(vectors[start:stop]), None if freq is None else np.asarray(freq[start:stop])
 
 
 def crc32_of(path):
@@ -130,50 +138,83 @@ def crc32_of(path):
     return f"crc32:{crc:08x}", size
 
 
-def build_shard(shard, spec):
-    """Builds shard `shard` of spec["shards"] beside its final place and renames it there;
-    returns its manifest entry with timings."""
+def partition_slice(part, start, end, spec):
+    """Map: rows start..<end of the input, split by shard into one fragment per shard (vectors,
+    ids and counts .npy files) in DIR/.building/part-NNNNNN, written beside and renamed there
+    last so that a rerun after a kill starts clean. Returns the rows per shard."""
+    shards, out = spec["shards"], spec["out"]
+    final = os.path.join(out, ".building", f"part-{part:06d}")
+    if os.path.exists(os.path.join(final, "done")):
+        with open(os.path.join(final, "done")) as f:
+            return json.load(f)
+    staging = final + f".{uuid.uuid4().hex[:12]}"
+    os.makedirs(staging)
+    try:
+        source = Input(spec)
+        counts = [0] * shards
+        pieces = [[] for _ in range(shards)]
+        for ids, rows, freq in source.chunks(spec["chunk_rows"], start, end):
+            owner = shard_of(ids, shards)
+            order = np.argsort(owner, kind="stable")
+            bounds = np.searchsorted(owner[order], np.arange(shards + 1))
+            for s in range(shards):
+                take = order[bounds[s]:bounds[s + 1]]
+                if take.size:
+                    pieces[s].append((ids[take], rows[take].astype(np.float32), None if freq is None else freq[take].astype(np.float64)))
+                    counts[s] += int(take.size)
+        for s in range(shards):
+            if counts[s]:
+                for k, name in enumerate(("ids", "vectors", "freq")):
+                    if pieces[s][0][k] is not None:
+                        np.save(os.path.join(staging, f"{s:04d}-{name}.npy"), np.concatenate([p[k] for p in pieces[s]]))
+        with open(os.path.join(staging, "done"), "w") as f:
+            json.dump(counts, f)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.rename(staging, final)
+        return counts
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_shard(shard, spec, parts, *part_counts):
+    """Reduce: shard `shard`'s fragments from every part (their counts come from the map tasks,
+    which Ray runs first), concatenated, then `embstore ingest` and `embstore verify` beside its
+    final place, renamed there last. Returns its manifest entry with timings."""
     started = time.time()
     shards, out = spec["shards"], spec["out"]
     final = os.path.join(out, f"shard-{shard:04d}")
     staging = os.path.join(out, ".building", f"shard-{shard:04d}.{uuid.uuid4().hex[:12]}")
     os.makedirs(staging)
     try:
+        mine = sum(counts[shard] for counts in part_counts)
+        if mine == 0:
+            raise RuntimeError(f"shard {shard} of {shards} holds no rows: use fewer shards")
+        files = {}
+        for name in ("ids", "vectors", "freq"):
+            fragments = [os.path.join(out, ".building", f"part-{p:06d}", f"{shard:04d}-{name}.npy") for p in range(parts)
+                         if part_counts[p][shard]]
+            if name == "freq" and not all(os.path.exists(f) for f in fragments):
+                continue
+            arrays = [np.load(f, mmap_mode="r") for f in fragments]
+            target = np.lib.format.open_memmap(os.path.join(staging, f"{name}.npy"), mode="w+", dtype=arrays[0].dtype,
+                                               shape=(mine,) + arrays[0].shape[1:])
+            filled = 0
+            for array in arrays:
+                target[filled:filled + array.shape[0]] = array
+                filled += array.shape[0]
+            target.flush()
+            del target
+            files[name] = os.path.join(staging, f"{name}.npy")
         crash_at = os.environ.get("EMBSTORE_SHARD_BUILD_CRASH")   # tests: "SHARD:MARKER" kills the first attempt
-        source = Input(spec)
-        # Pass 1: how many rows are this shard's; pass 2: copy them into .npy files.
-        mine = sum(int((shard_of(ids, shards) == shard).sum()) for ids, _, _ in source.chunks(spec["chunk_rows"]))
-        vectors = np.lib.format.open_memmap(os.path.join(staging, "vectors.npy"), mode="w+", dtype=np.float32,
-                                            shape=(mine, source.dimension))
-        ids_out = np.lib.format.open_memmap(os.path.join(staging, "ids.npy"), mode="w+", dtype=np.uint64, shape=(mine,))
-        freq_out = None
-        filled = 0
-        for ids, rows, freq in source.chunks(spec["chunk_rows"]):
-            keep = shard_of(ids, shards) == shard
-            n = int(keep.sum())
-            vectors[filled:filled + n] = rows[keep]
-            ids_out[filled:filled + n] = ids[keep]
-            if freq is not None:
-                if freq_out is None:
-                    freq_out = np.lib.format.open_memmap(os.path.join(staging, "freq.npy"), mode="w+", dtype=np.float64, shape=(mine,))
-                freq_out[filled:filled + n] = freq[keep]
-            filled += n
-        for array in (vectors, ids_out, freq_out):
-            if array is not None:
-                array.flush()
-        del vectors, ids_out, freq_out
         if crash_at:
             target, marker = crash_at.split(":", 1)
             if int(target) == shard and not os.path.exists(marker):
                 open(marker, "w").close()
                 os.kill(os.getpid(), 9)   # the worker dies mid-build, as a lost node would
         store = os.path.join(staging, "store")
-        command = [spec["embstore"], "ingest", store, "--table", spec["table"], "--vectors", os.path.join(staging, "vectors.npy"),
-                   "--ids", os.path.join(staging, "ids.npy"), "--quiet"] + spec["policy"]
-        if os.path.exists(os.path.join(staging, "freq.npy")):
-            command += ["--freq", os.path.join(staging, "freq.npy")]
-        if mine == 0:
-            raise RuntimeError(f"shard {shard} of {shards} holds no rows: use fewer shards for {source.count} rows")
+        command = [spec["embstore"], "ingest", store, "--table", spec["table"], "--vectors", files["vectors"],
+                   "--ids", files["ids"], "--quiet"] + spec["policy"] + (["--freq", files["freq"]] if "freq" in files else [])
         run = subprocess.run(command, capture_output=True, text=True)
         if run.returncode != 0:
             raise RuntimeError(f"shard {shard}: {' '.join(command)} failed: {run.stderr.strip()}")
@@ -181,9 +222,6 @@ def build_shard(shard, spec):
         if run.returncode != 0:
             raise RuntimeError(f"shard {shard}: embstore verify failed: {run.stdout.strip()} {run.stderr.strip()}")
         checksum, size = crc32_of(os.path.join(store, "data.mdb"))
-        for name in ("vectors.npy", "ids.npy", "freq.npy"):
-            if os.path.exists(os.path.join(staging, name)):
-                os.remove(os.path.join(staging, name))
         if os.path.exists(final):   # an earlier build's, or an attempt's that finished after all
             shutil.rmtree(final)
         os.rename(store, final)
@@ -211,7 +249,8 @@ def main():
     parser.add_argument("--address", help="a Ray cluster's address (default: start a local one)")
     parser.add_argument("--cpus", type=int, help="CPUs of the local cluster (default: all)")
     parser.add_argument("--retries", type=int, default=3, help="times Ray runs a failed or killed shard task again")
-    parser.add_argument("--chunk-rows", type=int, default=262_144)
+    parser.add_argument("--chunk-rows", type=int, default=262_144, help="rows a task reads at a time")
+    parser.add_argument("--part-rows", type=int, default=4_194_304, help="input rows a partitioning task splits by shard")
     parser.add_argument("--embstore", default=os.path.join(ROOT, ".build", "release", "embstore"))
     args = parser.parse_args()
     if args.shards < 1:
@@ -232,8 +271,13 @@ def main():
     started = time.time()
     ray.init(address=args.address, num_cpus=args.cpus if not args.address else None, include_dashboard=False,
              log_to_driver=False, ignore_reinit_error=True)
-    task = ray.remote(num_cpus=1, max_retries=args.retries, retry_exceptions=True)(build_shard)
-    pending = {task.remote(s, spec): s for s in range(args.shards)}
+    # Map: one task per slice of --part-rows input rows splits it by shard into fragment files;
+    # reduce: one task per shard gathers its fragments (Ray starts it once every part is done).
+    mapper = ray.remote(num_cpus=1, max_retries=args.retries, retry_exceptions=True)(partition_slice)
+    reducer = ray.remote(num_cpus=1, max_retries=args.retries, retry_exceptions=True)(build_shard)
+    bounds = list(range(0, source.count, args.part_rows)) + [source.count]
+    parts = [mapper.remote(p, bounds[p], bounds[p + 1], spec) for p in range(len(bounds) - 1)]
+    pending = {reducer.remote(s, spec, len(parts), *parts): s for s in range(args.shards)}
     built = {}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
