@@ -128,18 +128,30 @@ public struct ShardedTable: Sendable {
 /// Not for concurrent use: make one per thread.
 public final class ShardedReader {
     let readers: [Reader]
-    /// Per shard, the positions in the batch of its ids, and their ids (reused across calls).
-    private var positions: [[Int]]
-    private var shardIDs: [[UInt64]]
-    private var rows: [Float] = []
-    private var found: [Bool] = []
-    private var gathered: [Float] = []
-    private var gatheredFound: [Bool] = []
+    /// A batch sorted by shard (reused across calls, grown with the batch): for sorted position
+    /// k, the batch position it came from, its id, its row and whether it was found.
+    private var order = ScratchBuffer<Int>()
+    private var sortedIDs = ScratchBuffer<UInt64>()
+    private var rows = ScratchBuffer<Float>()
+    private var found = ScratchBuffer<Bool>()
+    private var shardOf = ScratchBuffer<Int32>()
+    private var gathered = ScratchBuffer<Float>()
+    private var gatheredFound = ScratchBuffer<Bool>()
+    private var starts: [Int]
 
     init(readers: [Reader]) {
         self.readers = readers
-        positions = Array(repeating: [], count: readers.count)
-        shardIDs = Array(repeating: [], count: readers.count)
+        starts = [Int](repeating: 0, count: readers.count + 1)
+    }
+
+    deinit {
+        order.release()
+        sortedIDs.release()
+        rows.release()
+        found.release()
+        shardOf.release()
+        gathered.release()
+        gatheredFound.release()
     }
 
     /// Batches of at least this many ids are looked up in their shards on several threads.
@@ -150,76 +162,65 @@ public final class ShardedReader {
     @discardableResult
     public func lookup(_ table: ShardedTable, ids: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Float>,
                        found: UnsafeMutableBufferPointer<Bool>? = nil, missing: MissingRows = .zeros) throws -> Int {
-        let d = table.dimension, shardCount = readers.count
-        guard out.count >= ids.count * d else {
-            throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(ids.count) ids × dimension \(d) need \(ids.count * d)")
+        let d = table.dimension, shardCount = readers.count, n = ids.count
+        guard out.count >= n * d else {
+            throw StoreError.invalidArgument("output buffer holds \(out.count) floats; \(n) ids × dimension \(d) need \(n * d)")
         }
-        if let found, found.count < ids.count {
-            throw StoreError.invalidArgument("found mask has \(found.count) entries for \(ids.count) ids")
+        if let found, found.count < n {
+            throw StoreError.invalidArgument("found mask has \(found.count) entries for \(n) ids")
         }
-        for s in 0..<shardCount {
-            positions[s].removeAll(keepingCapacity: true)
-            shardIDs[s].removeAll(keepingCapacity: true)
-        }
-        for (i, id) in ids.enumerated() {
-            let s = ShardRule.shard(of: id, shardCount: shardCount)
-            positions[s].append(i)
-            shardIDs[s].append(id)
-        }
-        // Each shard's rows land in its stretch of `rows`, in the order of its ids.
-        var shardStarts = [Int](repeating: 0, count: shardCount + 1)
-        for s in 0..<shardCount { shardStarts[s + 1] = shardStarts[s] + shardIDs[s].count }
-        if rows.count < ids.count * d { rows = [Float](repeating: 0, count: ids.count * d) }
-        if self.found.count < ids.count { self.found = [Bool](repeating: false, count: ids.count) }
-        // Each shard's reader is used by one thread at a time: the one handling that shard.
-        nonisolated(unsafe) let readers = self.readers
-        let shardIDs = self.shardIDs, starts = shardStarts
-        let failures = Mutex<[Int: Error]>([:])
-        let foundCounts = Mutex<[Int]>([Int](repeating: 0, count: shardCount))
-        rows.withUnsafeMutableBufferPointer { rows in
-            self.found.withUnsafeMutableBufferPointer { foundRows in
-                nonisolated(unsafe) let (rowsBase, foundBase) = (rows.baseAddress!, foundRows.baseAddress!)
-                let work: @Sendable (Int) -> Void = { s in
-                    let count = shardIDs[s].count
-                    guard count > 0 else { return }
-                    let part = UnsafeMutableBufferPointer(start: rowsBase + starts[s] * d, count: count * d)
-                    let partFound = UnsafeMutableBufferPointer(start: foundBase + starts[s], count: count)
-                    do {
-                        let n: Int
-                        if let handle = table.handles[s] {
-                            n = try shardIDs[s].withUnsafeBufferPointer {
-                                try readers[s].lookup(handle, ids: $0, into: part, found: partFound)
-                            }
-                        } else {
-                            part.update(repeating: 0)
-                            partFound.update(repeating: false)
-                            n = 0
-                        }
-                        foundCounts.withLock { $0[s] = n }
-                    } catch {
-                        failures.withLock { $0[s] = error }
-                    }
-                }
-                if ids.count >= parallelThreshold && shardCount > 1 {
-                    DispatchQueue.concurrentPerform(iterations: shardCount, execute: work)
-                } else {
-                    for s in 0..<shardCount { work(s) }
-                }
+        guard n > 0 else { return 0 }
+        if shardCount == 1 {
+            guard let handle = table.handles[0] else {
+                if missing == .error { throw StoreError.rowNotFound(table: table.name, id: ids[0]) }
+                out.update(repeating: 0)
+                if let found { UnsafeMutableBufferPointer(rebasing: found[0..<n]).update(repeating: false) }
+                return 0
             }
+            return try found.map { try readers[0].lookup(handle, ids: ids, into: out, found: $0) }
+                ?? readers[0].lookup(handle, ids: ids, into: out, missing: missing)
         }
-        if let (_, error) = failures.withLock({ $0 }).min(by: { $0.key < $1.key }) { throw error }
+        // Sort the batch by shard (a counting sort), keeping where each id came from.
+        let shardOf = self.shardOf.reserve(n), order = self.order.reserve(n), sortedIDs = self.sortedIDs.reserve(n)
+        let rows = self.rows.reserve(n * d), rowFound = self.found.reserve(n)
+        for s in 0...shardCount { starts[s] = 0 }
+        for i in 0..<n {
+            let s = ShardRule.shard(of: ids[i], shardCount: shardCount)
+            shardOf[i] = Int32(s)
+            starts[s + 1] += 1
+        }
+        for s in 0..<shardCount { starts[s + 1] += starts[s] }
+        var next = starts
+        for i in 0..<n {
+            let s = Int(shardOf[i])
+            let k = next[s]
+            next[s] = k + 1
+            order[k] = i
+            sortedIDs[k] = ids[i]
+        }
+        // Each shard's part of the sorted batch, looked up in its shard.
+        var total = 0
+        if n >= parallelThreshold {
+            let results = Mutex<[Result<Int, Error>?]>(Array(repeating: nil, count: shardCount))
+            nonisolated(unsafe) let job = ShardJob(readers: readers, table: table, starts: starts, ids: sortedIDs, rows: rows, found: rowFound)
+            DispatchQueue.concurrentPerform(iterations: shardCount) { s in
+                let result = Result { try job.run(shard: s) }
+                results.withLock { $0[s] = result }
+            }
+            for result in results.withLock({ $0 }) { total += try result!.get() }
+        } else {
+            let job = ShardJob(readers: readers, table: table, starts: starts, ids: sortedIDs, rows: rows, found: rowFound)
+            for s in 0..<shardCount { total += try job.run(shard: s) }
+        }
         // Scatter back, in request order.
-        let total = foundCounts.withLock { $0.reduce(0, +) }
-        for s in 0..<shardCount {
-            for (k, position) in positions[s].enumerated() {
-                let source = (starts[s] + k)
-                let wasFound = self.found[source]
-                if !wasFound && missing == .error {
-                    throw StoreError.rowNotFound(table: table.name, id: ids[position])
-                }
-                found?[position] = wasFound
-                for j in 0..<d { out[position * d + j] = rows[source * d + j] }
-            }
+        if missing == .error && total < n {
+            for k in 0..<n where !rowFound[k] { throw StoreError.rowNotFound(table: table.name, id: sortedIDs[k]) }
+        }
+        let destination = out.baseAddress!
+        for k in 0..<n {
+            let i = order[k]
+            (destination + i * d).update(from: rows + k * d, count: d)
+            found?[i] = rowFound[k]
         }
         return total
     }
@@ -239,20 +240,9 @@ public final class ShardedReader {
         }
         guard bags > 0 else { return 0 }
         let first = offsets[0], used = UnsafeBufferPointer(rebasing: ids[first..<offsets[bags]])
-        if gathered.count < used.count * d { gathered = [Float](repeating: 0, count: used.count * d) }
-        if gatheredFound.count < used.count { gatheredFound = [Bool](repeating: false, count: used.count) }
-        var gathered = self.gathered, gatheredFound = self.gatheredFound
-        self.gathered = []
-        self.gatheredFound = []
-        defer {
-            self.gathered = gathered
-            self.gatheredFound = gatheredFound
-        }
-        let found = try gathered.withUnsafeMutableBufferPointer { rows in
-            try gatheredFound.withUnsafeMutableBufferPointer { mask in
-                try lookup(table, ids: used, into: rows, found: mask, missing: missing)
-            }
-        }
+        let gathered = self.gathered.reserve(used.count * d), gatheredFound = self.gatheredFound.reserve(used.count)
+        let found = try lookup(table, ids: used, into: UnsafeMutableBufferPointer(start: gathered, count: used.count * d),
+                               found: UnsafeMutableBufferPointer(start: gatheredFound, count: used.count), missing: missing)
         for b in 0..<bags {
             let acc = out.baseAddress! + b * stride
             for j in 0..<d { acc[j] = 0 }
@@ -312,5 +302,47 @@ public struct ShardedFeature {
         self.offsets = offsets
         self.weights = weights
         self.pooling = pooling
+    }
+}
+
+/// The lookups of one sorted batch, shard by shard: shard s's ids are `ids[starts[s] ..<
+/// starts[s + 1]]`, its rows and found flags go to the same positions of `rows` and `found`.
+private struct ShardJob {
+    let readers: [Reader]
+    let table: ShardedTable
+    let starts: [Int]
+    let ids: UnsafeMutablePointer<UInt64>
+    let rows: UnsafeMutablePointer<Float>
+    let found: UnsafeMutablePointer<Bool>
+
+    func run(shard s: Int) throws -> Int {
+        let d = table.dimension, range = starts[s]..<starts[s + 1]
+        guard !range.isEmpty else { return 0 }
+        let part = UnsafeMutableBufferPointer(start: rows + range.lowerBound * d, count: range.count * d)
+        let partFound = UnsafeMutableBufferPointer(start: found + range.lowerBound, count: range.count)
+        guard let handle = table.handles[s] else {
+            part.update(repeating: 0)
+            partFound.update(repeating: false)
+            return 0
+        }
+        return try readers[s].lookup(handle, ids: UnsafeBufferPointer(start: ids + range.lowerBound, count: range.count),
+                                     into: part, found: partFound)
+    }
+}
+
+/// A buffer a reader keeps across calls, grown (never shrunk) to what a call needs.
+struct ScratchBuffer<Element> {
+    private var raw: UnsafeMutablePointer<Element>?
+    private var capacity = 0
+
+    func release() { raw?.deallocate() }
+
+    /// The buffer, with room for at least `count` elements (uninitialised beyond what was written).
+    mutating func reserve(_ count: Int) -> UnsafeMutablePointer<Element> {
+        if let raw, capacity >= count { return raw }
+        raw?.deallocate()
+        capacity = max(count, capacity * 2, 16)
+        raw = .allocate(capacity: capacity)
+        return raw!
     }
 }

@@ -41,6 +41,8 @@ struct Bench: ParsableCommand {
         let batches = stream.count / batch
         guard batches >= 1 else { throw InputError("\(ids) has \(stream.count) ids, fewer than one batch of \(batch)") }
 
+        if ShardManifest.exists(in: self.store) { return try runSharded(stream: stream) }
+
         // First: what a service pays to start serving (open, table, reader, first batch).
         if let trackEvery, trackEvery < 1 { throw InputError("--track-every must be at least 1") }
         let opening = DispatchTime.now().uptimeNanoseconds

@@ -102,3 +102,89 @@ extension Verify {
         print("ok")
     }
 }
+
+extension Bench {
+    /// The lookup and pooled workloads through a `ShardedReader` per thread, with the JSON
+    /// fields of a store's (and "shards"); the decode-only, multi-table and tracking workloads
+    /// are a store's only.
+    func runSharded(stream: [UInt64]) throws {
+        guard !decodeOnly, features == nil, trackEvery == nil else {
+            throw InputError("--decode-only, --features and --track-every are for a store, not a sharded store")
+        }
+        let opening = DispatchTime.now().uptimeNanoseconds
+        let store = try openShardedReadOnly(self.store)
+        let handle = try store.table(table)
+        let d = handle.dimension
+        var firstOut = [Float](repeating: 0, count: batch * d)
+        try stream.withUnsafeBufferPointer { stream in
+            try firstOut.withUnsafeMutableBufferPointer { out in
+                _ = try store.makeReader().lookup(handle, ids: UnsafeBufferPointer(rebasing: stream[0..<batch]), into: out)
+            }
+        }
+        let openSeconds = Double(DispatchTime.now().uptimeNanoseconds - opening) / 1e9
+        let rows = store.manifest.shards.reduce(0) { $0 + ($1.rows[table] ?? 0) }
+        let common: [String: Any] = ["system": "embstore", "codec": store.manifest.tables[table]?.policy ?? "mixed",
+                                     "bytes": store.shards.reduce(0) { $0 + $1.fileSize }, "N": rows, "d": d, "shards": store.shardCount]
+        var open = common
+        open.merge(["workload": "open_first_batch", "seconds": openSeconds, "batch": batch, "rows_per_s": Double(batch) / openSeconds]) { $1 }
+        try Self.emit(open)
+        let batches = stream.count / batch
+        var lookup = common
+        lookup.merge(try Self.measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
+            let reader = try store.makeReader()
+            var out = [Float](repeating: 0, count: batch * d)
+            var next = thread * batches / threads
+            return { units in
+                try stream.withUnsafeBufferPointer { stream in
+                    try out.withUnsafeMutableBufferPointer { out in
+                        for _ in 0..<units {
+                            let j = next % batches
+                            next += 1
+                            try reader.lookup(handle, ids: UnsafeBufferPointer(rebasing: stream[j * batch..<(j + 1) * batch]), into: out)
+                        }
+                    }
+                }
+                return units * batch
+            }
+        }) { $1 }
+        lookup.merge(["workload": "lookup", "txn": "renew", "batch": batch, "ids": idsName ?? Self.streamName(ids), "threads": threads]) { $1 }
+        if threads > 1 { lookup["variant"] = "threads=\(threads)" }
+        try Self.emit(lookup)
+        guard let bags, let offsets else {
+            if (self.bags == nil) != (self.offsets == nil) { throw InputError("--bags and --offsets go together") }
+            return
+        }
+        let bagIDs = try NPYFile(path: bags).readIDs()
+        let bagOffsets = try NPYFile(path: offsets).readIDs().map { Int($0) }
+        let bagBatches = (bagOffsets.count - 1) / bagBatch
+        guard bagBatches >= 1, bagOffsets.first == 0, bagOffsets.last == bagIDs.count else {
+            throw InputError("\(offsets) must start at 0, end at \(bagIDs.count) and hold at least \(bagBatch) bags")
+        }
+        var pooled = common
+        pooled.merge(try Self.measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
+            let reader = try store.makeReader()
+            var out = [Float](repeating: 0, count: bagBatch * d)
+            var next = thread * bagBatches / threads
+            return { units in
+                var rows = 0
+                try bagIDs.withUnsafeBufferPointer { bagIDs in
+                    try bagOffsets.withUnsafeBufferPointer { offsets in
+                        try out.withUnsafeMutableBufferPointer { out in
+                            for _ in 0..<units {
+                                let j = next % bagBatches
+                                next += 1
+                                let slice = UnsafeBufferPointer(rebasing: offsets[j * bagBatch...(j + 1) * bagBatch])
+                                try reader.lookupPooled(handle, ids: bagIDs, offsets: slice, into: out)
+                                rows += slice[slice.count - 1] - slice[0]
+                            }
+                        }
+                    }
+                }
+                return rows
+            }
+        }) { $1 }
+        pooled.merge(["workload": "pooled", "batch": bagBatch, "threads": threads]) { $1 }
+        if threads > 1 { pooled["variant"] = "threads=\(threads)" }
+        try Self.emit(pooled)
+    }
+}
