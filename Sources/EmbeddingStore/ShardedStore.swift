@@ -56,9 +56,16 @@ public final class ShardedStore: Sendable {
     /// Every row of `table` from every shard, in ascending id order, decoded.
     public func export(_ table: ShardedTable) throws -> (ids: [UInt64], values: [Float]) {
         var parts: [(ids: [UInt64], values: [Float])] = []
-        for (shard, handle) in zip(shards, table.handles) {
+        for (i, (shard, handle)) in zip(shards, table.handles).enumerated() {
             guard let handle else { continue }
-            parts.append(try shard.export(handle))
+            var (ids, values) = try shard.export(handle)
+            if manifest.shards[i].builtFor.map({ $0 != shardCount }) ?? false {   // leave out its stale rows
+                let d = table.dimension
+                let live = ids.indices.filter { ShardRule.shard(of: ids[$0], shardCount: shardCount) == i }
+                values = live.flatMap { values[$0 * d..<($0 + 1) * d] }
+                ids = live.map { ids[$0] }
+            }
+            parts.append((ids, values))
         }
         let d = table.dimension
         var order: [(id: UInt64, part: Int, row: Int)] = []
@@ -79,8 +86,9 @@ public final class ShardedStore: Sendable {
     }
 
     /// Checks every shard (`Store.verify`), that each shard's `data.mdb` matches the manifest's
-    /// checksum and length, that each row lies in the shard its id hashes to, and that the rows
-    /// per table are the manifest's. Problems name the shard.
+    /// checksum and length, that each row lies in the shard its id hashes to (or, in a shard a
+    /// grow left behind, hashed to when it was built), and that the live rows per table are the
+    /// manifest's. Problems name the shard.
     public func verify(checksums: Bool = true) throws -> [String] {
         var problems: [String] = []
         for (i, (shard, entry)) in zip(shards, manifest.shards).enumerated() {
@@ -93,16 +101,23 @@ public final class ShardedStore: Sendable {
                     problems.append("\(name): \(file) has \(checksum) over \(bytes) bytes; the manifest says \(entry.checksum) over \(entry.bytes)")
                 }
             }
+            // Rows are live where their id hashes to this shard; a row that hashes elsewhere is
+            // stale when it hashed here for the count the file was built for (a grow moved it),
+            // and misfiled otherwise.
+            let builtFor = entry.builtFor ?? shardCount
             for tableName in tableNames {
-                let rows: Int
+                var rows = 0, misfiled: UInt64?
                 if let handle = try? shard.table(tableName) {
-                    let ids = try shard.export(handle).ids
-                    rows = ids.count
-                    if let stray = ids.first(where: { ShardRule.shard(of: $0, shardCount: shardCount) != i }) {
-                        problems.append("\(name): table '\(tableName)' holds id \(stray), which belongs to shard \(ShardRule.shard(of: stray, shardCount: shardCount))")
+                    for id in try shard.export(handle).ids {
+                        if ShardRule.shard(of: id, shardCount: shardCount) == i {
+                            rows += 1
+                        } else if misfiled == nil && ShardRule.shard(of: id, shardCount: builtFor) != i {
+                            misfiled = id
+                        }
                     }
-                } else {
-                    rows = 0
+                }
+                if let id = misfiled {
+                    problems.append("\(name): table '\(tableName)' holds id \(id), which belongs to shard \(ShardRule.shard(of: id, shardCount: shardCount))")
                 }
                 let expected = entry.rows[tableName] ?? 0
                 if rows != expected {

@@ -57,12 +57,22 @@ public struct ShardManifest: Codable, Sendable, Equatable {
         public var checksum: String
         /// Bytes of that `data.mdb`.
         public var bytes: Int
+        /// The shard count the shard's file was built for (nil: the manifest's). After a grow,
+        /// the rows of an older shard that now hash to a newer one are stale: still in the
+        /// file, no longer routed to.
+        public var builtFor: Int?
 
-        public init(path: String, rows: [String: Int], checksum: String, bytes: Int) {
+        public init(path: String, rows: [String: Int], checksum: String, bytes: Int, builtFor: Int? = nil) {
             self.path = path
             self.rows = rows
             self.checksum = checksum
             self.bytes = bytes
+            self.builtFor = builtFor
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case path, rows, checksum, bytes
+            case builtFor = "built_for"
         }
     }
 
@@ -125,6 +135,11 @@ public struct ShardManifest: Codable, Sendable, Equatable {
             }
             guard shard.checksum.hasPrefix("crc32:"), shard.checksum.count == 14, UInt32(shard.checksum.dropFirst(6), radix: 16) != nil else {
                 throw bad("shard \(i)'s checksum '\(shard.checksum)' is not crc32: and 8 hex digits")
+            }
+        }
+        for (i, shard) in manifest.shards.enumerated() {
+            if let builtFor = shard.builtFor, !(i < builtFor && builtFor <= manifest.shards.count) {
+                throw bad("shard \(i)'s built_for \(builtFor) is not a shard count between \(i + 1) and \(manifest.shards.count)")
             }
         }
         for (name, table) in manifest.tables where table.dimension <= 0 {

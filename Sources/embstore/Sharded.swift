@@ -188,3 +188,28 @@ extension Bench {
         try Self.emit(pooled)
     }
 }
+
+struct GrowShards: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "grow-shards",
+        abstract: "Grow a sharded store to more shards: build the new shards from the rows that move to them, then write the manifest.",
+        discussion: """
+            By the rule (FORMAT.md, "Sharded stores") about (M − N) / M of the rows move, each from \
+            an old shard to a new one; their records are copied as they are, so every lookup gives \
+            what it gave before. The old shards' files are left as they were: the moved rows stay \
+            in them, stale, never routed to. Processes that have the sharded store open see the new \
+            shards when they open it again.
+            """)
+
+    @Argument(help: "The sharded store's directory.") var store: String
+    @Option(help: "The shard count to grow to.") var to: Int
+
+    func run() throws {
+        let report = try ShardedStore.grow(store, to: to)
+        let moved = report.movedRows.values.reduce(0, +)
+        print("grew \(store) from \(report.shardsBefore) to \(report.shardsAfter) shards: \(moved) of \(report.totalRows) rows moved"
+              + String(format: " (%.1f%%)", 100 * Double(moved) / Double(max(report.totalRows, 1)))
+              + String(format: " in %.2f s; ", report.seconds)
+              + report.movedRows.sorted { $0.key < $1.key }.map { "table '\($0.key)' \($0.value)" }.joined(separator: ", "))
+    }
+}

@@ -113,6 +113,42 @@ import Testing
         let directory = TemporaryDirectory()
         let (single, sharded) = try Self.makeStores(directory, shardCount: shardCount)
         #expect(try sharded.verify().isEmpty)
+        try Self.expectSameLookups(single, sharded)
+    }
+
+    /// Growing 8 shards to 12 copies about a third of the rows, each to a new shard, leaves the
+    /// old shards' files as they were, and every lookup gives what it gave before.
+    @Test func growingFrom8To12ShardsMovesAThirdAndChangesNoLookup() throws {
+        let directory = TemporaryDirectory()
+        let (single, before) = try Self.makeStores(directory, shardCount: 8)
+        let root = before.path
+        let oldChecksums = before.manifest.shards.map(\.checksum)
+        let report = try ShardedStore.grow(root, to: 12)
+        #expect(report.shardsBefore == 8 && report.shardsAfter == 12)
+        let moved = report.movedRows.values.reduce(0, +)
+        #expect(abs(Double(moved) / Double(report.totalRows) - 1.0 / 3.0) < 0.04, "\(moved) of \(report.totalRows) moved")
+        let after = try ShardedStore(path: root)
+        #expect(after.shardCount == 12 && after.manifest.generation == 2)
+        #expect(after.manifest.shards.prefix(8).map(\.checksum) == oldChecksums)
+        #expect(after.manifest.shards.prefix(8).allSatisfy { $0.builtFor == 8 } && after.manifest.shards.suffix(4).allSatisfy { $0.builtFor == 12 })
+        for name in ["items", "users"] {
+            let rows = after.manifest.shards.reduce(0) { $0 + ($1.rows[name] ?? 0) }
+            #expect(rows == (try single.export(try single.table(name)).ids.count), "\(name)")
+            // Every row in a new shard came from an old one and hashes to it now.
+            for s in 8..<12 {
+                let ids = try after.shards[s].export(try after.shards[s].table(name)).ids
+                #expect(ids.allSatisfy { ShardRule.shard(of: $0, shardCount: 12) == s && ShardRule.shard(of: $0, shardCount: 8) < 8 })
+            }
+        }
+        #expect(try after.verify() == [])
+        try Self.expectSameLookups(single, after)
+        #expect(throws: StoreError.self) { try ShardedStore.grow(root, to: 12) }
+        #expect(!FileManager.default.fileExists(atPath: root + "/.building"))
+    }
+
+    /// Batched, pooled (sum and mean, weighted or not) and multi-table lookups, and exports,
+    /// through `sharded` equal `single`'s bit for bit.
+    static func expectSameLookups(_ single: Store, _ sharded: ShardedStore) throws {
         let reader = try single.makeReader(), router = try sharded.makeReader()
         for name in ["items", "users"] {
             let table = try single.table(name), shardedTable = try sharded.table(name)
@@ -203,7 +239,11 @@ import Testing
         var stray: UInt64 = 1
         while ShardRule.shard(of: stray, shardCount: 3) == 0 { stray += 1 }
         let users = try sharded.shards[0].table("users")
-        try sharded.shards[0].write { batch in try batch.put(users, id: stray, vector: [Float](repeating: 1, count: 8), codec: .fp32) }
+        let firstUser = try sharded.shards[0].export(users).ids[0]
+        try sharded.shards[0].write { batch in
+            try batch.put(users, id: stray, vector: [Float](repeating: 1, count: 8), codec: .fp32)
+            _ = try batch.delete(users, id: firstUser)   // one live row fewer than the manifest says
+        }
         try sharded.shards[0].sync()
         let problems = try sharded.verify()
         #expect(problems.contains { $0.hasPrefix("shard 0 (shard-0)") && $0.contains("holds id \(stray)") }, "\(problems)")

@@ -1,0 +1,150 @@
+import EmbeddingCodecs
+import Foundation
+
+/// What `ShardedStore.grow` did.
+public struct ShardGrowReport: Sendable {
+    public let shardsBefore: Int
+    public let shardsAfter: Int
+    /// Rows copied into the new shards, per table.
+    public let movedRows: [String: Int]
+    /// Rows of every table before.
+    public let totalRows: Int
+    public let seconds: Double
+}
+
+extension ShardedStore {
+    /// Grows the sharded store at `path` from its N shards to `newCount`: builds shards
+    /// N ..< newCount from the rows that move to them (by the rule, about (newCount − N) /
+    /// newCount of them, every one from an old shard to a new one), each record copied byte for
+    /// byte, so that every lookup gives what it gave before. Each new shard is built and verified
+    /// beside its final directory and renamed in; the manifest is then written atomically. The
+    /// old shards' files are not touched: the moved rows stay in them as stale rows that the
+    /// rule no longer routes to (FORMAT.md, "Sharded stores"), until a rebuild of the shard.
+    ///
+    /// Records of codecs with table parameters (tc, reduced, bucket) are refused: their
+    /// parameters would have to move with them.
+    public static func grow(_ path: String, to newCount: Int) throws -> ShardGrowReport {
+        let started = Date()
+        let manifest = try ShardManifest.read(from: path)
+        let oldCount = manifest.shards.count
+        guard newCount > oldCount else {
+            throw StoreError.invalidArgument("the sharded store at \(path) has \(oldCount) shards; growing needs more than that, not \(newCount)")
+        }
+        var options = Store.Options()
+        options.readOnly = true
+        let old = try ShardedStore(path: path, options: options)
+        let building = (path as NSString).appendingPathComponent(".building")
+        try FileManager.default.createDirectory(atPath: building, withIntermediateDirectories: true)
+        var entries = manifest.shards
+        // The old shards' live rows now: those that stay.
+        var moved: [String: Int] = [:]
+        var totalRows = 0
+        for (i, entry) in entries.enumerated() {
+            if entries[i].builtFor == nil { entries[i].builtFor = oldCount }
+            for (table, rows) in entry.rows { totalRows += rows; entries[i].rows[table] = rows }
+        }
+        for s in oldCount..<newCount {
+            let name = String(format: "shard-%04d", s)
+            let staging = (building as NSString).appendingPathComponent("\(name).\(getpid())")
+            try? FileManager.default.removeItem(atPath: staging)
+            var rows: [String: Int] = [:]
+            do {
+                let shard = try Store(path: staging)
+                for tableName in old.tableNames {
+                    let table = try old.table(tableName)
+                    let copied = try copyMovedRows(of: table, from: old, toShard: s, of: newCount, into: shard)
+                    rows[tableName] = copied.count
+                    moved[tableName, default: 0] += copied.count
+                    for (o, count) in copied.perOldShard { entries[o].rows[tableName, default: 0] -= count }
+                }
+                let problems = try shard.verify().problems
+                guard problems.isEmpty else {
+                    throw StoreError.corruptStore(path: staging, reason: "the new shard does not verify: \(problems.prefix(3).joined(separator: "; "))")
+                }
+                try shard.sync()
+            }
+            let (checksum, bytes) = try shardFileChecksum(path: (staging as NSString).appendingPathComponent("data.mdb"))
+            let final = (path as NSString).appendingPathComponent(name)
+            try? FileManager.default.removeItem(atPath: final)   // a grow that died after building it
+            guard rename(staging, final) == 0 else { throw StoreError.fileSystem(path: final, operation: "rename onto", code: errno) }
+            entries.append(ShardManifest.Shard(path: name, rows: rows, checksum: checksum, bytes: bytes, builtFor: newCount))
+        }
+        var next = manifest
+        next.shards = entries
+        next.generation += 1
+        try next.write(to: path)
+        try? FileManager.default.removeItem(atPath: building)
+        return ShardGrowReport(shardsBefore: oldCount, shardsAfter: newCount, movedRows: moved, totalRows: totalRows,
+                               seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Copies the live rows of `table` that move to shard `target` of `newCount` from every old
+    /// shard into `destination`, records as they are (one new segment). Returns how many, in all
+    /// and per old shard.
+    private static func copyMovedRows(of table: ShardedTable, from old: ShardedStore, toShard target: Int, of newCount: Int,
+                                      into destination: Store) throws -> (count: Int, perOldShard: [Int: Int]) {
+        var ids: [UInt64] = []
+        var bytes: [UInt8] = []
+        var starts: [Int] = [0]
+        var perOldShard: [Int: Int] = [:]
+        var formatVersion: UInt32 = 1
+        for (o, (shard, handle)) in zip(old.shards, table.handles).enumerated() {
+            guard let handle else { continue }
+            try shard.environment.read { txn in
+                try shard.forEachLiveRow(handle, in: txn) { id, record in
+                    guard ShardRule.shard(of: id, shardCount: old.shardCount) == o,   // a live row of this shard
+                          ShardRule.shard(of: id, shardCount: newCount) == target else { return }
+                    guard let tag = record.first, let codec = RowCodecs.codec(tag: tag) else {
+                        throw StoreError.corruptRecord(table: table.name, id: id, reason: "a record of \(record.count) bytes with an unknown tag")
+                    }
+                    guard codec.canStoreBucketRows else {
+                        throw StoreError.invalidArgument("id \(id) of table '\(table.name)' in shard \(o) is a \(codec.name) record, which points at the table's parameters; growing a sharded store copies only records without parameters (\(RowCodecs.bucketRowCodecNames))")
+                    }
+                    formatVersion = max(formatVersion, codec.formatVersion)
+                    ids.append(id)
+                    bytes.append(contentsOf: record)
+                    starts.append(bytes.count)
+                    perOldShard[o, default: 0] += 1
+                }
+            }
+        }
+        guard !ids.isEmpty else {
+            _ = try destination.createOrAdoptTable(table.name, dimension: table.dimension)
+            return (0, perOldShard)
+        }
+        let order = try Store.sortedOrder(ids)
+        let records = RecordsInMemory(bytes: bytes, starts: starts)
+        let summary = PolicySummary(policy: "records copied from shards by a grow", shares: [])
+        try destination.writingInto(nil, table.name, dimension: table.dimension) { handle in
+            try destination.writeRows(handle, ids: ids, order: order, records: records, formatVersion: formatVersion, summary: summary,
+                                      options: LoadOptions())
+        }
+        return (ids.count, perOldShard)
+    }
+}
+
+/// Records held in memory, record i at `bytes[starts[i] ..< starts[i + 1]]`, for a load.
+private final class RecordsInMemory: LoadRecords {
+    let bytes: [UInt8]
+    let starts: [Int]
+    let maximumRecordSize: Int
+
+    init(bytes: [UInt8], starts: [Int]) {
+        self.bytes = bytes
+        self.starts = starts
+        maximumRecordSize = zip(starts.dropFirst(), starts).map { $0 - $1 }.max() ?? 1
+    }
+
+    func make(_ positions: ArraySlice<Int>, into records: UnsafeMutableRawBufferPointer, sizes: UnsafeMutableBufferPointer<Int>) throws {
+        bytes.withUnsafeBytes { source in
+            for (r, i) in positions.enumerated() {
+                let size = starts[i + 1] - starts[i]
+                UnsafeMutableRawBufferPointer(rebasing: records[r * maximumRecordSize..<r * maximumRecordSize + size])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[starts[i]..<starts[i + 1]]))
+                sizes[r] = size
+            }
+        }
+    }
+
+    func release() {}
+}
