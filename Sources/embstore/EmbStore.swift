@@ -138,11 +138,18 @@ struct Get: ParsableCommand {
                 try found.withUnsafeMutableBufferPointer { _ = try reader.lookup(handle, ids: ids, into: out, found: $0) }
             }
         }
+        try printRows(out: out, found: found, dimension: d) { id in
+            if why, let provenance = try store.provenance(handle, id: id) { print("  codec " + provenance.reason) }
+        }
+    }
+
+    /// One line per id: its values, or "not found" (then exit status 1); `after(id)` after a found row's line.
+    func printRows(out: [Float], found: [Bool], dimension d: Int, after: (UInt64) throws -> Void = { _ in }) throws {
         var missing = 0
         for (i, id) in ids.enumerated() {
             if found[i] {
                 print("\(id): " + out[i * d..<(i + 1) * d].map { "\($0)" }.joined(separator: " "))
-                if why, let provenance = try store.provenance(handle, id: id) { print("  codec " + provenance.reason) }
+                try after(id)
             } else {
                 print("\(id): not found")
                 missing += 1

@@ -25,16 +25,12 @@ extension Get {
                 try found.withUnsafeMutableBufferPointer { _ = try reader.lookup(handle, ids: ids, into: out, found: $0) }
             }
         }
-        var missing = 0
-        for (i, id) in ids.enumerated() {
-            if found[i] {
-                print("\(id): " + out[i * d..<(i + 1) * d].map { "\($0)" }.joined(separator: " "))
-            } else {
-                print("\(id): not found")
-                missing += 1
+        try printRows(out: out, found: found, dimension: d) { id in
+            let shard = ShardRule.shard(of: id, shardCount: store.shardCount)
+            if why, let table = handle.handles[shard], let provenance = try store.shards[shard].provenance(table, id: id) {
+                print("  codec " + provenance.reason + " (shard \(shard))")
             }
         }
-        if missing > 0 { throw ExitCode(1) }
     }
 }
 
