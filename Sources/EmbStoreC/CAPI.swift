@@ -78,6 +78,34 @@ private func object<T: AnyObject>(_ handle: OpaquePointer?, _ name: String) thro
     return typed
 }
 
+/// A table of a sharded store behind a handle (`ShardedTable` is a value).
+private final class ShardedTableHandle {
+    let table: ShardedTable
+    init(_ table: ShardedTable) { self.table = table }
+}
+
+/// What a store handle names: a store, or a sharded store (read through its router).
+private enum StoreObject {
+    case single(Store)
+    case sharded(ShardedStore)
+}
+
+private func storeObject(_ handle: OpaquePointer?) throws -> StoreObject {
+    let value: AnyObject = try object(handle, "store")
+    if let store = value as? Store { return .single(store) }
+    if let sharded = value as? ShardedStore { return .sharded(sharded) }
+    throw APIError.invalid("store is a handle of another kind (\(type(of: value)))")
+}
+
+/// A store handle for a write: a sharded store's is refused (its shards are stores to write).
+private func writableStore(_ handle: OpaquePointer?) throws -> Store {
+    switch try storeObject(handle) {
+    case .single(let store): return store
+    case .sharded(let sharded):
+        throw APIError(status: EMBSTORE_ERR_READ_ONLY, description: "\(sharded.path) is a sharded store, read through its router: write to its shards (each a store) or rebuild it with tools/shard_build.py")
+    }
+}
+
 private func handle(_ object: AnyObject) -> OpaquePointer {
     OpaquePointer(Unmanaged.passRetained(object).toOpaque())
 }
@@ -110,6 +138,13 @@ public func embstoreOpen(_ path: UnsafePointer<CChar>?, _ flags: UInt32, _ out: 
         out.pointee = nil
         let path = try string(path, "path")
         let readOnly = flags & EMBSTORE_OPEN_READ_ONLY != 0
+        if ShardManifest.exists(in: path) {
+            // A sharded store: lookups through its router; writes go to its shards, one by one.
+            var options = Store.Options()
+            options.readOnly = true
+            out.pointee = handle(try ShardedStore(path: path, options: options))
+            return
+        }
         if flags & EMBSTORE_OPEN_CREATE == 0 || readOnly {
             let fileManager = FileManager.default
             guard fileManager.fileExists(atPath: path + "/data.mdb") || fileManager.fileExists(atPath: path + "/CURRENT") else {
@@ -131,7 +166,10 @@ public func embstoreClose(_ store: OpaquePointer?) {
 @_cdecl("embstore_refresh")
 public func embstoreRefresh(_ store: OpaquePointer?, _ moved: UnsafeMutablePointer<Int32>?) -> Int32 {
     status {
-        let store: Store = try object(store, "store")
+        guard case .single(let store) = try storeObject(store) else {
+            moved?.pointee = 0   // a sharded store's manifest is read when it is opened
+            return
+        }
         let didMove = try store.refresh()
         moved?.pointee = didMove ? 1 : 0
     }
@@ -140,9 +178,11 @@ public func embstoreRefresh(_ store: OpaquePointer?, _ moved: UnsafeMutablePoint
 @_cdecl("embstore_table_names")
 public func embstoreTableNames(_ store: OpaquePointer?, _ names: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     status {
-        let store: Store = try object(store, "store")
         let names = try required(names, "names")
-        give(try store.tableNames().joined(separator: "\n"), to: names)
+        switch try storeObject(store) {
+        case .single(let store): give(try store.tableNames().joined(separator: "\n"), to: names)
+        case .sharded(let sharded): give(sharded.tableNames.joined(separator: "\n"), to: names)
+        }
     }
 }
 
@@ -150,7 +190,7 @@ public func embstoreTableNames(_ store: OpaquePointer?, _ names: UnsafeMutablePo
 public func embstoreStatsJSON(_ store: OpaquePointer?, _ table: UnsafePointer<CChar>?,
                               _ json: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     status {
-        let store: Store = try object(store, "store")
+        let store = try writableStore(store)   // (statistics are a store's; a shard's are its own)
         let json = try required(json, "json")
         let names = try table.map { [String(cString: $0)] } ?? store.tableNames()
         let tables = try names.map { try store.storageStatistics(store.table($0)) }
@@ -163,10 +203,12 @@ public func embstoreStatsJSON(_ store: OpaquePointer?, _ table: UnsafePointer<CC
 @_cdecl("embstore_table_open")
 public func embstoreTableOpen(_ store: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     status {
-        let store: Store = try object(store, "store")
         let out = try required(out, "table")
         out.pointee = nil
-        out.pointee = handle(try store.table(try string(name, "name")))
+        switch try storeObject(store) {
+        case .single(let store): out.pointee = handle(try store.table(try string(name, "name")))
+        case .sharded(let sharded): out.pointee = handle(ShardedTableHandle(try sharded.table(try string(name, "name"))))
+        }
     }
 }
 
@@ -174,7 +216,7 @@ public func embstoreTableOpen(_ store: OpaquePointer?, _ name: UnsafePointer<CCh
 public func embstoreCreateTable(_ store: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ dimension: Int,
                                 _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     status {
-        let store: Store = try object(store, "store")
+        let store = try writableStore(store)
         out?.pointee = nil
         let table = try store.createTable(try string(name, "name"), dimension: dimension)
         out?.pointee = handle(table)
@@ -184,7 +226,7 @@ public func embstoreCreateTable(_ store: OpaquePointer?, _ name: UnsafePointer<C
 @_cdecl("embstore_drop_table")
 public func embstoreDropTable(_ store: OpaquePointer?, _ name: UnsafePointer<CChar>?) -> Int32 {
     status {
-        let store: Store = try object(store, "store")
+        let store = try writableStore(store)
         try store.dropTable(try string(name, "name"))
     }
 }
@@ -196,7 +238,7 @@ public func embstoreTableRelease(_ table: OpaquePointer?) {
 
 @_cdecl("embstore_table_dimension")
 public func embstoreTableDimension(_ table: OpaquePointer?) -> Int {
-    (try? object(table, "table") as Table)?.dimension ?? 0
+    (try? object(table, "table") as Table)?.dimension ?? (try? object(table, "table") as ShardedTableHandle)?.table.dimension ?? 0
 }
 
 // MARK: - Lookups
@@ -204,10 +246,12 @@ public func embstoreTableDimension(_ table: OpaquePointer?) -> Int {
 @_cdecl("embstore_reader_open")
 public func embstoreReaderOpen(_ store: OpaquePointer?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     status {
-        let store: Store = try object(store, "store")
         let out = try required(out, "reader")
         out.pointee = nil
-        out.pointee = handle(try store.makeReader())
+        switch try storeObject(store) {
+        case .single(let store): out.pointee = handle(try store.makeReader())
+        case .sharded(let sharded): out.pointee = handle(try sharded.makeReader())
+        }
     }
 }
 
@@ -254,6 +298,25 @@ public func embstoreLookup(_ reader: OpaquePointer?, _ table: OpaquePointer?, _ 
                            _ out: UnsafeMutablePointer<Float>?, _ found: UnsafeMutablePointer<UInt8>?, _ missing: Int32,
                            _ foundCount: UnsafeMutablePointer<Int>?) -> Int32 {
     status {
+        let readerObject: AnyObject = try object(reader, "reader")
+        if let router = readerObject as? ShardedReader {
+            let table = (try object(table, "table") as ShardedTableHandle).table
+            let ids = try buffer(ids, count, "ids")
+            let out = try mutableBuffer(out, count * table.dimension, "out")
+            let mode = try missingMode(missing)
+            if found != nil, mode != .zeros {
+                throw APIError.invalid("a found mask is for EMBSTORE_MISSING_ZEROS; with EMBSTORE_MISSING_ERROR every row is found or the call fails")
+            }
+            // (Not `foundCount?.pointee = try …`: optional chaining would skip the call when
+            // found_count is NULL.)
+            let rows = try found.map { found in
+                try found.withMemoryRebound(to: Bool.self, capacity: count) {
+                    try router.lookup(table, ids: ids, into: out, found: UnsafeMutableBufferPointer(start: $0, count: count))
+                }
+            } ?? router.lookup(table, ids: ids, into: out, missing: mode)
+            foundCount?.pointee = rows
+            return
+        }
         let reader: Reader = try object(reader, "reader")
         let table: Table = try object(table, "table")
         let ids = try buffer(ids, count, "ids")
@@ -279,6 +342,15 @@ public func embstoreLookupPooled(_ reader: OpaquePointer?, _ table: OpaquePointe
                                  _ pooling: Int32, _ out: UnsafeMutablePointer<Float>?, _ missing: Int32,
                                  _ foundCount: UnsafeMutablePointer<Int>?) -> Int32 {
     status {
+        if let router = (try object(reader, "reader") as AnyObject) as? ShardedReader {
+            let table = (try object(table, "table") as ShardedTableHandle).table
+            let rows = try router.lookupPooled(
+                table, ids: try buffer(ids, idCount, "ids"), offsets: try offsetBuffer(offsets, bagCount + 1),
+                weights: try weights.map { try buffer($0, idCount, "weights") }, pooling: try poolingMode(pooling),
+                into: try mutableBuffer(out, bagCount * table.dimension, "out"), missing: try missingMode(missing))
+            foundCount?.pointee = rows
+            return
+        }
         let reader: Reader = try object(reader, "reader")
         let table: Table = try object(table, "table")
         let rows = try reader.lookupPooled(
@@ -294,6 +366,23 @@ public func embstoreLookupMulti(_ reader: OpaquePointer?, _ features: UnsafePoin
                                 _ batchSize: Int, _ out: UnsafeMutablePointer<Float>?, _ missing: Int32,
                                 _ foundCount: UnsafeMutablePointer<Int>?) -> Int32 {
     status {
+        if let router = (try object(reader, "reader") as AnyObject) as? ShardedReader {
+            var request: [ShardedFeature] = []
+            var width = 0
+            for (f, feature) in try buffer(features, featureCount, "features").enumerated() {
+                let table = (try object(feature.table, "features[\(f)].table") as ShardedTableHandle).table
+                request.append(ShardedFeature(
+                    table: table, ids: try buffer(feature.ids, feature.id_count, "features[\(f)].ids"),
+                    offsets: try offsetBuffer(feature.offsets, batchSize + 1),
+                    weights: try feature.weights.map { try buffer($0, feature.id_count, "features[\(f)].weights") },
+                    pooling: try poolingMode(feature.pooling)))
+                width += table.dimension
+            }
+            let rows = try router.lookupPooled(request, batchSize: batchSize, into: try mutableBuffer(out, batchSize * width, "out"),
+                                               missing: try missingMode(missing))
+            foundCount?.pointee = rows
+            return
+        }
         let reader: Reader = try object(reader, "reader")
         var request: [PooledFeature] = []
         request.reserveCapacity(featureCount)
@@ -319,7 +408,7 @@ public func embstoreLookupMulti(_ reader: OpaquePointer?, _ features: UnsafePoin
 public func embstorePut(_ store: OpaquePointer?, _ table: OpaquePointer?, _ id: UInt64, _ vector: UnsafePointer<Float>?, _ dimension: Int,
                         _ codec: UnsafePointer<CChar>?) -> Int32 {
     status {
-        let store: Store = try object(store, "store")
+        let store = try writableStore(store)
         let table: Table = try object(table, "table")
         guard dimension == table.dimension else {
             throw StoreError.dimensionMismatch(table: table.name, expected: table.dimension, actual: dimension)
@@ -333,9 +422,12 @@ public func embstorePut(_ store: OpaquePointer?, _ table: OpaquePointer?, _ id: 
 @_cdecl("embstore_delete")
 public func embstoreDelete(_ store: OpaquePointer?, _ table: OpaquePointer?, _ id: UInt64, _ existed: UnsafeMutablePointer<Int32>?) -> Int32 {
     status {
-        let store: Store = try object(store, "store")
+        let store = try writableStore(store)
         let table: Table = try object(table, "table")
-        existed?.pointee = try store.delete(table, id: id) ? 1 : 0
+        // Deleted first, then reported: `existed?.pointee = try store.delete(…)` skipped the delete
+        // itself when existed was NULL (optional chaining does not evaluate the right-hand side).
+        let deleted = try store.delete(table, id: id)
+        existed?.pointee = deleted ? 1 : 0
     }
 }
 
@@ -359,7 +451,7 @@ public func embstoreIngest(_ store: OpaquePointer?, _ table: UnsafePointer<CChar
                            _ dimension: Int, _ ids: UnsafePointer<UInt64>?, _ counts: UnsafePointer<Double>?, _ policyText: UnsafePointer<CChar>?,
                            _ report: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     status {
-        let store: Store = try object(store, "store")
+        let store = try writableStore(store)
         let name = try string(table, "table")
         guard count >= 0, dimension >= 1 else { throw APIError.invalid("count \(count) and dimension \(dimension): a count of 0 or more rows of dimension 1 or more") }
         let (product, overflow) = count.multipliedReportingOverflow(by: dimension)

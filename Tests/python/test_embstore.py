@@ -274,3 +274,71 @@ def test_direct_and_converted_arguments_give_the_same_rows(fp32_store):
         table.lookup(ids)
     with pytest.raises(embstore.EmbstoreError, match="closed|released"):
         table.lookup_pooled(ids, offsets, include_last_offset=True)
+
+
+def _shard_rule():
+    """tools/shard_build.py's NumPy version of the sharding rule."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "shard_build.py")
+    spec = importlib.util.spec_from_file_location("shard_build", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.shard_of, module.crc32_of
+
+
+def test_a_sharded_store_reads_as_one_store(tmp_path):
+    """Three shards and their manifest, made by hand from the rule, opened with embstore.open:
+    lookups, pooled and multi-table requests equal one store's holding the same rows, and
+    writes are refused."""
+    import json
+    shard_of, crc32_of = _shard_rule()
+    rng = np.random.default_rng(4)
+    ids = rng.choice(2 ** 40, size=900, replace=False).astype(np.uint64)
+    x = rows(900, 8, seed=5)
+    single = str(tmp_path / "single")
+    embstore.ingest(single, "t", x, ids=ids, codec="int8")
+    root = tmp_path / "sharded"
+    root.mkdir()
+    owner = shard_of(ids, 3)
+    shards = []
+    for s in range(3):
+        path = root / f"shard-{s}"
+        mine = owner == s
+        embstore.ingest(str(path), "t", x[mine], ids=ids[mine], codec="int8")
+        checksum, size = crc32_of(str(path / "data.mdb"))
+        shards.append({"path": f"shard-{s}", "rows": {"t": int(mine.sum())}, "checksum": checksum, "bytes": size})
+    manifest = {"format": "embstore-shards", "version": 1, "hash": "jump-splitmix64", "generation": 1,
+                "tables": {"t": {"dimension": 8, "policy": "int8"}}, "shards": shards}
+    (root / "shards.json").write_text(json.dumps(manifest))
+    with embstore.open(single) as one, embstore.open(str(root)) as sharded:
+        assert sharded.tables() == ["t"]
+        a, b = one.table("t"), sharded.table("t")
+        assert b.dimension == 8
+        query = np.concatenate([ids[rng.integers(0, 900, 300)], np.array([7, 8], dtype=np.uint64)])
+        got, found = b.lookup(query, return_found=True)
+        np.testing.assert_array_equal(got, a.lookup(query))
+        assert found.tolist() == [True] * 300 + [False, False]
+        offsets = np.array([0, 3, 3, 50, 120, 302], dtype=np.int64)
+        weights = rng.standard_normal(query.size).astype(np.float32)
+        for mode in ("sum", "mean"):
+            np.testing.assert_array_equal(b.lookup_pooled(query, offsets, weights=weights, mode=mode, include_last_offset=True),
+                                          a.lookup_pooled(query, offsets, weights=weights, mode=mode, include_last_offset=True))
+        features = [embstore.Feature("t", query[:40], lengths=[10, 20, 10]), embstore.Feature("t", query[40:43], lengths=[1, 1, 1], mode="mean")]
+        np.testing.assert_array_equal(sharded.lookup_multi(features), one.lookup_multi(features))
+        with pytest.raises(embstore.NotFoundError, match="7"):
+            b.lookup(np.array([7], dtype=np.uint64), missing="error")
+        with pytest.raises(embstore.EmbstoreError, match="sharded store"):
+            b.put(1, np.zeros(8, np.float32))
+        with pytest.raises(embstore.EmbstoreError, match="sharded store"):
+            embstore.ingest(str(root), "u", x[:2])
+
+
+def test_a_delete_without_an_existed_flag_deletes(fp32_store):
+    """embstore_delete with existed NULL (a C caller that does not ask) still deletes the row."""
+    store, x = fp32_store
+    table = store.table("t")
+    ffi, lib = embstore._ffi, embstore._lib
+    assert lib.embstore_delete(store._pointer, table._pointer, 3, ffi.NULL) == 0
+    rows_, found = table.lookup([3, 4], return_found=True)
+    assert found.tolist() == [False, True]
+    assert table.delete(3) is False and table.delete(4) is True

@@ -67,6 +67,10 @@ void embstore_free_string(char *string);
 #define EMBSTORE_OPEN_READ_ONLY 1u   /* no writes; also opens a store in a read-only directory */
 #define EMBSTORE_OPEN_CREATE 2u      /* create the store when the directory does not hold one */
 
+/* A directory holding shards.json is a sharded store (FORMAT.md, "Sharded stores"): it opens
+   read-only, its tables, readers and lookups go through the router (the same calls, the same
+   results as one store holding the rows), and writes, statistics and table changes fail with
+   EMBSTORE_ERR_READ_ONLY (write to its shards, each a store). */
 int embstore_open(const char *path, uint32_t flags, embstore_store **store);
 void embstore_close(embstore_store *store);
 /* Moves the store to its newest generation if a swap happened (lookups also do it by
