@@ -1,3 +1,4 @@
+import EmbeddingStore
 import Foundation
 import Testing
 
@@ -56,6 +57,7 @@ import Testing
                 #expect(try Data(contentsOf: gotIDs) == Data(contentsOf: expectedIDs), "\(name): ids differ")
                 let info = try embstoreOK("info", out).stdout
                 #expect(info.contains("8 shard(s)") && info.contains("200000 rows"), "\(info)")
+                try Self.expectSameLookups(single: single, sharded: out)
                 guard name == "plain" else { continue }
                 // Growing the Ray-built store to 12 shards moves about a third of the rows, and
                 // the store reads as before.
@@ -67,6 +69,38 @@ import Testing
                 try embstoreOK("export", out, "--table", "t", "--out", grown.path)
                 #expect(try Data(contentsOf: grown) == Data(contentsOf: expected), "rows changed by the grow")
             }
+        }
+    }
+
+    /// Batched lookups (with missing ids) and pooled ones (sum and mean, weighted) through the
+    /// sharded store equal the single store's, bit for bit.
+    static func expectSameLookups(single: String, sharded: String) throws {
+        var options = Store.Options()
+        options.readOnly = true
+        let one = try Store(path: single, options: options), many = try ShardedStore(path: sharded, options: options)
+        let table = try one.table("t"), shardedTable = try many.table("t")
+        let reader = try one.makeReader(), router = try many.makeReader()
+        let stored = try one.export(table).ids
+        var state: UInt64 = 99
+        let ids = (0..<5_000).map { i -> UInt64 in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return i % 10 == 0 ? state >> 20 : stored[Int(state >> 33) % stored.count]
+        }
+        var a = [Float](repeating: .nan, count: ids.count * 16), b = a
+        try ids.withUnsafeBufferPointer { ids in
+            try a.withUnsafeMutableBufferPointer { _ = try reader.lookup(table, ids: ids, into: $0) }
+            try b.withUnsafeMutableBufferPointer { _ = try router.lookup(shardedTable, ids: ids, into: $0) }
+        }
+        #expect(a.map(\.bitPattern) == b.map(\.bitPattern), "batched lookups differ")
+        let offsets = Array(stride(from: 0, through: ids.count, by: 25))
+        let weights = (0..<ids.count).map { Float($0 % 7) * 0.5 - 1 }
+        for pooling in [Pooling.sum, .mean] {
+            var pa = [Float](repeating: .nan, count: (offsets.count - 1) * 16), pb = pa
+            try ids.withUnsafeBufferPointer { ids in try offsets.withUnsafeBufferPointer { offsets in try weights.withUnsafeBufferPointer { w in
+                try pa.withUnsafeMutableBufferPointer { _ = try reader.lookupPooled(table, ids: ids, offsets: offsets, weights: w, pooling: pooling, into: $0) }
+                try pb.withUnsafeMutableBufferPointer { _ = try router.lookupPooled(shardedTable, ids: ids, offsets: offsets, weights: w, pooling: pooling, into: $0) }
+            } } }
+            #expect(pa.map(\.bitPattern) == pb.map(\.bitPattern), "pooled \(pooling) lookups differ")
         }
     }
 
