@@ -16,6 +16,10 @@ public final class ShardedStore: Sendable {
         var shards: [Store] = []
         for (i, shard) in manifest.shards.enumerated() {
             let shardPath = (path as NSString).appendingPathComponent(shard.path)
+            // A missing shard is damage, never a new empty store (which a writable open would make).
+            guard ["data.mdb", "CURRENT"].contains(where: { FileManager.default.fileExists(atPath: (shardPath as NSString).appendingPathComponent($0)) }) else {
+                throw StoreError.corruptStore(path: path, reason: "shard \(i) (\(shard.path)) is missing: no store at \(shardPath)")
+            }
             do {
                 shards.append(try Store(path: shardPath, options: options))
             } catch let error as StoreError {

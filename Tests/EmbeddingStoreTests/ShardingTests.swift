@@ -264,6 +264,16 @@ import Testing
                 #expect("\(error)".contains(words[1]), "\(error)")
             }
         }
+        // A shard directory gone: refused, naming it, and nothing is created in its place.
+        try good.write(toFile: path, atomically: true, encoding: .utf8)
+        try FileManager.default.moveItem(atPath: root + "/shard-2", toPath: root + "/elsewhere")
+        do {
+            _ = try ShardedStore(path: root)
+            Issue.record("a sharded store with a shard missing opened")
+        } catch {
+            #expect("\(error)".contains("shard 2 (shard-2) is missing"), "\(error)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: root + "/shard-2"))
         try "{".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(throws: StoreError.self) { _ = try ShardedStore(path: root) }
         try FileManager.default.removeItem(atPath: path)
