@@ -21,8 +21,13 @@ beside and then renamed over DIR/shards.json.
 
 The policy applies per shard: --budget R gives each shard R of its own float32 payload. A hash
 spreads rows and their access counts evenly over the shards, so each shard's threshold is
-close to the one a global budget would set, and no task waits for another. Codecs with table
-parameters (tc, reduced, bucket) are fitted by each shard on its own rows.
+close to the one a global budget would set, and no task waits for another. Codec parameters
+(PCA bases, tc models, bucket rows) are fitted once for all: the driver takes a sample of the
+whole input, min(N, 262144) rows at positions floor(j·N/S), and every shard's ingest fits on
+it for a table of N rows (`embstore ingest --fit-sample --fit-table-rows`), so every shard
+stores the same parameters; a store ingested whole with the same two options holds the same
+records as the shards together (single-codec policies; a budget also chooses each row's codec
+from its own shard's rows).
 
 Ray starts a local cluster unless --address names one (`ray start --head` prints it).
 """
@@ -126,6 +131,26 @@ class Input:
             yield chunk_ids, np.asarray(vectors[start:stop]), None if freq is None else np.asarray(freq[start:stop])
 
 
+FIT_SAMPLE_ROWS = 262_144   # FitOptions.sampleLimit: the most rows a codec fits on
+
+
+def write_fit_sample(source, path):
+    """The rows codecs fit their parameters on, for every shard: min(N, FIT_SAMPLE_ROWS) rows at
+    positions floor(j·N/S) of the whole input, float32, in `path`."""
+    take = min(source.count, FIT_SAMPLE_ROWS)
+    positions = (np.arange(take, dtype=np.float64) * source.count / take).astype(np.int64)
+    sample = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(take, source.dimension))
+    filled, start = 0, 0
+    for _, rows, _ in source.chunks(source.spec["chunk_rows"]):
+        end = start + rows.shape[0]
+        mine = positions[(positions >= start) & (positions < end)]
+        sample[filled:filled + mine.size] = rows[mine - start]
+        filled += mine.size
+        start = end
+    sample.flush()
+    del sample
+
+
 def crc32_of(path):
     crc, size = 0, 0
     with open(path, "rb") as f:
@@ -214,7 +239,7 @@ def build_shard(shard, spec, parts, *part_counts):
                 os.kill(os.getpid(), 9)   # the worker dies mid-build, as a lost node would
         store = os.path.join(staging, "store")
         command = [spec["embstore"], "ingest", store, "--table", spec["table"], "--vectors", files["vectors"],
-                   "--ids", files["ids"], "--quiet"] + spec["policy"] + (["--freq", files["freq"]] if "freq" in files else [])
+                   "--ids", files["ids"], "--quiet"] + spec["policy"] + spec["fit"] + (["--freq", files["freq"]] if "freq" in files else [])
         run = subprocess.run(command, capture_output=True, text=True)
         if run.returncode != 0:
             raise RuntimeError(f"shard {shard}: {' '.join(command)} failed: {run.stderr.strip()}")
@@ -265,7 +290,10 @@ def main():
     if args.tiers and not args.freq and not args.vectors.endswith(".parquet"):
         raise SystemExit("--tiers ranks rows by access count: give --freq")
     source = Input(spec)   # checks the inputs before any task starts
-    os.makedirs(spec["out"], exist_ok=True)
+    os.makedirs(os.path.join(spec["out"], ".building"), exist_ok=True)
+    fit = os.path.join(spec["out"], ".building", "fit-sample.npy")
+    write_fit_sample(source, fit)
+    spec["fit"] = ["--fit-sample", fit, "--fit-table-rows", str(source.count)]
 
     import ray
     started = time.time()

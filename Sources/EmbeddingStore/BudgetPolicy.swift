@@ -109,12 +109,14 @@ struct PolicyInput: Sendable {
     let fit: FitOptions
     /// Bytes on disk per row beyond its record.
     let overheadBytesPerRow: Double
+    /// The table size the parameters are fitted for (`LoadOptions.fitTableRows`, else `count`).
+    let fitTableRows: Int
     let progress: (@Sendable (WorkProgress) -> Void)?
 
     /// Fits `codec`'s parameters on the sample.
     func planLoad(_ codec: Codec) throws -> LoadPlan {
         var options = fit
-        options.tableRows = count
+        options.tableRows = fitTableRows
         return try sample.withUnsafeBufferPointer {
             try codec.rowCodec.planLoad(codec, rows: $0, count: sampleCount, dimension: dimension, options: options)
         }
@@ -212,7 +214,7 @@ enum BudgetPolicy {
         let plainEncoders = try plainLadder.map { try input.planLoad($0).makeEncoder([], nil, []) }
         var candidates = zip(plainLadder, plainEncoders).map { PolicyCandidate(codec: $0, label: $0.description, fixedBytes: $1.maximumRecordSize) }
         var ladderOptions = input.fit
-        ladderOptions.tableRows = n
+        ladderOptions.tableRows = input.fitTableRows
         let ladder = try input.sample.withUnsafeBufferPointer { sample in
             try TransformCodedLadder(rows: sample, count: input.sampleCount, dimension: d, lowestBits: tcLowestBits, highestBits: tcHighestBits,
                                      models: tcModels, budget: budgetBytes / (Double(n) * Double(d) * 4), options: ladderOptions)

@@ -29,6 +29,14 @@ public struct LoadOptions: Sendable {
     public var progress: (@Sendable (WorkProgress) -> Void)?
     /// Approximate bytes per segment data part (one LMDB value each).
     public var segmentPartBytes = Store.segmentPartBytes
+    /// Rows the codecs fit their parameters on (PCA bases, tc models, bucket rows), instead of
+    /// an even stride of the load's own rows, and the table size they fit for (tc:P% rates,
+    /// bucket counts) instead of the load's row count. A sharded build hands every shard the same
+    /// sample and the whole table's size, so that every shard stores the same parameters, and a
+    /// store loaded whole with them too holds the same records (single-codec policies; a budget
+    /// shares its tc models and still chooses each shard's codecs from that shard's rows).
+    public var fitSample: (any RowSource)?
+    public var fitTableRows: Int?
     /// Repack's hook: revises the policy's decision (rows kept as they are stored) after the
     /// policy decided and before anything is written (`Repack.swift`).
     var revision: (@Sendable (inout LoadDecision) throws -> Void)?
@@ -207,11 +215,16 @@ extension Store {
         case .tiers: needsSample = false; needsBuckets = false   // each tier samples its own rows
         case .budget: needsSample = true; needsBuckets = false
         }
+        if let fitSample = options.fitSample, fitSample.dimension != dimension {
+            throw StoreError.invalidArgument("the fit sample's rows have \(fitSample.dimension) values, the table's \(dimension)")
+        }
+        if let rows = options.fitTableRows, rows < 1 { throw StoreError.invalidArgument("fitTableRows is \(rows); it must be at least 1") }
         let (sample, sampleCount) = needsSample
-            ? try source.sample(limit: needsBuckets ? fit.sampleLimit : min(fit.sampleLimit, max(20_000, 30 * dimension)))
+            ? try (options.fitSample ?? source).sample(limit: needsBuckets ? fit.sampleLimit : min(fit.sampleLimit, max(20_000, 30 * dimension)))
             : ([Float](), 0)
         let input = PolicyInput(source: source, sample: sample, sampleCount: sampleCount, counts: counts, fit: fit,
-                                overheadBytesPerRow: fit.overheadBytesPerRow, progress: options.progress)
+                                overheadBytesPerRow: fit.overheadBytesPerRow, fitTableRows: options.fitTableRows ?? count,
+                                progress: options.progress)
         let (groups, candidates, choice, summary) = try plan(policy, input: input, table: name, ids: ids,
                                                              maxDecodeNanoseconds: options.maxDecodeNanoseconds)
         var decision = LoadDecision(groups: groups, candidates: candidates, choice: choice, summary: summary, input: input)

@@ -29,6 +29,10 @@ struct Ingest: ParsableCommand {
     @Option(help: "Access counts of the rows, in the order of --vectors (.npy uint64, int64, float32 or float64).")
     var freq: String?
     @Option(help: "Where the rows go.") var layout: Layout = .segment
+    @Option(help: ArgumentHelp("Fit the codecs' parameters (PCA bases, tc models, bucket rows) on these rows (a float32 or float16 .npy [S, d]) instead of a sample of --vectors: tools/shard_build.py gives every shard the same sample, so all shards store the same parameters.", valueName: "npy"))
+    var fitSample: String?
+    @Option(help: ArgumentHelp("Fit for a table of this many rows (tc:P% rates, bucket counts) instead of the rows loaded: the whole table's count, for a shard.", valueName: "rows"))
+    var fitTableRows: Int?
     @Flag(help: "fsync every transaction instead of once at the end.") var durable = false
     @Flag(help: "No progress on stderr (by default a bar on a terminal, a line every 5 s otherwise).") var quiet = false
     @Flag(help: "Leave out rows with a NaN or infinite value (counted and reported) instead of refusing the file.") var skipInvalid = false
@@ -131,6 +135,15 @@ struct Ingest: ParsableCommand {
         try policyOptions.apply(to: &options)
         options.layout = layout == .segment ? .segment : .perKey
         options.skipInvalid = skipInvalid
+        if let fitSample {
+            let file = try NPYFile(path: fitSample)
+            _ = try file.matrixShape()
+            options.fitSample = try NPYRows(file)
+        }
+        if let fitTableRows {
+            guard fitTableRows >= 1 else { throw InputError("--fit-table-rows must be at least 1") }
+            options.fitTableRows = fitTableRows
+        }
         return options
     }
 

@@ -34,14 +34,25 @@ import Testing
     @Test func eightShardsOnRayReadAsOneStoreAndAKilledTaskIsRunAgain() throws {
         try withTemporaryDirectory { directory in
             let (vectors, ids) = try Self.makeInput(directory)
-            let single = directory.appendingPathComponent("single").path
-            try embstoreOK("ingest", single, "--table", "t", "--vectors", vectors.path, "--ids", ids.path, "--codec", "int8", "--quiet")
-            let expected = directory.appendingPathComponent("expected.npy"), expectedIDs = directory.appendingPathComponent("expected-ids.npy")
-            try embstoreOK("export", single, "--table", "t", "--out", expected.path, "--ids-out", expectedIDs.path)
+            // The sample the build fits every shard's parameters on, by its documented rule.
+            let fit = directory.appendingPathComponent("fit.npy")
+            let sample = try runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", """
+                import numpy as np, sys
+                x = np.load(sys.argv[1]); n = len(x); s = min(n, 262144)
+                np.save(sys.argv[2], x[(np.arange(s, dtype=np.float64) * n / s).astype(np.int64)])
+                """, vectors.path, fit.path])
+            #expect(sample.status == 0, "\(sample)")
             let marker = directory.appendingPathComponent("killed-once").path
-            for (name, environment) in [("plain", [String: String]()), ("killed", ["EMBSTORE_SHARD_BUILD_CRASH": "3:" + marker])] {
+            // int8 (no parameters), and tc:2 (a tc model fitted once for every shard) with shard
+            // 3's first attempt killed.
+            for (name, codec, environment) in [("plain", "int8", [String: String]()), ("killed", "tc:2", ["EMBSTORE_SHARD_BUILD_CRASH": "3:" + marker])] {
+                let single = directory.appendingPathComponent("single-\(name)").path
+                try embstoreOK("ingest", single, "--table", "t", "--vectors", vectors.path, "--ids", ids.path, "--codec", codec,
+                               "--fit-sample", fit.path, "--fit-table-rows", "200000", "--quiet")
+                let expected = directory.appendingPathComponent("expected-\(name).npy"), expectedIDs = directory.appendingPathComponent("expected-ids-\(name).npy")
+                try embstoreOK("export", single, "--table", "t", "--out", expected.path, "--ids-out", expectedIDs.path)
                 let out = directory.appendingPathComponent("sharded-\(name)").path
-                let build = try Self.shardBuild(["--shards", "8", "--out", out, "--vectors", vectors.path, "--ids", ids.path, "--codec", "int8"],
+                let build = try Self.shardBuild(["--shards", "8", "--out", out, "--vectors", vectors.path, "--ids", ids.path, "--codec", codec],
                                                 environment: environment)
                 #expect(build.status == 0, "\(name): \(build)")
                 guard build.status == 0 else { continue }
