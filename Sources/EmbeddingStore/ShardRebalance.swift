@@ -21,8 +21,9 @@ extension ShardedStore {
     /// old shards' files are not touched: the moved rows stay in them as stale rows that the
     /// rule no longer routes to (FORMAT.md, "Sharded stores"), until a rebuild of the shard.
     ///
-    /// Records of codecs with table parameters (tc, reduced, bucket) are refused: their
-    /// parameters would have to move with them.
+    /// Records of codecs with parameter records (tc, reduced) move with the table's parameter
+    /// records, copied under the same ids, when every old shard holds the same ones (as
+    /// `tools/shard_build.py`'s shared fit makes them); bucket rows are refused.
     public static func grow(_ path: String, to newCount: Int) throws -> ShardGrowReport {
         let started = Date()
         let manifest = try ShardManifest.read(from: path)
@@ -88,6 +89,7 @@ extension ShardedStore {
         var starts: [Int] = [0]
         var perOldShard: [Int: Int] = [:]
         var formatVersion: UInt32 = 1
+        var needsParameters = false
         for (o, (shard, handle)) in zip(old.shards, table.handles).enumerated() {
             guard let handle else { continue }
             try shard.environment.read { txn in
@@ -97,8 +99,11 @@ extension ShardedStore {
                     guard let tag = record.first, let codec = RowCodecs.codec(tag: tag) else {
                         throw StoreError.corruptRecord(table: table.name, id: id, reason: "a record of \(record.count) bytes with an unknown tag")
                     }
-                    guard codec.canStoreBucketRows else {
-                        throw StoreError.invalidArgument("id \(id) of table '\(table.name)' in shard \(o) is a \(codec.name) record, which points at the table's parameters; growing a sharded store copies only records without parameters (\(RowCodecs.bucketRowCodecNames))")
+                    if !codec.canStoreBucketRows {
+                        guard !codec.name.hasPrefix("bucket") else {
+                            throw StoreError.invalidArgument("id \(id) of table '\(table.name)' in shard \(o) is a \(codec.name) record, which points at a bucket row; growing a sharded store does not move bucket rows")
+                        }
+                        needsParameters = true
                     }
                     formatVersion = max(formatVersion, codec.formatVersion)
                     ids.append(id)
@@ -115,11 +120,49 @@ extension ShardedStore {
         let order = try Store.sortedOrder(ids)
         let records = RecordsInMemory(bytes: bytes, starts: starts)
         let summary = PolicySummary(policy: "records copied from shards by a grow", shares: [])
+        let parameters = needsParameters ? try sharedParameters(of: table, in: old) : nil
         try destination.writingInto(nil, table.name, dimension: table.dimension) { handle in
+            if let parameters {
+                // The records under the ids the rows name: a fresh table numbers them from 1.
+                try destination.write { batch in
+                    for (k, record) in parameters.records.enumerated() {
+                        let id = try batch.addParameterRecord(record, to: handle, makeCurrentBasis: UInt32(k + 1) == parameters.currentBasis)
+                        guard id == UInt32(k + 1) else {
+                            throw StoreError.invalidArgument("the new shard numbered parameter record \(k + 1) as \(id)")
+                        }
+                    }
+                }
+            }
             try destination.writeRows(handle, ids: ids, order: order, records: records, formatVersion: formatVersion, summary: summary,
                                       options: LoadOptions())
         }
         return (ids.count, perOldShard)
+    }
+
+    /// The parameter records of `table` (ids 1 ..< next, unsealed) and its current basis, which
+    /// every old shard holding the table must hold alike.
+    private static func sharedParameters(of table: ShardedTable, in old: ShardedStore) throws -> (records: [[UInt8]], currentBasis: UInt32) {
+        var shared: (records: [[UInt8]], currentBasis: UInt32)?
+        for (o, (shard, handle)) in zip(old.shards, table.handles).enumerated() {
+            guard let handle else { continue }
+            let mine = try shard.environment.read { txn -> (records: [[UInt8]], currentBasis: UInt32) in
+                let schema = try shard.generation.schemaRecord(of: handle, in: txn).schema
+                let parameters = TableParameters(txn, table: handle)
+                var records: [[UInt8]] = []
+                for id in 1..<max(schema.nextBasisID, 1) {
+                    guard let record = try parameters.parameterRecord(id) else {
+                        throw StoreError.corruptMetadata(table: table.name, reason: "shard \(o) has no parameter record \(id) below its next id \(schema.nextBasisID)")
+                    }
+                    records.append(Array(record))
+                }
+                return (records, schema.currentBasisID)
+            }
+            if let shared, shared.records != mine.records || shared.currentBasis != mine.currentBasis {
+                throw StoreError.invalidArgument("the shards of table '\(table.name)' hold different parameter records (shard \(o) differs), so rows with parameters cannot move between them; rebuild with tools/shard_build.py, which fits them once for every shard")
+            }
+            shared = mine
+        }
+        return shared ?? ([], 0)
     }
 }
 

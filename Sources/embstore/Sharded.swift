@@ -192,7 +192,8 @@ struct GrowShards: ParsableCommand {
         discussion: """
             By the rule (FORMAT.md, "Sharded stores") about (M − N) / M of the rows move, each from \
             an old shard to a new one; their records are copied as they are, so every lookup gives \
-            what it gave before. The old shards' files are left as they were: the moved rows stay \
+            what it gave before (tc and reduced rows with the parameter records every shard \
+            shares; bucket rows are refused). The old shards' files are left as they were: the moved rows stay \
             in them, stale, never routed to. Processes that have the sharded store open see the new \
             shards when they open it again.
             """)

@@ -279,4 +279,58 @@ import Testing
         try FileManager.default.removeItem(atPath: path)
         #expect(!ShardManifest.exists(in: root))
     }
+
+    /// tc rows move with their parameter records when every shard holds the same ones, and a
+    /// grow is refused, with nothing written, when the shards fitted their own.
+    @Test(arguments: [true, false]) func tcRowsMoveOnlyWithSharedParameters(shared: Bool) throws {
+        let directory = TemporaryDirectory()
+        let single = try makeStore(directory, name: "single")
+        let root = directory.file("sharded")
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let d = 16, count = 4_000
+        let rows = embeddingRows(count: count, dimension: d, seed: 9)
+        let ids = (0..<count).map { UInt64($0) * 7_919 }
+        let fitRows = UnsafeMutableBufferPointer<Float>.allocate(capacity: rows.count)
+        _ = fitRows.initialize(from: rows)
+        defer { fitRows.deallocate() }
+        var options = LoadOptions()
+        if shared {
+            options.fitSample = MemoryRows(UnsafeBufferPointer(fitRows), count: count, dimension: d)
+            options.fitTableRows = count
+        }
+        try rows.withUnsafeBufferPointer {
+            try single.load(table: "t", ids: ids, rows: $0, count: count, dimension: d, policy: .single(.transformCoded(bitsPerValue: 2)), options: options)
+        }
+        var entries: [ShardManifest.Shard] = []
+        for s in 0..<2 {
+            let shard = try makeStore(directory, name: "sharded/shard-\(s)")
+            let mine = ids.indices.filter { ShardRule.shard(of: ids[$0], shardCount: 2) == s }
+            let part = mine.flatMap { rows[$0 * d..<($0 + 1) * d] }
+            try part.withUnsafeBufferPointer {
+                try shard.load(table: "t", ids: mine.map { ids[$0] }, rows: $0, count: mine.count, dimension: d,
+                               policy: .single(.transformCoded(bitsPerValue: 2)), options: options)
+            }
+            try shard.sync()
+            let (checksum, bytes) = try shardFileChecksum(path: shard.dataFilePath)
+            entries.append(ShardManifest.Shard(path: "shard-\(s)", rows: ["t": mine.count], checksum: checksum, bytes: bytes))
+        }
+        try ShardManifest(shards: entries, tables: ["t": .init(dimension: d, policy: "tc:2")]).write(to: root)
+        if shared {
+            _ = try ShardedStore.grow(root, to: 3)
+            let grown = try ShardedStore(path: root)
+            #expect(try grown.verify() == [])
+            let exported = try grown.export(try grown.table("t"))
+            let expected = try single.export(try single.table("t"))
+            #expect(exported.ids == expected.ids && exported.values.map(\.bitPattern) == expected.values.map(\.bitPattern))
+        } else {
+            do {
+                _ = try ShardedStore.grow(root, to: 3)
+                Issue.record("a grow moved tc rows between shards of different parameters")
+            } catch {
+                #expect("\(error)".contains("hold different parameter records"), "\(error)")
+            }
+            #expect(try ShardManifest.read(from: root).shards.count == 2)
+            #expect(!FileManager.default.fileExists(atPath: root + "/shard-0002"))
+        }
+    }
 }
