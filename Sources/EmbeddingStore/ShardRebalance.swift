@@ -35,7 +35,6 @@ extension ShardedStore {
         options.readOnly = true
         let old = try ShardedStore(path: path, options: options)
         let building = (path as NSString).appendingPathComponent(".building")
-        try FileManager.default.createDirectory(atPath: building, withIntermediateDirectories: true)
         var entries = manifest.shards
         // The old shards' live rows now: those that stay.
         var moved: [String: Int] = [:]
@@ -46,29 +45,11 @@ extension ShardedStore {
         }
         for s in oldCount..<newCount {
             let name = String(format: "shard-%04d", s)
-            let staging = (building as NSString).appendingPathComponent("\(name).\(getpid())")
-            try? FileManager.default.removeItem(atPath: staging)
-            var rows: [String: Int] = [:]
-            do {
-                let shard = try Store(path: staging)
-                for tableName in old.tableNames {
-                    let table = try old.table(tableName)
-                    let copied = try copyMovedRows(of: table, from: old, toShard: s, of: newCount, into: shard)
-                    rows[tableName] = copied.count
-                    moved[tableName, default: 0] += copied.count
-                    for (o, count) in copied.perOldShard { entries[o].rows[tableName, default: 0] -= count }
-                }
-                let problems = try shard.verify().problems
-                guard problems.isEmpty else {
-                    throw StoreError.corruptStore(path: staging, reason: "the new shard does not verify: \(problems.prefix(3).joined(separator: "; "))")
-                }
-                try shard.sync()
+            let entry = try buildShard(name, in: path, from: old, shard: s, of: newCount) { table, copied in
+                moved[table, default: 0] += copied.count
+                for (o, count) in copied.perOldShard { entries[o].rows[table, default: 0] -= count }
             }
-            let (checksum, bytes) = try shardFileChecksum(path: (staging as NSString).appendingPathComponent("data.mdb"))
-            let final = (path as NSString).appendingPathComponent(name)
-            try? FileManager.default.removeItem(atPath: final)   // a grow that died after building it
-            guard rename(staging, final) == 0 else { throw StoreError.fileSystem(path: final, operation: "rename onto", code: errno) }
-            entries.append(ShardManifest.Shard(path: name, rows: rows, checksum: checksum, bytes: bytes, builtFor: newCount))
+            entries.append(entry)
         }
         var next = manifest
         next.shards = entries
@@ -79,18 +60,78 @@ extension ShardedStore {
                                seconds: Date().timeIntervalSince(started))
     }
 
+    /// Builds shard `s` of `count` from the rows of `old` that hash to it (from `sources` only,
+    /// when given), beside the sharded store in `.building`, verified, then renamed to `name`;
+    /// returns its manifest entry. `copied(table, result)` hears what each table got.
+    private static func buildShard(_ name: String, in path: String, from old: ShardedStore, shard s: Int, of count: Int,
+                                   sources: [Int]? = nil,
+                                   copied: (String, (count: Int, perOldShard: [Int: Int])) -> Void) throws -> ShardManifest.Shard {
+        let building = (path as NSString).appendingPathComponent(".building")
+        try FileManager.default.createDirectory(atPath: building, withIntermediateDirectories: true)
+        let staging = (building as NSString).appendingPathComponent("\(name).\(getpid())")
+        try? FileManager.default.removeItem(atPath: staging)
+        var rows: [String: Int] = [:]
+        do {
+            let shard = try Store(path: staging)
+            for tableName in old.tableNames {
+                let table = try old.table(tableName)
+                let result = try copyMovedRows(of: table, from: old, toShard: s, of: count, into: shard, sources: sources)
+                rows[tableName] = result.count
+                copied(tableName, result)
+            }
+            let problems = try shard.verify().problems
+            guard problems.isEmpty else {
+                throw StoreError.corruptStore(path: staging, reason: "the new shard does not verify: \(problems.prefix(3).joined(separator: "; "))")
+            }
+            try shard.sync()
+        }
+        let (checksum, bytes) = try shardFileChecksum(path: (staging as NSString).appendingPathComponent("data.mdb"))
+        let final = (path as NSString).appendingPathComponent(name)
+        try? FileManager.default.removeItem(atPath: final)   // a run that died after building it
+        guard rename(staging, final) == 0 else { throw StoreError.fileSystem(path: final, operation: "rename onto", code: errno) }
+        return ShardManifest.Shard(path: name, rows: rows, checksum: checksum, bytes: bytes, builtFor: count)
+    }
+
+    /// Rebuilds each shard that holds stale rows (a grow left them: `built_for` below the shard
+    /// count) from its live rows alone, into a new directory (`shard-NNNN.gG`, G the manifest's
+    /// next generation), then writes the manifest naming the new directories. Lookups give what
+    /// they gave; the old directories stay for processes that still use the previous manifest
+    /// and are returned, to remove once none does.
+    public static func pruneStaleRows(_ path: String) throws -> (rebuilt: [String], oldDirectories: [String]) {
+        let manifest = try ShardManifest.read(from: path)
+        var options = Store.Options()
+        options.readOnly = true
+        let old = try ShardedStore(path: path, options: options)
+        var entries = manifest.shards
+        var rebuilt: [String] = [], oldDirectories: [String] = []
+        for (o, entry) in manifest.shards.enumerated() where (entry.builtFor ?? old.shardCount) != old.shardCount {
+            let name = String(format: "shard-%04d.g%d", o, manifest.generation + 1)
+            entries[o] = try buildShard(name, in: path, from: old, shard: o, of: old.shardCount, sources: [o]) { _, _ in }
+            entries[o].builtFor = nil
+            rebuilt.append(name)
+            oldDirectories.append(entry.path)
+        }
+        guard !rebuilt.isEmpty else { return ([], []) }
+        var next = manifest
+        next.shards = entries
+        next.generation += 1
+        try next.write(to: path)
+        try? FileManager.default.removeItem(atPath: (path as NSString).appendingPathComponent(".building"))
+        return (rebuilt, oldDirectories)
+    }
+
     /// Copies the live rows of `table` that move to shard `target` of `newCount` from every old
     /// shard into `destination`, records as they are (one new segment). Returns how many, in all
     /// and per old shard.
     private static func copyMovedRows(of table: ShardedTable, from old: ShardedStore, toShard target: Int, of newCount: Int,
-                                      into destination: Store) throws -> (count: Int, perOldShard: [Int: Int]) {
+                                      into destination: Store, sources: [Int]? = nil) throws -> (count: Int, perOldShard: [Int: Int]) {
         var ids: [UInt64] = []
         var bytes: [UInt8] = []
         var starts: [Int] = [0]
         var perOldShard: [Int: Int] = [:]
         var formatVersion: UInt32 = 1
         var needsParameters = false
-        for (o, (shard, handle)) in zip(old.shards, table.handles).enumerated() {
+        for (o, (shard, handle)) in zip(old.shards, table.handles).enumerated() where sources?.contains(o) ?? true {
             guard let handle else { continue }
             try shard.environment.read { txn in
                 try shard.forEachLiveRow(handle, in: txn) { id, record in

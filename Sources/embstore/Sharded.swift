@@ -210,3 +210,22 @@ struct GrowShards: ParsableCommand {
               + report.movedRows.sorted { $0.key < $1.key }.map { "table '\($0.key)' \($0.value)" }.joined(separator: ", "))
     }
 }
+
+struct PruneShards: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prune-shards",
+        abstract: "Rebuild the shards a grow left stale rows in from their live rows, into new directories, then write the manifest.",
+        discussion: """
+            Lookups give what they gave. The old directories are left for processes that still \
+            use the previous manifest: remove them once none does.
+            """)
+
+    @Argument(help: "The sharded store's directory.") var store: String
+
+    func run() throws {
+        let (rebuilt, old) = try ShardedStore.pruneStaleRows(store)
+        guard !rebuilt.isEmpty else { return print("\(store): no shard holds stale rows") }
+        print("rebuilt \(rebuilt.count) shard(s) without their stale rows: \(rebuilt.joined(separator: ", "))")
+        print("left for processes that still use the previous manifest (remove once none does): \(old.joined(separator: ", "))")
+    }
+}

@@ -144,6 +144,23 @@ import Testing
         try Self.expectSameLookups(single, after)
         #expect(throws: StoreError.self) { try ShardedStore.grow(root, to: 12) }
         #expect(!FileManager.default.fileExists(atPath: root + "/.building"))
+
+        // Pruning rebuilds the 8 old shards from their live rows into new directories; the
+        // new shards, without stale rows, stay as they are.
+        let (rebuilt, oldDirectories) = try ShardedStore.pruneStaleRows(root)
+        #expect(rebuilt == (0..<8).map { String(format: "shard-%04d.g3", $0) } && oldDirectories == (0..<8).map { "shard-\($0)" })
+        let pruned = try ShardedStore(path: root)
+        #expect(pruned.manifest.generation == 3 && pruned.manifest.shards.allSatisfy { $0.builtFor == nil || $0.builtFor == 12 })
+        #expect(pruned.manifest.shards.suffix(4).map(\.checksum) == after.manifest.shards.suffix(4).map(\.checksum))
+        for (s, shard) in pruned.shards.enumerated() {
+            for name in ["items", "users"] {
+                let ids = try shard.export(try shard.table(name)).ids   // every row in the file is live
+                #expect(ids.count == pruned.manifest.shards[s].rows[name] && ids.allSatisfy { ShardRule.shard(of: $0, shardCount: 12) == s })
+            }
+        }
+        #expect(try pruned.verify() == [])
+        try Self.expectSameLookups(single, pruned)
+        #expect(try ShardedStore.pruneStaleRows(root).rebuilt.isEmpty)   // nothing left to prune
     }
 
     /// Batched, pooled (sum and mean, weighted or not) and multi-table lookups, and exports,
