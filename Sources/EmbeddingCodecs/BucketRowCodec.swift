@@ -68,12 +68,15 @@ struct BucketRowCodec: RowCodec {
             try KMeansCodebook.fit(rows: sample, count: sampleCount, dimension: dimension, buckets: bucketCount,
                                    iterations: options.kMeansIterations)
         }
-        let scaled = scaled
+        let scaled = scaled, assignAhead = options.fitRowsAreLoadRows
         var plan = LoadPlan { _, bucketIDs, storedRows in
             // Assign against the bucket rows as stored, so a lossy bucket codec is accounted for.
             let stored = try KMeansCodebook(dimension: dimension, count: codebook.count, centroids: storedRows)
             let encoder = BucketEncoder(scaled: scaled, ids: Array(bucketIDs!), codebook: stored)
-            encoder.assignAll(rows, count: count)
+            // Only when the rows fitted are the rows loaded: `encode` finds a row's bucket by its
+            // index among them. (Before, a sample of a table above the sample limit was assigned
+            // ahead too, and its first rows got the buckets of the sample's rows.)
+            if assignAhead { encoder.assignAll(rows, count: count) }
             return encoder
         }
         plan.bucketRows = codebook.centroids

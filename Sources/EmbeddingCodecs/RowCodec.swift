@@ -110,6 +110,10 @@ public struct FitOptions: Sendable {
     /// The rows of the table being loaded, when `planLoad` is given a sample of them rather than
     /// all of them (a budget is for the table; buckets are at most one a row).
     public var tableRows: Int?
+    /// True when the rows `planLoad` is given are the load's rows, all of them in load order:
+    /// an encoder may then work out every row's record ahead (bucket rows assign them all at
+    /// once) and find it by the row's index. False for a sample, or rows fitted for other rows.
+    public var fitRowsAreLoadRows = false
     /// A byte budget scores every candidate on at most this many rows (an even stride), and the
     /// rest of the table only under the candidates their choice used.
     public var policySampleRows = 65_536

@@ -111,12 +111,15 @@ struct PolicyInput: Sendable {
     let overheadBytesPerRow: Double
     /// The table size the parameters are fitted for (`LoadOptions.fitTableRows`, else `count`).
     let fitTableRows: Int
+    /// Whether `sample` is every row of the load in order (`FitOptions.fitRowsAreLoadRows`).
+    let sampleIsLoad: Bool
     let progress: (@Sendable (WorkProgress) -> Void)?
 
     /// Fits `codec`'s parameters on the sample.
     func planLoad(_ codec: Codec) throws -> LoadPlan {
         var options = fit
         options.tableRows = fitTableRows
+        options.fitRowsAreLoadRows = sampleIsLoad
         return try sample.withUnsafeBufferPointer {
             try codec.rowCodec.planLoad(codec, rows: $0, count: sampleCount, dimension: dimension, options: options)
         }

@@ -224,7 +224,7 @@ extension Store {
             : ([Float](), 0)
         let input = PolicyInput(source: source, sample: sample, sampleCount: sampleCount, counts: counts, fit: fit,
                                 overheadBytesPerRow: fit.overheadBytesPerRow, fitTableRows: options.fitTableRows ?? count,
-                                progress: options.progress)
+                                sampleIsLoad: options.fitSample == nil && sampleCount == count, progress: options.progress)
         let (groups, candidates, choice, summary) = try plan(policy, input: input, table: name, ids: ids,
                                                              maxDecodeNanoseconds: options.maxDecodeNanoseconds)
         var decision = LoadDecision(groups: groups, candidates: candidates, choice: choice, summary: summary, input: input)

@@ -21,9 +21,9 @@ extension ShardedStore {
     /// old shards' files are not touched: the moved rows stay in them as stale rows that the
     /// rule no longer routes to (FORMAT.md, "Sharded stores"), until a rebuild of the shard.
     ///
-    /// Records of codecs with parameter records (tc, reduced) move with the table's parameter
-    /// records, copied under the same ids, when every old shard holds the same ones (as
-    /// `tools/shard_build.py`'s shared fit makes them); bucket rows are refused.
+    /// Records of codecs with parameters (tc, reduced, bucket) move with the table's parameter
+    /// records and bucket rows, copied under the same ids, when every old shard holds the same
+    /// ones (as `tools/shard_build.py`'s shared fit makes them); otherwise the grow is refused.
     public static func grow(_ path: String, to newCount: Int) throws -> ShardGrowReport {
         let started = Date()
         let manifest = try ShardManifest.read(from: path)
@@ -140,12 +140,7 @@ extension ShardedStore {
                     guard let tag = record.first, let codec = RowCodecs.codec(tag: tag) else {
                         throw StoreError.corruptRecord(table: table.name, id: id, reason: "a record of \(record.count) bytes with an unknown tag")
                     }
-                    if !codec.canStoreBucketRows {
-                        guard !codec.name.hasPrefix("bucket") else {
-                            throw StoreError.invalidArgument("id \(id) of table '\(table.name)' in shard \(o) is a \(codec.name) record, which points at a bucket row; growing a sharded store does not move bucket rows")
-                        }
-                        needsParameters = true
-                    }
+                    if !codec.canStoreBucketRows { needsParameters = true }
                     formatVersion = max(formatVersion, codec.formatVersion)
                     ids.append(id)
                     bytes.append(contentsOf: record)
@@ -164,13 +159,18 @@ extension ShardedStore {
         let parameters = needsParameters ? try sharedParameters(of: table, in: old) : nil
         try destination.writingInto(nil, table.name, dimension: table.dimension) { handle in
             if let parameters {
-                // The records under the ids the rows name: a fresh table numbers them from 1.
+                // The records under the ids the rows name: a fresh table numbers parameter
+                // records from 1 and bucket rows from 0.
                 try destination.write { batch in
                     for (k, record) in parameters.records.enumerated() {
                         let id = try batch.addParameterRecord(record, to: handle, makeCurrentBasis: UInt32(k + 1) == parameters.currentBasis)
                         guard id == UInt32(k + 1) else {
                             throw StoreError.invalidArgument("the new shard numbered parameter record \(k + 1) as \(id)")
                         }
+                    }
+                    if !parameters.buckets.isEmpty {
+                        let ids = try batch.addBucketRecords(handle, parameters.buckets)
+                        guard ids.lowerBound == 0 else { throw StoreError.invalidArgument("the new shard numbered bucket row 0 as \(ids.lowerBound)") }
                     }
                 }
             }
@@ -182,11 +182,13 @@ extension ShardedStore {
 
     /// The parameter records of `table` (ids 1 ..< next, unsealed) and its current basis, which
     /// every old shard holding the table must hold alike.
-    private static func sharedParameters(of table: ShardedTable, in old: ShardedStore) throws -> (records: [[UInt8]], currentBasis: UInt32) {
-        var shared: (records: [[UInt8]], currentBasis: UInt32)?
+    private typealias SharedParameters = (records: [[UInt8]], currentBasis: UInt32, buckets: [[UInt8]])
+
+    private static func sharedParameters(of table: ShardedTable, in old: ShardedStore) throws -> SharedParameters {
+        var shared: SharedParameters?
         for (o, (shard, handle)) in zip(old.shards, table.handles).enumerated() {
             guard let handle else { continue }
-            let mine = try shard.environment.read { txn -> (records: [[UInt8]], currentBasis: UInt32) in
+            let mine = try shard.environment.read { txn -> SharedParameters in
                 let schema = try shard.generation.schemaRecord(of: handle, in: txn).schema
                 let parameters = TableParameters(txn, table: handle)
                 var records: [[UInt8]] = []
@@ -196,14 +198,21 @@ extension ShardedStore {
                     }
                     records.append(Array(record))
                 }
-                return (records, schema.currentBasisID)
+                var buckets: [[UInt8]] = []
+                for id in 0..<schema.nextBucketID {
+                    guard let record = try parameters.bucketRecord(id) else {
+                        throw StoreError.corruptMetadata(table: table.name, reason: "shard \(o) has no bucket row \(id) below its next id \(schema.nextBucketID)")
+                    }
+                    buckets.append(Array(record))
+                }
+                return (records, schema.currentBasisID, buckets)
             }
-            if let shared, shared.records != mine.records || shared.currentBasis != mine.currentBasis {
+            if let shared, shared.records != mine.records || shared.currentBasis != mine.currentBasis || shared.buckets != mine.buckets {
                 throw StoreError.invalidArgument("the shards of table '\(table.name)' hold different parameter records (shard \(o) differs), so rows with parameters cannot move between them; rebuild with tools/shard_build.py, which fits them once for every shard")
             }
             shared = mine
         }
-        return shared ?? ([], 0)
+        return shared ?? ([], 0, [])
     }
 }
 

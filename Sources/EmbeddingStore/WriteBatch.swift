@@ -234,6 +234,30 @@ public struct WriteBatch: ~Copyable {
         encoders = [:]
         return first..<schema.nextBucketID
     }
+
+    /// Adds bucket row records as they are (tag and payload, unsealed; a grow copies another
+    /// shard's), under the next bucket ids; returns the ids they got.
+    mutating func addBucketRecords(_ table: Table, _ records: [[UInt8]]) throws -> Range<UInt32> {
+        let table = try generation.local(table)
+        let schemaRecord = try generation.schemaRecord(of: table, in: txn)
+        var schema = schemaRecord.schema
+        let first = schema.nextBucketID
+        guard UInt64(first) + UInt64(records.count) <= UInt64(UInt32.max) else {
+            throw StoreError.invalidArgument("table '\(table.name)' would exceed \(UInt32.max) bucket ids")
+        }
+        for (i, record) in records.enumerated() {
+            guard let tag = record.first, let codec = RowCodecs.codec(tag: tag), codec.canStoreBucketRows else {
+                throw StoreError.invalidArgument("bucket row \(i) of table '\(table.name)' is not a record of \(RowCodecs.bucketRowCodecNames)")
+            }
+            try ensureFormat(codec.formatVersion)
+            let bucket = UInt64(first) + UInt64(i)
+            try table.sealing(record, key: bucket).withUnsafeBytes { try txn.put($0, forKey: bucket, in: table.buckets) }
+        }
+        schema.nextBucketID = first + UInt32(records.count)
+        try generation.putMetaRecord(schema.encode(), key: schemaRecord.key, in: txn)
+        encoders = [:]
+        return first..<schema.nextBucketID
+    }
 }
 
 /// A table's parameters as a put sees them inside its write transaction.

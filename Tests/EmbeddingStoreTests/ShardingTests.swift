@@ -297,9 +297,12 @@ import Testing
         #expect(!ShardManifest.exists(in: root))
     }
 
-    /// tc rows move with their parameter records when every shard holds the same ones, and a
-    /// grow is refused, with nothing written, when the shards fitted their own.
-    @Test(arguments: [true, false]) func tcRowsMoveOnlyWithSharedParameters(shared: Bool) throws {
+    /// tc, bucket and reduced rows move with their parameter records and bucket rows when every
+    /// shard holds the same ones, and a grow is refused, with nothing written, when the shards
+    /// fitted their own.
+    @Test(arguments: [("tc:2", true), ("tc:2", false), ("bucket:256", true), ("reduced:8", true)])
+    func rowsWithParametersMoveOnlyWithSharedParameters(codecName: String, shared: Bool) throws {
+        let codec = try Codec(parsing: codecName)
         let directory = TemporaryDirectory()
         let single = try makeStore(directory, name: "single")
         let root = directory.file("sharded")
@@ -316,7 +319,7 @@ import Testing
             options.fitTableRows = count
         }
         try rows.withUnsafeBufferPointer {
-            try single.load(table: "t", ids: ids, rows: $0, count: count, dimension: d, policy: .single(.transformCoded(bitsPerValue: 2)), options: options)
+            try single.load(table: "t", ids: ids, rows: $0, count: count, dimension: d, policy: .single(codec), options: options)
         }
         var entries: [ShardManifest.Shard] = []
         for s in 0..<2 {
@@ -325,14 +328,19 @@ import Testing
             let part = mine.flatMap { rows[$0 * d..<($0 + 1) * d] }
             try part.withUnsafeBufferPointer {
                 try shard.load(table: "t", ids: mine.map { ids[$0] }, rows: $0, count: mine.count, dimension: d,
-                               policy: .single(.transformCoded(bitsPerValue: 2)), options: options)
+                               policy: .single(codec), options: options)
             }
             try shard.sync()
             let (checksum, bytes) = try shardFileChecksum(path: shard.dataFilePath)
             entries.append(ShardManifest.Shard(path: "shard-\(s)", rows: ["t": mine.count], checksum: checksum, bytes: bytes))
         }
-        try ShardManifest(shards: entries, tables: ["t": .init(dimension: d, policy: "tc:2")]).write(to: root)
+        try ShardManifest(shards: entries, tables: ["t": .init(dimension: d, policy: codecName)]).write(to: root)
         if shared {
+            do {   // the shards, fitted on one sample, hold the single store's rows before the grow too
+                let before = try ShardedStore(path: root)
+                let e0 = try before.export(try before.table("t")), e1 = try single.export(try single.table("t"))
+                #expect(e0.values.map(\.bitPattern) == e1.values.map(\.bitPattern), "\(codecName) before the grow")
+            }
             _ = try ShardedStore.grow(root, to: 3)
             let grown = try ShardedStore(path: root)
             #expect(try grown.verify() == [])
