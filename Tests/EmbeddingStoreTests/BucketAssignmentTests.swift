@@ -23,7 +23,7 @@ import Testing
         } else {
             options.fitSample = MemoryRows(UnsafeBufferPointer(otherRows), count: 1_200, dimension: d)
         }
-        try rows.withUnsafeBufferPointer {
+        _ = try rows.withUnsafeBufferPointer {
             try store.load(table: "t", rows: $0, count: count, dimension: d, policy: .single(try Codec(parsing: "bucket:32")), options: options)
         }
         let (ids, values) = try store.export(try store.table("t"))
