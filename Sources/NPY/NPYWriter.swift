@@ -28,6 +28,11 @@ public enum NPYWriter {
         try writeArray(path: path, dtype: .int64, shape: [values.count], values: values)
     }
 
+    /// Writes a 1-D uint8 array.
+    public static func writeUInt8(path: String, values: [UInt8]) throws(NPYError) {
+        try writeArray(path: path, dtype: .uint8, shape: [values.count], values: values)
+    }
+
     /// Writes a uint8 [rows, columns] array (FBGEMM's packed rows).
     public static func writeUInt8(path: String, rows: Int, columns: Int, values: UnsafeRawBufferPointer) throws(NPYError) {
         try checkMatrix(path: path, rows: rows, columns: columns, count: values.count)

@@ -1,0 +1,173 @@
+import Foundation
+
+/// A staged rollout (README, "Staged rollout"): variants (a baseline and candidates, each a
+/// store or a sharded store), a salt, and the share of units each candidate gets. A unit (a
+/// user or request key) keeps its variant across processes and restarts: its variant depends
+/// only on the salt, the unit and the shares. Raising a candidate's share only moves units into
+/// it, and lowering one only moves units back to the baseline.
+///
+/// The rule: `u = mix(unit xor mix(fnv1a64(salt)))`, with `mix` the sharding rule's SplitMix64
+/// step, read as a fraction `x = (u >> 11) / 2^53` in [0, 1). Candidate k (1 ... K) owns the
+/// stretch [(k − 1) / K, (k − 1) / K + share_k) of it, and the baseline everything else; a
+/// candidate's share is therefore at most 1 / K.
+public struct Rollout: Codable, Sendable, Equatable {
+    public static let formatName = "embstore-rollout"
+    public static let currentVersion = 1
+
+    public struct Variant: Codable, Sendable, Equatable {
+        public var name: String
+        /// The store or sharded store's directory (relative paths: to the rollout file's directory).
+        public var store: String
+        /// Its share of the units (the baseline's is what the candidates leave).
+        public var fraction: Double
+
+        public init(name: String, store: String, fraction: Double) {
+            self.name = name
+            self.store = store
+            self.fraction = fraction
+        }
+    }
+
+    /// A stage the rollout went through: its candidates' shares and when it began.
+    public struct Stage: Codable, Sendable, Equatable {
+        public var fractions: [Double]
+        public var since: String
+    }
+
+    public var format: String
+    public var version: Int
+    public var salt: String
+    /// The baseline first, then the candidates.
+    public var variants: [Variant]
+    /// Stages before this one, oldest first; `rollback` returns to the last.
+    public var history: [Stage]
+    /// When the current stage began (ISO 8601).
+    public var since: String
+    /// Thresholds the team sets for the readiness report (free-form numbers by name).
+    public var thresholds: [String: Double]
+
+    /// A rollout of one candidate against a baseline.
+    public init(baseline: String, candidate: String, fraction: Double, salt: String, thresholds: [String: Double] = [:]) throws {
+        format = Self.formatName
+        version = Self.currentVersion
+        self.salt = salt
+        variants = [Variant(name: "baseline", store: baseline, fraction: 1 - fraction),
+                    Variant(name: "candidate", store: candidate, fraction: fraction)]
+        history = []
+        since = Self.now()
+        self.thresholds = thresholds
+        try check()
+    }
+
+    static func now() -> String { ISO8601DateFormatter().string(from: Date()) }
+
+    /// The candidates' shares, in order.
+    public var candidateFractions: [Double] { variants.dropFirst().map(\.fraction) }
+
+    /// Refuses what the rule cannot give: no candidate, a share outside [0, 1 / K], NaN, or a
+    /// format or version this embstore does not read.
+    public func check() throws {
+        guard format == Self.formatName else { throw StoreError.invalidArgument("rollout format is '\(format)', not '\(Self.formatName)'") }
+        guard (1...Self.currentVersion).contains(version) else {
+            throw StoreError.invalidArgument("rollout version \(version); this embstore reads versions 1...\(Self.currentVersion)")
+        }
+        guard variants.count >= 2 else { throw StoreError.invalidArgument("a rollout needs a baseline and at least one candidate") }
+        let k = Double(variants.count - 1)
+        for variant in variants.dropFirst() where !(variant.fraction >= 0 && variant.fraction <= 1 / k + 1e-12) {
+            throw StoreError.invalidArgument("candidate '\(variant.name)' has the share \(variant.fraction); with \(variants.count - 1) candidate(s) each may have 0 to \(1 / k)")
+        }
+        let names = variants.map(\.name)
+        guard Set(names).count == names.count else { throw StoreError.invalidArgument("two variants are called the same: \(names)") }
+    }
+
+    /// The salt's hash, which every unit's is mixed with.
+    var saltKey: UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in salt.utf8 { h = (h ^ UInt64(byte)) &* 0x100_0000_01B3 }
+        return ShardRule.mix(h)
+    }
+
+    /// The index in `variants` of the variant of `unit` (0: the baseline).
+    public func variant(for unit: UInt64) -> Int {
+        Self.variant(x: Self.position(unit, saltKey: saltKey), fractions: candidateFractions)
+    }
+
+    /// Variant indexes of many units (the salt hashed once).
+    public func variants(for units: some Sequence<UInt64>) -> [UInt8] {
+        let key = saltKey, fractions = candidateFractions
+        return units.map { UInt8(Self.variant(x: Self.position($0, saltKey: key), fractions: fractions)) }
+    }
+
+    @inline(__always)
+    static func position(_ unit: UInt64, saltKey: UInt64) -> Double {
+        Double(ShardRule.mix(unit ^ saltKey) >> 11) * 0x1p-53
+    }
+
+    @inline(__always)
+    static func variant(x: Double, fractions: [Double]) -> Int {
+        let k = Double(fractions.count)
+        for (i, fraction) in fractions.enumerated() {
+            let start = Double(i) / k
+            if x >= start && x < start + fraction { return i + 1 }
+        }
+        return 0
+    }
+
+    // MARK: - Stages
+
+    /// Moves to a new stage with these candidate shares, keeping the current one for rollback.
+    public mutating func advance(to fractions: [Double]) throws {
+        guard fractions.count == variants.count - 1 else {
+            throw StoreError.invalidArgument("\(fractions.count) share(s) for \(variants.count - 1) candidate(s)")
+        }
+        var next = self
+        next.history.append(Stage(fractions: candidateFractions, since: since))
+        for (i, fraction) in fractions.enumerated() { next.variants[i + 1].fraction = fraction }
+        next.variants[0].fraction = 1 - fractions.reduce(0, +)
+        next.since = Self.now()
+        try next.check()
+        self = next
+    }
+
+    /// Returns to the previous stage (it leaves the history).
+    public mutating func rollback() throws {
+        guard let previous = history.last else { throw StoreError.invalidArgument("the rollout has no earlier stage to roll back to") }
+        for (i, fraction) in previous.fractions.enumerated() { variants[i + 1].fraction = fraction }
+        variants[0].fraction = 1 - previous.fractions.reduce(0, +)
+        history.removeLast()
+        since = Self.now()
+    }
+
+    // MARK: - The file
+
+    public static func read(from path: String) throws -> Rollout {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw StoreError.invalidArgument("cannot read the rollout file \(path)")
+        }
+        let rollout: Rollout
+        do {
+            rollout = try JSONDecoder().decode(Rollout.self, from: data)
+        } catch {
+            throw StoreError.invalidArgument("\(path) is not a rollout file: \(error)")
+        }
+        try rollout.check()
+        return rollout
+    }
+
+    /// Writes the file atomically (beside, then renamed over the old one).
+    public func write(to path: String) throws {
+        try check()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(self)
+        let staging = path + ".writing-\(getpid())"
+        guard FileManager.default.createFile(atPath: staging, contents: data) else {
+            throw StoreError.fileSystem(path: staging, operation: "create", code: errno)
+        }
+        guard rename(staging, path) == 0 else {
+            let code = errno
+            unlink(staging)
+            throw StoreError.fileSystem(path: path, operation: "rename onto", code: code)
+        }
+    }
+}
