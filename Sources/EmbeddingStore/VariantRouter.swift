@@ -1,0 +1,225 @@
+import Foundation
+import Synchronization
+
+/// A variant's store: a store, or a sharded store read through its router.
+public enum VariantStore: Sendable {
+    case single(Store)
+    case sharded(ShardedStore)
+
+    /// Opens the store or sharded store at `path` read-only.
+    static func open(_ path: String) throws -> VariantStore {
+        var options = Store.Options()
+        options.readOnly = true
+        return ShardManifest.exists(in: path) ? .sharded(try ShardedStore(path: path, options: options))
+                                              : .single(try Store(path: path, options: options))
+    }
+}
+
+/// Lookups routed by a rollout (README, "Staged rollout"): each unit's lookups go to its
+/// variant's store. The rollout file is read again on `reload()`, or by itself when it changed
+/// (checked at most every `checkInterval` seconds, at a batch boundary): a new stage or a
+/// rollback takes effect for the next batch, and a batch under way finishes on the store it
+/// began on, so no lookup fails. Per-variant counters: batches, ids, ids missing, and a latency
+/// histogram, as JSON or in Prometheus's text format.
+public final class VariantRouter: Sendable {
+    public let path: String
+    /// Seconds between checks of the rollout file's modification (0: every batch).
+    public let checkInterval: Double
+
+    struct State: Sendable {
+        let rollout: Rollout
+        /// Per variant of the rollout, its store (stores of the same path are opened once).
+        let stores: [VariantStore]
+        let modified: Date?
+    }
+
+    private let state: Mutex<State>
+    private let nextCheck = Mutex<Date>(.distantPast)
+    /// Counters by variant name (a rollback keeps them).
+    private let counters = Mutex<[String: VariantCounters]>([:])
+
+    public init(path: String, checkInterval: Double = 1) throws {
+        self.path = path
+        self.checkInterval = checkInterval
+        state = Mutex(try Self.load(path, reusing: []))
+    }
+
+    /// The rollout in effect.
+    public var rollout: Rollout { state.withLock { $0.rollout } }
+
+    static func modification(_ path: String) -> Date? {
+        (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+    }
+
+    static func load(_ path: String, reusing open: [(String, VariantStore)]) throws -> State {
+        let modified = modification(path)
+        let rollout = try Rollout.read(from: path)
+        let base = (path as NSString).deletingLastPathComponent
+        var opened = open
+        var stores: [VariantStore] = []
+        for variant in rollout.variants {
+            let storePath = variant.store.hasPrefix("/") ? variant.store : (base as NSString).appendingPathComponent(variant.store)
+            if let existing = opened.first(where: { $0.0 == storePath }) {
+                stores.append(existing.1)
+            } else {
+                let store = try VariantStore.open(storePath)
+                opened.append((storePath, store))
+                stores.append(store)
+            }
+        }
+        return State(rollout: rollout, stores: stores, modified: modified)
+    }
+
+    /// Reads the rollout file again; returns whether the split changed. A bad file is refused
+    /// (the error says why) and the rollout in effect stays.
+    @discardableResult
+    public func reload() throws -> Bool {
+        let current = state.withLock { $0 }
+        let base = (path as NSString).deletingLastPathComponent
+        let open = zip(current.rollout.variants, current.stores).map { variant, store in
+            (variant.store.hasPrefix("/") ? variant.store : (base as NSString).appendingPathComponent(variant.store), store)
+        }
+        let next = try Self.load(path, reusing: open)
+        state.withLock { $0 = next }
+        return next.rollout != current.rollout
+    }
+
+    /// The state for a batch: the rollout file read again first when it changed since.
+    func currentState() -> State {
+        let now = Date()
+        let due = nextCheck.withLock { next -> Bool in
+            guard now >= next else { return false }
+            next = now.addingTimeInterval(checkInterval)
+            return true
+        }
+        if due {
+            let known = state.withLock { $0.modified }
+            if Self.modification(path) != known { _ = try? reload() }
+        }
+        return state.withLock { $0 }
+    }
+
+    /// A reader for one thread.
+    public func makeReader() -> VariantReader { VariantReader(router: self) }
+
+    func record(variant: String, ids: Int, missing: Int, nanoseconds: UInt64) {
+        counters.withLock { all in
+            var counter = all[variant] ?? VariantCounters()
+            counter.batches += 1
+            counter.ids += ids
+            counter.missing += missing
+            counter.latency.add(nanoseconds)
+            all[variant] = counter
+        }
+    }
+
+    /// The counters of every variant that served a batch.
+    public var counterSnapshot: [String: VariantCounters] { counters.withLock { $0 } }
+
+    /// `{"variants": {name: {batches, ids, missing, latency_ns: {p50, p99, p999, count}}}}`.
+    public func metricsJSON() throws -> String {
+        let variants = counterSnapshot.mapValues { c -> [String: Any] in
+            ["batches": c.batches, "ids": c.ids, "missing": c.missing,
+             "latency_ns": ["count": c.latency.count, "p50": c.latency.percentile(0.5), "p99": c.latency.percentile(0.99),
+                            "p999": c.latency.percentile(0.999)]]
+        }
+        let data = try JSONSerialization.data(withJSONObject: ["variants": variants], options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Prometheus's text format: counters and a latency summary per variant.
+    public func prometheusText() -> String {
+        var lines = ["# TYPE embstore_variant_batches_total counter", "# TYPE embstore_variant_ids_total counter",
+                     "# TYPE embstore_variant_missing_total counter", "# TYPE embstore_variant_latency_seconds summary"]
+        for (name, c) in counterSnapshot.sorted(by: { $0.key < $1.key }) {
+            let label = "variant=\"\(name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\""))\""
+            lines.append("embstore_variant_batches_total{\(label)} \(c.batches)")
+            lines.append("embstore_variant_ids_total{\(label)} \(c.ids)")
+            lines.append("embstore_variant_missing_total{\(label)} \(c.missing)")
+            for q in [0.5, 0.99, 0.999] {
+                lines.append("embstore_variant_latency_seconds{\(label),quantile=\"\(q)\"} \(Double(c.latency.percentile(q)) / 1e9)")
+            }
+            lines.append("embstore_variant_latency_seconds_count{\(label)} \(c.latency.count)")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+/// One variant's counters.
+public struct VariantCounters: Sendable {
+    public var batches = 0
+    public var ids = 0
+    public var missing = 0
+    public var latency = LatencyHistogram()
+}
+
+/// Latencies in nanoseconds, in buckets 1/16 of a power of two wide (a value is reported
+/// within 6.25% of its true one, HdrHistogram-style with 4 bits below the leading one).
+public struct LatencyHistogram: Sendable {
+    private var counts = [Int](repeating: 0, count: 64 * 16)
+    public private(set) var count = 0
+
+    static func bucket(_ value: UInt64) -> Int {
+        guard value >= 16 else { return Int(value) }
+        let exponent = 63 - value.leadingZeroBitCount
+        return exponent * 16 + Int((value >> (exponent - 4)) & 15)
+    }
+
+    /// The smallest value of bucket `b`.
+    static func lowest(_ b: Int) -> UInt64 {
+        guard b >= 16 else { return UInt64(b) }
+        let exponent = b / 16
+        return (UInt64(16 + b % 16)) << (exponent - 4)
+    }
+
+    public mutating func add(_ nanoseconds: UInt64) {
+        counts[Self.bucket(nanoseconds)] += 1
+        count += 1
+    }
+
+    /// The value at quantile `q` (0 ... 1): the lowest value of its bucket; 0 when empty.
+    public func percentile(_ q: Double) -> UInt64 {
+        guard count > 0 else { return 0 }
+        let rank = max(1, Int((q * Double(count)).rounded(.up)))
+        var seen = 0
+        for (b, n) in counts.enumerated() where n > 0 {
+            seen += n
+            if seen >= rank { return Self.lowest(b) }
+        }
+        return Self.lowest(counts.count - 1)
+    }
+}
+
+/// Lookups of one thread through a `VariantRouter`: one reader per store, made when first used.
+public final class VariantReader {
+    let router: VariantRouter
+    private var singles: [ObjectIdentifier: Reader] = [:]
+    private var shardeds: [ObjectIdentifier: ShardedReader] = [:]
+
+    init(router: VariantRouter) { self.router = router }
+
+    /// The rows of `ids` of table `table` from `unit`'s variant, into `out` (`ids.count ×
+    /// dimension` floats). Returns the variant's index in the rollout and how many were found.
+    @discardableResult
+    public func lookup(unit: UInt64, table: String, ids: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Float>,
+                       found: UnsafeMutableBufferPointer<Bool>? = nil, missing: MissingRows = .zeros) throws -> (variant: Int, found: Int) {
+        let state = router.currentState()
+        let v = state.rollout.variant(for: unit)
+        let started = DispatchTime.now().uptimeNanoseconds
+        let n: Int
+        switch state.stores[v] {
+        case .single(let store):
+            let reader = try singles[ObjectIdentifier(store)] ?? store.makeReader()
+            singles[ObjectIdentifier(store)] = reader
+            let handle = try store.table(table)
+            n = try found.map { try reader.lookup(handle, ids: ids, into: out, found: $0) } ?? reader.lookup(handle, ids: ids, into: out, missing: missing)
+        case .sharded(let store):
+            let reader = try shardeds[ObjectIdentifier(store)] ?? store.makeReader()
+            shardeds[ObjectIdentifier(store)] = reader
+            n = try reader.lookup(try store.table(table), ids: ids, into: out, found: found, missing: missing)
+        }
+        router.record(variant: state.rollout.variants[v].name, ids: ids.count, missing: ids.count - n,
+                      nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+        return (v, n)
+    }
+}
