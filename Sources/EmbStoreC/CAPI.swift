@@ -102,7 +102,7 @@ private func writableStore(_ handle: OpaquePointer?) throws -> Store {
     switch try storeObject(handle) {
     case .single(let store): return store
     case .sharded(let sharded):
-        throw APIError(status: EMBSTORE_ERR_READ_ONLY, description: "\(sharded.path) is a sharded store, read through its router: write to its shards (each a store) or rebuild it with tools/shard_build.py")
+        throw APIError(status: EMBSTORE_ERR_READ_ONLY, description: "\(sharded.path) is a sharded store, read through its router: writes and statistics are for its shards (each a store); rebuild it with tools/shard_build.py")
     }
 }
 

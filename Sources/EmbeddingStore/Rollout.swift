@@ -72,6 +72,7 @@ public struct Rollout: Codable, Sendable, Equatable {
             throw StoreError.invalidArgument("rollout version \(version); this embstore reads versions 1...\(Self.currentVersion)")
         }
         guard variants.count >= 2 else { throw StoreError.invalidArgument("a rollout needs a baseline and at least one candidate") }
+        guard variants.count <= 256 else { throw StoreError.invalidArgument("a rollout of \(variants.count) variants: at most 256 (assign writes each unit's as one byte)") }
         let k = Double(variants.count - 1)
         for variant in variants.dropFirst() where !(variant.fraction >= 0 && variant.fraction <= 1 / k + 1e-12) {
             throw StoreError.invalidArgument("candidate '\(variant.name)' has the share \(variant.fraction); with \(variants.count - 1) candidate(s) each may have 0 to \(1 / k)")

@@ -13,8 +13,8 @@ struct RolloutCommand: ParsableCommand {
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Write a new rollout file (it must not exist).")
         @Argument(help: "The rollout file (JSON).") var file: String
-        @Option(help: "The baseline store (or sharded store) directory.") var baseline: String
-        @Option(help: "The candidate store (or sharded store) directory.") var candidate: String
+        @Option(help: "The baseline store (or sharded store) directory; a relative path is taken from the rollout file's directory.") var baseline: String
+        @Option(help: "The candidate store (or sharded store) directory; a relative path is taken from the rollout file's directory.") var candidate: String
         @Option(help: "The candidate's share of the units, 0 to 1.") var fraction: Double
         @Option(help: "The salt the split hashes units with (default: 16 random hex digits; keep it to keep the split).") var salt: String?
 
