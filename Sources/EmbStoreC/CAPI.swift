@@ -470,3 +470,93 @@ public func embstoreIngest(_ store: OpaquePointer?, _ table: UnsafePointer<CChar
         give(String(decoding: json, as: UTF8.self), to: report)
     }
 }
+
+// MARK: - Staged rollouts
+
+@_cdecl("embstore_rollout_open")
+public func embstoreRolloutOpen(_ path: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    status {
+        let out = try required(out, "rollout")
+        out.pointee = nil
+        out.pointee = handle(try VariantRouter(path: try string(path, "path")))
+    }
+}
+
+@_cdecl("embstore_rollout_close")
+public func embstoreRolloutClose(_ rollout: OpaquePointer?) {
+    release(rollout)
+}
+
+@_cdecl("embstore_rollout_reload")
+public func embstoreRolloutReload(_ rollout: OpaquePointer?, _ changed: UnsafeMutablePointer<Int32>?) -> Int32 {
+    status {
+        let router: VariantRouter = try object(rollout, "rollout")
+        let didChange = try router.reload()
+        changed?.pointee = didChange ? 1 : 0
+    }
+}
+
+@_cdecl("embstore_rollout_dimension")
+public func embstoreRolloutDimension(_ rollout: OpaquePointer?, _ table: UnsafePointer<CChar>?, _ dimension: UnsafeMutablePointer<Int>?) -> Int32 {
+    status {
+        let router: VariantRouter = try object(rollout, "rollout")
+        let d = try router.dimension(of: try string(table, "table"))
+        try required(dimension, "dimension").pointee = d
+    }
+}
+
+@_cdecl("embstore_rollout_variant")
+public func embstoreRolloutVariant(_ rollout: OpaquePointer?, _ unit: UInt64, _ variant: UnsafeMutablePointer<Int>?) -> Int32 {
+    status {
+        let router: VariantRouter = try object(rollout, "rollout")
+        let index = router.rollout.variant(for: unit)
+        try required(variant, "variant").pointee = index
+    }
+}
+
+@_cdecl("embstore_rollout_reader_open")
+public func embstoreRolloutReaderOpen(_ rollout: OpaquePointer?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    status {
+        let router: VariantRouter = try object(rollout, "rollout")
+        let out = try required(out, "reader")
+        out.pointee = handle(router.makeReader())
+    }
+}
+
+@_cdecl("embstore_rollout_reader_close")
+public func embstoreRolloutReaderClose(_ reader: OpaquePointer?) {
+    release(reader)
+}
+
+@_cdecl("embstore_rollout_lookup")
+public func embstoreRolloutLookup(_ reader: OpaquePointer?, _ unit: UInt64, _ table: UnsafePointer<CChar>?, _ ids: UnsafePointer<UInt64>?,
+                                  _ count: Int, _ out: UnsafeMutablePointer<Float>?, _ dimension: Int, _ found: UnsafeMutablePointer<UInt8>?,
+                                  _ missing: Int32, _ variant: UnsafeMutablePointer<Int>?, _ foundCount: UnsafeMutablePointer<Int>?) -> Int32 {
+    status {
+        let reader: VariantReader = try object(reader, "reader")
+        let ids = try buffer(ids, count, "ids")
+        let out = try mutableBuffer(out, count * dimension, "out")
+        let mode = try missingMode(missing)
+        if found != nil, mode != .zeros {
+            throw APIError.invalid("a found mask is for EMBSTORE_MISSING_ZEROS; with EMBSTORE_MISSING_ERROR every row is found or the call fails")
+        }
+        // (The result is kept first: `variant?.pointee = try …` would skip the call when NULL.)
+        let result = try found.map { found in
+            try found.withMemoryRebound(to: Bool.self, capacity: count) {
+                try reader.lookup(unit: unit, table: try string(table, "table"), ids: ids, into: out,
+                                  found: UnsafeMutableBufferPointer(start: $0, count: count), dimension: dimension)
+            }
+        } ?? reader.lookup(unit: unit, table: try string(table, "table"), ids: ids, into: out, missing: mode, dimension: dimension)
+        variant?.pointee = result.variant
+        foundCount?.pointee = result.found
+    }
+}
+
+@_cdecl("embstore_rollout_metrics")
+public func embstoreRolloutMetrics(_ rollout: OpaquePointer?, _ prometheus: Int32, _ text: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+    status {
+        let router: VariantRouter = try object(rollout, "rollout")
+        let text = try required(text, "text")
+        give(prometheus != 0 ? router.prometheusText() : try router.metricsJSON(), to: text)
+    }
+}

@@ -102,6 +102,14 @@ public final class VariantRouter: Sendable {
     /// A reader for one thread.
     public func makeReader() -> VariantReader { VariantReader(router: self) }
 
+    /// The dimension of `table` in the baseline's store.
+    public func dimension(of table: String) throws -> Int {
+        switch state.withLock({ $0.stores[0] }) {
+        case .single(let store): return try store.table(table).dimension
+        case .sharded(let store): return try store.table(table).dimension
+        }
+    }
+
     func record(variant: String, ids: Int, missing: Int, nanoseconds: UInt64) {
         counters.withLock { all in
             var counter = all[variant] ?? VariantCounters()
@@ -199,24 +207,32 @@ public final class VariantReader {
     init(router: VariantRouter) { self.router = router }
 
     /// The rows of `ids` of table `table` from `unit`'s variant, into `out` (`ids.count ×
-    /// dimension` floats). Returns the variant's index in the rollout and how many were found.
+    /// dimension` floats; `dimension`, when given, must be the table's in that variant).
+    /// Returns the variant's index in the rollout and how many were found.
     @discardableResult
     public func lookup(unit: UInt64, table: String, ids: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Float>,
-                       found: UnsafeMutableBufferPointer<Bool>? = nil, missing: MissingRows = .zeros) throws -> (variant: Int, found: Int) {
+                       found: UnsafeMutableBufferPointer<Bool>? = nil, missing: MissingRows = .zeros,
+                       dimension: Int? = nil) throws -> (variant: Int, found: Int) {
         let state = router.currentState()
         let v = state.rollout.variant(for: unit)
         let started = DispatchTime.now().uptimeNanoseconds
+        func check(_ actual: Int) throws {
+            if let dimension, dimension != actual { throw StoreError.dimensionMismatch(table: table, expected: actual, actual: dimension) }
+        }
         let n: Int
         switch state.stores[v] {
         case .single(let store):
             let reader = try singles[ObjectIdentifier(store)] ?? store.makeReader()
             singles[ObjectIdentifier(store)] = reader
             let handle = try store.table(table)
+            try check(handle.dimension)
             n = try found.map { try reader.lookup(handle, ids: ids, into: out, found: $0) } ?? reader.lookup(handle, ids: ids, into: out, missing: missing)
         case .sharded(let store):
             let reader = try shardeds[ObjectIdentifier(store)] ?? store.makeReader()
             shardeds[ObjectIdentifier(store)] = reader
-            n = try reader.lookup(try store.table(table), ids: ids, into: out, found: found, missing: missing)
+            let handle = try store.table(table)
+            try check(handle.dimension)
+            n = try reader.lookup(handle, ids: ids, into: out, found: found, missing: missing)
         }
         router.record(variant: state.rollout.variants[v].name, ids: ids.count, missing: ids.count - n,
                       nanoseconds: DispatchTime.now().uptimeNanoseconds - started)

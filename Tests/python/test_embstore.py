@@ -342,3 +342,40 @@ def test_a_delete_without_an_existed_flag_deletes(fp32_store):
     rows_, found = table.lookup([3, 4], return_found=True)
     assert found.tolist() == [False, True]
     assert table.delete(3) is False and table.delete(4) is True
+
+
+def test_a_rollout_routes_each_unit_to_its_variant(tmp_path):
+    """embstore.Rollout: a unit's lookups equal its variant's store's, the split is the file's
+    rule, a changed file is read again, and the counters count."""
+    import json
+    x = rows(400, 8, seed=6)
+    embstore.ingest(str(tmp_path / "A"), "t", x, codec="int8")
+    embstore.ingest(str(tmp_path / "B"), "t", x, codec="int4h")
+    path = tmp_path / "r.json"
+
+    def write(fraction):
+        path.write_text(json.dumps({"format": "embstore-rollout", "version": 1, "salt": "py", "since": "2026-11-30T00:00:00Z",
+                                    "history": [], "thresholds": {},
+                                    "variants": [{"name": "baseline", "store": "A", "fraction": 1 - fraction},
+                                                 {"name": "candidate", "store": "B", "fraction": fraction}]}))
+    write(0.5)
+    rollout = embstore.Rollout(path)
+    ids = np.array([1, 5, 399, 1000], dtype=np.uint64)
+    with embstore.open(str(tmp_path / "A"), read_only=True) as a, embstore.open(str(tmp_path / "B"), read_only=True) as b:
+        direct = [a.table("t").lookup(ids), b.table("t").lookup(ids)]
+        served = [0, 0]
+        for unit in range(200):
+            got, variant = rollout.lookup(unit, "t", ids, return_variant=True)
+            assert variant == rollout.variant(unit)
+            np.testing.assert_array_equal(got, direct[variant])
+            served[variant] += 1
+        assert min(served) > 50
+        metrics = rollout.metrics()["variants"]
+        assert metrics["baseline"]["batches"] == served[0] and metrics["candidate"]["missing"] == served[1]
+        assert 'embstore_variant_batches_total{variant="candidate"}' in rollout.prometheus()
+        write(0.0)
+        assert rollout.reload() is True
+        assert all(rollout.lookup(unit, "t", ids, return_variant=True)[1] == 0 for unit in range(50))
+    with pytest.raises(embstore.EmbstoreError, match="rollout"):
+        path.write_text("{}")
+        embstore.Rollout(path)

@@ -150,6 +150,33 @@ int embstore_delete(embstore_store *store, embstore_table *table, uint64_t id, i
 int embstore_ingest(embstore_store *store, const char *table, const float *vectors, size_t count, size_t dimension,
                     const uint64_t *ids, const double *counts, const char *policy, char **report);
 
+/* --- Staged rollouts ---------------------------------------------------------------------- */
+
+/* A rollout file's router (README, "Staged rollout"): each unit's lookups go to its variant's
+   store or sharded store, opened read-only. The file is read again when it changes (checked at
+   most once a second, at a call) or on embstore_rollout_reload. */
+typedef struct embstore_rollout embstore_rollout;
+typedef struct embstore_rollout_reader embstore_rollout_reader;
+
+int embstore_rollout_open(const char *path, embstore_rollout **rollout);
+void embstore_rollout_close(embstore_rollout *rollout);
+/* Reads the file again; *changed (may be NULL) says whether the split changed. */
+int embstore_rollout_reload(embstore_rollout *rollout, int *changed);
+/* The dimension of table in the baseline's store (the candidates' must be the same). */
+int embstore_rollout_dimension(embstore_rollout *rollout, const char *table, size_t *dimension);
+/* The index of unit's variant in the file (0: the baseline). */
+int embstore_rollout_variant(embstore_rollout *rollout, uint64_t unit, size_t *variant);
+/* A reader for one thread at a time. */
+int embstore_rollout_reader_open(embstore_rollout *rollout, embstore_rollout_reader **reader);
+void embstore_rollout_reader_close(embstore_rollout_reader *reader);
+/* The rows of ids of table from unit's variant into out (count * dimension floats), as
+   embstore_lookup; *variant (may be NULL) gets the variant's index. */
+int embstore_rollout_lookup(embstore_rollout_reader *reader, uint64_t unit, const char *table, const uint64_t *ids, size_t count,
+                            float *out, size_t dimension, uint8_t *found, int missing, size_t *variant, size_t *found_count);
+/* Per-variant counters: *json (freed with embstore_free_string) as {"variants": {name: {batches,
+   ids, missing, latency_ns: {count, p50, p99, p999}}}}, or Prometheus's text format. */
+int embstore_rollout_metrics(embstore_rollout *rollout, int prometheus, char **text);
+
 #ifdef __cplusplus
 }
 #endif

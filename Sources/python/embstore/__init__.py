@@ -488,6 +488,71 @@ class Table:
         return bool(existed[0])
 
 
+class Rollout:
+    """A staged rollout's router (README, "Staged rollout"): `embstore.Rollout("R.json")`. Each
+    unit's lookups go to its variant's store, opened read-only; the file is read again when it
+    changes (or on reload()). A Rollout may be shared by threads, each looking up through a
+    reader of its own."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._handle = _handle("embstore_rollout", lambda out: _lib.embstore_rollout_open(os.fsencode(self.path), out),
+                               _lib.embstore_rollout_close)
+        self._local = threading.local()
+        self._dimensions = {}
+
+    def _reader(self):
+        try:
+            return self._local.reader
+        except AttributeError:
+            handle = self._handle
+            reader = self._local.reader = _handle("embstore_rollout_reader", lambda out: _lib.embstore_rollout_reader_open(handle, out),
+                                                  _lib.embstore_rollout_reader_close)
+            return reader
+
+    def variant(self, unit):
+        """The index of unit's variant in the file (0: the baseline)."""
+        index = _ffi.new("size_t *")
+        _check(_lib.embstore_rollout_variant(self._handle, int(unit), index))
+        return index[0]
+
+    def dimension(self, table):
+        if table not in self._dimensions:
+            d = _ffi.new("size_t *")
+            _check(_lib.embstore_rollout_dimension(self._handle, table.encode(), d))
+            self._dimensions[table] = d[0]
+        return self._dimensions[table]
+
+    def lookup(self, unit, table, ids, missing="zeros", return_variant=False):
+        """The rows of `ids` of `table` from unit's variant, float32 [n, d]; with return_variant,
+        also the variant's index."""
+        ids = _ids(ids)
+        d = self.dimension(table)
+        result = np.empty((ids.size, d), dtype=np.float32)
+        variant = _ffi.new("size_t *")
+        _check(_lib.embstore_rollout_lookup(self._reader(), int(unit), table.encode(), _ffi.from_buffer("uint64_t[]", ids), ids.size,
+                                            _ffi.from_buffer("float[]", result), d, _NULL, _missing(missing), variant, _NULL))
+        return (result, variant[0]) if return_variant else result
+
+    def reload(self):
+        """Reads the file again; True if the split changed."""
+        changed = _ffi.new("int *")
+        _check(_lib.embstore_rollout_reload(self._handle, changed))
+        return bool(changed[0])
+
+    def metrics(self):
+        """Per-variant counters: {"variants": {name: {batches, ids, missing, latency_ns}}}."""
+        text = _ffi.new("char **")
+        _check(_lib.embstore_rollout_metrics(self._handle, 0, text))
+        return json.loads(_take_string(text))
+
+    def prometheus(self):
+        """The counters in Prometheus's text format."""
+        text = _ffi.new("char **")
+        _check(_lib.embstore_rollout_metrics(self._handle, 1, text))
+        return _take_string(text)
+
+
 def ingest(path, table, vectors, ids=None, freq=None, codec=None, budget=None, tiers=None):
     """Loads `vectors` (float32 [N, d]) into table `table` of the store at `path` (created when
     missing), as `embstore ingest` does: one new segment, visible in one commit. ids: N ids
