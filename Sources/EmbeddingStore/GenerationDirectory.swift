@@ -67,18 +67,7 @@ struct GenerationDirectory {
     /// rename itself is durable. Before the rename `CURRENT` names the old generation, after it
     /// the new one; nothing ever sees a partial file.
     func writePointer(_ name: String) throws(StoreError) {
-        let temporary = path(Self.temporaryPointerName)
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 { throw .fileSystem(path: temporary, operation: "creating", code: errno) }
-        let content = Array((name + "\n").utf8)
-        let written = content.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        let writeError = written == content.count ? 0 : (written < 0 ? errno : EIO)
-        let syncError = writeError == 0 && fsync(fd) != 0 ? errno : 0
-        close(fd)
-        if writeError != 0 || syncError != 0 {
-            throw .fileSystem(path: temporary, operation: "writing", code: writeError != 0 ? writeError : syncError)
-        }
-        try rename(Self.temporaryPointerName, to: Self.pointerName)
+        try replaceFile(path(Self.pointerName), with: Array((name + "\n").utf8), through: path(Self.temporaryPointerName))
     }
 
     // MARK: - Generations
@@ -273,19 +262,39 @@ struct GenerationDirectory {
 
     // MARK: - Durability
 
-    /// Renames `from` to `to` inside the store directory and flushes the directory.
-    private func rename(_ from: String, to: String) throws(StoreError) {
-        if Glibc.rename(path(from), path(to)) != 0 {
-            throw .fileSystem(path: path(to), operation: "renaming \(from) to", code: errno)
-        }
-        try flush(root)
-    }
-
     /// `fsync` of a file or a directory (a directory's flush makes the renames in it durable).
     func flush(_ path: String) throws(StoreError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw .fileSystem(path: path, operation: "opening", code: errno) }
-        defer { close(fd) }
-        if fsync(fd) != 0 { throw .fileSystem(path: path, operation: "flushing", code: errno) }
+        try flushFile(path)
     }
+}
+
+/// `fsync` of a file or a directory (a directory's flush makes the renames in it durable).
+func flushFile(_ path: String) throws(StoreError) {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw .fileSystem(path: path, operation: "opening", code: errno) }
+    defer { close(fd) }
+    if fsync(fd) != 0 { throw .fileSystem(path: path, operation: "flushing", code: errno) }
+}
+
+/// Replaces the file at `path` with `bytes`, atomically and durably: they go to `temporary`
+/// (in the same directory), which is flushed and renamed over `path`, and the directory is
+/// flushed so that the rename itself is durable. Readers see the old file or the new one, whole.
+/// (The generation pointer, a shard manifest, a rollout file.)
+func replaceFile(_ path: String, with bytes: [UInt8], through temporary: String) throws(StoreError) {
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    if fd < 0 { throw .fileSystem(path: temporary, operation: "creating", code: errno) }
+    let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    let writeError = written == bytes.count ? 0 : (written < 0 ? errno : EIO)
+    let syncError = writeError == 0 && fsync(fd) != 0 ? errno : 0
+    close(fd)
+    if writeError != 0 || syncError != 0 {
+        unlink(temporary)
+        throw .fileSystem(path: temporary, operation: "writing", code: writeError != 0 ? writeError : syncError)
+    }
+    if Glibc.rename(temporary, path) != 0 {
+        let code = errno
+        unlink(temporary)
+        throw .fileSystem(path: path, operation: "renaming \((temporary as NSString).lastPathComponent) to", code: code)
+    }
+    try flushFile((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent)
 }

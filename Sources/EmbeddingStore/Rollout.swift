@@ -161,14 +161,6 @@ public struct Rollout: Codable, Sendable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(self)
-        let staging = path + ".writing-\(getpid())"
-        guard FileManager.default.createFile(atPath: staging, contents: data) else {
-            throw StoreError.fileSystem(path: staging, operation: "create", code: errno)
-        }
-        guard rename(staging, path) == 0 else {
-            let code = errno
-            unlink(staging)
-            throw StoreError.fileSystem(path: path, operation: "rename onto", code: code)
-        }
+        try replaceFile(path, with: Array(data), through: path + ".writing-\(getpid())")
     }
 }

@@ -111,14 +111,8 @@ public final class VariantRouter: Sendable {
     }
 
     func record(variant: String, ids: Int, missing: Int, nanoseconds: UInt64) {
-        counters.withLock { all in
-            var counter = all[variant] ?? VariantCounters()
-            counter.batches += 1
-            counter.ids += ids
-            counter.missing += missing
-            counter.latency.add(nanoseconds)
-            all[variant] = counter
-        }
+        // In place (a copy of the counters out of the dictionary would copy the histogram too).
+        counters.withLock { $0[variant, default: VariantCounters()].record(ids: ids, missing: missing, nanoseconds: nanoseconds) }
     }
 
     /// The counters of every variant that served a batch.
@@ -159,6 +153,13 @@ public struct VariantCounters: Sendable {
     public var ids = 0
     public var missing = 0
     public var latency = LatencyHistogram()
+
+    mutating func record(ids: Int, missing: Int, nanoseconds: UInt64) {
+        batches += 1
+        self.ids += ids
+        self.missing += missing
+        latency.add(nanoseconds)
+    }
 }
 
 /// Latencies in nanoseconds, in buckets 1/16 of a power of two wide (a value is reported
@@ -203,6 +204,13 @@ public final class VariantReader {
     let router: VariantRouter
     private var singles: [ObjectIdentifier: Reader] = [:]
     private var shardeds: [ObjectIdentifier: ShardedReader] = [:]
+    /// Table handles by store and name, opened on first use.
+    private struct TableKey: Hashable {
+        let store: ObjectIdentifier
+        let name: String
+    }
+    private var tables: [TableKey: Table] = [:]
+    private var shardedTables: [TableKey: ShardedTable] = [:]
 
     init(router: VariantRouter) { self.router = router }
 
@@ -224,13 +232,17 @@ public final class VariantReader {
         case .single(let store):
             let reader = try singles[ObjectIdentifier(store)] ?? store.makeReader()
             singles[ObjectIdentifier(store)] = reader
-            let handle = try store.table(table)
+            let key = TableKey(store: ObjectIdentifier(store), name: table)
+            let handle = try tables[key] ?? store.table(table)
+            tables[key] = handle
             try check(handle.dimension)
             n = try found.map { try reader.lookup(handle, ids: ids, into: out, found: $0) } ?? reader.lookup(handle, ids: ids, into: out, missing: missing)
         case .sharded(let store):
             let reader = try shardeds[ObjectIdentifier(store)] ?? store.makeReader()
             shardeds[ObjectIdentifier(store)] = reader
-            let handle = try store.table(table)
+            let key = TableKey(store: ObjectIdentifier(store), name: table)
+            let handle = try shardedTables[key] ?? store.table(table)
+            shardedTables[key] = handle
             try check(handle.dimension)
             n = try reader.lookup(handle, ids: ids, into: out, found: found, missing: missing)
         }

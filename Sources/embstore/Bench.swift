@@ -94,51 +94,12 @@ struct Bench: ParsableCommand {
                                 repSeconds: repSeconds)
         }
 
-        guard let bags, let offsets else {
-            if (self.bags == nil) != (self.offsets == nil) { throw InputError("--bags and --offsets go together") }
-            return
-        }
-        let bagIDs = try NPYFile(path: bags).readIDs()
-        let offsetFile = try NPYFile(path: offsets)
-        guard offsetFile.dtype == .int64 || offsetFile.dtype == .uint64 else { throw InputError("\(offsets) must hold int64 offsets") }
-        let bagOffsets = try offsetFile.readIDs().map { Int($0) }
-        let bagBatches = (bagOffsets.count - 1) / bagBatch
-        guard bagBatches >= 1, bagOffsets.first == 0, bagOffsets.last == bagIDs.count else {
-            throw InputError("\(offsets) must start at 0, end at \(bagIDs.count) and hold at least \(bagBatch) bags")
-        }
-        var pooled = common
-        pooled["workload"] = "pooled"
-        let pooledMeasured = try Self.measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
+        guard let (bagIDs, bagOffsets) = try readBags() else { return }
+        try Self.emit(try Self.pooledLine(common: common, bagIDs: bagIDs, bagOffsets: bagOffsets, bagBatch: bagBatch, dimension: d,
+                                          threads: threads, reps: reps, repSeconds: repSeconds) {
             let reader = try store.makeReader()
-            var out = [Float](repeating: 0, count: bagBatch * d)
-            var next = thread * bagBatches / threads
-            return { units in
-                var rows = 0
-                try bagIDs.withUnsafeBufferPointer { bagIDs in
-                    try bagOffsets.withUnsafeBufferPointer { offsets in
-                        try out.withUnsafeMutableBufferPointer { out in
-                            for _ in 0..<units {
-                                let j = next % bagBatches
-                                next += 1
-                                let slice = UnsafeBufferPointer(rebasing: offsets[j * bagBatch...(j + 1) * bagBatch])
-                                try reader.lookupPooled(handle, ids: bagIDs, offsets: slice, into: out)
-                                rows += slice[slice.count - 1] - slice[0]
-                            }
-                        }
-                    }
-                }
-                return rows
-            }
-        }
-        pooled.merge(pooledMeasured) { $1 }
-        pooled["batch"] = bagBatch
-        pooled["threads"] = threads
-        if threads > 1 { pooled["variant"] = "threads=\(threads)" }
-        if let rowsPerS = pooledMeasured["rows_per_s"] as? Double, let rows = pooledMeasured["rows_per_rep"] as? Int,
-           let units = pooledMeasured["units_per_rep"] as? Int, rows > 0 {
-            pooled["bags_per_s"] = rowsPerS * Double(bagBatch) / (Double(rows) / Double(units))
-        }
-        try Self.emit(pooled)
+            return { ids, offsets, out in try reader.lookupPooled(handle, ids: ids, offsets: offsets, into: out) }
+        })
         if let features {
             try Self.measureMultiTable(store: store, table: handle, features: features, bagIDs: bagIDs, bagOffsets: bagOffsets,
                                        bagBatch: bagBatch, common: common, reps: reps, repSeconds: repSeconds)
@@ -225,12 +186,23 @@ struct Bench: ParsableCommand {
     /// `embstore demo` measures its lookups with this too.
     static func measureLookups(store: Store, table: Table, stream: [UInt64], batch: Int, threads: Int, reps: Int,
                                repSeconds: Double, counter: AccessCounter? = nil) throws -> [String: Any] {
-        let batches = stream.count / batch
-        guard batches >= 1 else { throw InputError("an id stream of \(stream.count) ids holds no batch of \(batch)") }
-        let d = table.dimension
-        return try measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
+        try measureBatches(stream: stream, batch: batch, dimension: table.dimension, threads: threads, reps: reps, repSeconds: repSeconds) {
             let reader = try store.makeReader()
             reader.counter = counter
+            return { ids, out in try reader.lookup(table, ids: ids, into: out) }
+        }
+    }
+
+    /// The lookup workload through `makeLookup()`'s function (one made on each thread): batch j =
+    /// stream[(j mod P)·B ..< +B], each thread from its own starting batch, into one reused
+    /// [B, d] buffer.
+    static func measureBatches(stream: [UInt64], batch: Int, dimension d: Int, threads: Int, reps: Int, repSeconds: Double,
+                               makeLookup: @escaping () throws -> (UnsafeBufferPointer<UInt64>, UnsafeMutableBufferPointer<Float>) throws -> Void)
+        throws -> [String: Any] {
+        let batches = stream.count / batch
+        guard batches >= 1 else { throw InputError("an id stream of \(stream.count) ids holds no batch of \(batch)") }
+        return try measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
+            let lookup = try makeLookup()
             var out = [Float](repeating: 0, count: batch * d)
             var next = thread * batches / threads
             return { units in
@@ -239,13 +211,72 @@ struct Bench: ParsableCommand {
                         for _ in 0..<units {
                             let j = next % batches
                             next += 1
-                            try reader.lookup(table, ids: UnsafeBufferPointer(rebasing: stream[j * batch..<(j + 1) * batch]), into: out)
+                            try lookup(UnsafeBufferPointer(rebasing: stream[j * batch..<(j + 1) * batch]), out)
                         }
                     }
                 }
                 return units * batch
             }
         }
+    }
+
+    /// The pooled workload's bags (--bags, --offsets), checked; nil without them.
+    func readBags() throws -> (ids: [UInt64], offsets: [Int])? {
+        guard let bags, let offsets else {
+            if (self.bags == nil) != (self.offsets == nil) { throw InputError("--bags and --offsets go together") }
+            return nil
+        }
+        let bagIDs = try NPYFile(path: bags).readIDs()
+        let offsetFile = try NPYFile(path: offsets)
+        guard offsetFile.dtype == .int64 || offsetFile.dtype == .uint64 else { throw InputError("\(offsets) must hold int64 offsets") }
+        let bagOffsets = try offsetFile.readIDs().map { Int($0) }
+        guard (bagOffsets.count - 1) / bagBatch >= 1, bagOffsets.first == 0, bagOffsets.last == bagIDs.count else {
+            throw InputError("\(offsets) must start at 0, end at \(bagIDs.count) and hold at least \(bagBatch) bags")
+        }
+        return (bagIDs, bagOffsets)
+    }
+
+    /// The pooled workload's JSON line: bag batch j (of `bagBatch` bags), each thread from its own
+    /// starting batch, pooled by `makePool()`'s function (one made on each thread) into one reused
+    /// [bagBatch, d] buffer; ids per second.
+    static func pooledLine(common: [String: Any], bagIDs: [UInt64], bagOffsets: [Int], bagBatch: Int, dimension d: Int, threads: Int,
+                           reps: Int, repSeconds: Double,
+                           makePool: @escaping () throws -> (UnsafeBufferPointer<UInt64>, UnsafeBufferPointer<Int>, UnsafeMutableBufferPointer<Float>) throws -> Void)
+        throws -> [String: Any] {
+        let bagBatches = (bagOffsets.count - 1) / bagBatch
+        let measured = try measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
+            let pool = try makePool()
+            var out = [Float](repeating: 0, count: bagBatch * d)
+            var next = thread * bagBatches / threads
+            return { units in
+                var rows = 0
+                try bagIDs.withUnsafeBufferPointer { bagIDs in
+                    try bagOffsets.withUnsafeBufferPointer { offsets in
+                        try out.withUnsafeMutableBufferPointer { out in
+                            for _ in 0..<units {
+                                let j = next % bagBatches
+                                next += 1
+                                let slice = UnsafeBufferPointer(rebasing: offsets[j * bagBatch...(j + 1) * bagBatch])
+                                try pool(bagIDs, slice, out)
+                                rows += slice[slice.count - 1] - slice[0]
+                            }
+                        }
+                    }
+                }
+                return rows
+            }
+        }
+        var pooled = common
+        pooled["workload"] = "pooled"
+        pooled.merge(measured) { $1 }
+        pooled["batch"] = bagBatch
+        pooled["threads"] = threads
+        if threads > 1 { pooled["variant"] = "threads=\(threads)" }
+        if let rowsPerS = measured["rows_per_s"] as? Double, let rows = measured["rows_per_rep"] as? Int,
+           let units = measured["units_per_rep"] as? Int, rows > 0 {
+            pooled["bags_per_s"] = rowsPerS * Double(bagBatch) / (Double(rows) / Double(units))
+        }
+        return pooled
     }
 
     /// shared/bench's decode workload: the rows of the first B ids, encoded with each codec and

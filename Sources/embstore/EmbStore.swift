@@ -130,21 +130,21 @@ struct Get: ParsableCommand {
         let store = try openReadOnly(self.store)
         let handle = try store.table(table)
         let reader = try store.makeReader()
-        let d = handle.dimension
-        var out = [Float](repeating: 0, count: ids.count * d)
-        var found = [Bool](repeating: false, count: ids.count)
-        try ids.withUnsafeBufferPointer { ids in
-            try out.withUnsafeMutableBufferPointer { out in
-                try found.withUnsafeMutableBufferPointer { _ = try reader.lookup(handle, ids: ids, into: out, found: $0) }
-            }
-        }
-        try printRows(out: out, found: found, dimension: d) { id in
+        try printRows(dimension: handle.dimension, lookup: { _ = try reader.lookup(handle, ids: $0, into: $1, found: $2) }) { id in
             if why, let provenance = try store.provenance(handle, id: id) { print("  codec " + provenance.reason) }
         }
     }
 
-    /// One line per id: its values, or "not found" (then exit status 1); `after(id)` after a found row's line.
-    func printRows(out: [Float], found: [Bool], dimension d: Int, after: (UInt64) throws -> Void = { _ in }) throws {
+    /// The ids' rows (`dimension` values each) and found mask from `lookup`, then one line per
+    /// id: its values, or "not found" (then exit status 1); `after(id)` after a found row's line.
+    func printRows(dimension d: Int,
+                   lookup: (UnsafeBufferPointer<UInt64>, UnsafeMutableBufferPointer<Float>, UnsafeMutableBufferPointer<Bool>) throws -> Void,
+                   after: (UInt64) throws -> Void) throws {
+        var out = [Float](repeating: 0, count: ids.count * d)
+        var found = [Bool](repeating: false, count: ids.count)
+        try ids.withUnsafeBufferPointer { ids in
+            try out.withUnsafeMutableBufferPointer { out in try found.withUnsafeMutableBufferPointer { try lookup(ids, out, $0) } }
+        }
         var missing = 0
         for (i, id) in ids.enumerated() {
             if found[i] {

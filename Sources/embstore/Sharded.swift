@@ -17,15 +17,7 @@ extension Get {
         let store = try openShardedReadOnly(self.store)
         let handle = try store.table(table)
         let reader = try store.makeReader()
-        let d = handle.dimension
-        var out = [Float](repeating: 0, count: ids.count * d)
-        var found = [Bool](repeating: false, count: ids.count)
-        try ids.withUnsafeBufferPointer { ids in
-            try out.withUnsafeMutableBufferPointer { out in
-                try found.withUnsafeMutableBufferPointer { _ = try reader.lookup(handle, ids: ids, into: out, found: $0) }
-            }
-        }
-        try printRows(out: out, found: found, dimension: d) { id in
+        try printRows(dimension: handle.dimension, lookup: { _ = try reader.lookup(handle, ids: $0, into: $1, found: $2) }) { id in
             let shard = ShardRule.shard(of: id, shardCount: store.shardCount)
             if why, let table = handle.handles[shard], let provenance = try store.shards[shard].provenance(table, id: id) {
                 print("  codec " + provenance.reason + " (shard \(shard))")
@@ -124,64 +116,20 @@ extension Bench {
         var open = common
         open.merge(["workload": "open_first_batch", "seconds": openSeconds, "batch": batch, "rows_per_s": Double(batch) / openSeconds]) { $1 }
         try Self.emit(open)
-        let batches = stream.count / batch
         var lookup = common
-        lookup.merge(try Self.measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
+        lookup.merge(try Self.measureBatches(stream: stream, batch: batch, dimension: d, threads: threads, reps: reps, repSeconds: repSeconds) {
             let reader = try store.makeReader()
-            var out = [Float](repeating: 0, count: batch * d)
-            var next = thread * batches / threads
-            return { units in
-                try stream.withUnsafeBufferPointer { stream in
-                    try out.withUnsafeMutableBufferPointer { out in
-                        for _ in 0..<units {
-                            let j = next % batches
-                            next += 1
-                            try reader.lookup(handle, ids: UnsafeBufferPointer(rebasing: stream[j * batch..<(j + 1) * batch]), into: out)
-                        }
-                    }
-                }
-                return units * batch
-            }
+            return { ids, out in try reader.lookup(handle, ids: ids, into: out) }
         }) { $1 }
         lookup.merge(["workload": "lookup", "txn": "renew", "batch": batch, "ids": idsName ?? Self.streamName(ids), "threads": threads]) { $1 }
         if threads > 1 { lookup["variant"] = "threads=\(threads)" }
         try Self.emit(lookup)
-        guard let bags, let offsets else {
-            if (self.bags == nil) != (self.offsets == nil) { throw InputError("--bags and --offsets go together") }
-            return
-        }
-        let bagIDs = try NPYFile(path: bags).readIDs()
-        let bagOffsets = try NPYFile(path: offsets).readIDs().map { Int($0) }
-        let bagBatches = (bagOffsets.count - 1) / bagBatch
-        guard bagBatches >= 1, bagOffsets.first == 0, bagOffsets.last == bagIDs.count else {
-            throw InputError("\(offsets) must start at 0, end at \(bagIDs.count) and hold at least \(bagBatch) bags")
-        }
-        var pooled = common
-        pooled.merge(try Self.measure(threads: threads, reps: reps, repSeconds: repSeconds) { thread -> (Int) throws -> Int in
+        guard let (bagIDs, bagOffsets) = try readBags() else { return }
+        try Self.emit(try Self.pooledLine(common: common, bagIDs: bagIDs, bagOffsets: bagOffsets, bagBatch: bagBatch, dimension: d,
+                                          threads: threads, reps: reps, repSeconds: repSeconds) {
             let reader = try store.makeReader()
-            var out = [Float](repeating: 0, count: bagBatch * d)
-            var next = thread * bagBatches / threads
-            return { units in
-                var rows = 0
-                try bagIDs.withUnsafeBufferPointer { bagIDs in
-                    try bagOffsets.withUnsafeBufferPointer { offsets in
-                        try out.withUnsafeMutableBufferPointer { out in
-                            for _ in 0..<units {
-                                let j = next % bagBatches
-                                next += 1
-                                let slice = UnsafeBufferPointer(rebasing: offsets[j * bagBatch...(j + 1) * bagBatch])
-                                try reader.lookupPooled(handle, ids: bagIDs, offsets: slice, into: out)
-                                rows += slice[slice.count - 1] - slice[0]
-                            }
-                        }
-                    }
-                }
-                return rows
-            }
-        }) { $1 }
-        pooled.merge(["workload": "pooled", "batch": bagBatch, "threads": threads]) { $1 }
-        if threads > 1 { pooled["variant"] = "threads=\(threads)" }
-        try Self.emit(pooled)
+            return { ids, offsets, out in try reader.lookupPooled(handle, ids: ids, offsets: offsets, into: out) }
+        })
     }
 }
 
