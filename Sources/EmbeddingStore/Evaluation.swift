@@ -169,7 +169,26 @@ extension Store {
                          ids givenIDs: [UInt64]? = nil, frequencies: [Double]? = nil,
                          options: EvaluationOptions = EvaluationOptions(),
                          progress: (@Sendable (EvaluationProgress) -> Void)? = nil) throws -> EvaluationReport {
-        let table = try resolve(table)
+        try self.rows(of: table).evaluate(source: rows, count: count, dimension: dimension, ids: givenIDs, frequencies: frequencies,
+                                     options: options, progress: progress)
+    }
+}
+
+extension AnyStore {
+    /// `Store.evaluate` of table `table` of a store or a sharded store.
+    public func evaluate(_ table: String, rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int,
+                         ids givenIDs: [UInt64]? = nil, frequencies: [Double]? = nil,
+                         options: EvaluationOptions = EvaluationOptions(),
+                         progress: (@Sendable (EvaluationProgress) -> Void)? = nil) throws -> EvaluationReport {
+        try self.rows(of: table).evaluate(source: rows, count: count, dimension: dimension, ids: givenIDs, frequencies: frequencies,
+                                          options: options, progress: progress)
+    }
+}
+
+extension TableRows {
+    func evaluate(source rows: UnsafeBufferPointer<Float>, count: Int, dimension: Int, ids givenIDs: [UInt64]?, frequencies: [Double]?,
+                  options: EvaluationOptions, progress: (@Sendable (EvaluationProgress) -> Void)?) throws -> EvaluationReport {
+        let table = self
         let d = table.dimension
         guard dimension == d else {
             throw StoreError.invalidArgument("the source rows have dimension \(dimension), but table '\(table.name)' has dimension \(d)")
@@ -230,7 +249,7 @@ extension Store {
         }
 
         // Each source row's codec form, and the rows the table does not have.
-        let census = try liveRowCodecs(table)
+        let census = try table.census()
         // Report forms in tag order, then by name; census forms of one name (two tc models
         // fitted for one rate) become one.
         var formNames: [String] = []
@@ -266,16 +285,9 @@ extension Store {
 
         // The decoded rows, in source order.
         var decoded = [Float](repeating: 0, count: count * d)
-        let reader = try makeReader()
-        let decodeBlock = 16_384
         try ids.withUnsafeBufferPointer { ids in
             try decoded.withUnsafeMutableBufferPointer { out in
-                for first in stride(from: 0, to: count, by: decodeBlock) {
-                    let n = min(decodeBlock, count - first)
-                    try reader.lookup(table, ids: UnsafeBufferPointer(rebasing: ids[first..<first + n]),
-                                      into: UnsafeMutableBufferPointer(rebasing: out[first * d..<(first + n) * d]), missing: .error)
-                    report("decoding", first + n, count, "rows")
-                }
+                try table.decode(ids, into: out) { report("decoding", $0, count, "rows") }
             }
         }
 

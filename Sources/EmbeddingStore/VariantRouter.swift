@@ -1,20 +1,6 @@
 import Foundation
 import Synchronization
 
-/// A variant's store: a store, or a sharded store read through its router.
-public enum VariantStore: Sendable {
-    case single(Store)
-    case sharded(ShardedStore)
-
-    /// Opens the store or sharded store at `path` read-only.
-    static func open(_ path: String) throws -> VariantStore {
-        var options = Store.Options()
-        options.readOnly = true
-        return ShardManifest.exists(in: path) ? .sharded(try ShardedStore(path: path, options: options))
-                                              : .single(try Store(path: path, options: options))
-    }
-}
-
 /// Lookups routed by a rollout (README, "Staged rollout"): each unit's lookups go to its
 /// variant's store. The rollout file is read again on `reload()`, or by itself when it changed
 /// (checked at most every `checkInterval` seconds, at a batch boundary): a new stage or a
@@ -29,7 +15,7 @@ public final class VariantRouter: Sendable {
     struct State: Sendable {
         let rollout: Rollout
         /// Per variant of the rollout, its store (stores of the same path are opened once).
-        let stores: [VariantStore]
+        let stores: [AnyStore]
         let modified: Date?
     }
 
@@ -51,18 +37,18 @@ public final class VariantRouter: Sendable {
         (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
     }
 
-    static func load(_ path: String, reusing open: [(String, VariantStore)]) throws -> State {
+    static func load(_ path: String, reusing open: [(String, AnyStore)]) throws -> State {
         let modified = modification(path)
         let rollout = try Rollout.read(from: path)
         let base = (path as NSString).deletingLastPathComponent
         var opened = open
-        var stores: [VariantStore] = []
+        var stores: [AnyStore] = []
         for variant in rollout.variants {
             let storePath = variant.store.hasPrefix("/") ? variant.store : (base as NSString).appendingPathComponent(variant.store)
             if let existing = opened.first(where: { $0.0 == storePath }) {
                 stores.append(existing.1)
             } else {
-                let store = try VariantStore.open(storePath)
+                let store = try AnyStore.open(storePath)
                 opened.append((storePath, store))
                 stores.append(store)
             }
@@ -104,10 +90,7 @@ public final class VariantRouter: Sendable {
 
     /// The dimension of `table` in the baseline's store.
     public func dimension(of table: String) throws -> Int {
-        switch state.withLock({ $0.stores[0] }) {
-        case .single(let store): return try store.table(table).dimension
-        case .sharded(let store): return try store.table(table).dimension
-        }
+        try state.withLock { $0.stores[0] }.dimension(of: table)
     }
 
     func record(variant: String, ids: Int, missing: Int, nanoseconds: UInt64) {

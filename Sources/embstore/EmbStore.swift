@@ -10,7 +10,7 @@ struct EmbStore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embstore",
         abstract: "An embedded store for compressed embedding tables, on LMDB.",
-        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Stats.self, Verify.self, Compact.self, Repack.self, Eval.self, Bench.self, Codecs.self, Demo.self, GrowShards.self, PruneShards.self, RolloutCommand.self]
+        subcommands: [Ingest.self, Export.self, Get.self, Info.self, Stats.self, Verify.self, Compact.self, Repack.self, Eval.self, Diff.self, Bench.self, Codecs.self, Demo.self, GrowShards.self, PruneShards.self, RolloutCommand.self]
     )
 
     static func main() {

@@ -45,26 +45,15 @@ struct Eval: ParsableCommand {
         guard dotSample >= 1 else { throw InputError("--dot-sample must be at least 1") }
         if let threads, threads < 1 { throw InputError("--threads must be at least 1") }
 
-        let file = try NPYFile(path: source)
-        let (count, dimension) = try file.matrixShape()
-        guard count >= 1 else { throw InputError("\(source) has no rows") }
+        let file = try SourceRows(path: source)
+        let (count, dimension) = (file.count, file.dimension)
         var idValues: [UInt64]?
         if let ids {
             let read = try NPYFile(path: ids).readIDs()
             guard read.count == count else { throw InputError("\(ids) has \(read.count) ids but \(source) has \(count) rows") }
             idValues = read
         }
-        var frequencies: [Double]?
-        if let freq {
-            let values = try NPYFile(path: freq, allowFloat64: true).readCounts()
-            guard values.count == count else { throw InputError("\(freq) has \(values.count) counts but \(source) has \(count) rows") }
-            if let bad = values.firstIndex(where: { !($0 >= 0) || $0.isInfinite }) {
-                let id = idValues?[bad] ?? UInt64(bad)
-                let what = values[bad].isNaN ? "NaN" : values[bad] < 0 ? "negative (\(values[bad]))" : "infinite"
-                throw InputError("\(freq): the count of row \(bad) (id \(id)) is \(what); counts must be finite and ≥ 0")
-            }
-            frequencies = values
-        }
+        let frequencies = try freq.map { try readFrequencies($0, ids: idValues, expected: (count, "\(source) has \(count) rows")) }
         var options = EvaluationOptions()
         options.queryCount = queryCount
         options.seed = seed
@@ -83,18 +72,7 @@ struct Eval: ParsableCommand {
             try storeHandle.evaluate(handle, rows: rows, count: count, dimension: dimension, ids: idValues,
                                      frequencies: frequencies, options: options) { progress.report($0) }
         }
-        let report: EvaluationReport
-        let data = file.rawData
-        if file.dtype == .float32, let base = data.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
-            // Straight from the memory-mapped file, which outlives the call.
-            report = try withExtendedLifetime(file) {
-                try evaluate(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: count * dimension))
-            }
-        } else {
-            var values = [Float](repeating: 0, count: count * dimension)
-            try values.withUnsafeMutableBufferPointer { try file.readFloatRows(0..<count, into: $0) }
-            report = try values.withUnsafeBufferPointer { try evaluate($0) }
-        }
+        let report = try file.withRows(evaluate)
         progress.finish(String(format: "done in %.2f s", Date().timeIntervalSince(started)))
         if json {
             let encoder = JSONEncoder()
@@ -215,6 +193,51 @@ struct Eval: ParsableCommand {
     static func compact(_ value: Double) -> String {
         value == value.rounded() && abs(value) < 1e15 ? grouped(Int(value)) : String(format: "%.4g", value)
     }
+}
+
+/// A float32 or float16 .npy file of source rows [N, d], read as Float rows.
+struct SourceRows {
+    let path: String
+    let file: NPYFile
+    let count: Int
+    let dimension: Int
+
+    init(path: String) throws {
+        self.path = path
+        file = try NPYFile(path: path)
+        (count, dimension) = try file.matrixShape()
+        guard count >= 1 else { throw InputError("\(path) has no rows") }
+    }
+
+    /// Calls `body` with every row: straight from the memory-mapped file when it holds aligned
+    /// float32, else converted into an array.
+    func withRows<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R {
+        let data = file.rawData
+        if file.dtype == .float32, let base = data.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
+            return try withExtendedLifetime(file) {
+                try body(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: count * dimension))
+            }
+        }
+        var values = [Float](repeating: 0, count: count * dimension)
+        try values.withUnsafeMutableBufferPointer { try file.readFloatRows(0..<count, into: $0) }
+        return try values.withUnsafeBufferPointer { try body($0) }
+    }
+}
+
+/// Access counts from a 1-D .npy of uint64, int64, float32 or float64, each finite and ≥ 0;
+/// with `expected`, exactly `expected.count` of them (`expected.what` says whose count, for the
+/// error). An error names the row and its id (`ids[row]`, or the row's position).
+func readFrequencies(_ path: String, ids: [UInt64]?, expected: (count: Int, what: String)?) throws -> [Double] {
+    let values = try NPYFile(path: path, allowFloat64: true).readCounts()
+    if let expected, values.count != expected.count {
+        throw InputError("\(path) has \(values.count) counts but \(expected.what)")
+    }
+    if let bad = values.firstIndex(where: { !($0 >= 0) || $0.isInfinite }) {
+        let id = ids?[bad] ?? UInt64(bad)
+        let what = values[bad].isNaN ? "NaN" : values[bad] < 0 ? "negative (\(values[bad]))" : "infinite"
+        throw InputError("\(path): the count of row \(bad) (id \(id)) is \(what); counts must be finite and ≥ 0")
+    }
+    return values
 }
 
 /// 12345678 as "12,345,678".

@@ -14,7 +14,7 @@ import Foundation
 ///
 /// Text widths are estimated (no font metrics in a string builder): generously, as for a wide
 /// sans-serif such as DejaVu Sans, so that labels never run into each other.
-struct StatsPlot {
+struct StatsPlot: SVGTextLayout {
     let storage: TableStorage
     let storePath: String
     /// Where the counts came from, for the subtitle (e.g. the --freq file name).
@@ -350,8 +350,12 @@ struct StatsPlot {
         return y
     }
 
-    // MARK: - Text
+}
 
+/// Text measured and cut to fit, for charts built as strings.
+protocol SVGTextLayout {}
+
+extension SVGTextLayout {
     /// An estimate of the rendered width: DejaVu Sans (the widest common sans-serif) averages
     /// about 0.6 em for lower case and digits; capitals and bold are wider.
     func textWidth(_ text: String, size: Double, bold: Bool = false) -> Double {

@@ -118,6 +118,39 @@ import Testing
 
     /// Growing 8 shards to 12 copies about a third of the rows, each to a new shard, leaves the
     /// old shards' files as they were, and every lookup gives what it gave before.
+    /// A sharded store read whole (diff, evaluate) is its single copy: the same rows, codec
+    /// forms and figures; a diff of the two finds every row identical.
+    @Test func diffAndEvaluateReadAShardedStoreAsItsSingleCopy() throws {
+        let directory = TemporaryDirectory()
+        let (single, sharded) = try Self.makeStores(directory, shardCount: 4)
+        let census = try sharded.liveRowCodecs(try sharded.table("items"))
+        let expected = try single.liveRowCodecs(try single.table("items"))
+        #expect(census.ids == expected.ids && census.recordBytes == expected.recordBytes)
+        #expect(census.form.map { census.forms[Int($0)].name } == expected.form.map { expected.forms[Int($0)].name })
+
+        var options = DiffOptions()
+        options.queryCount = 50
+        let counts = try LookupCounts(ids: expected.ids, counts: expected.ids.map { Double($0 % 97) })
+        let diff = try AnyStore.single(single).diff(.sharded(sharded), table: "items", counts: counts, options: options)
+        #expect(diff.common == expected.ids.count && diff.onlyA == 0 && diff.onlyB == 0 && diff.changedCodecRows == 0)
+        #expect(diff.errors.identicalRows == diff.common && diff.errors.relativeL2.max == 0 && diff.errors.histogram.zeroRows == diff.common)
+        #expect(diff.neighbours.map(\.name) == ["hot", "uniform"] && diff.neighbours.allSatisfy { $0.agreement == 1 })
+        #expect(diff.deciles.count == 10 && diff.bytesB.rows == diff.bytesA.rows)
+        #expect(diff.bytesA.forms.map(\.form).sorted() == diff.bytesB.forms.map(\.form).sorted())
+
+        // Evaluation against the rows as loaded: the same report from either.
+        let (ids, rows) = try single.export(try single.table("items"))
+        var evaluation = EvaluationOptions()
+        evaluation.queryCount = 40
+        let reports = try [AnyStore.single(single), .sharded(sharded)].map { store in
+            try rows.withUnsafeBufferPointer {
+                try store.evaluate("items", rows: $0, count: ids.count, dimension: 16, ids: ids, frequencies: counts.counts, options: evaluation)
+            }
+        }
+        #expect(reports[0].overall == reports[1].overall && reports[0].querySets == reports[1].querySets && reports[0].forms == reports[1].forms)
+        #expect(reports[0].overall.mse == 0)
+    }
+
     @Test func growingFrom8To12ShardsMovesAThirdAndChangesNoLookup() throws {
         let directory = TemporaryDirectory()
         let (single, before) = try Self.makeStores(directory, shardCount: 8)
