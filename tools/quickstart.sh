@@ -38,6 +38,8 @@ need_apt=()
 pkg-config --exists lmdb 2>/dev/null || need_apt+=(liblmdb-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v mdb_stat >/dev/null 2>&1 || need_apt+=(lmdb-utils)
+# The suite renders the rollout readiness report in headless Chromium (RolloutCommandTests).
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
     say "installing ${need_apt[*]} with apt-get"
     sudo=()

@@ -43,8 +43,25 @@ public struct Rollout: Codable, Sendable, Equatable {
     public var history: [Stage]
     /// When the current stage began (ISO 8601).
     public var since: String
-    /// Thresholds the team sets for the readiness report (free-form numbers by name).
+    /// Thresholds the team sets for the readiness report, by name (`thresholdNames`).
     public var thresholds: [String: Double]
+
+    /// The thresholds a rollout file may set, and what each bounds (README, "Staged rollout").
+    public static let thresholdNames: KeyValuePairs<String, String> = [
+        "recall_drop": "recall@10 against the source may fall by at most this, in every popularity decile (overall without counts)",
+        "agreement_min": "top-10 neighbour agreement between baseline and candidate at least this, for every query set",
+        "mean_cosine_min": "mean cosine between the baseline's and the candidate's rows at least this, in every popularity decile",
+        "rows_missing_max": "rows the baseline has and the candidate lacks: at most this many",
+        "bytes_ratio_max": "the candidate's bytes on disk over the baseline's: at most this",
+        "p99_latency_ratio": "the candidate's p99 batch latency over the baseline's: at most this",
+        "p999_latency_ratio": "the candidate's p99.9 batch latency over the baseline's: at most this",
+        "miss_rate_increase": "the candidate's share of ids not found minus the baseline's: at most this",
+    ]
+
+    /// What `embstore rollout create` writes unless told otherwise.
+    public static let defaultThresholds: [String: Double] = [
+        "recall_drop": 0.01, "p99_latency_ratio": 1.10, "rows_missing_max": 0, "miss_rate_increase": 0,
+    ]
 
     /// A rollout of one candidate against a baseline.
     public init(baseline: String, candidate: String, fraction: Double, salt: String, thresholds: [String: Double] = [:]) throws {
@@ -79,6 +96,12 @@ public struct Rollout: Codable, Sendable, Equatable {
         }
         let names = variants.map(\.name)
         guard Set(names).count == names.count else { throw StoreError.invalidArgument("two variants are called the same: \(names)") }
+        for (name, value) in thresholds.sorted(by: { $0.key < $1.key }) {
+            guard Self.thresholdNames.contains(where: { $0.key == name }) else {
+                throw StoreError.invalidArgument("unknown threshold '\(name)'; a rollout knows " + Self.thresholdNames.map(\.key).joined(separator: ", "))
+            }
+            guard value.isFinite else { throw StoreError.invalidArgument("threshold '\(name)' is \(value); thresholds must be finite") }
+        }
     }
 
     /// The salt's hash, which every unit's is mixed with.

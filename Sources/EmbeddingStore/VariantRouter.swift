@@ -101,12 +101,14 @@ public final class VariantRouter: Sendable {
     /// The counters of every variant that served a batch.
     public var counterSnapshot: [String: VariantCounters] { counters.withLock { $0 } }
 
-    /// `{"variants": {name: {batches, ids, missing, latency_ns: {p50, p99, p999, count}}}}`.
+    /// `{"variants": {name: {batches, ids, missing, latency_ns: {p50, p99, p999, count, buckets}}}}`,
+    /// `buckets` the histogram's non-empty buckets as `[lowest value, count]` pairs, so that
+    /// counters of several processes add up (`embstore rollout report --metrics`).
     public func metricsJSON() throws -> String {
         let variants = counterSnapshot.mapValues { c -> [String: Any] in
             ["batches": c.batches, "ids": c.ids, "missing": c.missing,
              "latency_ns": ["count": c.latency.count, "p50": c.latency.percentile(0.5), "p99": c.latency.percentile(0.99),
-                            "p999": c.latency.percentile(0.999)]]
+                            "p999": c.latency.percentile(0.999), "buckets": c.latency.buckets.map { [$0.lowest, UInt64($0.count)] }]]
         }
         let data = try JSONSerialization.data(withJSONObject: ["variants": variants], options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
@@ -132,6 +134,7 @@ public final class VariantRouter: Sendable {
 
 /// One variant's counters.
 public struct VariantCounters: Sendable {
+    public init() {}
     public var batches = 0
     public var ids = 0
     public var missing = 0
@@ -164,9 +167,17 @@ public struct LatencyHistogram: Sendable {
         return (UInt64(16 + b % 16)) << (exponent - 4)
     }
 
-    public mutating func add(_ nanoseconds: UInt64) {
-        counts[Self.bucket(nanoseconds)] += 1
-        count += 1
+    public init() {}
+
+    public mutating func add(_ nanoseconds: UInt64, count n: Int = 1) {
+        counts[Self.bucket(nanoseconds)] += n
+        count += n
+    }
+
+    /// The non-empty buckets: each one's lowest value and its count (what `add(_:count:)` of
+    /// those values gives back).
+    public var buckets: [(lowest: UInt64, count: Int)] {
+        counts.indices.filter { counts[$0] > 0 }.map { (Self.lowest($0), counts[$0]) }
     }
 
     /// The value at quantile `q` (0 ... 1): the lowest value of its bucket; 0 when empty.

@@ -8,7 +8,7 @@ struct RolloutCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rollout",
         abstract: "Create a staged rollout of a candidate store against a baseline, move it through stages, roll it back, and audit its split.",
-        subcommands: [Create.self, Advance.self, Rollback.self, Show.self, Assign.self])
+        subcommands: [Create.self, Advance.self, Rollback.self, Show.self, Assign.self, Thresholds.self, RolloutReportCommand.self])
 
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Write a new rollout file (it must not exist).")
@@ -17,11 +17,15 @@ struct RolloutCommand: ParsableCommand {
         @Option(help: "The candidate store (or sharded store) directory; a relative path is taken from the rollout file's directory.") var candidate: String
         @Option(help: "The candidate's share of the units, 0 to 1.") var fraction: Double
         @Option(help: "The salt the split hashes units with (default: 16 random hex digits; keep it to keep the split).") var salt: String?
+        @Option(help: "A readiness threshold NAME=VALUE (repeat; see `embstore rollout thresholds --help`); the defaults are recall_drop=0.01, p99_latency_ratio=1.1, rows_missing_max=0, miss_rate_increase=0.")
+        var threshold: [String] = []
 
         func run() throws {
             guard !FileManager.default.fileExists(atPath: file) else { throw InputError("\(file) exists; advance or roll back that rollout instead") }
             let salt = self.salt ?? String(format: "%016llx", UInt64.random(in: .min ... .max))
-            let rollout = try Rollout(baseline: baseline, candidate: candidate, fraction: fraction, salt: salt)
+            var thresholds = Rollout.defaultThresholds
+            for (name, value) in try threshold.map(parseThreshold) { thresholds[name] = value }
+            let rollout = try Rollout(baseline: baseline, candidate: candidate, fraction: fraction, salt: salt, thresholds: thresholds)
             try rollout.write(to: file)
             print(describe(rollout, file: file))
         }
@@ -87,6 +91,37 @@ struct RolloutCommand: ParsableCommand {
             print("assigned \(ids.count) units to \(out): " + shares.joined(separator: ", "))
         }
     }
+
+    struct Thresholds: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show or change the thresholds the readiness report checks (the split is not changed).",
+            discussion: "Thresholds: " + Rollout.thresholdNames.map { "\($0.key): \($0.value)." }.joined(separator: " "))
+        @Argument(help: "The rollout file.") var file: String
+        @Option(help: "Set a threshold: NAME=VALUE (repeat).") var set: [String] = []
+        @Option(help: "Remove a threshold (repeat).") var unset: [String] = []
+
+        func run() throws {
+            var rollout = try Rollout.read(from: file)
+            for name in unset {
+                guard rollout.thresholds.removeValue(forKey: name) != nil else { throw InputError("\(file) sets no threshold '\(name)'") }
+            }
+            for (name, value) in try set.map(parseThreshold) { rollout.thresholds[name] = value }
+            if !set.isEmpty || !unset.isEmpty { try rollout.write(to: file) }
+            for (name, value) in rollout.thresholds.sorted(by: { $0.key < $1.key }) { print("\(name) = \(value)") }
+        }
+    }
+}
+
+/// "recall_drop=0.01" as a name and a value; the name must be one a rollout knows.
+private func parseThreshold(_ text: String) throws -> (String, Double) {
+    let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
+    guard parts.count == 2, let value = Double(parts[1]), value.isFinite else {
+        throw InputError("threshold '\(text)' is not NAME=NUMBER")
+    }
+    guard Rollout.thresholdNames.contains(where: { $0.key == parts[0] }) else {
+        throw InputError("unknown threshold '\(parts[0])'; a rollout knows " + Rollout.thresholdNames.map(\.key).joined(separator: ", "))
+    }
+    return (parts[0], value)
 }
 
 private func describe(_ rollout: Rollout, file: String) -> String {

@@ -61,6 +61,13 @@ enum Tooling {
 
     static let toolsDirectory: URL = repoRoot.appendingPathComponent("tools")
 
+    /// The executable `name` on the PATH, if any.
+    static func executable(named name: String) -> URL? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        return path.split(separator: ":").map { URL(fileURLWithPath: String($0)).appendingPathComponent(name) }
+            .first { FileManager.default.isExecutableFile(atPath: $0.path) }
+    }
+
     /// The `embstore` executable SwiftPM built next to this test bundle: walk up from the test
     /// bundle / test process to the `.build/<triple>/<config>` directory that holds it.
     static let embstoreBinary: URL? = {

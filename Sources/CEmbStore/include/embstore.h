@@ -174,7 +174,7 @@ void embstore_rollout_reader_close(embstore_rollout_reader *reader);
 int embstore_rollout_lookup(embstore_rollout_reader *reader, uint64_t unit, const char *table, const uint64_t *ids, size_t count,
                             float *out, size_t dimension, uint8_t *found, int missing, size_t *variant, size_t *found_count);
 /* Per-variant counters: *json (freed with embstore_free_string) as {"variants": {name: {batches,
-   ids, missing, latency_ns: {count, p50, p99, p999}}}}, or Prometheus's text format. */
+   ids, missing, latency_ns: {count, p50, p99, p999, buckets: [[lowest_ns, count], ...]}}}}, or Prometheus's text format. */
 int embstore_rollout_metrics(embstore_rollout *rollout, int prometheus, char **text);
 
 #ifdef __cplusplus

@@ -541,7 +541,7 @@ class Rollout:
         return bool(changed[0])
 
     def metrics(self):
-        """Per-variant counters: {"variants": {name: {batches, ids, missing, latency_ns}}}."""
+        """Per-variant counters: {"variants": {name: {batches, ids, missing, latency_ns: {count, p50, p99, p999, buckets}}}}."""
         text = _ffi.new("char **")
         _check(_lib.embstore_rollout_metrics(self._handle, 0, text))
         return json.loads(_take_string(text))
