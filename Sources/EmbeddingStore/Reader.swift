@@ -204,9 +204,7 @@ public final class Reader {
                 return used.count - job.missed
             } }
         }
-        var batch = try startBatch(used, in: view, missing: missing, prefetchRecords: false)
-        for i in prefetchDistance..<max(used.count, prefetchDistance) { try resolve(i, &batch) }
-        let located = batch.located
+        let (located, foundCount) = try locateAll(used, in: view, missing: missing)
         try offsets.withMemoryRebound(to: Int64.self) { offsets64 in
             var job = emb_pool_job(
                 records: UnsafeRawPointer(located).assumingMemoryBound(to: emb_record.self), ids: nil, dense: nil,
@@ -214,7 +212,7 @@ public final class Reader {
                 stride: stride, out: out, kinds: decoders.pooledRowKinds, mean: feature.pooling == .mean ? 1 : 0, missed: 0)
             try runPoolJob(&job, ids: ids, weights: weights, record: { located[$0 - first] }, parameters: parameters, decoders: decoders)
         }
-        return batch.found
+        return foundCount
     }
 
     /// Runs `emb_pool_bags` to the end of `job`: each record it stops at goes to its decoder
@@ -277,16 +275,14 @@ public final class Reader {
                 return ids.count - missed
             }
             // Every id's record first (index entries prefetched ahead), then the decoding pass.
-            var batch = try startBatch(ids, in: view, missing: missing, prefetchRecords: false)
-            for i in prefetchDistance..<max(ids.count, prefetchDistance) { try resolve(i, &batch) }
-            let located = batch.located
+            let (located, foundCount) = try locateAll(ids, in: view, missing: missing)
             var job = emb_decode_job(records: UnsafeRawPointer(located).assumingMemoryBound(to: emb_record.self), ids: nil, dense: nil,
                                      count: ids.count, d: d, out: out.baseAddress, kinds: view.decoders.pooledRowKinds, missed: 0)
             try runDecodeJob(&job, ids: ids, record: { located[$0] }, parameters: parameters, decoders: view.decoders)
             if let found {
                 for i in 0..<ids.count { found[i] = located[i].baseAddress != nil }
             }
-            return batch.found
+            return foundCount
         }
     }
 
@@ -396,6 +392,8 @@ struct RecordRun {
         let segments: UnsafeMutableBufferPointer<HotSegment>
         let rows: Database
         let prefetchIndex: Bool
+        /// Sparse segments: their ids are prefetched one stage after their directory entries.
+        let prefetchSearch: Bool
         let searchDelta: Bool
         let filter: DeltaFilter
         let missing: MissingRows
@@ -405,25 +403,67 @@ struct RecordRun {
         var found = 0
     }
 
+    /// Every id's record (nil base address when missing) and how many were found: in one
+    /// sparse segment of fixed-size records by `emb_sparse_locate`, else id by id (`resolve`),
+    /// index entries prefetched ahead. Missing ids follow `missing`.
+    private func locateAll(_ ids: UnsafeBufferPointer<UInt64>, in view: TableView,
+                           missing: MissingRows) throws -> (UnsafeMutablePointer<UnsafeRawBufferPointer>, Int) {
+        if var sparse = view.sparseRows {
+            reserveLocated(ids.count)
+            let found = emb_sparse_locate(&sparse, ids.baseAddress, ids.count,
+                                          UnsafeMutableRawPointer(located).assumingMemoryBound(to: emb_record.self))
+            if missing == .error && found < ids.count, let i = (0..<ids.count).first(where: { located[$0].baseAddress == nil }) {
+                throw StoreError.rowNotFound(table: view.table.name, id: ids[i])
+            }
+            return (located, found)
+        }
+        var batch = try startBatch(ids, in: view, missing: missing, prefetchRecords: false)
+        for i in prefetchDistance..<max(ids.count, prefetchDistance) { try resolve(i, &batch) }
+        return (batch.located, batch.found)
+    }
+
+    private func reserveLocated(_ count: Int) {
+        if locatedCapacity < count {
+            located.deallocate()
+            locatedCapacity = max(count, 2 * locatedCapacity)
+            located = .allocate(capacity: locatedCapacity)
+        }
+    }
+
     /// Sets up a batch and finds its first `prefetchDistance` ids.
     private func startBatch(_ ids: UnsafeBufferPointer<UInt64>, in view: TableView, missing: MissingRows,
                             prefetchRecords: Bool = true) throws -> Batch {
-        if locatedCapacity < ids.count {
-            located.deallocate()
-            locatedCapacity = max(ids.count, 2 * locatedCapacity)
-            located = .allocate(capacity: locatedCapacity)
-        }
+        reserveLocated(ids.count)
         let searchDelta = view.deltaCount > 0
         // The filter costs a scan of the delta per snapshot: worth it for batches, not for one id.
         let filter = searchDelta && ids.count >= 32 ? try view.deltaFilter(txn: txn) : DeltaFilter()
         var batch = Batch(ids: ids, located: located, segments: view.hotSegments, rows: view.table.rows,
-                          prefetchIndex: view.segmentsHaveIndex, searchDelta: searchDelta, filter: filter,
-                          missing: missing, view: view, prefetchRecords: prefetchRecords)
+                          prefetchIndex: view.segmentsHaveIndex, prefetchSearch: view.segmentsAreSparse, searchDelta: searchDelta,
+                          filter: filter, missing: missing, view: view, prefetchRecords: prefetchRecords)
         if batch.prefetchIndex {
-            for i in 0..<min(ids.count, 2 * prefetchDistance) { prefetchIndex(ids[i], batch.segments) }
+            for i in 0..<min(ids.count, prefetchDistance + indexDistance(batch)) { prefetchIndex(ids[i], batch.segments) }
+        }
+        if batch.prefetchSearch {
+            for i in 0..<min(ids.count, 2 * prefetchDistance) { prefetchSearch(ids[i], batch.segments) }
         }
         for i in 0..<min(ids.count, prefetchDistance) { try resolve(i, &batch) }
         return batch
+    }
+
+    /// How far ahead of finding an id its index entries are prefetched: one distance, or two
+    /// for sparse segments, whose ids are prefetched in between (directory, ids, then record:
+    /// each stage reads what the one before prefetched).
+    @inline(__always)
+    private func indexDistance(_ batch: Batch) -> Int { batch.prefetchSearch ? 2 * prefetchDistance : prefetchDistance }
+
+    @inline(__always)
+    private func prefetchSearch(_ id: UInt64, _ segments: UnsafeMutableBufferPointer<HotSegment>) {
+        for s in segments.indices {   // by index: see prefetchIndex
+            if let address = segments[s].withIndex({ $0.searchAddress(of: id) }) {
+                prefetchForReading(address)
+                prefetchForReading(address + 56)   // a bucket of a few ids may cross into the next line
+            }
+        }
     }
 
     @inline(__always)
@@ -436,12 +476,14 @@ struct RecordRun {
     }
 
     /// Finds the record of id `i` of the batch (nil when missing) and prefetches it; prefetches
-    /// the index entries of id `i + prefetchDistance`. Does nothing past the end of the batch.
+    /// the index entries of id `i + indexDistance` and, for sparse segments, the ids of
+    /// `i + prefetchDistance`. Does nothing past the end of the batch.
     @inline(__always)
     private func resolve(_ i: Int, _ batch: inout Batch) throws {
         let ids = batch.ids
         guard i < ids.count else { return }
-        if batch.prefetchIndex && i + prefetchDistance < ids.count { prefetchIndex(ids[i + prefetchDistance], batch.segments) }
+        if batch.prefetchIndex && i + indexDistance(batch) < ids.count { prefetchIndex(ids[i + indexDistance(batch)], batch.segments) }
+        if batch.prefetchSearch && i + prefetchDistance < ids.count { prefetchSearch(ids[i + prefetchDistance], batch.segments) }
         let id = ids[i]
         var record: UnsafeRawBufferPointer?
         var inDelta = false
@@ -621,10 +663,15 @@ final class TableView {
     /// The indexes `hotSegments` point at (unowned), kept alive with them.
     private var segmentIndexes: [SegmentIndex] = []
     private(set) var segmentsHaveIndex = false
+    private(set) var segmentsAreSparse = false
     /// Set when the table's rows are one dense segment of fixed-size records, its parts of the
     /// lengths its header implies, with an empty delta: pooled lookups then find records from
     /// ids inside `emb_pool_bags`, with no pass of their own.
     private(set) var denseRows: emb_dense_rows?
+    /// Set when the table's rows are one sparse segment of fixed-size records, its parts of the
+    /// lengths its header implies, with an empty delta: lookups find records with
+    /// `emb_sparse_locate`, the directory and ids prefetched in stages.
+    private(set) var sparseRows: emb_sparse_rows?
     private var filter = DeltaFilter()
     private var filterSnapshot = -1
     private var filterStorage = UnsafeMutableBufferPointer<UInt64>(start: nil, count: 0)
@@ -702,6 +749,7 @@ final class TableView {
             hotSegments[s] = HotSegment(segment: view.segment, index: .passUnretained(view.index), parts: UnsafePointer(parts))
         }
         segmentsHaveIndex = views.contains { $0.index.header.kind != .denseFixed }
+        segmentsAreSparse = views.contains { $0.index.isSparse }
         denseRows = nil
         if deltaCount == 0, views.count == 1, let only = views.first, only.index.header.kind == .denseFixed,
            only.parts.indices.allSatisfy({ only.parts[$0].count == only.index.fixedPartLength($0 + 1) }) {
@@ -709,6 +757,11 @@ final class TableView {
             denseRows = emb_dense_rows(first_id: header.firstID, rows: header.rowCount, rows_per_part: UInt64(header.rowsPerPart),
                                        stride: UInt64(header.stride),
                                        parts: UnsafeRawPointer(partPointers.baseAddress!).assumingMemoryBound(to: emb_record.self))
+        }
+        sparseRows = nil
+        if deltaCount == 0, views.count == 1, let only = views.first,
+           only.parts.indices.allSatisfy({ only.parts[$0].count == only.index.fixedPartLength($0 + 1) }) {
+            sparseRows = only.index.sparseRows(parts: UnsafeRawPointer(partPointers.baseAddress!).assumingMemoryBound(to: emb_record.self))
         }
         snapshot = id
         mapGeneration = generation

@@ -1,3 +1,4 @@
+import CEmbeddingKernels
 import EmbeddingCodecs
 /// Builds a segment as a stream of rows, and finds rows in one.
 ///
@@ -183,7 +184,7 @@ final class SegmentIndex {
     // Copied out of the header once, so that a probe is plain arithmetic on stored values.
     private let firstID: UInt64
     private let lastID: UInt64
-    private let isSparse: Bool
+    let isSparse: Bool
     private let isSized: Bool
     private let hasGroupEntries: Bool
     private let endWidth: Int
@@ -243,6 +244,27 @@ final class SegmentIndex {
         if hasGroupEntries { return part0 + entryOffset(ofRow: Int(r)).offset }
         if isSized { return part0 + classesOffset + Int(r) }
         return nil
+    }
+
+    /// The address in the ids that a probe of a sparse segment for `id` reads first (the row
+    /// below its bucket, which `checkedRow` reads too), for prefetching: it reads the directory
+    /// entry `probeAddress` gave. Nil for dense segments and ids outside the segment.
+    @inline(__always)
+    func searchAddress(of id: UInt64) -> UnsafeRawPointer? {
+        guard isSparse, id >= firstID, id <= lastID else { return nil }
+        let low = min(Int(load(directoryOffset + 4 * Int((id - firstID) >> shift), as: UInt32.self)), rowCount)
+        return part0 + idsOffset + 8 * max(low - 1, 0)
+    }
+
+    /// This segment as `emb_sparse_locate` reads it, with its data parts at `parts` (each
+    /// exactly `fixedPartLength` long: the caller checks); nil unless it is sparse and fixed-size.
+    func sparseRows(parts: UnsafePointer<emb_record>) -> emb_sparse_rows? {
+        guard header.kind == .sparseFixed else { return nil }
+        return emb_sparse_rows(
+            first_id: firstID, last_id: lastID, rows: UInt64(rowCount), shift: shift, buckets: ((lastID - firstID) >> shift) + 1,
+            directory: (part0 + directoryOffset).assumingMemoryBound(to: UInt8.self),
+            ids: (part0 + idsOffset).assumingMemoryBound(to: UInt8.self),
+            rows_per_part: UInt64(rowsPerPart), stride: UInt64(stride), parts: parts)
     }
 
     /// The row number (0…N−1, id order) of `id`, or nil when the segment does not hold it.

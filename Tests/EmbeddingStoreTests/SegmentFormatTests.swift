@@ -403,6 +403,56 @@ import Testing
         #expect(start + 4 * (buckets + 1) == built.part0.count)
     }
 
+    /// `emb_sparse_locate` (the batched probe of lookups in one sparse fixed-size segment) gives
+    /// every id the record `SegmentIndex.row(of:)` gives it, or none when that gives none.
+    func expectLocateAgrees(_ part0: [UInt8], parts: [[UInt8]], probes: [UInt64], _ what: String) throws {
+        try part0.withUnsafeBytes { p0 in
+            let index = try SegmentIndex(part0: p0)
+            let buffers = parts.map { part in
+                let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(part.count, 1), alignment: 8)
+                copy.copyBytes(from: part)
+                return UnsafeRawBufferPointer(start: copy.baseAddress, count: part.count)
+            }
+            defer { buffers.forEach { UnsafeMutableRawBufferPointer(mutating: $0).deallocate() } }
+            let records = buffers.map { emb_record(start: $0.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                                   end: ($0.baseAddress! + $0.count).assumingMemoryBound(to: UInt8.self)) }
+            try records.withUnsafeBufferPointer { records in
+                guard var rows = index.sparseRows(parts: records.baseAddress!) else {
+                    Issue.record("\(what): not a sparse fixed-size segment")
+                    return
+                }
+                var out = [emb_record](repeating: emb_record(start: nil, end: nil), count: probes.count)
+                let found = emb_sparse_locate(&rows, probes, probes.count, &out)
+                var expected = 0
+                for (i, id) in probes.enumerated() {
+                    let swift = index.row(of: id).flatMap { r in index.record(ofRow: r, in: buffers[index.part(ofRow: r) - 1]) }
+                    if swift != nil { expected += 1 }
+                    #expect(out[i].start.map(UnsafeRawPointer.init) == swift?.baseAddress && (swift == nil || out[i].end - out[i].start == swift!.count),
+                            "\(what): id \(id)")
+                }
+                #expect(found == expected, "\(what)")
+            }
+        }
+    }
+
+    @Test(arguments: sparseSets)
+    func batchedSparseLocateAgreesWithTheIndex(set: String) throws {
+        let ids = Self.sparseIDs(set)
+        let built = try build(ids, records(ids, sizes: [9]), rowsPerPart: 16)
+        var random = SeededRandom(seed: 42)
+        var probes = ids + absentCandidates(ids) + (0..<500).map { _ in random.next() }
+        probes.shuffle(using: &random)
+        try expectLocateAgrees(built.part0, parts: built.parts, probes: probes, set)
+        // Damaged ids and directory entries: the batched probe loses or keeps exactly what the index does.
+        let directory = 64 + 8 * ids.count
+        for round in 0..<20 {
+            var part0 = built.part0
+            let field = round % 2 == 0 ? 64 + 8 * Int(random.next() % UInt64(ids.count)) : directory + 4 * Int(random.next() % UInt64((part0.count - directory) / 4))
+            Self.setField(&part0, field, round % 2 == 0 ? 8 : 4, round % 2 == 0 ? ids[Int(random.next() % UInt64(ids.count))] : random.next() % 1000)
+            try expectLocateAgrees(part0, parts: built.parts, probes: probes, "\(set), damage round \(round)")
+        }
+    }
+
     // MARK: - Damage
 
     /// A damaged sparse index may lose rows but never answers with a row that holds another id.

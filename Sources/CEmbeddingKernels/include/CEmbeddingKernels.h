@@ -463,6 +463,34 @@ typedef struct {
     const emb_record *parts;
 } emb_dense_rows;
 
+/** A table's rows as one sparse segment of fixed-size records (FORMAT.md, segment kind 3) with
+ *  an empty delta: rows 0 ..< rows in id order, row r's id the little-endian u64 at ids + 8r,
+ *  the rows of directory bucket b (an id's bucket is (id - first_id) >> shift) rows
+ *  directory[b] ..< directory[b + 1] (little-endian u32 entries, buckets + 1 of them), row r's
+ *  record the `stride` bytes at r % rows_per_part · stride in data part r / rows_per_part, each
+ *  part exactly as long as its rows (the caller checks the parts' lengths and the header). */
+typedef struct {
+    uint64_t first_id;
+    uint64_t last_id;
+    uint64_t rows;
+    uint64_t shift;
+    uint64_t buckets;
+    const unsigned char *directory;
+    const unsigned char *ids;
+    uint64_t rows_per_part;
+    uint64_t stride;
+    const emb_record *parts;
+} emb_sparse_rows;
+
+/** The records of ids[0 ..< count] into out (start NULL for an id the segment lacks), as
+ *  SegmentIndex.row(of:) finds them: directory entries prefetched 2·EMB_SPARSE_DISTANCE ids
+ *  ahead, the ids they point at EMB_SPARSE_DISTANCE ahead, so that each id's probe reads cached
+ *  lines. A damaged index can make a row missing, never read outside the segment or give an id
+ *  another id's row. Returns how many were found. */
+size_t emb_sparse_locate(const emb_sparse_rows *rows, const uint64_t *ids, size_t count, emb_record *out);
+
+#define EMB_SPARSE_DISTANCE 8
+
 typedef struct {
     /** records[p - first]: the record of position p of the ids (unused with `dense`). */
     const emb_record *records;
