@@ -34,18 +34,8 @@ public enum AnyStore: Sendable {
     /// Table `name` read whole: its live rows' codec forms, its rows decoded, its bytes.
     func rows(of name: String) throws -> TableRows {
         switch self {
-        case .single(let store):
-            return try store.rows(of: store.table(name))
-        case .sharded(let store):
-            let table = try store.table(name)
-            return TableRows(
-                name: name, dimension: table.dimension,
-                census: { try store.liveRowCodecs(table) },
-                makeDecoder: {
-                    let reader = try store.makeReader()
-                    return { ids, out in try reader.lookup(table, ids: ids, into: out, missing: .error) }
-                },
-                storage: { try zip(store.shards, table.handles).compactMap { shard, handle in try handle.map { try shard.storageStatistics($0) } } })
+        case .single(let store): return try store.rows(of: store.table(name))
+        case .sharded(let store): return try store.rows(of: store.table(name))
         }
     }
 }
@@ -91,6 +81,17 @@ extension Store {
 }
 
 extension ShardedStore {
+    func rows(of table: ShardedTable) throws -> TableRows {
+        TableRows(
+            name: table.name, dimension: table.dimension,
+            census: { try self.liveRowCodecs(table) },
+            makeDecoder: {
+                let reader = try self.makeReader()
+                return { ids, out in try reader.lookup(table, ids: ids, into: out, missing: .error) }
+            },
+            storage: { try zip(self.shards, table.handles).compactMap { shard, handle in try handle.map { try shard.storageStatistics($0) } } })
+    }
+
     /// Every live row of `table` in every shard (a shard's stale rows, left by a grow, are not
     /// live): ids ascending. Forms of one name in several shards are one form.
     public func liveRowCodecs(_ table: ShardedTable) throws -> LiveRowCodecs {

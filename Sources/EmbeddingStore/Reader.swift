@@ -403,15 +403,15 @@ struct RecordRun {
         var found = 0
     }
 
-    /// Every id's record (nil base address when missing) and how many were found: in one
-    /// sparse segment of fixed-size records by `emb_sparse_locate`, else id by id (`resolve`),
-    /// index entries prefetched ahead. Missing ids follow `missing`.
+    /// Every id's record (nil base address when missing) and how many were found: in a table
+    /// that is one indexed segment by `emb_segment_locate`, else id by id (`resolve`), index
+    /// entries prefetched ahead. Missing ids follow `missing`.
     private func locateAll(_ ids: UnsafeBufferPointer<UInt64>, in view: TableView,
                            missing: MissingRows) throws -> (UnsafeMutablePointer<UnsafeRawBufferPointer>, Int) {
-        if var sparse = view.sparseRows {
+        if var segment = view.segmentRows {
             reserveLocated(ids.count)
-            let found = emb_sparse_locate(&sparse, ids.baseAddress, ids.count,
-                                          UnsafeMutableRawPointer(located).assumingMemoryBound(to: emb_record.self))
+            let found = emb_segment_locate(&segment, ids.baseAddress, ids.count,
+                                           UnsafeMutableRawPointer(located).assumingMemoryBound(to: emb_record.self))
             if missing == .error && found < ids.count, let i = (0..<ids.count).first(where: { located[$0].baseAddress == nil }) {
                 throw StoreError.rowNotFound(table: view.table.name, id: ids[i])
             }
@@ -668,10 +668,10 @@ final class TableView {
     /// lengths its header implies, with an empty delta: pooled lookups then find records from
     /// ids inside `emb_pool_bags`, with no pass of their own.
     private(set) var denseRows: emb_dense_rows?
-    /// Set when the table's rows are one sparse segment of fixed-size records, its parts of the
-    /// lengths its header implies, with an empty delta: lookups find records with
-    /// `emb_sparse_locate`, the directory and ids prefetched in stages.
-    private(set) var sparseRows: emb_sparse_rows?
+    /// Set when the table's rows are one segment of a kind `emb_segment_locate` takes (sparse
+    /// fixed-size records, its parts of the lengths its header implies, or group entries), with
+    /// an empty delta: lookups find its records in C, each index read prefetched a stage ahead.
+    private(set) var segmentRows: emb_segment_rows?
     private var filter = DeltaFilter()
     private var filterSnapshot = -1
     private var filterStorage = UnsafeMutableBufferPointer<UInt64>(start: nil, count: 0)
@@ -758,10 +758,10 @@ final class TableView {
                                        stride: UInt64(header.stride),
                                        parts: UnsafeRawPointer(partPointers.baseAddress!).assumingMemoryBound(to: emb_record.self))
         }
-        sparseRows = nil
+        segmentRows = nil
         if deltaCount == 0, views.count == 1, let only = views.first,
-           only.parts.indices.allSatisfy({ only.parts[$0].count == only.index.fixedPartLength($0 + 1) }) {
-            sparseRows = only.index.sparseRows(parts: UnsafeRawPointer(partPointers.baseAddress!).assumingMemoryBound(to: emb_record.self))
+           only.parts.indices.allSatisfy({ only.index.fixedPartLength($0 + 1).map { [count = only.parts[$0].count] in $0 == count } ?? true }) {
+            segmentRows = only.index.segmentRows(parts: UnsafeRawPointer(partPointers.baseAddress!).assumingMemoryBound(to: emb_record.self))
         }
         snapshot = id
         mapGeneration = generation

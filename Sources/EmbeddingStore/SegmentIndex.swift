@@ -256,14 +256,19 @@ final class SegmentIndex {
         return part0 + idsOffset + 8 * max(low - 1, 0)
     }
 
-    /// This segment as `emb_sparse_locate` reads it, with its data parts at `parts` (each
-    /// exactly `fixedPartLength` long: the caller checks); nil unless it is sparse and fixed-size.
-    func sparseRows(parts: UnsafePointer<emb_record>) -> emb_sparse_rows? {
-        guard header.kind == .sparseFixed else { return nil }
-        return emb_sparse_rows(
-            first_id: firstID, last_id: lastID, rows: UInt64(rowCount), shift: shift, buckets: ((lastID - firstID) >> shift) + 1,
-            directory: (part0 + directoryOffset).assumingMemoryBound(to: UInt8.self),
-            ids: (part0 + idsOffset).assumingMemoryBound(to: UInt8.self),
+    /// This segment as `emb_segment_locate` reads it, with its data parts at `parts`; nil for
+    /// the kinds it does not take (dense fixed-size rows, which the lookup kernels find from
+    /// their ids themselves, and the size classes of format versions 2–3). For fixed-size
+    /// records the parts must be exactly `fixedPartLength` long: the caller checks.
+    func segmentRows(parts: UnsafePointer<emb_record>) -> emb_segment_rows? {
+        guard header.kind == .sparseFixed || hasGroupEntries else { return nil }
+        return emb_segment_rows(
+            first_id: firstID, last_id: lastID, rows: UInt64(rowCount), sparse: isSparse ? 1 : 0, shift: shift,
+            buckets: isSparse ? ((lastID - firstID) >> shift) + 1 : 0,
+            directory: isSparse ? (part0 + directoryOffset).assumingMemoryBound(to: UInt8.self) : nil,
+            ids: isSparse ? (part0 + idsOffset).assumingMemoryBound(to: UInt8.self) : nil,
+            grouped: hasGroupEntries ? 1 : 0, end_width: UInt64(endWidth), entries_per_part: UInt64(entriesPerPart),
+            entries: hasGroupEntries ? (part0 + groupsOffset).assumingMemoryBound(to: UInt8.self) : nil,
             rows_per_part: UInt64(rowsPerPart), stride: UInt64(stride), parts: parts)
     }
 

@@ -403,8 +403,8 @@ import Testing
         #expect(start + 4 * (buckets + 1) == built.part0.count)
     }
 
-    /// `emb_sparse_locate` (the batched probe of lookups in one sparse fixed-size segment) gives
-    /// every id the record `SegmentIndex.row(of:)` gives it, or none when that gives none.
+    /// `emb_segment_locate` (the batched probe of lookups in one segment) gives every id the
+    /// record `SegmentIndex.row(of:)` and `record(ofRow:)` give it, or none when they give none.
     func expectLocateAgrees(_ part0: [UInt8], parts: [[UInt8]], probes: [UInt64], _ what: String) throws {
         try part0.withUnsafeBytes { p0 in
             let index = try SegmentIndex(part0: p0)
@@ -417,12 +417,12 @@ import Testing
             let records = buffers.map { emb_record(start: $0.baseAddress!.assumingMemoryBound(to: UInt8.self),
                                                    end: ($0.baseAddress! + $0.count).assumingMemoryBound(to: UInt8.self)) }
             try records.withUnsafeBufferPointer { records in
-                guard var rows = index.sparseRows(parts: records.baseAddress!) else {
-                    Issue.record("\(what): not a sparse fixed-size segment")
+                guard var rows = index.segmentRows(parts: records.baseAddress!) else {
+                    Issue.record("\(what): a segment of kind \(index.header.kind), which emb_segment_locate does not take")
                     return
                 }
                 var out = [emb_record](repeating: emb_record(start: nil, end: nil), count: probes.count)
-                let found = emb_sparse_locate(&rows, probes, probes.count, &out)
+                let found = emb_segment_locate(&rows, probes, probes.count, &out)
                 var expected = 0
                 for (i, id) in probes.enumerated() {
                     let swift = index.row(of: id).flatMap { r in index.record(ofRow: r, in: buffers[index.part(ofRow: r) - 1]) }
@@ -450,6 +450,24 @@ import Testing
             let field = round % 2 == 0 ? 64 + 8 * Int(random.next() % UInt64(ids.count)) : directory + 4 * Int(random.next() % UInt64((part0.count - directory) / 4))
             Self.setField(&part0, field, round % 2 == 0 ? 8 : 4, round % 2 == 0 ? ids[Int(random.next() % UInt64(ids.count))] : random.next() % 1000)
             try expectLocateAgrees(part0, parts: built.parts, probes: probes, "\(set), damage round \(round)")
+        }
+    }
+
+    /// Group entries (mixed record sizes), dense and sparse ids, W = 2 and 4: the batched probe
+    /// finds what the index finds, also when entry bytes are damaged (every 7th bit of the entries).
+    @Test(arguments: [false, true], [nil, 70_000])
+    func batchedLocateOfGroupedRowsAgreesWithTheIndex(sparse: Bool, largestRecord: Int?) throws {
+        let ids = sparse ? Self.sparseIDs("random64") : (0..<300).map { UInt64($0) + 1_000 }
+        let built = try build(ids, records(ids, sizes: Self.mixedSizes), rowsPerPart: 64, maximumRecordSize: largestRecord)
+        let header = try built.part0.withUnsafeBytes { try SegmentHeader.decode($0) }
+        #expect(header.kind == (sparse ? .sparseGrouped : .denseGrouped) && header.endWidth == (largestRecord == nil ? 2 : 4))
+        var random = SeededRandom(seed: 7)
+        let probes = (ids + absentCandidates(ids) + (0..<300).map { _ in random.next() }).shuffled(using: &random)
+        try expectLocateAgrees(built.part0, parts: built.parts, probes: probes, "undamaged")
+        for bit in stride(from: 8 * header.groupsOffset, to: 8 * built.part0.count, by: 7) {
+            var part0 = built.part0
+            part0[bit / 8] ^= 1 << (bit % 8)
+            try expectLocateAgrees(part0, parts: built.parts, probes: probes, "bit \(bit)")
         }
     }
 

@@ -463,31 +463,44 @@ typedef struct {
     const emb_record *parts;
 } emb_dense_rows;
 
-/** A table's rows as one sparse segment of fixed-size records (FORMAT.md, segment kind 3) with
- *  an empty delta: rows 0 ..< rows in id order, row r's id the little-endian u64 at ids + 8r,
- *  the rows of directory bucket b (an id's bucket is (id - first_id) >> shift) rows
- *  directory[b] ..< directory[b + 1] (little-endian u32 entries, buckets + 1 of them), row r's
- *  record the `stride` bytes at r % rows_per_part · stride in data part r / rows_per_part, each
- *  part exactly as long as its rows (the caller checks the parts' lengths and the header). */
+/** A table's rows as one segment with an empty delta (FORMAT.md, segment kinds 3, 5 and 6; the
+ *  caller checks the header, and for fixed-size records the parts' lengths): rows 0 ..< rows in
+ *  id order.
+ *  - Dense (sparse == 0): row r holds id first_id + r.
+ *  - Sparse: row r's id is the little-endian u64 at ids + 8r; the rows of directory bucket b (an
+ *    id's bucket is (id - first_id) >> shift) are rows directory[b] ..< directory[b + 1]
+ *    (little-endian u32 entries, buckets + 1 of them).
+ *  - Fixed-size records (grouped == 0): row r's record is the `stride` bytes at
+ *    (r % rows_per_part) · stride in data part r / rows_per_part.
+ *  - Grouped (kinds 5, 6): row r, at i = r % rows_per_part in part p = r / rows_per_part, has the
+ *    64-byte group entry p · entries_per_part + i / G at entries (G = 29 for end_width 2, 14 for
+ *    4) and slot i % G; its record is checked against the entry's check word and its part's
+ *    length (parts[p].end - parts[p].start). */
 typedef struct {
     uint64_t first_id;
     uint64_t last_id;
     uint64_t rows;
+    int sparse;
     uint64_t shift;
     uint64_t buckets;
     const unsigned char *directory;
     const unsigned char *ids;
+    int grouped;
+    uint64_t end_width;
+    uint64_t entries_per_part;
+    const unsigned char *entries;
     uint64_t rows_per_part;
     uint64_t stride;
     const emb_record *parts;
-} emb_sparse_rows;
+} emb_segment_rows;
 
 /** The records of ids[0 ..< count] into out (start NULL for an id the segment lacks), as
- *  SegmentIndex.row(of:) finds them: directory entries prefetched 2·EMB_SPARSE_DISTANCE ids
- *  ahead, the ids they point at EMB_SPARSE_DISTANCE ahead, so that each id's probe reads cached
- *  lines. A damaged index can make a row missing, never read outside the segment or give an id
- *  another id's row. Returns how many were found. */
-size_t emb_sparse_locate(const emb_sparse_rows *rows, const uint64_t *ids, size_t count, emb_record *out);
+ *  SegmentIndex.row(of:) and record(ofRow:) find them, in blocks: a block's rows first (sparse
+ *  directory entries prefetched 2·EMB_SPARSE_DISTANCE ids ahead, the ids they point at
+ *  EMB_SPARSE_DISTANCE ahead), then their records (group entries prefetched EMB_SPARSE_DISTANCE
+ *  ahead), so that each read finds its line cached. A damaged index can make a row missing,
+ *  never read outside the segment or give an id another id's row. Returns how many were found. */
+size_t emb_segment_locate(const emb_segment_rows *rows, const uint64_t *ids, size_t count, emb_record *out);
 
 #define EMB_SPARSE_DISTANCE 8
 
