@@ -156,15 +156,18 @@ enum Readiness {
                 var skipped = 0
                 for entry in tables {
                     guard let a = entry.sourceA, let b = entry.sourceB else { continue }
-                    if a.deciles.isEmpty {
-                        for (sa, sb) in zip(a.querySets, b.querySets) {
-                            if let ra = sa.recall, let rb = sb.recall { drops.append((ra - rb, "\(at(entry.diff.table))\(sa.name) queries: \(fixed4(ra)) → \(fixed4(rb))")) }
-                        }
-                    }
+                    var checked = 0
                     for (da, db) in zip(a.deciles, b.deciles) {
                         let (ra, qa) = pooledRecall(da.queries), (rb, _) = pooledRecall(db.queries)
                         guard qa >= minimumDecileQueries, let ra, let rb else { skipped += 1; continue }
                         drops.append((ra - rb, "\(at(entry.diff.table))decile \(da.decile): \(fixed4(ra)) → \(fixed4(rb)) over \(qa) queries"))
+                        checked += 1
+                    }
+                    // Without deciles (no --freq), or none with enough queries: each query set whole.
+                    if checked == 0 {
+                        for (sa, sb) in zip(a.querySets, b.querySets) {
+                            if let ra = sa.recall, let rb = sb.recall { drops.append((ra - rb, "\(at(entry.diff.table))\(sa.name) queries: \(fixed4(ra)) → \(fixed4(rb))")) }
+                        }
                     }
                 }
                 settle(drops, worse: { $0 > $1 }, within: { $0 <= limit }, missing: "needs --source (recall against the full-precision rows)")

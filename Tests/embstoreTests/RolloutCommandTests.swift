@@ -102,6 +102,13 @@ import Testing
             #expect(status == ["agreement_min": "fail", "recall_drop": "pass", "bytes_ratio_max": "pass", "p99_latency_ratio": "pass",
                                "miss_rate_increase": "pass", "mean_cosine_min": "pass", "rows_missing_max": "pass"], "\(checks)")
 
+            // Too few queries for any decile: recall_drop checks each query set whole (it still has data).
+            let few = try embstoreOK(["rollout", "report", file, "--source", table, "--freq", directory.appendingPathComponent("freq.npy").path,
+                                      "--query-count", "5", "--out", directory.appendingPathComponent("few.html").path, "--json"])
+            let fewChecks = try JSONSerialization.jsonObject(with: Data((few.stdout.split(separator: "\n").first ?? "").utf8)) as? [[String: Any]] ?? []
+            let recall = fewChecks.first { $0["name"] as? String == "recall_drop" }
+            #expect(recall?["status"] as? String == "pass" && (recall?["detail"] as? String ?? "").contains(" queries: "), "\(recall ?? [:])")
+
             // Chromium's DOM of the page, and a screenshot of it.
             guard let chromium = ["chromium", "chromium-browser", "google-chrome"].lazy.compactMap(Tooling.executable(named:)).first else {
                 Issue.record("no Chromium to render the report: apt-get install chromium (.ci/run and tools/quickstart.sh install it)")
