@@ -48,7 +48,7 @@ public struct Rollout: Codable, Sendable, Equatable {
 
     /// The thresholds a rollout file may set, and what each bounds (README, "Staged rollout").
     public static let thresholdNames: KeyValuePairs<String, String> = [
-        "recall_drop": "recall@10 against the source may fall by at most this, in every popularity decile (overall without counts)",
+        "recall_drop": "recall@10 against the source may fall by at most this, in every popularity decile with 20 query rows (in each query set without counts, or when no decile has 20)",
         "agreement_min": "top-10 neighbour agreement between baseline and candidate at least this, for every query set",
         "mean_cosine_min": "mean cosine between the baseline's and the candidate's rows at least this, in every popularity decile",
         "rows_missing_max": "rows the baseline has and the candidate lacks: at most this many",
