@@ -85,12 +85,7 @@ private final class ShardedTableHandle {
 }
 
 /// What a store handle names: a store, or a sharded store (read through its router).
-private enum StoreObject {
-    case single(Store)
-    case sharded(ShardedStore)
-}
-
-private func storeObject(_ handle: OpaquePointer?) throws -> StoreObject {
+private func storeObject(_ handle: OpaquePointer?) throws -> AnyStore {
     let value: AnyObject = try object(handle, "store")
     if let store = value as? Store { return .single(store) }
     if let sharded = value as? ShardedStore { return .sharded(sharded) }
@@ -179,10 +174,7 @@ public func embstoreRefresh(_ store: OpaquePointer?, _ moved: UnsafeMutablePoint
 public func embstoreTableNames(_ store: OpaquePointer?, _ names: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     status {
         let names = try required(names, "names")
-        switch try storeObject(store) {
-        case .single(let store): give(try store.tableNames().joined(separator: "\n"), to: names)
-        case .sharded(let sharded): give(sharded.tableNames.joined(separator: "\n"), to: names)
-        }
+        give(try storeObject(store).tableNames.joined(separator: "\n"), to: names)
     }
 }
 
@@ -367,40 +359,44 @@ public func embstoreLookupMulti(_ reader: OpaquePointer?, _ features: UnsafePoin
                                 _ foundCount: UnsafeMutablePointer<Int>?) -> Int32 {
     status {
         if let router = (try object(reader, "reader") as AnyObject) as? ShardedReader {
-            var request: [ShardedFeature] = []
-            var width = 0
-            for (f, feature) in try buffer(features, featureCount, "features").enumerated() {
-                let table = (try object(feature.table, "features[\(f)].table") as ShardedTableHandle).table
-                request.append(ShardedFeature(
-                    table: table, ids: try buffer(feature.ids, feature.id_count, "features[\(f)].ids"),
-                    offsets: try offsetBuffer(feature.offsets, batchSize + 1),
-                    weights: try feature.weights.map { try buffer($0, feature.id_count, "features[\(f)].weights") },
-                    pooling: try poolingMode(feature.pooling)))
-                width += table.dimension
-            }
+            let (request, width) = try pooledRequest(features, featureCount, batchSize) { (try object($0, $1) as ShardedTableHandle).table }
+            // Not `foundCount?.pointee = try …`: with foundCount NULL that would never look up.
             let rows = try router.lookupPooled(request, batchSize: batchSize, into: try mutableBuffer(out, batchSize * width, "out"),
                                                missing: try missingMode(missing))
             foundCount?.pointee = rows
             return
         }
         let reader: Reader = try object(reader, "reader")
-        var request: [PooledFeature] = []
-        request.reserveCapacity(featureCount)
-        var width = 0
-        for (f, feature) in try buffer(features, featureCount, "features").enumerated() {
-            let table: Table = try object(feature.table, "features[\(f)].table")
-            request.append(PooledFeature(
-                table: table, ids: try buffer(feature.ids, feature.id_count, "features[\(f)].ids"),
-                offsets: try offsetBuffer(feature.offsets, batchSize + 1),
-                weights: try feature.weights.map { try buffer($0, feature.id_count, "features[\(f)].weights") },
-                pooling: try poolingMode(feature.pooling)))
-            width += table.dimension
-        }
+        let (request, width) = try pooledRequest(features, featureCount, batchSize) { try object($0, $1) as Table }
         let rows = try reader.lookupPooled(request, batchSize: batchSize, into: try mutableBuffer(out, batchSize * width, "out"),
                                            missing: try missingMode(missing))
         foundCount?.pointee = rows
     }
 }
+
+/// The features of a multi-table request, with tables from `table(handle, name for errors)`,
+/// and the width of a sample's row (the sum of their dimensions).
+private func pooledRequest<T: PooledTable>(_ features: UnsafePointer<embstore_feature>?, _ featureCount: Int, _ batchSize: Int,
+                                           table: (OpaquePointer?, String) throws -> T) throws -> ([PooledFeatureOf<T>], Int) {
+    var request: [PooledFeatureOf<T>] = []
+    request.reserveCapacity(featureCount)
+    var width = 0
+    for (f, feature) in try buffer(features, featureCount, "features").enumerated() {
+        let handle = try table(feature.table, "features[\(f)].table")
+        request.append(PooledFeatureOf(
+            table: handle, ids: try buffer(feature.ids, feature.id_count, "features[\(f)].ids"),
+            offsets: try offsetBuffer(feature.offsets, batchSize + 1),
+            weights: try feature.weights.map { try buffer($0, feature.id_count, "features[\(f)].weights") },
+            pooling: try poolingMode(feature.pooling)))
+        width += handle.dimension
+    }
+    return (request, width)
+}
+
+/// A table of a store or of a sharded store: what a request's row width needs.
+private protocol PooledTable { var dimension: Int { get } }
+extension Table: PooledTable {}
+extension ShardedTable: PooledTable {}
 
 // MARK: - Writes
 

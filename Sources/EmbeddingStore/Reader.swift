@@ -533,17 +533,18 @@ struct RecordRun {
     }
 }
 
-/// One feature of a multi-table pooled request (`Reader.lookupPooled(_:batchSize:into:missing:)`):
-/// a table, its ids, bag offsets (bag `b` is `ids[offsets[b] ..< offsets[b + 1]]`), optional
-/// per-id weights parallel to `ids`, and how its bags are pooled.
-public struct PooledFeature {
-    public var table: Table
+/// One feature of a multi-table pooled request (`Reader.lookupPooled(_:batchSize:into:missing:)`,
+/// and `ShardedReader`'s): a table, its ids, bag offsets (bag `b` is
+/// `ids[offsets[b] ..< offsets[b + 1]]`), optional per-id weights parallel to `ids`, and how its
+/// bags are pooled.
+public struct PooledFeatureOf<TableHandle> {
+    public var table: TableHandle
     public var ids: UnsafeBufferPointer<UInt64>
     public var offsets: UnsafeBufferPointer<Int>
     public var weights: UnsafeBufferPointer<Float>?
     public var pooling: Pooling
 
-    public init(table: Table, ids: UnsafeBufferPointer<UInt64>, offsets: UnsafeBufferPointer<Int>,
+    public init(table: TableHandle, ids: UnsafeBufferPointer<UInt64>, offsets: UnsafeBufferPointer<Int>,
                 weights: UnsafeBufferPointer<Float>? = nil, pooling: Pooling = .sum) {
         self.table = table
         self.ids = ids
@@ -569,6 +570,11 @@ public struct PooledFeature {
         }
     }
 }
+
+/// A feature of a store's table.
+public typealias PooledFeature = PooledFeatureOf<Table>
+/// A feature of a sharded store's table.
+public typealias ShardedFeature = PooledFeatureOf<ShardedTable>
 
 /// How many ids ahead a lookup finds records (prefetching their index entries one distance
 /// further); the records themselves are prefetched by the decoding pass (`emb_decode_records`,

@@ -306,24 +306,6 @@ public final class ShardedReader {
     }
 }
 
-/// One feature of a multi-table request to a sharded store.
-public struct ShardedFeature {
-    public let table: ShardedTable
-    public let ids: UnsafeBufferPointer<UInt64>
-    public let offsets: UnsafeBufferPointer<Int>
-    public let weights: UnsafeBufferPointer<Float>?
-    public let pooling: Pooling
-
-    public init(table: ShardedTable, ids: UnsafeBufferPointer<UInt64>, offsets: UnsafeBufferPointer<Int>,
-                weights: UnsafeBufferPointer<Float>? = nil, pooling: Pooling = .sum) {
-        self.table = table
-        self.ids = ids
-        self.offsets = offsets
-        self.weights = weights
-        self.pooling = pooling
-    }
-}
-
 /// The lookups of one sorted batch, shard by shard: shard s's ids are `ids[starts[s] ..<
 /// starts[s + 1]]`, its rows and found flags go to the same positions of `rows` and `found`.
 private struct ShardJob {

@@ -224,24 +224,26 @@ public final class VariantReader {
         let n: Int
         switch state.stores[v] {
         case .single(let store):
-            let reader = try singles[ObjectIdentifier(store)] ?? store.makeReader()
-            singles[ObjectIdentifier(store)] = reader
-            let key = TableKey(store: ObjectIdentifier(store), name: table)
-            let handle = try tables[key] ?? store.table(table)
-            tables[key] = handle
+            let reader = try cached(&singles, ObjectIdentifier(store)) { try store.makeReader() }
+            let handle = try cached(&tables, TableKey(store: ObjectIdentifier(store), name: table)) { try store.table(table) }
             try check(handle.dimension)
             n = try found.map { try reader.lookup(handle, ids: ids, into: out, found: $0) } ?? reader.lookup(handle, ids: ids, into: out, missing: missing)
         case .sharded(let store):
-            let reader = try shardeds[ObjectIdentifier(store)] ?? store.makeReader()
-            shardeds[ObjectIdentifier(store)] = reader
-            let key = TableKey(store: ObjectIdentifier(store), name: table)
-            let handle = try shardedTables[key] ?? store.table(table)
-            shardedTables[key] = handle
+            let reader = try cached(&shardeds, ObjectIdentifier(store)) { try store.makeReader() }
+            let handle = try cached(&shardedTables, TableKey(store: ObjectIdentifier(store), name: table)) { try store.table(table) }
             try check(handle.dimension)
             n = try reader.lookup(handle, ids: ids, into: out, found: found, missing: missing)
         }
         router.record(variant: state.rollout.variants[v].name, ids: ids.count, missing: ids.count - n,
                       nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
         return (v, n)
+    }
+
+    /// `cache[key]`, made by `make` on first use.
+    private func cached<Key: Hashable, Value>(_ cache: inout [Key: Value], _ key: Key, _ make: () throws -> Value) rethrows -> Value {
+        if let value = cache[key] { return value }
+        let value = try make()
+        cache[key] = value
+        return value
     }
 }
